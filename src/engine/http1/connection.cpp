@@ -1,0 +1,604 @@
+#include "engine/http1/connection.h"
+
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+
+#include "engine/log.h"
+#include "engine/server.h"
+
+namespace pronghorn::http1 {
+
+namespace {
+constexpr size_t kReadSize = 64 * 1024;
+constexpr uint64_t kLingerMs = 2000;
+constexpr size_t kMaxIov = 16;
+}  // namespace
+
+Connection::Connection(Server &server, std::unique_ptr<ByteStream> stream, SocketAddress peer,
+                       const SocketAddress *local)
+    : server_(server), stream_(std::move(stream)), peer_(std::move(peer)), local_(local),
+      parser_(server.config().limits) {}
+
+Connection::~Connection() {
+  for (OutChunk &chunk : out_)
+    if (chunk.file_fd >= 0) ::close(chunk.file_fd);
+}
+
+bool Connection::start() {
+  interest_ = EPOLLIN;
+  if (!server_.loop().add(stream_->fd(), interest_, this)) return false;
+  set_deadline(Deadline::KeepAlive, server_.config().keep_alive_timeout_ms);
+  return true;
+}
+
+void Connection::set_deadline(Deadline kind, uint64_t ms) {
+  deadline_kind_ = kind;
+  deadline_ms_ = kind == Deadline::None ? 0 : server_.loop().now_ms() + ms;
+}
+
+void Connection::on_tick(uint64_t now_ms) {
+  if (closed_ || deadline_kind_ == Deadline::None || now_ms < deadline_ms_) return;
+  switch (deadline_kind_) {
+    case Deadline::KeepAlive:
+      close_now(false);
+      break;
+    case Deadline::Header:
+      // A client that sends a head too slowly (slowloris) gets 408 and a close.
+      log(LogLevel::Debug, "%s:%d - request head not received within the timeout", peer_.host.c_str(), peer_.port);
+      reject({408, "request head timeout"});
+      break;
+    case Deadline::Linger:
+    case Deadline::Write:
+      close_now(false);
+      break;
+    case Deadline::None:
+      break;
+  }
+}
+
+void Connection::update_interest() {
+  if (closed_) return;
+  bool reading = false;
+  switch (phase_) {
+    case Phase::Head:
+    case Phase::Lingering:
+      reading = true;
+      break;
+    case Phase::Active:
+      // Keep reading while body is wanted and below the high-water mark; once
+      // the body is complete, read only to notice a disconnect, and stop when
+      // pipelined bytes pile up.
+      reading = !body_done_ ? (discard_body_ || body_buf_.size() < server_.config().body_high_water)
+                            : in_.size() < server_.config().limits.max_head;
+      break;
+    case Phase::Closing:
+      reading = false;
+      break;
+  }
+  uint32_t want = (reading ? EPOLLIN : 0u) | (out_.empty() ? 0u : static_cast<uint32_t>(EPOLLOUT));
+  if (want != interest_) {
+    interest_ = want;
+    server_.loop().modify(stream_->fd(), want, this);
+  }
+}
+
+void Connection::on_io(uint32_t events) {
+  if (closed_) return;
+  if (events & EPOLLOUT) flush();
+  if (closed_) return;
+  if (events & EPOLLIN) {
+    handle_readable();
+  } else if (events & (EPOLLERR | EPOLLHUP)) {
+    close_now(true);
+  }
+}
+
+void Connection::handle_readable() {
+  char *dst = in_.prepare(kReadSize);
+  ssize_t n = stream_->read(dst, kReadSize);
+  if (n == kWouldBlock) return;
+  if (n == kFailed) {
+    int err = errno;
+    if (err != ECONNRESET) log_errno(LogLevel::Debug, err, "recv from %s:%d failed", peer_.host.c_str(), peer_.port);
+    close_now(true);
+    return;
+  }
+  if (n == 0) {
+    // End of stream. uvicorn treats a half-close as a disconnect too.
+    close_now(phase_ == Phase::Active && response_ != ResponseState::Done);
+    return;
+  }
+  if (phase_ == Phase::Lingering || phase_ == Phase::Closing) {
+    in_.consume(in_.size());
+    in_.release_if_empty();
+    return;
+  }
+  in_.commit(static_cast<size_t>(n));
+  process_input();
+  if (!closed_ && phase_ == Phase::Head) in_.release_if_empty();
+}
+
+void Connection::process_input() {
+  // begin_exchange() calls into the application, which may complete the
+  // response at once and come back here: run again instead of recursing.
+  if (processing_) {
+    process_again_ = true;
+    return;
+  }
+  processing_ = true;
+  do {
+    process_again_ = false;
+    process_once();
+  } while (process_again_ && !closed_);
+  processing_ = false;
+  if (closed_) return;
+  update_interest();
+  if (notify_body_) {
+    notify_body_ = false;
+    if (observer_ != nullptr) observer_->on_body_ready();
+  }
+}
+
+void Connection::process_once() {
+  while (!closed_) {
+    if (phase_ == Phase::Head) {
+      if (in_.empty() || stop_after_response_) return;
+      Result r = parser_.parse(in_.data(), in_.size(), head_);
+      if (r.status == Status::Incomplete) {
+        if (deadline_kind_ != Deadline::Header) set_deadline(Deadline::Header, server_.config().header_timeout_ms);
+        return;
+      }
+      if (r.status == Status::Error) {
+        reject(parser_.error());
+        return;
+      }
+      begin_exchange(r.consumed);
+      continue;
+    }
+    if (phase_ != Phase::Active || body_done_) return;
+    // Reading the body of the current request.
+    while (!body_done_ && !in_.empty()) {
+      if (!discard_body_ && body_buf_.size() >= server_.config().body_high_water) return;
+      BodyDecoder::Output out;
+      Result r = decoder_.decode(in_.data(), in_.size(), out);
+      if (out.data_len > 0 && !discard_body_) {
+        body_buf_.append(in_.data() + out.data_off, out.data_len);
+        notify_body_ = true;
+      }
+      if (r.status == Status::Error) {
+        reject(decoder_.error());
+        return;
+      }
+      in_.consume(r.consumed);
+      if (r.status == Status::Complete) {
+        body_done_ = true;
+        notify_body_ = true;
+      }
+      if (r.consumed == 0) break;
+    }
+    if (!(body_done_ && discard_body_)) return;
+    end_exchange();
+  }
+}
+
+void Connection::begin_exchange(size_t head_len) {
+  phase_ = Phase::Active;
+  response_ = ResponseState::NotStarted;
+  discard_body_ = false;
+  continue_sent_ = false;
+  head_pending_ = false;
+  wants_writable_ = false;
+  body_sent_ = 0;
+  body_buf_.clear();
+  expect_continue_ = head_.expect_continue;
+  keep_alive_ = head_.keep_alive;
+  head_method_ = head_.method == "HEAD";
+  version_minor_ = head_.version_minor;
+  switch (head_.framing) {
+    case BodyFraming::None: decoder_.start_none(); break;
+    case BodyFraming::Length: decoder_.start_length(head_.content_length); break;
+    case BodyFraming::Chunked: decoder_.start_chunked(); break;
+  }
+  body_done_ = decoder_.done();
+  if (server_.config().access_log) {
+    request_line_.assign(head_.method);
+    request_line_.push_back(' ');
+    request_line_.append(head_.target);
+    request_line_.append(version_minor_ == 1 ? " HTTP/1.1" : " HTTP/1.0");
+  }
+  set_deadline(Deadline::None, 0);
+  parser_.reset();
+  // The head's views stay valid: consume() moves an index, and nothing writes
+  // to the buffer before the dispatcher returns.
+  in_.consume(head_len);
+  server_.request_started();
+  if (server_.over_concurrency_limit()) {
+    log(LogLevel::Warning, "Exceeded concurrency limit.");
+    keep_alive_ = false;
+    head_buf_ = error_response(503);
+    response_ = ResponseState::Started;
+    if (server_.config().access_log) write_access_log(503);
+    iovec iov{head_buf_.data(), head_buf_.size()};
+    send_iov(&iov, 1);
+    finish_response();
+    return;
+  }
+  server_.dispatcher()->on_request(*this, head_);
+}
+
+void Connection::end_exchange() {
+  phase_ = Phase::Head;
+  body_buf_.clear();
+  if (body_buf_.capacity() > 4096) std::string().swap(body_buf_);
+  if (!keep_alive_ || stop_after_response_) {
+    begin_close(false);
+    return;
+  }
+  set_deadline(in_.empty() ? Deadline::KeepAlive : Deadline::Header,
+               in_.empty() ? server_.config().keep_alive_timeout_ms : server_.config().header_timeout_ms);
+}
+
+void Connection::detach_observer(bool disconnected) {
+  ExchangeObserver *observer = observer_;
+  observer_ = nullptr;
+  if (observer != nullptr) observer->on_detach(disconnected);
+}
+
+void Connection::finish_response() {
+  response_ = ResponseState::Done;
+  server_.request_finished();
+  detach_observer(false);
+  if (closed_) return;
+  if (!keep_alive_ || stop_after_response_) {
+    // Unread request bytes may still arrive: linger so that the client reads
+    // the response before it sees a reset.
+    begin_close(!body_done_ || !in_.empty());
+    return;
+  }
+  if (!body_done_) {
+    if (expect_continue_ && !continue_sent_) {
+      // The client was never told to send the body; it may or may not.
+      keep_alive_ = false;
+      begin_close(false);
+      return;
+    }
+    // The app did not read the whole body: read and drop the rest.
+    discard_body_ = true;
+    body_buf_.clear();
+  } else {
+    end_exchange();
+  }
+  if (phase_ != Phase::Closing) process_input();
+}
+
+void Connection::body_taken() {
+  if (closed_ || phase_ != Phase::Active) return;
+  if (expect_continue_ && !continue_sent_ && !body_done_ && response_ == ResponseState::NotStarted) {
+    // RFC 9110 §10.1.1: the interim 100 goes out when the app asks for the body.
+    continue_sent_ = true;
+    iovec iov{const_cast<char *>(kContinueResponse.data()), kContinueResponse.size()};
+    if (!send_iov(&iov, 1)) return;
+  }
+  process_input();
+}
+
+const char *Connection::start_response(int status, const HeaderList &headers) {
+  DefaultHeaders defaults;
+  defaults.date = server_.config().date_header ? server_.date() : std::string_view();
+  defaults.server = server_.config().server_header;
+  defaults.extra = &server_.config().extra_headers;
+  RequestContext request{head_method_, version_minor_, keep_alive_ && !stop_after_response_};
+  head_buf_.clear();
+  const char *error = build_response_head(head_buf_, status, headers, defaults, request, plan_);
+  if (error != nullptr) return error;
+  keep_alive_ = plan_.keep_alive;
+  response_ = ResponseState::Started;
+  head_pending_ = true;
+  if (server_.config().access_log) write_access_log(status);
+  return nullptr;
+}
+
+void Connection::write_access_log(int status) {
+  // uvicorn's access line: 'INFO:     127.0.0.1:51234 - "GET / HTTP/1.1" 200 OK'
+  bool colours = server_.config().access_log_colours;
+  std::string line(level_prefix(LogLevel::Info, colours));
+  if (peer_.is_unix || peer_.host.empty()) {
+    line.append("unix socket");
+  } else {
+    line.append(peer_.host);
+    line.push_back(':');
+    line.append(std::to_string(peer_.port));
+  }
+  line.append(colours ? " - \"\033[1m" : " - \"");
+  line.append(request_line_);
+  line.append(colours ? "\033[0m\" " : "\" ");
+  char status_buf[64];
+  snprintf(status_buf, sizeof status_buf, "%d %s", status, reason_phrase(status));
+  if (colours) line.append(status < 300 ? "\033[32m" : status < 400 ? "\033[33m" : "\033[31m");
+  line.append(status_buf);
+  if (colours) line.append("\033[0m");
+  line.push_back('\n');
+  server_.append_log(line);
+}
+
+WriteStatus Connection::write_body(const char *data, size_t len, bool more) {
+  if (closed_) return WriteStatus::Closed;
+  iovec iov[4];
+  int count = 0;
+  if (head_pending_) {
+    iov[count++] = {head_buf_.data(), head_buf_.size()};
+    head_pending_ = false;
+  }
+  char size_line[24];
+  static const char kChunkEndLast[] = "\r\n0\r\n\r\n";
+  switch (plan_.framing) {
+    case Framing::NoBody:
+      break;
+    case Framing::ContentLength:
+      if (body_sent_ + len > plan_.content_length) {
+        log(LogLevel::Error, "Response content longer than Content-Length");
+        close_now(false);
+        return WriteStatus::TooLong;
+      }
+      if (len > 0) iov[count++] = {const_cast<char *>(data), len};
+      body_sent_ += len;
+      if (!more && body_sent_ < plan_.content_length) {
+        if (count > 0) send_iov(iov, count);
+        log(LogLevel::Error, "Response content shorter than Content-Length");
+        close_now(false);
+        return WriteStatus::TooShort;
+      }
+      break;
+    case Framing::Chunked:
+      if (len > 0) {
+        int n = snprintf(size_line, sizeof size_line, "%zx\r\n", len);
+        iov[count++] = {size_line, static_cast<size_t>(n)};
+        iov[count++] = {const_cast<char *>(data), len};
+        iov[count++] = more ? iovec{const_cast<char *>(kChunkEnd.data()), kChunkEnd.size()}
+                            : iovec{const_cast<char *>(kChunkEndLast), sizeof kChunkEndLast - 1};
+      } else if (!more) {
+        iov[count++] = {const_cast<char *>(kLastChunk.data()), kLastChunk.size()};
+      }
+      body_sent_ += len;
+      break;
+    case Framing::CloseDelimited:
+      if (len > 0) iov[count++] = {const_cast<char *>(data), len};
+      body_sent_ += len;
+      break;
+  }
+  if (count > 0 && !send_iov(iov, count)) return WriteStatus::Closed;
+  if (!more) {
+    finish_response();
+    return WriteStatus::Ok;
+  }
+  if (out_bytes_ > server_.config().write_high_water) {
+    wants_writable_ = true;
+    return WriteStatus::Blocked;
+  }
+  return WriteStatus::Ok;
+}
+
+WriteStatus Connection::send_file(int file_fd, uint64_t offset, uint64_t len) {
+  if (closed_) {
+    ::close(file_fd);
+    return WriteStatus::Closed;
+  }
+  if (plan_.framing == Framing::ContentLength && body_sent_ + len != plan_.content_length) {
+    ::close(file_fd);
+    log(LogLevel::Error, "Response content %s than Content-Length",
+        body_sent_ + len > plan_.content_length ? "longer" : "shorter");
+    close_now(false);
+    return body_sent_ + len > plan_.content_length ? WriteStatus::TooLong : WriteStatus::TooShort;
+  }
+  if (plan_.framing == Framing::NoBody || len == 0) {
+    ::close(file_fd);
+    return write_body(nullptr, 0, false);
+  }
+  std::string prefix;
+  if (head_pending_) {
+    prefix = head_buf_;
+    head_pending_ = false;
+  }
+  bool chunked = plan_.framing == Framing::Chunked;
+  if (chunked) append_chunk_size(prefix, len);
+  if (!prefix.empty()) {
+    iovec iov{prefix.data(), prefix.size()};
+    if (!send_iov(&iov, 1)) {
+      ::close(file_fd);
+      return WriteStatus::Closed;
+    }
+  }
+  OutChunk chunk;
+  chunk.file_fd = file_fd;
+  chunk.file_off = static_cast<off_t>(offset);
+  chunk.file_left = len;
+  out_.push_back(std::move(chunk));
+  if (chunked) {
+    OutChunk tail;
+    tail.data.assign("\r\n0\r\n\r\n");
+    out_bytes_ += tail.data.size();
+    out_.push_back(std::move(tail));
+  }
+  body_sent_ += len;
+  flush();
+  if (closed_) return WriteStatus::Closed;
+  finish_response();
+  return WriteStatus::Ok;
+}
+
+void Connection::fail_exchange() {
+  if (closed_) return;
+  if (response_ == ResponseState::NotStarted) {
+    keep_alive_ = false;
+    head_buf_ = error_response(500);
+    response_ = ResponseState::Started;
+    if (server_.config().access_log) write_access_log(500);
+    iovec iov{head_buf_.data(), head_buf_.size()};
+    if (!send_iov(&iov, 1)) return;
+    finish_response();
+    return;
+  }
+  if (response_ == ResponseState::Started) close_now(false);
+}
+
+void Connection::close_when_idle() {
+  stop_after_response_ = true;
+  if (closed_) return;
+  if (phase_ == Phase::Head && in_.empty() && out_.empty()) close_now(false);
+}
+
+void Connection::reject(const ParseError &error) {
+  log(LogLevel::Warning, "Invalid HTTP request received from %s:%d: %s (%d)", peer_.is_unix ? "unix" : peer_.host.c_str(),
+      peer_.port, error.reason, error.status);
+  bool started = response_ != ResponseState::NotStarted;
+  if (phase_ == Phase::Active && response_ != ResponseState::Done) {
+    server_.request_finished();
+    response_ = ResponseState::Done;
+    detach_observer(true);
+  }
+  if (started) {
+    close_now(false);
+    return;
+  }
+  head_buf_ = error_response(error.status);
+  iovec iov{head_buf_.data(), head_buf_.size()};
+  if (!send_iov(&iov, 1)) return;
+  begin_close(true);
+}
+
+void Connection::begin_close(bool linger) {
+  phase_ = Phase::Closing;
+  linger_ = linger;
+  set_deadline(Deadline::Write, server_.config().keep_alive_timeout_ms + 25000);
+  in_.consume(in_.size());
+  if (out_.empty()) {
+    after_flush();
+  } else {
+    update_interest();
+  }
+}
+
+void Connection::after_flush() {
+  if (phase_ != Phase::Closing) return;
+  if (!linger_) {
+    close_now(false);
+    return;
+  }
+  // Lingering close: half-close, then read and drop what the client still
+  // sends, so that closing with unread data does not reset the connection
+  // before the client has read our response.
+  stream_->shutdown_write();
+  phase_ = Phase::Lingering;
+  set_deadline(Deadline::Linger, kLingerMs);
+  update_interest();
+}
+
+bool Connection::send_iov(iovec *iov, int count) {
+  if (closed_) return false;
+  size_t written = 0;
+  if (out_.empty()) {
+    ssize_t n = stream_->writev(iov, count);
+    if (n == kFailed) {
+      int err = errno;
+      if (err != EPIPE && err != ECONNRESET)
+        log_errno(LogLevel::Warning, err, "send to %s:%d failed", peer_.host.c_str(), peer_.port);
+      close_now(true);
+      return false;
+    }
+    if (n > 0) written = static_cast<size_t>(n);
+  }
+  // Queue what the socket did not take.
+  std::string rest;
+  for (int i = 0; i < count; ++i) {
+    size_t len = iov[i].iov_len;
+    if (written >= len) {
+      written -= len;
+      continue;
+    }
+    rest.append(static_cast<const char *>(iov[i].iov_base) + written, len - written);
+    written = 0;
+  }
+  if (!rest.empty()) {
+    out_bytes_ += rest.size();
+    OutChunk chunk;
+    chunk.data = std::move(rest);
+    out_.push_back(std::move(chunk));
+    update_interest();
+  }
+  return true;
+}
+
+void Connection::flush() {
+  while (!out_.empty()) {
+    OutChunk &front = out_.front();
+    if (front.file_fd >= 0) {
+      size_t want = front.file_left < (1u << 20) ? static_cast<size_t>(front.file_left) : (1u << 20);
+      ssize_t n = stream_->send_file(front.file_fd, &front.file_off, want);
+      if (n == kWouldBlock) break;
+      if (n == kFailed || n == 0) {
+        int err = n == 0 ? EIO : errno;
+        if (err != EPIPE && err != ECONNRESET)
+          log_errno(LogLevel::Warning, err, "sendfile to %s:%d failed", peer_.host.c_str(), peer_.port);
+        close_now(true);
+        return;
+      }
+      front.file_left -= static_cast<uint64_t>(n);
+      if (front.file_left == 0) {
+        ::close(front.file_fd);
+        out_.pop_front();
+      }
+      continue;
+    }
+    iovec iov[kMaxIov];
+    int count = 0;
+    for (auto it = out_.begin(); it != out_.end() && count < static_cast<int>(kMaxIov) && it->file_fd < 0; ++it)
+      iov[count++] = {it->data.data() + it->off, it->data.size() - it->off};
+    ssize_t n = stream_->writev(iov, count);
+    if (n == kWouldBlock) break;
+    if (n == kFailed) {
+      int err = errno;
+      if (err != EPIPE && err != ECONNRESET)
+        log_errno(LogLevel::Warning, err, "send to %s:%d failed", peer_.host.c_str(), peer_.port);
+      close_now(true);
+      return;
+    }
+    size_t written = static_cast<size_t>(n);
+    out_bytes_ -= written;
+    while (written > 0) {
+      OutChunk &chunk = out_.front();
+      size_t left = chunk.data.size() - chunk.off;
+      if (written >= left) {
+        written -= left;
+        out_.pop_front();
+      } else {
+        chunk.off += written;
+        written = 0;
+      }
+    }
+  }
+  update_interest();
+  if (wants_writable_ && out_bytes_ <= server_.config().write_low_water) {
+    wants_writable_ = false;
+    if (observer_ != nullptr) observer_->on_writable();
+  }
+  if (!closed_ && out_.empty()) after_flush();
+}
+
+void Connection::close_now(bool disconnected) {
+  if (closed_) return;
+  closed_ = true;
+  if (phase_ == Phase::Active && response_ != ResponseState::Done) server_.request_finished();
+  detach_observer(disconnected);
+  server_.loop().remove(stream_->fd());
+  stream_.reset();
+  for (OutChunk &chunk : out_)
+    if (chunk.file_fd >= 0) ::close(chunk.file_fd);
+  out_.clear();
+  out_bytes_ = 0;
+  server_.retire(this);
+}
+
+}  // namespace pronghorn::http1

@@ -1,0 +1,172 @@
+// One HTTP/1.1 connection: the state machine that drives the request codec
+// (parser.h) and the response codec (response.h) over a ByteStream.
+//
+// Life of an exchange: the head is parsed, the server's RequestDispatcher gets
+// it (phase Active), the application pulls body bytes through body_buffer()
+// and pushes the response through start_response()/write_body()/send_file().
+// Responses go out in request order because the next pipelined request is
+// only parsed after the current response is complete.
+//
+// Flow control: reading stops while unread body passes body_high_water and
+// resumes when the application takes it; write_body() reports Blocked while
+// queued output passes write_high_water and the observer's on_writable() fires
+// when it drains below write_low_water.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+
+#include "engine/buffer.h"
+#include "engine/http1/parser.h"
+#include "engine/http1/response.h"
+#include "engine/loop.h"
+#include "engine/net/listener.h"
+#include "engine/net/stream.h"
+
+namespace pronghorn {
+class Server;
+}
+
+namespace pronghorn::http1 {
+
+// The application side of one exchange (the ASGI bridge's request object).
+class ExchangeObserver {
+ public:
+  // Body bytes, or the end of the body, can be taken from the connection.
+  virtual void on_body_ready() = 0;
+  // Queued output fell below the low-water mark after a Blocked write.
+  virtual void on_writable() = 0;
+  // The connection drops its reference to the observer, because the response
+  // is complete (disconnected == false) or the client is gone (true). Called
+  // exactly once per attach().
+  virtual void on_detach(bool disconnected) = 0;
+
+ protected:
+  ~ExchangeObserver() = default;
+};
+
+enum class WriteStatus {
+  Ok,       // accepted
+  Blocked,  // accepted, but the caller should wait for on_writable()
+  Closed,   // the client is gone; nothing was sent
+  TooLong,  // more bytes than content-length: logged, connection closed
+  TooShort  // final write ended before content-length: logged, connection closed
+};
+
+class Connection final : public IoHandler {
+ public:
+  Connection(Server &server, std::unique_ptr<ByteStream> stream, SocketAddress peer, const SocketAddress *local);
+  ~Connection();
+  Connection(const Connection &) = delete;
+  Connection &operator=(const Connection &) = delete;
+
+  bool start();
+  void on_io(uint32_t events) override;
+  void on_tick(uint64_t now_ms);
+
+  // ---- used by the application side during an exchange ----
+  void attach(ExchangeObserver *observer) { observer_ = observer; }
+  bool open() const { return !closed_; }
+  const SocketAddress &peer() const { return peer_; }
+  const SocketAddress &local() const { return *local_; }
+
+  // Unread body bytes. The application takes them (swap or copy, then clear)
+  // and calls body_taken(), which resumes reading and sends 100 Continue.
+  std::string &body_buffer() { return body_buf_; }
+  bool body_complete() const { return body_done_; }
+  void body_taken();
+
+  // Returns nullptr, or the reason the response head is invalid.
+  const char *start_response(int status, const HeaderList &headers);
+  bool response_started() const { return response_ != ResponseState::NotStarted; }
+  bool response_complete() const { return response_ == ResponseState::Done; }
+  WriteStatus write_body(const char *data, size_t len, bool more);
+  // Sends [offset, offset+len) of file_fd (taking ownership of the fd) as the
+  // rest of the body.
+  WriteStatus send_file(int file_fd, uint64_t offset, uint64_t len);
+  // The application failed: 500 if nothing was sent yet, else close.
+  void fail_exchange();
+  // Stops after the current response (graceful shutdown); closes now if idle.
+  void close_when_idle();
+  void close_now(bool disconnected);
+
+  // Intrusive list of the server's connections.
+  Connection *prev = nullptr;
+  Connection *next = nullptr;
+
+ private:
+  enum class Phase { Head, Active, Closing, Lingering };
+  enum class ResponseState { NotStarted, Started, Done };
+  enum class Deadline { None, KeepAlive, Header, Linger, Write };
+
+  void handle_readable();
+  void process_input();
+  void process_once();
+  void begin_exchange(size_t head_len);
+  void end_exchange();
+  void finish_response();
+  void reject(const ParseError &error);
+  void begin_close(bool linger);
+  void after_flush();
+  bool send_iov(iovec *iov, int count);
+  void flush();
+  void update_interest();
+  void detach_observer(bool disconnected);
+  void set_deadline(Deadline kind, uint64_t ms);
+  void write_access_log(int status);
+
+  struct OutChunk {
+    std::string data;
+    size_t off = 0;
+    int file_fd = -1;
+    off_t file_off = 0;
+    uint64_t file_left = 0;
+  };
+
+  Server &server_;
+  std::unique_ptr<ByteStream> stream_;
+  SocketAddress peer_;
+  const SocketAddress *local_;
+
+  Phase phase_ = Phase::Head;
+  ResponseState response_ = ResponseState::NotStarted;
+  bool closed_ = false;
+  bool processing_ = false;
+  bool process_again_ = false;
+  bool notify_body_ = false;
+  bool body_done_ = true;
+  bool discard_body_ = false;
+  bool expect_continue_ = false;
+  bool continue_sent_ = false;
+  bool keep_alive_ = true;
+  bool stop_after_response_ = false;
+  bool head_method_ = false;
+  bool head_pending_ = false;  // response head built but not yet written
+  bool wants_writable_ = false;
+  bool linger_ = false;
+  int version_minor_ = 1;
+  uint32_t interest_ = 0;
+
+  Deadline deadline_kind_ = Deadline::None;
+  uint64_t deadline_ms_ = 0;
+
+  Buffer in_;
+  RequestHeadParser parser_;
+  RequestHead head_;
+  BodyDecoder decoder_;
+  std::string body_buf_;
+
+  ResponsePlan plan_;
+  std::string head_buf_;
+  uint64_t body_sent_ = 0;
+  std::string request_line_;  // for the access log
+
+  std::deque<OutChunk> out_;
+  size_t out_bytes_ = 0;
+
+  ExchangeObserver *observer_ = nullptr;
+};
+
+}  // namespace pronghorn::http1

@@ -1,0 +1,510 @@
+#include "engine/http1/parser.h"
+
+#include <cstring>
+
+namespace pronghorn::http1 {
+
+namespace {
+
+// RFC 9110 §5.6.2: tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" /
+// "." / "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA
+constexpr bool kTokenTable[256] = {
+#define T(c) [static_cast<unsigned char>(c)] = true
+    T('!'), T('#'), T('$'), T('%'), T('&'), T('\''), T('*'), T('+'), T('-'), T('.'),
+    T('^'), T('_'), T('`'), T('|'), T('~'),
+    T('0'), T('1'), T('2'), T('3'), T('4'), T('5'), T('6'), T('7'), T('8'), T('9'),
+    T('A'), T('B'), T('C'), T('D'), T('E'), T('F'), T('G'), T('H'), T('I'), T('J'),
+    T('K'), T('L'), T('M'), T('N'), T('O'), T('P'), T('Q'), T('R'), T('S'), T('T'),
+    T('U'), T('V'), T('W'), T('X'), T('Y'), T('Z'),
+    T('a'), T('b'), T('c'), T('d'), T('e'), T('f'), T('g'), T('h'), T('i'), T('j'),
+    T('k'), T('l'), T('m'), T('n'), T('o'), T('p'), T('q'), T('r'), T('s'), T('t'),
+    T('u'), T('v'), T('w'), T('x'), T('y'), T('z'),
+#undef T
+};
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    char x = a[i], y = b[i];
+    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x + 32);
+    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y + 32);
+    if (x != y) return false;
+  }
+  return true;
+}
+
+std::string_view trim_ows(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// Calls fn(element) for each non-empty element of a comma-separated list
+// (RFC 9110 §5.6.1: empty elements are allowed and ignored).
+template <typename Fn>
+void for_each_list_element(std::string_view value, Fn &&fn) {
+  while (true) {
+    size_t comma = value.find(',');
+    std::string_view element = trim_ows(value.substr(0, comma));
+    if (!element.empty()) fn(element);
+    if (comma == std::string_view::npos) return;
+    value.remove_prefix(comma + 1);
+  }
+}
+
+int hex_value(unsigned char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+constexpr size_t kMaxLeadingBlankLines = 4;
+
+}  // namespace
+
+bool is_token_char(unsigned char c) { return kTokenTable[c]; }
+
+// RFC 9110 §5.5: field-vchar = VCHAR / obs-text, plus SP and HTAB inside the value.
+bool is_field_value_char(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); }
+
+void RequestHead::clear() {
+  method = {};
+  target = {};
+  version_minor = 1;
+  headers.clear();
+  framing = BodyFraming::None;
+  content_length = 0;
+  keep_alive = true;
+  expect_continue = false;
+  upgrade = false;
+  host = {};
+}
+
+void RequestHeadParser::reset() {
+  error_ = {};
+  pos_ = 0;
+  line_count_ = 0;
+  leading_blank_lines_ = 0;
+  have_request_line_ = false;
+  headers_.clear();
+}
+
+Result RequestHeadParser::fail(int status, const char *reason, size_t consumed) {
+  error_ = {status, reason};
+  return {Status::Error, consumed};
+}
+
+Result RequestHeadParser::parse(char *buf, size_t len, RequestHead &out) {
+  base_ = buf;
+  while (true) {
+    char *start = buf + pos_;
+    size_t available = len - pos_;
+    char *newline = static_cast<char *>(memchr(start, '\n', available));
+    if (newline == nullptr) {
+      if (!have_request_line_ && available > limits_.max_request_line)
+        return fail(414, "request line too long", len);
+      if (len > limits_.max_head) return fail(431, "request head too large", len);
+      return {Status::Incomplete, 0};
+    }
+    size_t line_with_lf = static_cast<size_t>(newline - start) + 1;
+    if (pos_ + line_with_lf > limits_.max_head) {
+      if (!have_request_line_) return fail(414, "request line too long", len);
+      return fail(431, "request head too large", len);
+    }
+    // RFC 9112 §2.2: lines end in CRLF. A bare LF is accepted by some parsers,
+    // which lets a front end and this server disagree on where a line ends.
+    if (newline == start || newline[-1] != '\r') return fail(400, "bare LF in request head", len);
+    size_t n = line_with_lf - 2;
+    // RFC 9112 §2.2: a bare CR must be rejected or replaced; we reject.
+    if (memchr(start, '\r', n) != nullptr) return fail(400, "bare CR in request head", len);
+    pos_ += line_with_lf;
+    ++line_count_;
+
+    if (!have_request_line_) {
+      if (n == 0) {
+        // RFC 9112 §2.2: ignore at least one empty line before the request line.
+        if (++leading_blank_lines_ > kMaxLeadingBlankLines)
+          return fail(400, "too many empty lines before request line", len);
+        continue;
+      }
+      if (n > limits_.max_request_line) return fail(414, "request line too long", len);
+      if (!parse_request_line(start, n)) return {Status::Error, len};
+      have_request_line_ = true;
+      continue;
+    }
+    if (n == 0) {
+      if (!finish(buf, out)) return {Status::Error, pos_};
+      return {Status::Complete, pos_};
+    }
+    if (!parse_header_line(start, n)) return {Status::Error, len};
+  }
+}
+
+bool RequestHeadParser::parse_request_line(char *line, size_t n) {
+  auto off = [&](const char *p) { return static_cast<uint32_t>(p - base_); };
+  size_t i = 0;
+  while (i < n && is_token_char(static_cast<unsigned char>(line[i]))) ++i;
+  if (i == 0 || i == n || line[i] != ' ') {
+    fail(400, "invalid method", 0);
+    return false;
+  }
+  method_ = {off(line), static_cast<uint32_t>(i)};
+  size_t target_start = ++i;
+  // RFC 9112 §3.2: the request-target contains no whitespace or control bytes;
+  // RFC 3986 allows only visible ASCII in a URI.
+  while (i < n && line[i] > 0x20 && line[i] < 0x7f) ++i;
+  if (i == target_start || i == n || line[i] != ' ') {
+    fail(400, i < n && line[i] != ' ' ? "invalid character in request target" : "invalid request line", 0);
+    return false;
+  }
+  target_ = {off(line + target_start), static_cast<uint32_t>(i - target_start)};
+  std::string_view version(line + i + 1, n - i - 1);
+  if (version == "HTTP/1.1") {
+    version_minor_ = 1;
+  } else if (version == "HTTP/1.0") {
+    version_minor_ = 0;
+  } else if (version.size() == 8 && version.substr(0, 5) == "HTTP/" && version[5] >= '0' && version[5] <= '9' &&
+             version[6] == '.' && version[7] >= '0' && version[7] <= '9') {
+    fail(505, "HTTP version not supported", 0);
+    return false;
+  } else {
+    fail(400, "invalid HTTP version", 0);
+    return false;
+  }
+  std::string_view method(line, method_.len);
+  std::string_view target(line + target_start, target_.len);
+  // RFC 9112 §3.2: origin-form, absolute-form, authority-form (CONNECT only)
+  // and asterisk-form (OPTIONS only).
+  bool ok = target[0] == '/' || (target == "*" && method == "OPTIONS") || method == "CONNECT" ||
+            (target.size() > 7 && iequals(target.substr(0, 7), "http://")) ||
+            (target.size() > 8 && iequals(target.substr(0, 8), "https://"));
+  if (!ok) {
+    fail(400, "invalid request target", 0);
+    return false;
+  }
+  return true;
+}
+
+bool RequestHeadParser::parse_header_line(char *line, size_t n) {
+  // RFC 9112 §5.2: obs-fold (a line starting with whitespace) is rejected
+  // with 400 rather than unfolded: peers disagree on how to unfold it.
+  if (line[0] == ' ' || line[0] == '\t') {
+    fail(400, "obsolete line folding in header", 0);
+    return false;
+  }
+  size_t i = 0;
+  for (; i < n && line[i] != ':'; ++i) {
+    unsigned char c = static_cast<unsigned char>(line[i]);
+    if (!is_token_char(c)) {
+      // RFC 9112 §5.1: no whitespace is allowed between the field name and the
+      // colon; a server MUST reject such a request with 400.
+      fail(400, c == ' ' || c == '\t' ? "whitespace before colon in header" : "invalid character in header name", 0);
+      return false;
+    }
+    if (c >= 'A' && c <= 'Z') line[i] = static_cast<char>(c + 32);
+  }
+  if (i == n) {
+    fail(400, "header line without colon", 0);
+    return false;
+  }
+  if (i == 0) {
+    fail(400, "empty header name", 0);
+    return false;
+  }
+  size_t name_len = i++;
+  while (i < n && (line[i] == ' ' || line[i] == '\t')) ++i;
+  size_t value_start = i;
+  size_t value_end = n;
+  while (value_end > value_start && (line[value_end - 1] == ' ' || line[value_end - 1] == '\t')) --value_end;
+  for (size_t j = value_start; j < value_end; ++j) {
+    // RFC 9110 §5.5: NUL, CR, LF and other control bytes are invalid in values.
+    if (!is_field_value_char(static_cast<unsigned char>(line[j]))) {
+      fail(400, "invalid character in header value", 0);
+      return false;
+    }
+  }
+  if (headers_.size() >= limits_.max_headers) {
+    fail(431, "too many headers", 0);
+    return false;
+  }
+  uint32_t base = static_cast<uint32_t>(line - base_);
+  headers_.push_back({{base, static_cast<uint32_t>(name_len)},
+                      {base + static_cast<uint32_t>(value_start), static_cast<uint32_t>(value_end - value_start)}});
+  return true;
+}
+
+bool RequestHeadParser::finish(const char *buf, RequestHead &out) {
+  auto view = [buf](Span s) { return std::string_view(buf + s.off, s.len); };
+  out.clear();
+  out.method = view(method_);
+  out.target = view(target_);
+  out.version_minor = version_minor_;
+  out.headers.reserve(headers_.size());
+
+  bool have_length = false, have_te = false, chunked_final = false, other_coding = false;
+  bool conn_close = false, conn_keep_alive = false, conn_upgrade = false, have_upgrade = false;
+  int chunked_count = 0, host_count = 0;
+  uint64_t length = 0;
+  for (const HeaderSpan &h : headers_) {
+    std::string_view name = view(h.name), value = view(h.value);
+    out.headers.push_back({name, value});
+    switch (name.size()) {
+      case 4:
+        if (name == "host") {
+          ++host_count;
+          out.host = value;
+        }
+        break;
+      case 6:
+        if (name == "expect" && iequals(value, "100-continue")) out.expect_continue = true;
+        break;
+      case 7:
+        if (name == "upgrade") have_upgrade = true;
+        break;
+      case 10:
+        if (name == "connection") {
+          for_each_list_element(value, [&](std::string_view token) {
+            if (iequals(token, "close")) conn_close = true;
+            else if (iequals(token, "keep-alive")) conn_keep_alive = true;
+            else if (iequals(token, "upgrade")) conn_upgrade = true;
+          });
+        }
+        break;
+      case 14:
+        if (name == "content-length") {
+          // RFC 9112 §6.3 (5) and RFC 9110 §8.6: a list of identical values may be
+          // collapsed; differing or malformed values make the length unknowable.
+          bool bad = false, any = false;
+          for_each_list_element(value, [&](std::string_view element) {
+            any = true;
+            uint64_t v = 0;
+            if (element.size() > 18) {
+              bad = true;
+              return;
+            }
+            for (char c : element) {
+              if (c < '0' || c > '9') {
+                bad = true;
+                return;
+              }
+              v = v * 10 + static_cast<uint64_t>(c - '0');
+            }
+            if (have_length && v != length) {
+              error_ = {400, "conflicting Content-Length values"};
+              bad = true;
+              return;
+            }
+            have_length = true;
+            length = v;
+          });
+          if (bad || !any) {
+            if (error_.status == 0) error_ = {400, "invalid Content-Length"};
+            return false;
+          }
+        }
+        break;
+      case 17:
+        if (name == "transfer-encoding") {
+          have_te = true;
+          for_each_list_element(value, [&](std::string_view coding) {
+            chunked_final = false;
+            if (iequals(coding, "chunked")) {
+              ++chunked_count;
+              chunked_final = true;
+            } else {
+              other_coding = true;
+            }
+          });
+        }
+        break;
+      default:
+        break;
+    }
+  }
+
+  if (have_te) {
+    // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 request means faulty framing.
+    if (version_minor_ == 0) {
+      error_ = {400, "Transfer-Encoding in HTTP/1.0 request"};
+      return false;
+    }
+    // RFC 9112 §6.1 and §11.2: a request with both is a smuggling attempt or an
+    // error; the server may reject it, and we always do.
+    if (have_length) {
+      error_ = {400, "both Transfer-Encoding and Content-Length"};
+      return false;
+    }
+    // RFC 9112 §6.3 (4): if chunked is not the final coding of a request, the
+    // length cannot be determined: respond 400 and close.
+    if (!chunked_final) {
+      error_ = {400, "Transfer-Encoding does not end in chunked"};
+      return false;
+    }
+    // RFC 9112 §7.1: chunked must not be applied more than once.
+    if (chunked_count > 1) {
+      error_ = {400, "chunked applied more than once"};
+      return false;
+    }
+    // RFC 9112 §6.1: a transfer coding we do not implement gets 501.
+    if (other_coding) {
+      error_ = {501, "unsupported transfer coding"};
+      return false;
+    }
+    out.framing = BodyFraming::Chunked;
+  } else if (have_length) {
+    out.framing = BodyFraming::Length;
+    out.content_length = length;
+  }
+  // RFC 9112 §3.2: an HTTP/1.1 request without exactly one Host gets 400.
+  if (host_count > 1) {
+    error_ = {400, "multiple Host headers"};
+    return false;
+  }
+  if (host_count == 0 && version_minor_ == 1) {
+    error_ = {400, "missing Host header"};
+    return false;
+  }
+  out.keep_alive = version_minor_ == 1 ? !conn_close : (conn_keep_alive && !conn_close);
+  out.upgrade = conn_upgrade && have_upgrade;
+  if (out.framing == BodyFraming::None) out.expect_continue = false;
+  return true;
+}
+
+void BodyDecoder::start_length(uint64_t length) {
+  remaining_ = length;
+  error_ = {};
+  state_ = length == 0 ? State::Done : State::Length;
+}
+
+void BodyDecoder::start_chunked() {
+  remaining_ = 0;
+  size_digits_ = 0;
+  line_len_ = 0;
+  trailer_bytes_ = 0;
+  error_ = {};
+  state_ = State::Size;
+}
+
+Result BodyDecoder::fail(const char *reason, size_t consumed) {
+  state_ = State::Error;
+  error_ = {400, reason};
+  return {Status::Error, consumed};
+}
+
+Result BodyDecoder::decode(const char *p, size_t len, Output &out) {
+  out = {};
+  if (state_ == State::Done) return {Status::Complete, 0};
+  if (state_ == State::Error) return {Status::Error, 0};
+  if (state_ == State::Length) {
+    size_t take = len < remaining_ ? len : static_cast<size_t>(remaining_);
+    out.data_len = take;
+    remaining_ -= take;
+    if (remaining_ == 0) {
+      state_ = State::Done;
+      return {Status::Complete, take};
+    }
+    return {Status::Incomplete, take};
+  }
+  // Chunked coding, RFC 9112 §7.1:
+  //   chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
+  //   last-chunk = 1*("0") [ chunk-ext ] CRLF, then trailer-section CRLF
+  size_t i = 0;
+  while (i < len) {
+    unsigned char c = static_cast<unsigned char>(p[i]);
+    switch (state_) {
+      case State::Size: {
+        int v = hex_value(c);
+        if (v >= 0) {
+          // 15 hex digits keep the size below 2^60: no overflow is possible.
+          if (++size_digits_ > 15) return fail("chunk size too large", i);
+          remaining_ = remaining_ * 16 + static_cast<uint64_t>(v);
+          ++line_len_;
+          ++i;
+          break;
+        }
+        if (size_digits_ == 0) return fail("invalid chunk size", i);
+        if (c == ';') state_ = State::Ext;
+        else if (c == ' ' || c == '\t') state_ = State::SizeWs;
+        else if (c == '\r') state_ = State::SizeLF;
+        else return fail("invalid chunk size", i);
+        ++i;
+        break;
+      }
+      case State::SizeWs:
+        // BWS before a chunk extension (RFC 9112 §7.1.1).
+        if (c == ';') state_ = State::Ext;
+        else if (c == '\r') state_ = State::SizeLF;
+        else if (c != ' ' && c != '\t') return fail("invalid chunk size", i);
+        if (++line_len_ > kMaxChunkLine) return fail("chunk extension too long", i);
+        ++i;
+        break;
+      case State::Ext:
+        // Chunk extensions are tolerated and ignored (RFC 9112 §7.1.1).
+        if (c == '\r') state_ = State::SizeLF;
+        else if ((c < 0x20 && c != '\t') || c == 0x7f) return fail("invalid character in chunk extension", i);
+        if (++line_len_ > kMaxChunkLine) return fail("chunk extension too long", i);
+        ++i;
+        break;
+      case State::SizeLF:
+        if (c != '\n') return fail("bare CR in chunk size line", i);
+        ++i;
+        state_ = remaining_ == 0 ? State::TrailerStart : State::Data;
+        break;
+      case State::Data: {
+        size_t take = len - i < remaining_ ? len - i : static_cast<size_t>(remaining_);
+        out.data_off = i;
+        out.data_len = take;
+        remaining_ -= take;
+        i += take;
+        if (remaining_ == 0) state_ = State::DataCR;
+        return {Status::Incomplete, i};
+      }
+      case State::DataCR:
+        if (c != '\r') return fail("chunk data not followed by CRLF", i);
+        state_ = State::DataLF;
+        ++i;
+        break;
+      case State::DataLF:
+        if (c != '\n') return fail("chunk data not followed by CRLF", i);
+        state_ = State::Size;
+        size_digits_ = 0;
+        line_len_ = 0;
+        remaining_ = 0;
+        ++i;
+        break;
+      case State::TrailerStart:
+        if (c == '\r') {
+          state_ = State::LastLF;
+          ++i;
+          break;
+        }
+        state_ = State::Trailer;
+        [[fallthrough]];
+      case State::Trailer:
+        // Trailer fields are read and discarded (RFC 9112 §7.1.2 allows that).
+        if (c == '\r') state_ = State::TrailerLF;
+        else if (c == '\n') return fail("bare LF in trailer section", i);
+        else if ((c < 0x20 && c != '\t') || c == 0x7f) return fail("invalid character in trailer section", i);
+        if (++trailer_bytes_ > kMaxTrailers) return fail("trailer section too large", i);
+        ++i;
+        break;
+      case State::TrailerLF:
+        if (c != '\n') return fail("bare CR in trailer section", i);
+        state_ = State::TrailerStart;
+        ++i;
+        break;
+      case State::LastLF:
+        if (c != '\n') return fail("bare CR after last chunk", i);
+        state_ = State::Done;
+        return {Status::Complete, i + 1};
+      case State::Length:
+      case State::Done:
+      case State::Error:
+        return {Status::Error, i};
+    }
+  }
+  return {Status::Incomplete, i};
+}
+
+}  // namespace pronghorn::http1

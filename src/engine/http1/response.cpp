@@ -1,0 +1,224 @@
+#include "engine/http1/response.h"
+
+#include <cstdio>
+
+#include "engine/http1/parser.h"
+
+namespace pronghorn::http1 {
+
+const char *reason_phrase(int status) {
+  switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 102: return "Processing";
+    case 103: return "Early Hints";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 203: return "Non-Authoritative Information";
+    case 204: return "No Content";
+    case 205: return "Reset Content";
+    case 206: return "Partial Content";
+    case 207: return "Multi-Status";
+    case 208: return "Already Reported";
+    case 226: return "IM Used";
+    case 300: return "Multiple Choices";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 305: return "Use Proxy";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 402: return "Payment Required";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 406: return "Not Acceptable";
+    case 407: return "Proxy Authentication Required";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 411: return "Length Required";
+    case 412: return "Precondition Failed";
+    case 413: return "Request Entity Too Large";
+    case 414: return "Request-URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 416: return "Requested Range Not Satisfiable";
+    case 417: return "Expectation Failed";
+    case 418: return "I'm a Teapot";
+    case 421: return "Misdirected Request";
+    case 422: return "Unprocessable Entity";
+    case 423: return "Locked";
+    case 424: return "Failed Dependency";
+    case 425: return "Too Early";
+    case 426: return "Upgrade Required";
+    case 428: return "Precondition Required";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 451: return "Unavailable For Legal Reasons";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    case 506: return "Variant Also Negotiates";
+    case 507: return "Insufficient Storage";
+    case 508: return "Loop Detected";
+    case 510: return "Not Extended";
+    case 511: return "Network Authentication Required";
+    default: return "";
+  }
+}
+
+namespace {
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    char x = a[i], y = b[i];
+    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x + 32);
+    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y + 32);
+    if (x != y) return false;
+  }
+  return true;
+}
+
+void append_lower(std::string &out, std::string_view s) {
+  for (char c : s) out.push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c);
+}
+
+void append_status_line(std::string &out, int status) {
+  char buf[64];
+  int n = snprintf(buf, sizeof buf, "HTTP/1.1 %d %s\r\n", status, reason_phrase(status));
+  out.append(buf, static_cast<size_t>(n));
+}
+
+}  // namespace
+
+bool valid_header_name(std::string_view name) {
+  if (name.empty()) return false;
+  for (char c : name)
+    if (!is_token_char(static_cast<unsigned char>(c))) return false;
+  return true;
+}
+
+bool valid_header_value(std::string_view value) {
+  for (char c : value)
+    if (!is_field_value_char(static_cast<unsigned char>(c))) return false;
+  return true;
+}
+
+const char *build_response_head(std::string &out, int status, const HeaderList &headers, const DefaultHeaders &defaults,
+                                 const RequestContext &request, ResponsePlan &plan) {
+  if (status < 100 || status > 999) return "Invalid HTTP status code.";
+  bool has_length = false, app_chunked = false, app_close = false, app_server = false, app_date = false;
+  uint64_t length = 0;
+  for (const auto &[name, value] : headers) {
+    // The app's headers go to the wire as given: a CR or LF in them would let
+    // the app's input split the response.
+    if (!valid_header_name(name)) return "Invalid HTTP header name.";
+    if (!valid_header_value(value)) return "Invalid HTTP header value.";
+    switch (name.size()) {
+      case 4:
+        if (iequals(name, "date")) app_date = true;
+        break;
+      case 6:
+        if (iequals(name, "server")) app_server = true;
+        break;
+      case 10:
+        if (iequals(name, "connection") && iequals(value, "close")) app_close = true;
+        break;
+      case 14:
+        if (iequals(name, "content-length")) {
+          if (value.empty() || value.size() > 18) return "Invalid content-length header.";
+          uint64_t v = 0;
+          for (char c : value) {
+            if (c < '0' || c > '9') return "Invalid content-length header.";
+            v = v * 10 + static_cast<uint64_t>(c - '0');
+          }
+          has_length = true;
+          length = v;
+        }
+        break;
+      case 17:
+        if (iequals(name, "transfer-encoding") && iequals(value, "chunked")) app_chunked = true;
+        break;
+      default:
+        break;
+    }
+  }
+
+  plan = {};
+  plan.keep_alive = request.keep_alive && !app_close;
+  bool no_body_status = status < 200 || status == 204 || status == 304;
+  if (request.head_method || no_body_status) {
+    plan.framing = Framing::NoBody;
+  } else if (has_length && !app_chunked) {
+    plan.framing = Framing::ContentLength;
+    plan.content_length = length;
+  } else if (request.version_minor >= 1) {
+    plan.framing = Framing::Chunked;
+  } else {
+    plan.framing = Framing::CloseDelimited;
+    plan.keep_alive = false;
+  }
+
+  out.reserve(out.size() + 128 + headers.size() * 48);
+  append_status_line(out, status);
+  if (!defaults.date.empty() && !app_date) {
+    out.append("date: ");
+    out.append(defaults.date);
+    out.append("\r\n");
+  }
+  if (defaults.server && !app_server) out.append("server: pronghorn\r\n");
+  if (defaults.extra != nullptr) {
+    for (const auto &[name, value] : *defaults.extra) {
+      append_lower(out, name);
+      out.append(": ");
+      out.append(value);
+      out.append("\r\n");
+    }
+  }
+  for (const auto &[name, value] : headers) {
+    append_lower(out, name);
+    out.append(": ");
+    out.append(value);
+    out.append("\r\n");
+  }
+  if (plan.framing == Framing::Chunked && !app_chunked) out.append("transfer-encoding: chunked\r\n");
+  if (!plan.keep_alive && !app_close) out.append("connection: close\r\n");
+  // An HTTP/1.0 client keeps the connection only when told so (RFC 9112 §9.3).
+  if (plan.keep_alive && request.version_minor == 0) out.append("connection: keep-alive\r\n");
+  out.append("\r\n");
+  return nullptr;
+}
+
+void append_chunk_size(std::string &out, uint64_t size) {
+  char buf[24];
+  int n = snprintf(buf, sizeof buf, "%llx\r\n", static_cast<unsigned long long>(size));
+  out.append(buf, static_cast<size_t>(n));
+}
+
+std::string error_response(int status, bool keep_alive) {
+  const char *body;
+  switch (status) {
+    case 400: body = "Invalid HTTP request received."; break;
+    case 500: body = "Internal Server Error"; break;
+    case 503: body = "Service Unavailable"; break;
+    default: body = reason_phrase(status); break;
+  }
+  std::string out;
+  append_status_line(out, status);
+  out.append("content-type: text/plain; charset=utf-8\r\ncontent-length: ");
+  std::string_view body_view(body);
+  out.append(std::to_string(body_view.size()));
+  out.append(keep_alive ? "\r\n\r\n" : "\r\nconnection: close\r\n\r\n");
+  out.append(body_view);
+  return out;
+}
+
+}  // namespace pronghorn::http1

@@ -1,0 +1,44 @@
+// The byte stream under a protocol. HTTP/1 reads and writes through this
+// interface only, so TLS (a stream that encrypts) slots in under it later
+// without changing the protocol code.
+#pragma once
+
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include <cstddef>
+
+namespace pronghorn {
+
+// Return contract of every ByteStream call: n >= 0 bytes transferred (0 from
+// read() means end of stream), kWouldBlock, or kFailed with errno set.
+constexpr ssize_t kWouldBlock = -1;
+constexpr ssize_t kFailed = -2;
+
+class ByteStream {
+ public:
+  virtual ~ByteStream() = default;
+  virtual ssize_t read(char *buf, size_t len) = 0;
+  virtual ssize_t writev(const iovec *iov, int count) = 0;
+  // Sends up to `len` bytes of `file_fd` from *offset, advancing it.
+  virtual ssize_t send_file(int file_fd, off_t *offset, size_t len) = 0;
+  virtual void shutdown_write() = 0;
+  virtual int fd() const = 0;
+};
+
+// A connected, non-blocking socket (TCP or Unix). Owns and closes the fd.
+class SocketStream final : public ByteStream {
+ public:
+  explicit SocketStream(int fd) : fd_(fd) {}
+  ~SocketStream() override;
+  ssize_t read(char *buf, size_t len) override;
+  ssize_t writev(const iovec *iov, int count) override;
+  ssize_t send_file(int file_fd, off_t *offset, size_t len) override;
+  void shutdown_write() override;
+  int fd() const override { return fd_; }
+
+ private:
+  int fd_;
+};
+
+}  // namespace pronghorn

@@ -1,0 +1,204 @@
+#include "engine/server.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <ctime>
+
+#include "engine/log.h"
+
+namespace pronghorn {
+
+namespace {
+constexpr int kTickMs = 200;
+constexpr int kAcceptBatch = 64;
+}  // namespace
+
+class Server::Listener final : public IoHandler {
+ public:
+  Listener(Server &server, int fd) : server_(server), fd_(fd), address_(local_address(fd)) {}
+  ~Listener() { stop(); }
+
+  bool start() {
+    // EPOLLEXCLUSIVE: with several workers on one shared socket, wake one.
+    if (!server_.loop().add(fd_, EPOLLIN | EPOLLEXCLUSIVE, this)) return false;
+    registered_ = true;
+    return true;
+  }
+  void stop() {
+    if (fd_ < 0) return;
+    if (registered_) server_.loop().remove(fd_);
+    ::close(fd_);
+    fd_ = -1;
+    registered_ = false;
+  }
+  void pause() {
+    if (registered_) server_.loop().remove(fd_);
+    registered_ = false;
+  }
+  void resume() {
+    if (fd_ >= 0 && !registered_) start();
+  }
+
+  void on_io(uint32_t) override {
+    for (int i = 0; i < kAcceptBatch && fd_ >= 0; ++i) {
+      sockaddr_storage addr{};
+      socklen_t len = sizeof addr;
+      int fd = accept4(fd_, reinterpret_cast<sockaddr *>(&addr), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        int err = errno;
+        if (err == EAGAIN || err == EWOULDBLOCK) return;
+        if (err == EINTR || err == ECONNABORTED) continue;
+        log_errno(LogLevel::Error, err, "accept on fd %d failed", fd_);
+        // Out of file descriptors: stop accepting until the next tick instead
+        // of spinning on a socket that stays readable.
+        if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) pause();
+        return;
+      }
+      server_.adopt(fd, addr, len, &address_);
+    }
+  }
+
+  const SocketAddress &address() const { return address_; }
+
+ private:
+  Server &server_;
+  int fd_;
+  SocketAddress address_;
+  bool registered_ = false;
+};
+
+Server::Server(ServerConfig config) : config_(std::move(config)) {}
+
+Server::~Server() {
+  close_all();
+  for (http1::Connection *conn : graveyard_) delete conn;
+  graveyard_.clear();
+  flush_log();
+}
+
+bool Server::open() {
+  if (!loop_.open(this, kTickMs)) return false;
+  update_date();
+  return true;
+}
+
+bool Server::add_listener(int fd) {
+  auto listener = std::make_unique<Listener>(*this, fd);
+  if (!listener->start()) return false;
+  listen_addresses_.push_back(listener->address());
+  listeners_.push_back(std::move(listener));
+  return true;
+}
+
+void Server::adopt(int fd, const sockaddr_storage &addr, socklen_t len, const SocketAddress *local) {
+  if (shutting_down_) {
+    ::close(fd);
+    return;
+  }
+  if (addr.ss_family == AF_INET || addr.ss_family == AF_INET6) {
+    int one = 1;
+    // Responses are written whole; Nagle would only delay them.
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0)
+      log_errno(LogLevel::Debug, errno, "setsockopt(TCP_NODELAY) failed");
+  }
+  SocketAddress peer = address_of(addr, len);
+  if (local->is_unix) peer.is_unix = true;
+  auto *conn = new http1::Connection(*this, std::make_unique<SocketStream>(fd), std::move(peer), local);
+  conn->next = connections_;
+  if (connections_ != nullptr) connections_->prev = conn;
+  connections_ = conn;
+  ++connection_count_;
+  if (!conn->start()) conn->close_now(false);
+}
+
+void Server::retire(http1::Connection *conn) {
+  if (conn->prev != nullptr) conn->prev->next = conn->next;
+  else connections_ = conn->next;
+  if (conn->next != nullptr) conn->next->prev = conn->prev;
+  conn->prev = conn->next = nullptr;
+  --connection_count_;
+  // Freed after the current batch of events: a later event in the same batch
+  // may still point at it.
+  graveyard_.push_back(conn);
+}
+
+int Server::run_once(int timeout_ms) {
+  int n = loop_.poll(timeout_ms);
+  for (http1::Connection *conn : graveyard_) delete conn;
+  graveyard_.clear();
+  flush_log();
+  return n;
+}
+
+void Server::on_io(uint32_t) {
+  update_date();
+  uint64_t now = loop_.now_ms();
+  for (http1::Connection *conn = connections_; conn != nullptr;) {
+    http1::Connection *next = conn->next;  // on_tick may retire conn
+    conn->on_tick(now);
+    conn = next;
+  }
+  if (!shutting_down_)
+    for (auto &listener : listeners_) listener->resume();
+  flush_log();
+}
+
+void Server::begin_shutdown() {
+  if (shutting_down_) return;
+  shutting_down_ = true;
+  for (auto &listener : listeners_) listener->stop();
+  for (http1::Connection *conn = connections_; conn != nullptr;) {
+    http1::Connection *next = conn->next;
+    conn->close_when_idle();
+    conn = next;
+  }
+}
+
+void Server::close_all() {
+  shutting_down_ = true;
+  for (auto &listener : listeners_) listener->stop();
+  while (connections_ != nullptr) connections_->close_now(true);
+}
+
+void Server::update_date() {
+  time_t now = time(nullptr);
+  if (now == date_second_) return;
+  date_second_ = now;
+  tm parts{};
+  gmtime_r(&now, &parts);
+  // IMF-fixdate, RFC 9110 §5.6.7. Formatted by hand: strftime follows the locale.
+  static const char *const kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+  static const char *const kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  char buf[64];
+  int n = snprintf(buf, sizeof buf, "%s, %02d %s %04d %02d:%02d:%02d GMT", kDays[parts.tm_wday], parts.tm_mday,
+                   kMonths[parts.tm_mon], parts.tm_year + 1900, parts.tm_hour, parts.tm_min, parts.tm_sec);
+  date_.assign(buf, static_cast<size_t>(n));
+}
+
+void Server::append_log(std::string_view line) {
+  log_buf_.append(line);
+  if (log_buf_.size() > 64 * 1024) flush_log();
+}
+
+void Server::flush_log() {
+  size_t off = 0;
+  while (off < log_buf_.size()) {
+    ssize_t n = ::write(1, log_buf_.data() + off, log_buf_.size() - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      // stdout gone or non-blocking and full: drop the access log rather than
+      // stall the server. Said once per failure burst.
+      log_errno(LogLevel::Debug, errno, "writing the access log failed");
+      break;
+    }
+    off += static_cast<size_t>(n);
+  }
+  log_buf_.clear();
+}
+
+}  // namespace pronghorn

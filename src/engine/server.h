@@ -1,0 +1,114 @@
+// The engine's server: listening sockets, the connections accepted from them,
+// the periodic tick (timeouts, the cached Date header, log flushing) and
+// graceful shutdown. It knows nothing of Python: requests are handed to a
+// RequestDispatcher, which the ASGI bridge implements.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "engine/http1/connection.h"
+#include "engine/loop.h"
+#include "engine/net/listener.h"
+
+namespace pronghorn {
+
+struct ServerConfig {
+  http1::Limits limits;
+  uint64_t keep_alive_timeout_ms = 5000;
+  uint64_t header_timeout_ms = 10000;
+  size_t limit_concurrency = 0;  // 0: no limit
+  bool server_header = true;
+  bool date_header = true;
+  std::vector<std::pair<std::string, std::string>> extra_headers;
+  bool access_log = true;
+  bool access_log_colours = false;
+  size_t body_high_water = 256 * 1024;
+  size_t write_high_water = 256 * 1024;
+  size_t write_low_water = 64 * 1024;
+};
+
+class RequestDispatcher {
+ public:
+  // A request head arrived. The views in `head` are valid only during this
+  // call. The dispatcher attaches an ExchangeObserver or answers at once
+  // (conn.fail_exchange()).
+  virtual void on_request(http1::Connection &conn, const http1::RequestHead &head) = 0;
+
+ protected:
+  ~RequestDispatcher() = default;
+};
+
+class Server final : public IoHandler {
+ public:
+  explicit Server(ServerConfig config);
+  ~Server();
+  Server(const Server &) = delete;
+  Server &operator=(const Server &) = delete;
+
+  // Creates the loop. Returns false (logged) on failure.
+  bool open();
+  // Takes ownership of a listening fd and starts accepting from it.
+  bool add_listener(int fd);
+  int epoll_fd() const { return loop_.fd(); }
+  void set_dispatcher(RequestDispatcher *dispatcher) { dispatcher_ = dispatcher; }
+
+  // Dispatches what is ready, waiting at most timeout_ms; then frees closed
+  // connections and flushes the access log.
+  int run_once(int timeout_ms);
+
+  // Graceful shutdown: stop accepting, close idle connections, close the
+  // others once their current response is done.
+  void begin_shutdown();
+  void close_all();
+  bool shutting_down() const { return shutting_down_; }
+  size_t connection_count() const { return connection_count_; }
+  size_t active_requests() const { return active_requests_; }
+  uint64_t requests_served() const { return requests_served_; }
+  const std::vector<SocketAddress> &listen_addresses() const { return listen_addresses_; }
+
+  // ---- for connections ----
+  EventLoop &loop() { return loop_; }
+  const ServerConfig &config() const { return config_; }
+  RequestDispatcher *dispatcher() { return dispatcher_; }
+  std::string_view date() const { return date_; }
+  void adopt(int fd, const sockaddr_storage &addr, socklen_t len, const SocketAddress *local);
+  void retire(http1::Connection *conn);
+  void request_started() {
+    ++active_requests_;
+    ++requests_served_;
+  }
+  void request_finished() { --active_requests_; }
+  bool over_concurrency_limit() const {
+    return config_.limit_concurrency != 0 &&
+           (connection_count_ > config_.limit_concurrency || active_requests_ > config_.limit_concurrency);
+  }
+  void append_log(std::string_view line);
+
+  void on_io(uint32_t events) override;  // the tick
+
+ private:
+  class Listener;
+  void update_date();
+  void flush_log();
+
+  ServerConfig config_;
+  EventLoop loop_;
+  RequestDispatcher *dispatcher_ = nullptr;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::vector<SocketAddress> listen_addresses_;
+  http1::Connection *connections_ = nullptr;  // intrusive list head
+  std::vector<http1::Connection *> graveyard_;
+  size_t connection_count_ = 0;
+  size_t active_requests_ = 0;
+  uint64_t requests_served_ = 0;
+  bool shutting_down_ = false;
+  int64_t date_second_ = -1;
+  std::string date_;
+  std::string log_buf_;
+};
+
+}  // namespace pronghorn
