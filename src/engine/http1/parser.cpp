@@ -8,19 +8,16 @@ namespace {
 
 // RFC 9110 §5.6.2: tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" /
 // "." / "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA
-constexpr bool kTokenTable[256] = {
-#define T(c) [static_cast<unsigned char>(c)] = true
-    T('!'), T('#'), T('$'), T('%'), T('&'), T('\''), T('*'), T('+'), T('-'), T('.'),
-    T('^'), T('_'), T('`'), T('|'), T('~'),
-    T('0'), T('1'), T('2'), T('3'), T('4'), T('5'), T('6'), T('7'), T('8'), T('9'),
-    T('A'), T('B'), T('C'), T('D'), T('E'), T('F'), T('G'), T('H'), T('I'), T('J'),
-    T('K'), T('L'), T('M'), T('N'), T('O'), T('P'), T('Q'), T('R'), T('S'), T('T'),
-    T('U'), T('V'), T('W'), T('X'), T('Y'), T('Z'),
-    T('a'), T('b'), T('c'), T('d'), T('e'), T('f'), T('g'), T('h'), T('i'), T('j'),
-    T('k'), T('l'), T('m'), T('n'), T('o'), T('p'), T('q'), T('r'), T('s'), T('t'),
-    T('u'), T('v'), T('w'), T('x'), T('y'), T('z'),
-#undef T
+struct TokenTable {
+  bool allowed[256] = {};
+  constexpr TokenTable() {
+    for (int c = '0'; c <= '9'; ++c) allowed[c] = true;
+    for (int c = 'A'; c <= 'Z'; ++c) allowed[c] = true;
+    for (int c = 'a'; c <= 'z'; ++c) allowed[c] = true;
+    for (unsigned char c : std::string_view("!#$%&'*+-.^_`|~")) allowed[c] = true;
+  }
 };
+constexpr TokenTable kTokenTable;
 
 bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
@@ -63,7 +60,7 @@ constexpr size_t kMaxLeadingBlankLines = 4;
 
 }  // namespace
 
-bool is_token_char(unsigned char c) { return kTokenTable[c]; }
+bool is_token_char(unsigned char c) { return kTokenTable.allowed[c]; }
 
 // RFC 9110 §5.5: field-vchar = VCHAR / obs-text, plus SP and HTAB inside the value.
 bool is_field_value_char(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); }

@@ -1,0 +1,86 @@
+// The ASGI bridge: runs the engine inside the worker's asyncio event loop and
+// speaks ASGI 3 (www spec 2.4) to the application.
+//
+// Error convention in this layer: functions that return PyObject* return a
+// new reference, or nullptr with a Python exception set.
+#pragma once
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/http1/connection.h"
+#include "engine/server.h"
+
+namespace pronghorn::bridge {
+
+// Interned strings and shared objects, created once at module init.
+struct Names {
+  PyObject *type, *http, *http_request, *http_disconnect, *body, *more_body, *status, *headers, *path;
+  PyObject *http_response_start, *http_response_body, *http_response_pathsend;
+  PyObject *asgi, *http_version, *server, *client, *scheme, *method, *root_path, *raw_path, *query_string, *state,
+      *extensions;
+  PyObject *v1_1, *v1_0, *scheme_http, *scheme_https, *empty_bytes, *empty_str;
+  PyObject *asgi_template;        // {"version": "3.0", "spec_version": "2.4"}
+  PyObject *extensions_template;  // {"http.response.pathsend": {}}
+  PyObject *disconnect_message;   // template {"type": "http.disconnect"}
+  PyObject *client_disconnected;  // exception class, subclass of OSError
+  PyObject *methods[9];           // GET POST PUT DELETE HEAD OPTIONS PATCH CONNECT TRACE
+  PyObject *set_result, *set_exception, *done, *cancelled, *exception, *add_done_callback, *discard, *add, *error,
+      *exc_info;
+};
+extern Names names;
+
+bool init_names();
+
+// ---- awaitable.cpp ----
+extern PyTypeObject ReadyType;
+void fill_ready_type();
+// An awaitable that finishes at once with `value` (stolen), without an asyncio Future.
+PyObject *ready(PyObject *value);
+PyObject *ready_none();
+
+// ---- request.cpp ----
+struct AppServer;
+extern PyTypeObject RequestType;
+// Creates the request object for an exchange, attaches it to the connection
+// and starts the application task. Errors are handled inside (500).
+void start_request(AppServer &server, http1::Connection &conn, PyObject *scope);
+bool init_request_type();
+
+// A network (address, prefix) for --forwarded-allow-ips.
+struct TrustedNetwork {
+  int family;
+  unsigned char addr[16];
+  int prefix;
+};
+
+// The Python-facing server: owns the engine and what ASGI needs.
+struct AppServer final : public RequestDispatcher {
+  explicit AppServer(ServerConfig config) : engine(std::move(config)) {}
+  void on_request(http1::Connection &conn, const http1::RequestHead &head) override;
+  bool trusted(const SocketAddress &peer) const;
+  PyObject *build_scope(http1::Connection &conn, const http1::RequestHead &head);
+  void log_exception(const char *message, PyObject *exc);
+  void log_error(const char *message);
+
+  Server engine;
+  PyObject *app = nullptr;
+  PyObject *loop = nullptr;
+  PyObject *create_task = nullptr;    // bound loop.create_task
+  PyObject *create_future = nullptr;  // bound loop.create_future
+  PyObject *state = nullptr;          // lifespan state dict, or nullptr
+  PyObject *logger = nullptr;         // logging.Logger for errors
+  PyObject *tasks = nullptr;          // set of running tasks
+  PyObject *root_path = nullptr;      // str
+  std::string root_path_utf8;
+  PyObject *context_factory = nullptr;  // contextvars.Context, when resetting contextvars per request
+  bool proxy_headers = false;
+  bool trust_all = false;
+  std::vector<TrustedNetwork> trusted_networks;
+};
+
+}  // namespace pronghorn::bridge

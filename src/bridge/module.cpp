@@ -1,0 +1,733 @@
+// pronghorn._core: the Server type (the engine registered with the asyncio
+// loop through add_reader on its epoll fd) and ASGI scope building.
+#include <arpa/inet.h>
+
+#include <cstring>
+#include <string>
+#include <unordered_map>
+
+#include "bridge/bridge.h"
+#include "engine/log.h"
+#include "engine/net/listener.h"
+
+namespace pronghorn::bridge {
+
+Names names;
+
+namespace {
+
+PyObject *intern(const char *s) { return PyUnicode_InternFromString(s); }
+
+// Header names repeat across requests: keep one bytes object per name, up to
+// a bound so that a client sending random names cannot grow it forever.
+std::unordered_map<std::string, PyObject *> header_name_cache;
+constexpr size_t kHeaderNameCacheMax = 512;
+
+PyObject *header_name(std::string_view name) {
+  auto it = header_name_cache.find(std::string(name));
+  if (it != header_name_cache.end()) return Py_NewRef(it->second);
+  PyObject *bytes = PyBytes_FromStringAndSize(name.data(), static_cast<Py_ssize_t>(name.size()));
+  if (bytes != nullptr && header_name_cache.size() < kHeaderNameCacheMax)
+    header_name_cache.emplace(std::string(name), Py_NewRef(bytes));
+  return bytes;
+}
+
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Percent-decodes like urllib.parse.unquote: invalid escapes stay as they are,
+// the bytes are decoded as UTF-8 with U+FFFD for invalid sequences.
+PyObject *decode_path(std::string_view prefix, std::string_view raw) {
+  std::string out(prefix);
+  out.reserve(prefix.size() + raw.size());
+  for (size_t i = 0; i < raw.size(); ++i) {
+    if (raw[i] == '%' && i + 2 < raw.size()) {
+      int hi = hex_digit(raw[i + 1]), lo = hex_digit(raw[i + 2]);
+      if (hi >= 0 && lo >= 0) {
+        out.push_back(static_cast<char>(hi * 16 + lo));
+        i += 2;
+        continue;
+      }
+    }
+    out.push_back(raw[i]);
+  }
+  return PyUnicode_DecodeUTF8(out.data(), static_cast<Py_ssize_t>(out.size()), "replace");
+}
+
+PyObject *method_object(std::string_view method) {
+  static const char *const kMethods[] = {"GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE"};
+  for (int i = 0; i < 9; ++i)
+    if (method == kMethods[i]) return Py_NewRef(names.methods[i]);
+  return PyUnicode_DecodeLatin1(method.data(), static_cast<Py_ssize_t>(method.size()), nullptr);
+}
+
+PyObject *address_tuple(const SocketAddress &addr) {
+  if (addr.is_unix) {
+    if (addr.host.empty()) Py_RETURN_NONE;
+    return Py_BuildValue("(s#O)", addr.host.data(), static_cast<Py_ssize_t>(addr.host.size()), Py_None);
+  }
+  return Py_BuildValue("(s#i)", addr.host.data(), static_cast<Py_ssize_t>(addr.host.size()), addr.port);
+}
+
+bool parse_ip(std::string_view text, int &family, unsigned char *out) {
+  char buf[INET6_ADDRSTRLEN + 1];
+  if (text.size() >= sizeof buf) return false;
+  memcpy(buf, text.data(), text.size());
+  buf[text.size()] = '\0';
+  if (inet_pton(AF_INET, buf, out) == 1) {
+    family = AF_INET;
+    return true;
+  }
+  if (inet_pton(AF_INET6, buf, out) == 1) {
+    family = AF_INET6;
+    return true;
+  }
+  return false;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+}  // namespace
+
+bool init_names() {
+#define I(field, text) \
+  if ((names.field = intern(text)) == nullptr) return false;
+  I(type, "type")
+  I(http, "http")
+  I(http_request, "http.request")
+  I(http_disconnect, "http.disconnect")
+  I(body, "body")
+  I(more_body, "more_body")
+  I(status, "status")
+  I(headers, "headers")
+  I(path, "path")
+  I(http_response_start, "http.response.start")
+  I(http_response_body, "http.response.body")
+  I(http_response_pathsend, "http.response.pathsend")
+  I(asgi, "asgi")
+  I(http_version, "http_version")
+  I(server, "server")
+  I(client, "client")
+  I(scheme, "scheme")
+  I(method, "method")
+  I(root_path, "root_path")
+  I(raw_path, "raw_path")
+  I(query_string, "query_string")
+  I(state, "state")
+  I(extensions, "extensions")
+  I(v1_1, "1.1")
+  I(v1_0, "1.0")
+  I(scheme_http, "http")
+  I(scheme_https, "https")
+  I(empty_str, "")
+  I(set_result, "set_result")
+  I(set_exception, "set_exception")
+  I(done, "done")
+  I(cancelled, "cancelled")
+  I(exception, "exception")
+  I(add_done_callback, "add_done_callback")
+  I(discard, "discard")
+  I(add, "add")
+  I(error, "error")
+  I(exc_info, "exc_info")
+#undef I
+  static const char *const kMethods[] = {"GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE"};
+  for (int i = 0; i < 9; ++i)
+    if ((names.methods[i] = intern(kMethods[i])) == nullptr) return false;
+  names.empty_bytes = PyBytes_FromStringAndSize("", 0);
+  names.asgi_template = Py_BuildValue("{ssss}", "version", "3.0", "spec_version", "2.4");
+  names.extensions_template = Py_BuildValue("{s{}}", "http.response.pathsend");
+  names.disconnect_message = Py_BuildValue("{sO}", "type", names.http_disconnect);
+  return names.empty_bytes && names.asgi_template && names.extensions_template && names.disconnect_message;
+}
+
+bool AppServer::trusted(const SocketAddress &peer) const {
+  if (trust_all) return true;
+  if (peer.is_unix) return false;
+  int family = 0;
+  unsigned char addr[16];
+  if (!parse_ip(peer.host, family, addr)) return false;
+  for (const TrustedNetwork &net : trusted_networks) {
+    if (net.family != family) continue;
+    int bits = net.prefix;
+    int i = 0;
+    for (; bits >= 8; bits -= 8, ++i)
+      if (addr[i] != net.addr[i]) break;
+    if (bits >= 8) continue;
+    if (bits == 0) return true;
+    unsigned char mask = static_cast<unsigned char>(0xff << (8 - bits));
+    if ((addr[i] & mask) == (net.addr[i] & mask)) return true;
+  }
+  return false;
+}
+
+void AppServer::log_exception(const char *message, PyObject *exc) {
+  PyObject *msg = PyUnicode_FromString(message);
+  PyObject *kwargs = Py_BuildValue("{sO}", "exc_info", exc != nullptr ? exc : Py_True);
+  PyObject *error = msg && kwargs ? PyObject_GetAttr(logger, names.error) : nullptr;
+  PyObject *r = nullptr;
+  if (error != nullptr) {
+    PyObject *args = PyTuple_Pack(1, msg);
+    if (args != nullptr) r = PyObject_Call(error, args, kwargs);
+    Py_XDECREF(args);
+  }
+  if (r == nullptr) PyErr_WriteUnraisable(logger);
+  Py_XDECREF(r);
+  Py_XDECREF(error);
+  Py_XDECREF(kwargs);
+  Py_XDECREF(msg);
+}
+
+void AppServer::log_error(const char *message) {
+  PyObject *r = PyObject_CallMethod(logger, "error", "s", message);
+  if (r == nullptr) PyErr_WriteUnraisable(logger);
+  Py_XDECREF(r);
+}
+
+PyObject *AppServer::build_scope(http1::Connection &conn, const http1::RequestHead &head) {
+  std::string_view target = head.target;
+  // absolute-form (RFC 9112 §3.2.2): the path starts after the authority.
+  if (!target.empty() && target[0] != '/' && target != "*") {
+    size_t scheme_end = target.find("://");
+    if (scheme_end != std::string_view::npos) {
+      size_t path_start = target.find_first_of("/?", scheme_end + 3);
+      target = path_start == std::string_view::npos ? std::string_view("/") : target.substr(path_start);
+    }
+  }
+  std::string_view raw_path = target, query;
+  size_t q = target.find('?');
+  if (q != std::string_view::npos) {
+    raw_path = target.substr(0, q);
+    query = target.substr(q + 1);
+  }
+  if (raw_path.empty()) raw_path = "/";
+
+  PyObject *scope = PyDict_New();
+  if (scope == nullptr) return nullptr;
+  auto set = [scope](PyObject *key, PyObject *value) {
+    if (value == nullptr) return false;
+    int rc = PyDict_SetItem(scope, key, value);
+    Py_DECREF(value);
+    return rc == 0;
+  };
+  bool ok = set(names.type, Py_NewRef(names.http)) && set(names.asgi, PyDict_Copy(names.asgi_template)) &&
+            set(names.http_version, Py_NewRef(head.version_minor == 1 ? names.v1_1 : names.v1_0)) &&
+            set(names.method, method_object(head.method)) && set(names.root_path, Py_NewRef(root_path)) &&
+            set(names.path, decode_path(root_path_utf8, raw_path));
+  if (ok) {
+    std::string full_raw(root_path_utf8);
+    full_raw.append(raw_path);
+    ok = set(names.raw_path, PyBytes_FromStringAndSize(full_raw.data(), static_cast<Py_ssize_t>(full_raw.size()))) &&
+         set(names.query_string, PyBytes_FromStringAndSize(query.data(), static_cast<Py_ssize_t>(query.size())));
+  }
+  std::string_view forwarded_for, forwarded_proto;
+  PyObject *headers = ok ? PyList_New(static_cast<Py_ssize_t>(head.headers.size())) : nullptr;
+  if (headers != nullptr) {
+    Py_ssize_t i = 0;
+    for (const http1::Header &h : head.headers) {
+      if (proxy_headers) {
+        if (h.name == "x-forwarded-for") forwarded_for = h.value;
+        else if (h.name == "x-forwarded-proto") forwarded_proto = h.value;
+      }
+      PyObject *name = header_name(h.name);
+      PyObject *value = PyBytes_FromStringAndSize(h.value.data(), static_cast<Py_ssize_t>(h.value.size()));
+      PyObject *pair = name && value ? PyTuple_Pack(2, name, value) : nullptr;
+      Py_XDECREF(name);
+      Py_XDECREF(value);
+      if (pair == nullptr) {
+        Py_CLEAR(headers);
+        break;
+      }
+      PyList_SET_ITEM(headers, i++, pair);
+    }
+  }
+  ok = ok && set(names.headers, headers);
+
+  // Proxy headers count only when the direct peer is trusted.
+  PyObject *scheme = Py_NewRef(names.scheme_http);
+  PyObject *client = nullptr;
+  if (ok && proxy_headers && (!forwarded_for.empty() || !forwarded_proto.empty()) && trusted(conn.peer())) {
+    std::string_view proto = trim(forwarded_proto);
+    if (proto == "https" || proto == "wss") Py_SETREF(scheme, Py_NewRef(names.scheme_https));
+    if (!forwarded_for.empty()) {
+      // The client is the nearest address, from the right, that is not a trusted proxy.
+      std::vector<std::string_view> hops;
+      std::string_view rest = forwarded_for;
+      while (true) {
+        size_t comma = rest.find(',');
+        std::string_view hop = trim(rest.substr(0, comma));
+        if (!hop.empty()) hops.push_back(hop);
+        if (comma == std::string_view::npos) break;
+        rest.remove_prefix(comma + 1);
+      }
+      std::string_view chosen;
+      if (!hops.empty()) {
+        chosen = hops.front();
+        if (!trust_all) {
+          for (auto it = hops.rbegin(); it != hops.rend(); ++it) {
+            SocketAddress hop_addr;
+            hop_addr.host = std::string(*it);
+            if (!trusted(hop_addr)) {
+              chosen = *it;
+              break;
+            }
+          }
+        }
+        client = Py_BuildValue("(s#i)", chosen.data(), static_cast<Py_ssize_t>(chosen.size()), 0);
+      }
+    }
+  }
+  if (client == nullptr) client = address_tuple(conn.peer());
+  ok = ok && set(names.scheme, scheme) && set(names.client, client) && set(names.server, address_tuple(conn.local())) &&
+       set(names.extensions, PyDict_Copy(names.extensions_template));
+  if (!ok) {
+    Py_DECREF(scope);
+    return nullptr;
+  }
+  if (state != nullptr && !set(names.state, PyDict_Copy(state))) {
+    Py_DECREF(scope);
+    return nullptr;
+  }
+  return scope;
+}
+
+void AppServer::on_request(http1::Connection &conn, const http1::RequestHead &head) {
+  PyObject *scope = build_scope(conn, head);
+  if (scope == nullptr) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    log_exception("Cannot build the ASGI scope\n", value);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    conn.fail_exchange();
+    return;
+  }
+  start_request(*this, conn, scope);
+  Py_DECREF(scope);
+}
+
+// ---------------------------------------------------------------- Server type
+
+namespace {
+
+struct ServerObject {
+  PyObject_HEAD AppServer *server;
+  PyObject *poll_callback;
+};
+
+AppServer *get(ServerObject *self) {
+  if (self->server == nullptr) PyErr_SetString(PyExc_RuntimeError, "server is closed");
+  return self->server;
+}
+
+int server_traverse(PyObject *op, visitproc visit, void *arg) {
+  auto *self = reinterpret_cast<ServerObject *>(op);
+  Py_VISIT(self->poll_callback);
+  if (self->server != nullptr) {
+    AppServer &s = *self->server;
+    Py_VISIT(s.app);
+    Py_VISIT(s.loop);
+    Py_VISIT(s.create_task);
+    Py_VISIT(s.create_future);
+    Py_VISIT(s.state);
+    Py_VISIT(s.logger);
+    Py_VISIT(s.tasks);
+    Py_VISIT(s.context_factory);
+  }
+  return 0;
+}
+
+void release(AppServer *s) {
+  Py_CLEAR(s->app);
+  Py_CLEAR(s->loop);
+  Py_CLEAR(s->create_task);
+  Py_CLEAR(s->create_future);
+  Py_CLEAR(s->state);
+  Py_CLEAR(s->logger);
+  Py_CLEAR(s->tasks);
+  Py_CLEAR(s->root_path);
+  Py_CLEAR(s->context_factory);
+}
+
+int server_clear(PyObject *op) {
+  auto *self = reinterpret_cast<ServerObject *>(op);
+  Py_CLEAR(self->poll_callback);
+  if (self->server != nullptr) release(self->server);
+  return 0;
+}
+
+void server_dealloc(PyObject *op) {
+  auto *self = reinterpret_cast<ServerObject *>(op);
+  PyObject_GC_UnTrack(op);
+  if (self->server != nullptr) {
+    self->server->engine.close_all();
+    self->server->engine.run_once(0);
+    release(self->server);
+    delete self->server;
+    self->server = nullptr;
+  }
+  Py_CLEAR(self->poll_callback);
+  Py_TYPE(op)->tp_free(op);
+}
+
+PyObject *server_new(PyTypeObject *type, PyObject *, PyObject *) {
+  auto *self = reinterpret_cast<ServerObject *>(type->tp_alloc(type, 0));
+  return reinterpret_cast<PyObject *>(self);
+}
+
+bool parse_trusted(AppServer &s, const char *spec) {
+  std::string_view rest(spec);
+  while (!rest.empty()) {
+    size_t comma = rest.find(',');
+    std::string_view item = trim(rest.substr(0, comma));
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+    if (item.empty()) continue;
+    if (item == "*") {
+      s.trust_all = true;
+      continue;
+    }
+    TrustedNetwork net{};
+    std::string_view ip = item;
+    int prefix = -1;
+    size_t slash = item.find('/');
+    if (slash != std::string_view::npos) {
+      ip = item.substr(0, slash);
+      prefix = 0;
+      for (char c : item.substr(slash + 1)) {
+        if (c < '0' || c > '9' || prefix > 128) {
+          prefix = 1000;
+          break;
+        }
+        prefix = prefix * 10 + (c - '0');
+      }
+    }
+    if (!parse_ip(ip, net.family, net.addr)) {
+      // uvicorn accepts host names here too; they never match a peer address.
+      log(LogLevel::Warning, "forwarded-allow-ips: ignoring '%.*s', not an IP address or network",
+          static_cast<int>(item.size()), item.data());
+      continue;
+    }
+    int max = net.family == AF_INET ? 32 : 128;
+    if (prefix == -1) prefix = max;
+    if (prefix > max) {
+      PyErr_Format(PyExc_ValueError, "invalid network in forwarded-allow-ips: %.*s", static_cast<int>(item.size()),
+                   item.data());
+      return false;
+    }
+    net.prefix = prefix;
+    s.trusted_networks.push_back(net);
+  }
+  return true;
+}
+
+int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
+  auto *self = reinterpret_cast<ServerObject *>(op);
+  static const char *kwlist[] = {"app",
+                                 "loop",
+                                 "logger",
+                                 "state",
+                                 "root_path",
+                                 "proxy_headers",
+                                 "forwarded_allow_ips",
+                                 "timeout_keep_alive",
+                                 "timeout_header_read",
+                                 "limit_concurrency",
+                                 "server_header",
+                                 "date_header",
+                                 "headers",
+                                 "access_log",
+                                 "access_log_colours",
+                                 "limit_request_line",
+                                 "limit_request_head",
+                                 "limit_request_fields",
+                                 "reset_contextvars",
+                                 nullptr};
+  PyObject *app, *loop, *logger, *state = Py_None, *headers = nullptr;
+  const char *root_path = "", *forwarded = "127.0.0.1";
+  int proxy_headers = 0, server_header = 1, date_header = 1, access_log = 1, colours = 0, reset_ctx = 0;
+  double keep_alive = 5.0, header_read = 10.0;
+  Py_ssize_t limit_concurrency = 0, limit_line = 8192, limit_head = 65536, limit_fields = 100;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|$OspsddnppOppnnnp", const_cast<char **>(kwlist), &app, &loop,
+                                   &logger, &state, &root_path, &proxy_headers, &forwarded, &keep_alive, &header_read,
+                                   &limit_concurrency, &server_header, &date_header, &headers, &access_log, &colours,
+                                   &limit_line, &limit_head, &limit_fields, &reset_ctx))
+    return -1;
+  if (self->server != nullptr) {
+    PyErr_SetString(PyExc_RuntimeError, "Server already initialised");
+    return -1;
+  }
+  if (limit_line < 16 || limit_head < limit_line || limit_fields < 1 || limit_concurrency < 0) {
+    PyErr_SetString(PyExc_ValueError, "invalid request limits");
+    return -1;
+  }
+  ServerConfig config;
+  config.limits.max_request_line = static_cast<size_t>(limit_line);
+  config.limits.max_head = static_cast<size_t>(limit_head);
+  config.limits.max_headers = static_cast<size_t>(limit_fields);
+  config.keep_alive_timeout_ms = static_cast<uint64_t>(keep_alive * 1000);
+  config.header_timeout_ms = static_cast<uint64_t>(header_read * 1000);
+  config.limit_concurrency = static_cast<size_t>(limit_concurrency);
+  config.server_header = server_header;
+  config.date_header = date_header;
+  config.access_log = access_log;
+  config.access_log_colours = colours;
+  if (headers != nullptr && headers != Py_None) {
+    PyObject *seq = PySequence_Fast(headers, "headers must be a sequence of (name, value) pairs");
+    if (seq == nullptr) return -1;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); ++i) {
+      const char *name, *value;
+      if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "ss", &name, &value)) {
+        Py_DECREF(seq);
+        return -1;
+      }
+      if (!http1::valid_header_name(name) || !http1::valid_header_value(value)) {
+        Py_DECREF(seq);
+        PyErr_Format(PyExc_ValueError, "invalid header: %s: %s", name, value);
+        return -1;
+      }
+      config.extra_headers.emplace_back(name, value);
+    }
+    Py_DECREF(seq);
+  }
+
+  auto *s = new AppServer(std::move(config));
+  s->engine.set_dispatcher(s);
+  s->app = Py_NewRef(app);
+  s->loop = Py_NewRef(loop);
+  s->logger = Py_NewRef(logger);
+  s->state = state == Py_None ? nullptr : Py_NewRef(state);
+  s->root_path = PyUnicode_FromString(root_path);
+  s->root_path_utf8 = root_path;
+  s->proxy_headers = proxy_headers;
+  s->create_task = PyObject_GetAttrString(loop, "create_task");
+  s->create_future = PyObject_GetAttrString(loop, "create_future");
+  s->tasks = PySet_New(nullptr);
+  self->server = s;
+  if (!s->root_path || !s->create_task || !s->create_future || !s->tasks) return -1;
+  if (reset_ctx) {
+    PyObject *contextvars = PyImport_ImportModule("contextvars");
+    if (contextvars == nullptr) return -1;
+    s->context_factory = PyObject_GetAttrString(contextvars, "Context");
+    Py_DECREF(contextvars);
+    if (s->context_factory == nullptr) return -1;
+  }
+  if (!parse_trusted(*s, forwarded)) return -1;
+  if (!s->engine.open()) {
+    PyErr_SetString(PyExc_OSError, "cannot create the event loop (see the log)");
+    return -1;
+  }
+  return 0;
+}
+
+PyObject *listen_result(AppServer *s, int fd) {
+  if (fd < 0) {
+    PyErr_SetString(PyExc_OSError, "cannot listen (see the log for the reason)");
+    return nullptr;
+  }
+  if (!s->engine.add_listener(fd)) {
+    PyErr_SetString(PyExc_OSError, "cannot watch the listening socket (see the log)");
+    return nullptr;
+  }
+  return address_tuple(s->engine.listen_addresses().back());
+}
+
+PyObject *server_listen_tcp(PyObject *op, PyObject *args, PyObject *kwargs) {
+  static const char *kwlist[] = {"host", "port", "backlog", "reuse_port", nullptr};
+  const char *host;
+  int port, backlog = 2048, reuse_port = 0;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "si|ip", const_cast<char **>(kwlist), &host, &port, &backlog,
+                                   &reuse_port))
+    return nullptr;
+  AppServer *s = get(reinterpret_cast<ServerObject *>(op));
+  if (s == nullptr) return nullptr;
+  return listen_result(s, listen_tcp(host, port, backlog, reuse_port));
+}
+
+PyObject *server_listen_unix(PyObject *op, PyObject *args) {
+  const char *path;
+  int backlog = 2048;
+  if (!PyArg_ParseTuple(args, "s|i", &path, &backlog)) return nullptr;
+  AppServer *s = get(reinterpret_cast<ServerObject *>(op));
+  if (s == nullptr) return nullptr;
+  return listen_result(s, listen_unix(path, backlog));
+}
+
+PyObject *server_listen_fd(PyObject *op, PyObject *arg) {
+  int fd = PyLong_AsLong(arg);
+  if (fd == -1 && PyErr_Occurred()) return nullptr;
+  AppServer *s = get(reinterpret_cast<ServerObject *>(op));
+  if (s == nullptr) return nullptr;
+  return listen_result(s, adopt_listen_fd(fd));
+}
+
+PyObject *server_poll(PyObject *op, PyObject *) {
+  AppServer *s = reinterpret_cast<ServerObject *>(op)->server;
+  if (s != nullptr) s->engine.run_once(0);
+  if (PyErr_Occurred()) return nullptr;
+  Py_RETURN_NONE;
+}
+
+PyMethodDef poll_def = {"_poll", server_poll, METH_NOARGS, nullptr};
+
+PyObject *server_start(PyObject *op, PyObject *) {
+  auto *self = reinterpret_cast<ServerObject *>(op);
+  AppServer *s = get(self);
+  if (s == nullptr) return nullptr;
+  if (self->poll_callback == nullptr) {
+    self->poll_callback = PyCFunction_New(&poll_def, op);
+    if (self->poll_callback == nullptr) return nullptr;
+  }
+  return PyObject_CallMethod(s->loop, "add_reader", "iO", s->engine.epoll_fd(), self->poll_callback);
+}
+
+PyObject *server_stop(PyObject *op, PyObject *) {
+  AppServer *s = get(reinterpret_cast<ServerObject *>(op));
+  if (s == nullptr) return nullptr;
+  return PyObject_CallMethod(s->loop, "remove_reader", "i", s->engine.epoll_fd());
+}
+
+PyObject *server_begin_shutdown(PyObject *op, PyObject *) {
+  AppServer *s = get(reinterpret_cast<ServerObject *>(op));
+  if (s == nullptr) return nullptr;
+  s->engine.begin_shutdown();
+  s->engine.run_once(0);
+  Py_RETURN_NONE;
+}
+
+PyObject *server_close_all(PyObject *op, PyObject *) {
+  AppServer *s = get(reinterpret_cast<ServerObject *>(op));
+  if (s == nullptr) return nullptr;
+  s->engine.close_all();
+  s->engine.run_once(0);
+  if (PyErr_Occurred()) return nullptr;
+  Py_RETURN_NONE;
+}
+
+PyObject *server_get_tasks(PyObject *op, void *) {
+  AppServer *s = get(reinterpret_cast<ServerObject *>(op));
+  if (s == nullptr) return nullptr;
+  return PySet_New(s->tasks);
+}
+
+PyObject *server_get_connections(PyObject *op, void *) {
+  AppServer *s = get(reinterpret_cast<ServerObject *>(op));
+  return s ? PyLong_FromSize_t(s->engine.connection_count()) : nullptr;
+}
+
+PyObject *server_get_active(PyObject *op, void *) {
+  AppServer *s = get(reinterpret_cast<ServerObject *>(op));
+  return s ? PyLong_FromSize_t(s->engine.active_requests()) : nullptr;
+}
+
+PyObject *server_get_served(PyObject *op, void *) {
+  AppServer *s = get(reinterpret_cast<ServerObject *>(op));
+  return s ? PyLong_FromUnsignedLongLong(s->engine.requests_served()) : nullptr;
+}
+
+PyObject *server_get_state(PyObject *op, void *) {
+  AppServer *s = get(reinterpret_cast<ServerObject *>(op));
+  if (s == nullptr) return nullptr;
+  if (s->state == nullptr) Py_RETURN_NONE;
+  return Py_NewRef(s->state);
+}
+
+int server_set_state(PyObject *op, PyObject *value, void *) {
+  AppServer *s = get(reinterpret_cast<ServerObject *>(op));
+  if (s == nullptr) return -1;
+  if (value != nullptr && value != Py_None && !PyDict_Check(value)) {
+    PyErr_SetString(PyExc_TypeError, "state must be a dict");
+    return -1;
+  }
+  Py_XSETREF(s->state, value == nullptr || value == Py_None ? nullptr : Py_NewRef(value));
+  return 0;
+}
+
+PyMethodDef server_methods[] = {
+    {"listen_tcp", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(server_listen_tcp)),
+     METH_VARARGS | METH_KEYWORDS, "Bind and listen on host:port; returns the bound (host, port)."},
+    {"listen_unix", server_listen_unix, METH_VARARGS, "Listen on a Unix domain socket."},
+    {"listen_fd", server_listen_fd, METH_O, "Serve an inherited listening socket."},
+    {"start", server_start, METH_NOARGS, "Register the engine with the asyncio loop."},
+    {"stop", server_stop, METH_NOARGS, "Unregister the engine from the asyncio loop."},
+    {"begin_shutdown", server_begin_shutdown, METH_NOARGS, "Stop accepting; close idle connections."},
+    {"close_all", server_close_all, METH_NOARGS, "Close every connection now."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyGetSetDef server_getset[] = {
+    {"tasks", server_get_tasks, nullptr, "Running application tasks (a copy).", nullptr},
+    {"connection_count", server_get_connections, nullptr, "Open connections.", nullptr},
+    {"active_requests", server_get_active, nullptr, "Requests whose response is not complete.", nullptr},
+    {"requests_served", server_get_served, nullptr, "Requests received so far.", nullptr},
+    {"state", server_get_state, server_set_state, "The lifespan state copied into each scope.", nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr},
+};
+
+PyTypeObject ServerType{};
+
+void fill_server_type() {
+  // Filled at run time: C++ has no designated initializers for all of PyTypeObject's fields.
+  ServerType.ob_base.ob_base.ob_refcnt = 1;
+  ServerType.tp_name = "pronghorn._core.Server";
+  ServerType.tp_basicsize = sizeof(ServerObject);
+  ServerType.tp_dealloc = server_dealloc;
+  ServerType.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC;
+  ServerType.tp_doc = "The HTTP engine serving one ASGI application inside an asyncio loop.";
+  ServerType.tp_traverse = server_traverse;
+  ServerType.tp_clear = server_clear;
+  ServerType.tp_methods = server_methods;
+  ServerType.tp_getset = server_getset;
+  ServerType.tp_init = server_init;
+  ServerType.tp_new = server_new;
+}
+
+PyObject *set_level(PyObject *, PyObject *arg) {
+  long level = PyLong_AsLong(arg);
+  if (level == -1 && PyErr_Occurred()) return nullptr;
+  set_log_level(static_cast<LogLevel>(level));
+  Py_RETURN_NONE;
+}
+
+PyMethodDef module_methods[] = {
+    {"set_log_level", set_level, METH_O, "Set the engine's log level (a logging module level number)."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "_core", "Pronghorn's C++ engine and ASGI bridge.", -1, module_methods,
+    nullptr, nullptr, nullptr, nullptr,
+};
+
+}  // namespace
+
+}  // namespace pronghorn::bridge
+
+PyMODINIT_FUNC PyInit__core() {
+  using namespace pronghorn::bridge;
+  if (!init_names()) return nullptr;
+  fill_ready_type();
+  fill_server_type();
+  if (PyType_Ready(&ReadyType) < 0 || !init_request_type() || PyType_Ready(&ServerType) < 0) return nullptr;
+  PyObject *m = PyModule_Create(&module_def);
+  if (m == nullptr) return nullptr;
+  names.client_disconnected = PyErr_NewExceptionWithDoc(
+      "pronghorn._core.ClientDisconnected",
+      "Raised by send() when the client has gone away (ASGI spec 2.4: an OSError subclass).", PyExc_OSError, nullptr);
+  if (names.client_disconnected == nullptr ||
+      PyModule_AddObjectRef(m, "ClientDisconnected", names.client_disconnected) < 0 ||
+      PyModule_AddObjectRef(m, "Server", reinterpret_cast<PyObject *>(&ServerType)) < 0) {
+    Py_DECREF(m);
+    return nullptr;
+  }
+  return m;
+}

@@ -1,0 +1,492 @@
+// One ASGI HTTP exchange: the `receive` and `send` callables handed to the
+// application, and the engine's ExchangeObserver that wakes them.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <new>
+
+#include "bridge/bridge.h"
+#include "engine/log.h"
+
+namespace pronghorn::bridge {
+
+namespace {
+
+struct RequestObject;
+
+class Observer final : public http1::ExchangeObserver {
+ public:
+  explicit Observer(RequestObject *owner) : owner_(owner) {}
+  void on_body_ready() override;
+  void on_writable() override;
+  void on_detach(bool disconnected) override;
+
+ private:
+  RequestObject *owner_;
+};
+
+struct RequestObject {
+  PyObject_HEAD Observer observer;
+  AppServer *server;
+  http1::Connection *conn;   // nullptr once the connection let go of us
+  PyObject *receive_waiter;  // pending Future of receive(), or nullptr
+  PyObject *send_waiter;     // pending Future of send(), or nullptr
+  bool disconnected;         // the client went away before the response completed
+  bool response_started;
+  bool response_complete;
+  bool body_delivered;  // the last http.request message (more_body False) was returned
+};
+
+PyObject *disconnect_message() { return PyDict_Copy(names.disconnect_message); }
+
+// Builds the next http.request message from the connection's body buffer.
+PyObject *body_message(RequestObject *self) {
+  http1::Connection &conn = *self->conn;
+  std::string &buf = conn.body_buffer();
+  PyObject *body = buf.empty() ? Py_NewRef(names.empty_bytes)
+                               : PyBytes_FromStringAndSize(buf.data(), static_cast<Py_ssize_t>(buf.size()));
+  if (body == nullptr) return nullptr;
+  buf.clear();
+  bool more = !conn.body_complete();
+  PyObject *message = PyDict_New();
+  if (message == nullptr || PyDict_SetItem(message, names.type, names.http_request) < 0 ||
+      PyDict_SetItem(message, names.body, body) < 0 ||
+      PyDict_SetItem(message, names.more_body, more ? Py_True : Py_False) < 0) {
+    Py_XDECREF(message);
+    Py_DECREF(body);
+    return nullptr;
+  }
+  Py_DECREF(body);
+  if (!more) self->body_delivered = true;
+  return message;
+}
+
+// Resolves a waiter Future unless the application cancelled it meanwhile.
+// Returns false when the waiter was no longer pending.
+bool resolve(PyObject *&waiter, PyObject *method, PyObject *value) {
+  PyObject *future = waiter;
+  waiter = nullptr;
+  if (future == nullptr) return false;
+  PyObject *done = PyObject_CallMethodNoArgs(future, names.done);
+  bool pending = done == Py_False;
+  Py_XDECREF(done);
+  if (done == nullptr) PyErr_WriteUnraisable(future);
+  if (pending) {
+    PyObject *r = PyObject_CallMethodOneArg(future, method, value);
+    if (r == nullptr) PyErr_WriteUnraisable(future);
+    Py_XDECREF(r);
+  }
+  Py_DECREF(future);
+  return pending;
+}
+
+void Observer::on_body_ready() {
+  RequestObject *self = owner_;
+  if (self->receive_waiter == nullptr || self->body_delivered || self->conn == nullptr) return;
+  PyObject *message = body_message(self);
+  if (message == nullptr) {
+    PyErr_WriteUnraisable(reinterpret_cast<PyObject *>(self));
+    return;
+  }
+  if (!resolve(self->receive_waiter, names.set_result, message)) {
+    // The waiter was cancelled: keep the bytes for the next receive().
+    PyObject *body = PyDict_GetItem(message, names.body);
+    if (body != nullptr && PyBytes_GET_SIZE(body) > 0)
+      self->conn->body_buffer().insert(0, PyBytes_AS_STRING(body), static_cast<size_t>(PyBytes_GET_SIZE(body)));
+    self->body_delivered = false;
+  } else {
+    self->conn->body_taken();
+  }
+  Py_DECREF(message);
+}
+
+void Observer::on_writable() {
+  RequestObject *self = owner_;
+  resolve(self->send_waiter, names.set_result, Py_None);
+}
+
+void Observer::on_detach(bool disconnected) {
+  RequestObject *self = owner_;
+  self->conn = nullptr;
+  if (disconnected && !self->response_complete) self->disconnected = true;
+  if (self->receive_waiter != nullptr) {
+    PyObject *message = disconnect_message();
+    if (message != nullptr) {
+      resolve(self->receive_waiter, names.set_result, message);
+      Py_DECREF(message);
+    } else {
+      PyErr_WriteUnraisable(nullptr);
+    }
+  }
+  if (self->send_waiter != nullptr) {
+    if (self->disconnected) {
+      PyObject *exc = PyObject_CallOneArg(names.client_disconnected, PyUnicode_FromString("client disconnected"));
+      if (exc != nullptr) {
+        resolve(self->send_waiter, names.set_exception, exc);
+        Py_DECREF(exc);
+      } else {
+        PyErr_WriteUnraisable(nullptr);
+      }
+    } else {
+      resolve(self->send_waiter, names.set_result, Py_None);
+    }
+  }
+  Py_DECREF(reinterpret_cast<PyObject *>(self));  // the connection's reference
+}
+
+PyObject *new_waiter(RequestObject *self, PyObject *&slot) {
+  PyObject *future = PyObject_CallNoArgs(self->server->create_future);
+  if (future == nullptr) return nullptr;
+  Py_XSETREF(slot, Py_NewRef(future));
+  return future;
+}
+
+PyObject *raise_disconnected() {
+  PyErr_SetString(names.client_disconnected, "client disconnected");
+  return nullptr;
+}
+
+// receive(): http.request messages until the body is complete, then
+// http.disconnect once the response is complete or the client is gone.
+PyObject *request_receive(PyObject *op, PyObject *) {
+  auto *self = reinterpret_cast<RequestObject *>(op);
+  if (self->receive_waiter != nullptr) {
+    PyObject *done = PyObject_CallMethodNoArgs(self->receive_waiter, names.done);
+    if (done == nullptr) return nullptr;
+    bool pending = done == Py_False;
+    Py_DECREF(done);
+    if (pending) {
+      PyErr_SetString(PyExc_RuntimeError, "receive() called while another receive() is still waiting.");
+      return nullptr;
+    }
+    Py_CLEAR(self->receive_waiter);
+  }
+  if (self->conn == nullptr) return ready(disconnect_message());
+  http1::Connection &conn = *self->conn;
+  if (!self->body_delivered) {
+    if (!conn.body_buffer().empty() || conn.body_complete()) {
+      PyObject *message = body_message(self);
+      if (message == nullptr) return nullptr;
+      conn.body_taken();
+      return ready(message);
+    }
+    // Wait for body bytes. The waiter is in place before body_taken(), which
+    // may find bytes at once (or send 100 Continue and resume reading).
+    PyObject *future = new_waiter(self, self->receive_waiter);
+    if (future == nullptr) return nullptr;
+    conn.body_taken();
+    return future;
+  }
+  // Body fully delivered: the next message is http.disconnect, when it happens.
+  return new_waiter(self, self->receive_waiter);
+}
+
+bool parse_headers(PyObject *headers, http1::HeaderList &out) {
+  if (headers == nullptr || headers == Py_None) return true;
+  PyObject *seq = PySequence_Fast(headers, "ASGI 'headers' must be an iterable of [name, value] pairs.");
+  if (seq == nullptr) return false;
+  Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+  out.reserve(static_cast<size_t>(n));
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject *pair = PySequence_Fast_GET_ITEM(seq, i);
+    PyObject *name = nullptr, *value = nullptr;
+    if (PyTuple_Check(pair) && PyTuple_GET_SIZE(pair) == 2) {
+      name = PyTuple_GET_ITEM(pair, 0);
+      value = PyTuple_GET_ITEM(pair, 1);
+    } else if (PyList_Check(pair) && PyList_GET_SIZE(pair) == 2) {
+      name = PyList_GET_ITEM(pair, 0);
+      value = PyList_GET_ITEM(pair, 1);
+    }
+    if (name == nullptr || !PyBytes_Check(name) || !PyBytes_Check(value)) {
+      Py_DECREF(seq);
+      PyErr_SetString(PyExc_RuntimeError, "ASGI response headers must be [name, value] pairs of bytes.");
+      return false;
+    }
+    out.emplace_back(std::string_view(PyBytes_AS_STRING(name), static_cast<size_t>(PyBytes_GET_SIZE(name))),
+                     std::string_view(PyBytes_AS_STRING(value), static_cast<size_t>(PyBytes_GET_SIZE(value))));
+  }
+  // The views point into bytes objects owned by the message, which the caller holds.
+  Py_DECREF(seq);
+  return true;
+}
+
+PyObject *finish_write(RequestObject *self, http1::WriteStatus status) {
+  switch (status) {
+    case http1::WriteStatus::Ok:
+      return ready_none();
+    case http1::WriteStatus::Blocked:
+      if (self->conn == nullptr) return ready_none();
+      return new_waiter(self, self->send_waiter);
+    case http1::WriteStatus::Closed:
+      self->disconnected = true;
+      return raise_disconnected();
+    case http1::WriteStatus::TooLong:
+      PyErr_SetString(PyExc_RuntimeError, "Response content longer than Content-Length");
+      return nullptr;
+    case http1::WriteStatus::TooShort:
+      PyErr_SetString(PyExc_RuntimeError, "Response content shorter than Content-Length");
+      return nullptr;
+  }
+  return ready_none();
+}
+
+PyObject *send_start(RequestObject *self, PyObject *message) {
+  if (self->response_started) {
+    PyErr_SetString(PyExc_RuntimeError, "Expected ASGI message 'http.response.body', but got 'http.response.start'.");
+    return nullptr;
+  }
+  if (self->conn == nullptr) return raise_disconnected();
+  PyObject *status_obj = PyDict_GetItemWithError(message, names.status);
+  if (status_obj == nullptr) {
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "ASGI 'http.response.start' message without 'status'.");
+    return nullptr;
+  }
+  long status = PyLong_AsLong(status_obj);
+  if (status == -1 && PyErr_Occurred()) return nullptr;
+  http1::HeaderList headers;
+  PyObject *headers_obj = PyDict_GetItemWithError(message, names.headers);
+  if (headers_obj == nullptr && PyErr_Occurred()) return nullptr;
+  if (!parse_headers(headers_obj, headers)) return nullptr;
+  const char *error = self->conn->start_response(static_cast<int>(status), headers);
+  if (error != nullptr) {
+    PyErr_SetString(PyExc_RuntimeError, error);
+    return nullptr;
+  }
+  self->response_started = true;
+  return ready_none();
+}
+
+PyObject *send_body(RequestObject *self, PyObject *message) {
+  if (!self->response_started) {
+    PyErr_SetString(PyExc_RuntimeError, "Expected ASGI message 'http.response.start', but got 'http.response.body'.");
+    return nullptr;
+  }
+  if (self->response_complete) {
+    PyErr_SetString(PyExc_RuntimeError,
+                    "Unexpected ASGI message 'http.response.body' sent, after response already completed.");
+    return nullptr;
+  }
+  if (self->conn == nullptr) return raise_disconnected();
+  PyObject *more_obj = PyDict_GetItemWithError(message, names.more_body);
+  if (more_obj == nullptr && PyErr_Occurred()) return nullptr;
+  int more = more_obj == nullptr ? 0 : PyObject_IsTrue(more_obj);
+  if (more < 0) return nullptr;
+  PyObject *body = PyDict_GetItemWithError(message, names.body);
+  if (body == nullptr && PyErr_Occurred()) return nullptr;
+  if (!more) self->response_complete = true;
+  http1::WriteStatus status;
+  if (body == nullptr) {
+    status = self->conn->write_body(nullptr, 0, more);
+  } else if (PyBytes_Check(body)) {
+    status = self->conn->write_body(PyBytes_AS_STRING(body), static_cast<size_t>(PyBytes_GET_SIZE(body)), more);
+  } else {
+    Py_buffer view;
+    if (PyObject_GetBuffer(body, &view, PyBUF_SIMPLE) < 0) {
+      self->response_complete = false;
+      return nullptr;
+    }
+    status = self->conn->write_body(static_cast<const char *>(view.buf), static_cast<size_t>(view.len), more);
+    PyBuffer_Release(&view);
+  }
+  return finish_write(self, status);
+}
+
+PyObject *send_pathsend(RequestObject *self, PyObject *message) {
+  if (!self->response_started) {
+    PyErr_SetString(PyExc_RuntimeError,
+                    "Expected ASGI message 'http.response.start', but got 'http.response.pathsend'.");
+    return nullptr;
+  }
+  if (self->response_complete) {
+    PyErr_SetString(PyExc_RuntimeError,
+                    "Unexpected ASGI message 'http.response.pathsend' sent, after response already completed.");
+    return nullptr;
+  }
+  if (self->conn == nullptr) return raise_disconnected();
+  PyObject *path = PyDict_GetItemWithError(message, names.path);
+  if (path == nullptr) {
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "ASGI 'http.response.pathsend' message without 'path'.");
+    return nullptr;
+  }
+  PyObject *encoded = nullptr;
+  if (!PyUnicode_FSConverter(path, &encoded)) return nullptr;
+  int fd = open(PyBytes_AS_STRING(encoded), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+    Py_DECREF(encoded);
+    return nullptr;
+  }
+  Py_DECREF(encoded);
+  struct stat st {};
+  if (fstat(fd, &st) < 0) {
+    PyErr_SetFromErrno(PyExc_OSError);
+    close(fd);
+    return nullptr;
+  }
+  self->response_complete = true;
+  return finish_write(self, self->conn->send_file(fd, 0, static_cast<uint64_t>(st.st_size)));
+}
+
+PyObject *request_send(PyObject *op, PyObject *message) {
+  auto *self = reinterpret_cast<RequestObject *>(op);
+  if (!PyDict_Check(message)) {
+    PyErr_SetString(PyExc_TypeError, "ASGI messages must be dicts.");
+    return nullptr;
+  }
+  PyObject *type = PyDict_GetItemWithError(message, names.type);
+  if (type == nullptr) {
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "ASGI message without 'type'.");
+    return nullptr;
+  }
+  if (type == names.http_response_body || PyUnicode_Compare(type, names.http_response_body) == 0)
+    return send_body(self, message);
+  if (type == names.http_response_start || PyUnicode_Compare(type, names.http_response_start) == 0)
+    return send_start(self, message);
+  if (PyUnicode_Check(type) && PyUnicode_Compare(type, names.http_response_pathsend) == 0)
+    return send_pathsend(self, message);
+  if (PyErr_Occurred()) return nullptr;
+  PyErr_Format(PyExc_RuntimeError, "Unexpected ASGI message type %R for an HTTP connection.", type);
+  return nullptr;
+}
+
+// Called when the application's task ends.
+PyObject *request_done(PyObject *op, PyObject *task) {
+  auto *self = reinterpret_cast<RequestObject *>(op);
+  AppServer &server = *self->server;
+  PyObject *r = PyObject_CallMethodOneArg(server.tasks, names.discard, task);
+  if (r == nullptr) return nullptr;
+  Py_DECREF(r);
+  PyObject *cancelled = PyObject_CallMethodNoArgs(task, names.cancelled);
+  if (cancelled == nullptr) return nullptr;
+  bool was_cancelled = cancelled == Py_True;
+  Py_DECREF(cancelled);
+  PyObject *exc = nullptr;
+  if (!was_cancelled) {
+    exc = PyObject_CallMethodNoArgs(task, names.exception);
+    if (exc == nullptr) return nullptr;
+  }
+  if (exc != nullptr && exc != Py_None) {
+    server.log_exception("Exception in ASGI application\n", exc);
+    if (self->conn != nullptr) self->conn->fail_exchange();
+  } else if (was_cancelled) {
+    if (self->conn != nullptr) self->conn->close_now(false);
+  } else if (!self->response_started) {
+    if (self->conn != nullptr) {
+      server.log_error("ASGI callable returned without starting response.");
+      self->conn->fail_exchange();
+    }
+  } else if (!self->response_complete) {
+    if (self->conn != nullptr) {
+      server.log_error("ASGI callable returned without completing response.");
+      self->conn->close_now(false);
+    }
+  }
+  Py_XDECREF(exc);
+  Py_RETURN_NONE;
+}
+
+void request_dealloc(PyObject *op) {
+  auto *self = reinterpret_cast<RequestObject *>(op);
+  Py_CLEAR(self->receive_waiter);
+  Py_CLEAR(self->send_waiter);
+  self->observer.~Observer();
+  Py_TYPE(op)->tp_free(op);
+}
+
+PyMethodDef receive_def = {"receive", request_receive, METH_NOARGS, "ASGI receive()"};
+PyMethodDef send_def = {"send", request_send, METH_O, "ASGI send(message)"};
+PyMethodDef done_def = {"_done", request_done, METH_O, nullptr};
+
+}  // namespace
+
+PyTypeObject RequestType{};
+
+void fill_request_type() {
+  // Filled at run time: C++ has no designated initializers for all of PyTypeObject's fields.
+  RequestType.ob_base.ob_base.ob_refcnt = 1;
+  RequestType.tp_name = "pronghorn._core.Request";
+  RequestType.tp_basicsize = sizeof(RequestObject);
+  RequestType.tp_dealloc = request_dealloc;
+  RequestType.tp_flags = Py_TPFLAGS_DEFAULT;
+  RequestType.tp_doc = "One HTTP exchange.";
+}
+
+bool init_request_type() {
+  fill_request_type();
+  return PyType_Ready(&RequestType) == 0;
+}
+
+void start_request(AppServer &server, http1::Connection &conn, PyObject *scope) {
+  auto *self = PyObject_New(RequestObject, &RequestType);
+  if (self == nullptr) {
+    server.log_exception("Cannot create request", nullptr);
+    conn.fail_exchange();
+    return;
+  }
+  new (&self->observer) Observer(self);
+  self->server = &server;
+  self->conn = &conn;
+  self->receive_waiter = nullptr;
+  self->send_waiter = nullptr;
+  self->disconnected = false;
+  self->response_started = false;
+  self->response_complete = false;
+  self->body_delivered = false;
+  PyObject *op = reinterpret_cast<PyObject *>(self);
+
+  PyObject *receive = PyCFunction_New(&receive_def, op);
+  PyObject *send = PyCFunction_New(&send_def, op);
+  PyObject *coro = nullptr, *task = nullptr, *callback = nullptr;
+  if (receive != nullptr && send != nullptr) {
+    PyObject *args[] = {scope, receive, send};
+    coro = PyObject_Vectorcall(server.app, args, 3, nullptr);
+  }
+  if (coro != nullptr) {
+    if (server.context_factory != nullptr) {
+      PyObject *context = PyObject_CallNoArgs(server.context_factory);
+      if (context != nullptr) {
+        PyObject *kwnames = Py_BuildValue("(s)", "context");
+        PyObject *args[] = {coro, context};
+        task = PyObject_Vectorcall(server.create_task, args, 1, kwnames);
+        Py_XDECREF(kwnames);
+        Py_DECREF(context);
+      }
+    } else {
+      task = PyObject_CallOneArg(server.create_task, coro);
+    }
+  }
+  if (task != nullptr) {
+    callback = PyCFunction_New(&done_def, op);
+    PyObject *r = callback == nullptr ? nullptr : PyObject_CallMethodOneArg(task, names.add_done_callback, callback);
+    PyObject *r2 = r == nullptr ? nullptr : PyObject_CallMethodOneArg(server.tasks, names.add, task);
+    Py_XDECREF(r);
+    if (r2 == nullptr) Py_CLEAR(task);
+    Py_XDECREF(r2);
+  }
+  Py_XDECREF(receive);
+  Py_XDECREF(send);
+  Py_XDECREF(callback);
+  if (task == nullptr) {
+    // The app could not even be called (not an ASGI 3 callable, or it raised).
+    PyObject *type = nullptr, *exc = nullptr, *tb = nullptr;
+    PyErr_Fetch(&type, &exc, &tb);
+    PyErr_NormalizeException(&type, &exc, &tb);
+    if (exc != nullptr && tb != nullptr) PyException_SetTraceback(exc, tb);
+    server.log_exception("Exception in ASGI application\n", exc);
+    Py_XDECREF(type);
+    Py_XDECREF(exc);
+    Py_XDECREF(tb);
+    Py_XDECREF(coro);
+    Py_DECREF(op);
+    conn.fail_exchange();
+    return;
+  }
+  Py_DECREF(coro);
+  Py_DECREF(task);
+  // The connection holds a reference until on_detach().
+  conn.attach(&self->observer);
+}
+
+}  // namespace pronghorn::bridge
