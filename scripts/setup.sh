@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Sets up everything on a fresh Debian 12 machine: system packages, a venv in
+# .venv, the Python dependencies and Pronghorn itself (built from this tree).
+# Idempotent: a second run only rebuilds what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# g++ and make build the extension; libgtest-dev, clang and libclang-rt-14-dev
+# build the C++ tests and the fuzzer; wrk and curl are test clients.
+DEBIAN_PACKAGES=(g++ make libgtest-dev clang libclang-rt-14-dev wrk curl python3-venv python3-dev procps)
+missing=()
+for pkg in "${DEBIAN_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  SUDO=""
+  [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  echo "setup: installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/pip install -q --upgrade pip >/dev/null
+.venv/bin/pip install -q -r requirements-dev.txt
+# No build isolation: the build tools above are already in the venv, and the
+# CMake build directory (build/) is reused between runs.
+.venv/bin/pip install -q --no-build-isolation --no-deps .
+echo "setup: $(.venv/bin/pronghorn --version)"

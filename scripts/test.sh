@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Runs every test: C++ unit tests (plain and under ASan+UBSan), a short fuzz run
+# of the HTTP/1 parser, and the pytest integration suite against the installed
+# `pronghorn` command (plain, then with the extension built with ASan+UBSan).
+# Does all set-up itself (scripts/setup.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"
+JOBS=${JOBS:-2}
+
+echo "== C++ unit tests"
+cmake -S . -B build/tests -G Ninja -DPRONGHORN_BUILD_TESTS=ON -DPRONGHORN_BUILD_EXTENSION=OFF >/dev/null
+cmake --build build/tests -j "$JOBS"
+ctest --test-dir build/tests --output-on-failure -j "$JOBS"
+
+echo "== C++ unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+cmake -S . -B build/tests-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DPRONGHORN_BUILD_TESTS=ON \
+  -DPRONGHORN_BUILD_EXTENSION=OFF -DPRONGHORN_SANITIZE=ON >/dev/null
+cmake --build build/tests-asan -j "$JOBS"
+ctest --test-dir build/tests-asan --output-on-failure -j "$JOBS"
+
+echo "== libFuzzer: HTTP/1 request parser (${FUZZ_SECONDS:-30} s)"
+CC=clang CXX=clang++ cmake -S . -B build/fuzz -G Ninja -DPRONGHORN_FUZZ=ON -DPRONGHORN_BUILD_EXTENSION=OFF >/dev/null
+cmake --build build/fuzz -j "$JOBS"
+mkdir -p build/fuzz/corpus
+./build/fuzz/fuzz_http1_request -max_total_time="${FUZZ_SECONDS:-30}" -print_final_stats=1 \
+  build/fuzz/corpus fuzz/corpus/http1_request 2>&1 | grep -E "stat::number_of_executed_units|Done|ERROR" || true
+test "${PIPESTATUS[0]}" -eq 0
+
+echo "== integration tests (pytest)"
+.venv/bin/python -m pytest tests/integration -q -p no:cacheprovider
+
+if [[ "${SKIP_ASAN_INTEGRATION:-0}" != 1 ]]; then
+  echo "== integration tests with the extension built under ASan + UBSan"
+  if [[ ! -x .venv-asan/bin/python ]]; then
+    python3 -m venv --system-site-packages .venv-asan
+  fi
+  .venv-asan/bin/pip install -q -r requirements-dev.txt
+  .venv-asan/bin/pip install -q --no-build-isolation --no-deps -Cbuild-dir=build/asan-ext \
+    -Ccmake.build-type=Debug -Ccmake.define.PRONGHORN_SANITIZE=ON .
+  # Python itself is not built with ASan: preload the runtime, and leave leak
+  # checking off (the interpreter keeps memory alive at exit on purpose).
+  LD_PRELOAD="$(g++ -print-file-name=libasan.so) $(g++ -print-file-name=libubsan.so)" \
+    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    PATH="$PWD/.venv-asan/bin:$PATH" .venv-asan/bin/python -m pytest tests/integration -q -p no:cacheprovider \
+    -m "not slow"
+fi
