@@ -54,3 +54,15 @@ def configure(level: str, use_colors: bool | None) -> logging.Logger:
         logger.setLevel(LEVELS[level])
     logging.getLogger("pronghorn").setLevel(LEVELS[level])
     return error
+
+
+def reopen_files() -> None:
+    """SIGUSR1: close file handlers so that they reopen (after log rotation)."""
+    for name in ("pronghorn.error", "pronghorn.access", ""):
+        for handler in logging.getLogger(name or None).handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.acquire()
+                try:
+                    handler.close()
+                finally:
+                    handler.release()

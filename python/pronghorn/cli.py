@@ -52,6 +52,24 @@ class Config:
     factory: bool = False
     app_dir: str = "."
     reset_contextvars: bool = False
+    workers: int = 1
+    preload: bool = False
+    timeout_worker_healthcheck: float = 30.0
+    limit_max_requests: int | None = None
+    limit_max_requests_jitter: int = 0
+    limit_worker_memory: int | None = None
+    worker_lifetime: float | None = None
+    pid_file: str | None = None
+
+    @property
+    def supervised(self) -> bool:
+        """A parent process is needed for several workers or any recycling."""
+        return (
+            self.workers > 1
+            or bool(self.limit_max_requests)
+            or bool(self.limit_worker_memory)
+            or bool(self.worker_lifetime)
+        )
 
 
 class ImportFromStringError(Exception):
@@ -119,10 +137,12 @@ def _url(host: str, port: int) -> str:
 class Worker:
     """One serving process: the engine inside one asyncio loop."""
 
-    def __init__(self, config: Config, app: Any, logger) -> None:
+    def __init__(self, config: Config, app: Any, logger, control_fd: int = -1, max_requests: int = 0) -> None:
         self.config = config
         self.app = app
         self.logger = logger
+        self.control_fd = control_fd
+        self.max_requests = max_requests
         self.stop_event: asyncio.Event | None = None
         self.force_exit = False
 
@@ -171,6 +191,8 @@ class Worker:
             limit_request_head=config.limit_request_head,
             limit_request_fields=config.limit_request_fields,
             reset_contextvars=config.reset_contextvars,
+            control_fd=self.control_fd,
+            max_requests=self.max_requests,
         )
         try:
             if config.fd is not None:
@@ -188,7 +210,10 @@ class Worker:
                 await lifespan.shutdown()
             return EXIT_IMPORT_ERROR
         server.start()
-        logger.info(message)
+        if self.control_fd >= 0:
+            server.notify_ready()
+        else:
+            logger.info(message)
 
         await self.stop_event.wait()
         logger.info("Shutting down")
@@ -233,20 +258,78 @@ class Worker:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def run(config: Config) -> int:
+def run_worker(config: Config, logger, app: Any = None, control_fd: int = -1, max_requests: int = 0) -> int:
     """Runs one worker in this process; returns the exit code."""
-    logger = _logging.configure(config.log_level, config.use_colors)
-    from pronghorn import _core
+    if control_fd >= 0:
+        import faulthandler
 
-    _core.set_log_level(_logging.LEVELS[config.log_level])
-    app = load_app(config, logger)
+        # The supervisor sends SIGUSR2 when this worker's loop stops answering:
+        # the dump shows which line blocked it.
+        faulthandler.register(signal.SIGUSR2, file=sys.stderr, all_threads=True)
+        signal.signal(signal.SIGUSR1, lambda *_: _logging.reopen_files())
+    if app is None:
+        app = load_app(config, logger)
     loop = new_event_loop(config.loop)
     asyncio.set_event_loop(loop)
-    worker = Worker(config, app, logger)
+    worker = Worker(config, app, logger, control_fd, max_requests)
     try:
         return loop.run_until_complete(worker.serve())
     finally:
         loop.close()
+
+
+def _bind(config: Config, logger) -> str:
+    """Binds the listening socket in the parent; sets config.fd. Returns the log line."""
+    from pronghorn import _core
+
+    if config.fd is not None:
+        return f"Pronghorn running on socket fd {config.fd} (Press CTRL+C to quit)"
+    if config.uds:
+        config.fd = _core.bind_unix(config.uds, config.backlog)
+        return f"Pronghorn running on unix socket {config.uds} (Press CTRL+C to quit)"
+    fd, _host, port = _core.bind_tcp(config.host, config.port, config.backlog)
+    config.fd = fd
+    return f"Pronghorn running on {_url(config.host, port)} (Press CTRL+C to quit)"
+
+
+def run(config: Config) -> int:
+    """Serves `config`: in this process, or as a supervisor of worker processes."""
+    logger = _logging.configure(config.log_level, config.use_colors)
+    from pronghorn import _core
+
+    _core.set_log_level(_logging.LEVELS[config.log_level])
+    if not config.supervised:
+        if config.pid_file:
+            with open(config.pid_file, "w") as f:
+                f.write(f"{os.getpid()}\n")
+        try:
+            return run_worker(config, logger)
+        finally:
+            if config.pid_file and os.path.exists(config.pid_file):
+                os.unlink(config.pid_file)
+    try:
+        message = _bind(config, logger)
+    except OSError:
+        return EXIT_IMPORT_ERROR
+    logger.info(message)
+    app = load_app(config, logger) if config.preload else None
+    graceful = config.timeout_graceful_shutdown
+    result = _core.supervise(
+        config.workers,
+        timeout_worker_healthcheck=config.timeout_worker_healthcheck,
+        timeout_graceful_shutdown=-1.0 if graceful is None else graceful,
+        limit_max_requests=config.limit_max_requests or 0,
+        limit_max_requests_jitter=config.limit_max_requests_jitter,
+        limit_worker_memory=config.limit_worker_memory or 0,
+        worker_lifetime=config.worker_lifetime or 0.0,
+        pid_file=config.pid_file or "",
+    )
+    if isinstance(result, int):
+        if config.uds and os.path.exists(config.uds):
+            os.unlink(config.uds)
+        return result
+    control_fd, max_requests = result
+    return run_worker(config, logger, app, control_fd, max_requests)
 
 
 def _header(value: str) -> tuple[str, str]:
@@ -265,7 +348,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="Bind socket to this port (0: any free port). [default: 8000]")
     p.add_argument("--uds", help="Bind to a UNIX domain socket.")
     p.add_argument("--fd", type=int, help="Bind to socket from this file descriptor.")
-    p.add_argument("--workers", type=int, default=None, help="Number of worker processes.")
+    p.add_argument("--workers", type=int, default=None, help="Number of worker processes. [default: $WEB_CONCURRENCY or 1]")
+    p.add_argument("--preload", action="store_true", help="Import the app in the parent before forking workers (copy-on-write).")
+    p.add_argument("--timeout-worker-healthcheck", type=float, default=30.0, help="Replace a worker whose event loop has not answered this long (s). [default: 30]")
+    p.add_argument("--limit-max-requests", type=int, default=None, help="Recycle a worker after this many requests.")
+    p.add_argument("--limit-max-requests-jitter", type=int, default=0, help="Each worker's request limit is drawn in N..N+jitter.")
+    p.add_argument("--limit-worker-memory", type=int, default=None, help="Recycle a worker whose RSS passes this many MiB.")
+    p.add_argument("--worker-lifetime", type=float, default=None, help="Recycle a worker after this many seconds.")
+    p.add_argument("--pid-file", default=None, help="Write the server's PID to this file.")
     p.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto", help="Event loop. [default: auto]")
     p.add_argument("--lifespan", choices=["auto", "on", "off"], default="auto", help="Lifespan mode. [default: auto]")
     p.add_argument("--log-level", choices=list(_logging.LEVELS), default="info", help="Log level. [default: info]")
@@ -301,14 +391,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    workers = args.workers if args.workers is not None else int(os.environ.get("WEB_CONCURRENCY", "1") or 1)
-    if workers != 1:
-        parser.exit(EXIT_USAGE, "pronghorn: error: --workers above 1 is not built yet\n")
+    if args.workers is None:
+        try:
+            args.workers = int(os.environ.get("WEB_CONCURRENCY", "1") or 1)
+        except ValueError:
+            parser.error("WEB_CONCURRENCY must be a whole number")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     if args.uds and args.fd is not None:
         parser.error("--uds and --fd cannot be used together")
-    options = vars(args)
-    options.pop("workers")
-    config = Config(**options)
+    config = Config(**vars(args))
     sys.exit(run(config))
 
 

@@ -43,6 +43,11 @@ void fill_ready_type();
 PyObject *ready(PyObject *value);
 PyObject *ready_none();
 
+// ---- supervise.cpp ----
+PyObject *py_supervise(PyObject *, PyObject *args, PyObject *kwargs);
+PyObject *py_bind_tcp(PyObject *, PyObject *args);
+PyObject *py_bind_unix(PyObject *, PyObject *args);
+
 // ---- request.cpp ----
 struct AppServer;
 extern PyTypeObject RequestType;

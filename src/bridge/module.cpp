@@ -451,16 +451,20 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
                                  "limit_request_head",
                                  "limit_request_fields",
                                  "reset_contextvars",
+                                 "control_fd",
+                                 "max_requests",
                                  nullptr};
   PyObject *app, *loop, *logger, *state = Py_None, *headers = nullptr;
   const char *root_path = "", *forwarded = "127.0.0.1";
   int proxy_headers = 0, server_header = 1, date_header = 1, access_log = 1, colours = 0, reset_ctx = 0;
   double keep_alive = 5.0, header_read = 10.0;
   Py_ssize_t limit_concurrency = 0, limit_line = 8192, limit_head = 65536, limit_fields = 100;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|$OspsddnppOppnnnp", const_cast<char **>(kwlist), &app, &loop,
+  int control_fd = -1;
+  unsigned long long max_requests = 0;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|$OspsddnppOppnnnpiK", const_cast<char **>(kwlist), &app, &loop,
                                    &logger, &state, &root_path, &proxy_headers, &forwarded, &keep_alive, &header_read,
                                    &limit_concurrency, &server_header, &date_header, &headers, &access_log, &colours,
-                                   &limit_line, &limit_head, &limit_fields, &reset_ctx))
+                                   &limit_line, &limit_head, &limit_fields, &reset_ctx, &control_fd, &max_requests))
     return -1;
   if (self->server != nullptr) {
     PyErr_SetString(PyExc_RuntimeError, "Server already initialised");
@@ -481,6 +485,8 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
   config.date_header = date_header;
   config.access_log = access_log;
   config.access_log_colours = colours;
+  config.control_fd = control_fd;
+  config.max_requests = max_requests;
   if (headers != nullptr && headers != Py_None) {
     PyObject *seq = PySequence_Fast(headers, "headers must be a sequence of (name, value) pairs");
     if (seq == nullptr) return -1;
@@ -613,6 +619,13 @@ PyObject *server_close_all(PyObject *op, PyObject *) {
   Py_RETURN_NONE;
 }
 
+PyObject *server_notify_ready(PyObject *op, PyObject *) {
+  AppServer *s = get(reinterpret_cast<ServerObject *>(op));
+  if (s == nullptr) return nullptr;
+  s->engine.notify_ready();
+  Py_RETURN_NONE;
+}
+
 PyObject *server_get_tasks(PyObject *op, void *) {
   AppServer *s = get(reinterpret_cast<ServerObject *>(op));
   if (s == nullptr) return nullptr;
@@ -661,6 +674,7 @@ PyMethodDef server_methods[] = {
     {"stop", server_stop, METH_NOARGS, "Unregister the engine from the asyncio loop."},
     {"begin_shutdown", server_begin_shutdown, METH_NOARGS, "Stop accepting; close idle connections."},
     {"close_all", server_close_all, METH_NOARGS, "Close every connection now."},
+    {"notify_ready", server_notify_ready, METH_NOARGS, "Tell the supervisor this worker is serving."},
     {nullptr, nullptr, 0, nullptr},
 };
 
@@ -700,6 +714,10 @@ PyObject *set_level(PyObject *, PyObject *arg) {
 
 PyMethodDef module_methods[] = {
     {"set_log_level", set_level, METH_O, "Set the engine's log level (a logging module level number)."},
+    {"supervise", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(py_supervise)),
+     METH_VARARGS | METH_KEYWORDS, "Run the supervisor: returns the exit code in the parent, (fd, limit) in a worker."},
+    {"bind_tcp", py_bind_tcp, METH_VARARGS, "Bind and listen; returns (fd, host, port)."},
+    {"bind_unix", py_bind_unix, METH_VARARGS, "Bind and listen on a Unix socket; returns the fd."},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -3,6 +3,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -82,6 +83,8 @@ Server::~Server() {
 
 bool Server::open() {
   if (!loop_.open(this, kTickMs)) return false;
+  if (config_.control_fd >= 0 && fcntl(config_.control_fd, F_SETFL, O_NONBLOCK) < 0)
+    log_errno(LogLevel::Warning, errno, "fcntl(O_NONBLOCK) on the control pipe failed");
   update_date();
   return true;
 }
@@ -134,9 +137,31 @@ int Server::run_once(int timeout_ms) {
   return n;
 }
 
+void Server::send_control(char message) {
+  if (config_.control_fd < 0) return;
+  // Never blocks: a full pipe means the supervisor is behind, and a lost
+  // heartbeat is repaired by the next one.
+  if (::write(config_.control_fd, &message, 1) < 0 && errno != EAGAIN) {
+    log_errno(LogLevel::Warning, errno, "writing to the supervisor's control pipe failed");
+    if (errno == EPIPE) config_.control_fd = -1;
+  }
+}
+
 void Server::on_io(uint32_t) {
   update_date();
   uint64_t now = loop_.now_ms();
+  // The heartbeat comes from this tick, which runs only while the asyncio
+  // loop runs: a blocked loop stops it, and the supervisor notices.
+  if (config_.control_fd >= 0) {
+    if (now - last_heartbeat_ms_ >= 1000) {
+      last_heartbeat_ms_ = now;
+      send_control('H');
+    }
+    if (config_.max_requests != 0 && !recycle_requested_ && requests_served_ >= config_.max_requests) {
+      recycle_requested_ = true;
+      send_control('M');
+    }
+  }
   for (http1::Connection *conn = connections_; conn != nullptr;) {
     http1::Connection *next = conn->next;  // on_tick may retire conn
     conn->on_tick(now);

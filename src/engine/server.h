@@ -29,6 +29,10 @@ struct ServerConfig {
   size_t body_high_water = 256 * 1024;
   size_t write_high_water = 256 * 1024;
   size_t write_low_water = 64 * 1024;
+  // Under the supervisor: the worker's control pipe (heartbeats, ready, recycle
+  // requests; see supervisor/supervisor.h) and its own request limit.
+  int control_fd = -1;
+  uint64_t max_requests = 0;
 };
 
 class RequestDispatcher {
@@ -87,6 +91,8 @@ class Server final : public IoHandler {
            (connection_count_ > config_.limit_concurrency || active_requests_ > config_.limit_concurrency);
   }
   void append_log(std::string_view line);
+  // Tells the supervisor (if any) that this worker is ready.
+  void notify_ready() { send_control('R'); }
 
   void on_io(uint32_t events) override;  // the tick
 
@@ -94,6 +100,7 @@ class Server final : public IoHandler {
   class Listener;
   void update_date();
   void flush_log();
+  void send_control(char message);
 
   ServerConfig config_;
   EventLoop loop_;
@@ -109,6 +116,8 @@ class Server final : public IoHandler {
   int64_t date_second_ = -1;
   std::string date_;
   std::string log_buf_;
+  uint64_t last_heartbeat_ms_ = 0;
+  bool recycle_requested_ = false;
 };
 
 }  // namespace pronghorn

@@ -83,6 +83,7 @@ void RequestHeadParser::reset() {
   pos_ = 0;
   line_count_ = 0;
   leading_blank_lines_ = 0;
+  started_ = false;
   have_request_line_ = false;
   headers_.clear();
 }
@@ -99,8 +100,15 @@ Result RequestHeadParser::parse(char *buf, size_t len, RequestHead &out) {
     size_t available = len - pos_;
     char *newline = static_cast<char *>(memchr(start, '\n', available));
     if (newline == nullptr) {
-      if (!have_request_line_ && available > limits_.max_request_line)
-        return fail(414, "request line too long", len);
+      // A byte of the request itself (not a blank line's CR) makes the parser started.
+      if (available > 1 || (available == 1 && start[0] != '\r')) started_ = true;
+      if (!have_request_line_ && available > limits_.max_request_line) {
+        // A final CR may end the line (RFC 9112 §2.2: CRLF) with its LF still in
+        // flight: it does not count, or a line of exactly max_request_line bytes
+        // would be accepted or not depending on where the read split it.
+        size_t line_len = start[available - 1] == '\r' ? available - 1 : available;
+        if (line_len > limits_.max_request_line) return fail(414, "request line too long", len);
+      }
       if (len > limits_.max_head) return fail(431, "request head too large", len);
       return {Status::Incomplete, 0};
     }
@@ -125,6 +133,7 @@ Result RequestHeadParser::parse(char *buf, size_t len, RequestHead &out) {
           return fail(400, "too many empty lines before request line", len);
         continue;
       }
+      started_ = true;
       if (n > limits_.max_request_line) return fail(414, "request line too long", len);
       if (!parse_request_line(start, n)) return {Status::Error, len};
       have_request_line_ = true;

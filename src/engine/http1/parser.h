@@ -73,7 +73,7 @@ class RequestHeadParser {
   const ParseError &error() const { return error_; }
   void reset();
   // True once a byte of a request (not only leading blank lines) was seen.
-  bool started() const { return pos_ > 0 || line_count_ > 0; }
+  bool started() const { return started_; }
 
  private:
   Result fail(int status, const char *reason, size_t consumed);
@@ -93,6 +93,7 @@ class RequestHeadParser {
   size_t pos_ = 0;  // start of the first line not yet parsed
   size_t line_count_ = 0;
   size_t leading_blank_lines_ = 0;
+  bool started_ = false;
   bool have_request_line_ = false;
   Span method_{}, target_{};
   int version_minor_ = 1;

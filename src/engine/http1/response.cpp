@@ -184,6 +184,9 @@ const char *build_response_head(std::string &out, int status, const HeaderList &
     }
   }
   for (const auto &[name, value] : headers) {
+    // RFC 9112 §6.1: no Transfer-Encoding in a response to an HTTP/1.0 request.
+    // The body is close-delimited then, so the app's "chunked" would misframe it.
+    if (plan.framing == Framing::CloseDelimited && iequals(name, "transfer-encoding")) continue;
     append_lower(out, name);
     out.append(": ");
     out.append(value);

@@ -1,0 +1,65 @@
+// Python entry points of the supervisor and of socket binding in the parent.
+#include "bridge/bridge.h"
+#include "engine/net/listener.h"
+#include "supervisor/supervisor.h"
+
+namespace pronghorn::bridge {
+
+namespace {
+
+void before_fork() { PyOS_BeforeFork(); }
+void after_fork_parent() { PyOS_AfterFork_Parent(); }
+void after_fork_child() { PyOS_AfterFork_Child(); }
+
+}  // namespace
+
+// supervise(workers, ...) -> int in the parent (its exit code, once every
+// worker is gone), or (control_fd, max_requests) in a forked worker.
+PyObject *py_supervise(PyObject *, PyObject *args, PyObject *kwargs) {
+  static const char *kwlist[] = {"workers",         "timeout_worker_healthcheck", "timeout_graceful_shutdown",
+                                 "limit_max_requests", "limit_max_requests_jitter", "limit_worker_memory",
+                                 "worker_lifetime", "pid_file", nullptr};
+  supervisor::Options options;
+  unsigned long long max_requests = 0, jitter = 0, memory = 0;
+  const char *pid_file = "";
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i|$ddKKKds", const_cast<char **>(kwlist), &options.workers,
+                                   &options.healthcheck_timeout_s, &options.graceful_timeout_s, &max_requests, &jitter,
+                                   &memory, &options.worker_lifetime_s, &pid_file))
+    return nullptr;
+  options.max_requests = max_requests;
+  options.max_requests_jitter = jitter;
+  options.max_memory_mib = memory;
+  options.pid_file = pid_file;
+  supervisor::ForkHooks hooks{before_fork, after_fork_parent, after_fork_child};
+  supervisor::Outcome outcome = supervisor::supervise(options, hooks);
+  if (outcome.role == supervisor::Role::Parent) return PyLong_FromLong(outcome.exit_code);
+  return Py_BuildValue("(iK)", outcome.control_fd, static_cast<unsigned long long>(outcome.max_requests));
+}
+
+// bind_tcp(host, port, backlog, reuse_port) -> (fd, bound_host, bound_port)
+PyObject *py_bind_tcp(PyObject *, PyObject *args) {
+  const char *host;
+  int port, backlog, reuse_port = 0;
+  if (!PyArg_ParseTuple(args, "sii|p", &host, &port, &backlog, &reuse_port)) return nullptr;
+  int fd = listen_tcp(host, port, backlog, reuse_port);
+  if (fd < 0) {
+    PyErr_SetString(PyExc_OSError, "cannot listen (see the log for the reason)");
+    return nullptr;
+  }
+  SocketAddress addr = local_address(fd);
+  return Py_BuildValue("(isi)", fd, addr.host.c_str(), addr.port);
+}
+
+PyObject *py_bind_unix(PyObject *, PyObject *args) {
+  const char *path;
+  int backlog;
+  if (!PyArg_ParseTuple(args, "si", &path, &backlog)) return nullptr;
+  int fd = listen_unix(path, backlog);
+  if (fd < 0) {
+    PyErr_SetString(PyExc_OSError, "cannot listen (see the log for the reason)");
+    return nullptr;
+  }
+  return PyLong_FromLong(fd);
+}
+
+}  // namespace pronghorn::bridge

@@ -1,0 +1,597 @@
+#include "supervisor/supervisor.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <deque>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/log.h"
+
+namespace pronghorn::supervisor {
+
+namespace {
+
+constexpr int kTickMs = 100;
+constexpr uint64_t kStackDumpGraceMs = 1000;  // between the stack dump and SIGKILL
+constexpr uint64_t kCrashWindowMs = 60000;     // crashes further apart do not add up
+constexpr double kMaxBackoffS = 10.0;
+
+uint64_t now_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
+}
+
+std::string describe_status(int status) {
+  char buf[96];
+  if (WIFSIGNALED(status)) {
+    int sig = WTERMSIG(status);
+    const char *name = strsignal(sig);
+    snprintf(buf, sizeof buf, "signal %d: %s", sig, name ? name : "unknown");
+  } else {
+    snprintf(buf, sizeof buf, "exit code %d", WEXITSTATUS(status));
+  }
+  return buf;
+}
+
+struct Worker {
+  pid_t pid = 0;
+  int fd = -1;  // read end of the control pipe
+  bool ready = false;
+  bool stopping = false;  // we asked it to stop (or killed it)
+  bool dumped = false;    // its stack dump was requested
+  bool replacement_pending = false;
+  pid_t replaces = 0;  // the old worker this one takes over from, once ready
+  const char *replace_reason = "";
+  uint64_t spawned_ms = 0;
+  uint64_t heartbeat_ms = 0;
+  uint64_t dump_ms = 0;
+};
+
+class Supervisor {
+ public:
+  Supervisor(const Options &options, const ForkHooks &hooks) : opt_(options), hooks_(hooks), rng_(std::random_device{}()) {}
+  ~Supervisor() {
+    for (Worker &w : workers_)
+      if (w.fd >= 0) close(w.fd);
+    if (signal_fd_ >= 0) close(signal_fd_);
+    if (timer_fd_ >= 0) close(timer_fd_);
+    if (epoll_fd_ >= 0) close(epoll_fd_);
+  }
+
+  Outcome run();
+
+ private:
+  bool setup();
+  // Forks a worker. Returns true in the child (child_ is filled): the caller
+  // must return at once, all the way out of run().
+  bool spawn(pid_t replaces, const char *reason);
+  void on_signal();
+  void on_control(Worker &w);
+  void on_tick();
+  void reap();
+  void stop_all(const char *why);
+  void retire(Worker &w, const char *why);
+  void recycle(Worker &w, const char *reason);
+  void continue_reload();
+  Worker *find(pid_t pid);
+  size_t live_count() const;
+  void schedule_respawn();
+  void restore_child_state();
+
+  Options opt_;
+  ForkHooks hooks_;
+  std::mt19937_64 rng_;
+  int epoll_fd_ = -1, signal_fd_ = -1, timer_fd_ = -1;
+  sigset_t old_mask_{};
+  std::deque<Worker> workers_;
+  int target_ = 1;
+  bool stopping_ = false;
+  bool force_ = false;
+  uint64_t stop_deadline_ms_ = 0;
+  int exit_code_ = 0;
+  // Reload (SIGHUP): old workers still to be replaced, one at a time.
+  std::deque<pid_t> reload_queue_;
+  pid_t reload_current_ = 0;
+  // Crash back-off.
+  int crash_streak_ = 0;
+  uint64_t last_crash_ms_ = 0;
+  uint64_t respawn_at_ms_ = 0;
+  int respawns_due_ = 0;
+  uint64_t last_memory_check_ms_ = 0;
+  bool in_child_ = false;
+  Outcome child_;
+};
+
+bool Supervisor::setup() {
+  sigset_t mask;
+  sigemptyset(&mask);
+  for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1})
+    sigaddset(&mask, sig);
+  if (sigprocmask(SIG_BLOCK, &mask, &old_mask_) < 0) {
+    log_errno(LogLevel::Error, errno, "sigprocmask failed");
+    return false;
+  }
+  signal_fd_ = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  timer_fd_ = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  if (signal_fd_ < 0 || epoll_fd_ < 0 || timer_fd_ < 0) {
+    log_errno(LogLevel::Error, errno, "creating the supervisor's signalfd/epoll/timerfd failed");
+    return false;
+  }
+  itimerspec spec{};
+  spec.it_interval.tv_nsec = kTickMs * 1000000L;
+  spec.it_value = spec.it_interval;
+  if (timerfd_settime(timer_fd_, 0, &spec, nullptr) < 0) {
+    log_errno(LogLevel::Error, errno, "timerfd_settime failed");
+    return false;
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = signal_fd_;
+  epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, signal_fd_, &ev);
+  ev.data.fd = timer_fd_;
+  epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, timer_fd_, &ev);
+  return true;
+}
+
+void Supervisor::restore_child_state() {
+  // The worker starts with the signal mask Python had, and none of our fds.
+  sigprocmask(SIG_SETMASK, &old_mask_, nullptr);
+  for (Worker &w : workers_) {
+    if (w.fd >= 0) close(w.fd);
+    w.fd = -1;
+  }
+  close(signal_fd_);
+  close(timer_fd_);
+  close(epoll_fd_);
+  signal_fd_ = timer_fd_ = epoll_fd_ = -1;
+  workers_.clear();
+}
+
+bool Supervisor::spawn(pid_t replaces, const char *reason) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) < 0) {
+    log_errno(LogLevel::Error, errno, "pipe2 for a worker's control pipe failed");
+    return false;
+  }
+  uint64_t max_requests = 0;
+  if (opt_.max_requests > 0) {
+    std::uniform_int_distribution<uint64_t> jitter(0, opt_.max_requests_jitter);
+    max_requests = opt_.max_requests + jitter(rng_);
+  }
+  if (hooks_.before) hooks_.before();
+  pid_t pid = fork();
+  if (pid < 0) {
+    int err = errno;
+    if (hooks_.after_in_parent) hooks_.after_in_parent();
+    log_errno(LogLevel::Error, err, "fork failed");
+    close(fds[0]);
+    close(fds[1]);
+    return false;
+  }
+  if (pid == 0) {
+    if (hooks_.after_in_child) hooks_.after_in_child();
+    close(fds[0]);
+    restore_child_state();
+    in_child_ = true;
+    child_.role = Role::Worker;
+    child_.control_fd = fds[1];
+    child_.max_requests = max_requests;
+    return true;
+  }
+  if (hooks_.after_in_parent) hooks_.after_in_parent();
+  close(fds[1]);
+  fcntl(fds[0], F_SETFL, O_NONBLOCK);
+  Worker w;
+  w.pid = pid;
+  w.fd = fds[0];
+  w.spawned_ms = w.heartbeat_ms = now_ms();
+  w.replaces = replaces;
+  w.replace_reason = reason;
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = w.fd;
+  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, w.fd, &ev) < 0)
+    log_errno(LogLevel::Error, errno, "epoll_ctl(ADD) of worker [%d]'s control pipe failed", pid);
+  workers_.push_back(w);
+  if (replaces != 0)
+    log(LogLevel::Info, "Spawned worker [%d] to replace [%d] (%s)", pid, replaces, reason);
+  else
+    log(LogLevel::Debug, "Spawned worker [%d]", pid);
+  return false;
+}
+
+Worker *Supervisor::find(pid_t pid) {
+  for (Worker &w : workers_)
+    if (w.pid == pid) return &w;
+  return nullptr;
+}
+
+size_t Supervisor::live_count() const {
+  size_t n = 0;
+  for (const Worker &w : workers_)
+    if (!w.stopping && w.replaces == 0) ++n;
+  return n;
+}
+
+void Supervisor::retire(Worker &w, const char *why) {
+  if (w.stopping) return;
+  w.stopping = true;
+  log(LogLevel::Info, "Stopping worker [%d] (%s)", w.pid, why);
+  if (kill(w.pid, SIGTERM) < 0 && errno != ESRCH) log_errno(LogLevel::Error, errno, "kill(%d, SIGTERM) failed", w.pid);
+}
+
+void Supervisor::recycle(Worker &w, const char *reason) {
+  if (w.stopping || w.replacement_pending || stopping_) return;
+  w.replacement_pending = true;
+  spawn(w.pid, reason);
+}
+
+void Supervisor::stop_all(const char *why) {
+  if (!stopping_) {
+    stopping_ = true;
+    reload_queue_.clear();
+    if (opt_.graceful_timeout_s >= 0)
+      stop_deadline_ms_ = now_ms() + static_cast<uint64_t>(opt_.graceful_timeout_s * 1000);
+    log(LogLevel::Info, "Stopping %zu worker(s) (%s)", workers_.size(), why);
+  }
+  for (Worker &w : workers_) {
+    if (w.stopping) continue;
+    w.stopping = true;
+    if (kill(w.pid, SIGTERM) < 0 && errno != ESRCH) log_errno(LogLevel::Error, errno, "kill(%d, SIGTERM) failed", w.pid);
+  }
+}
+
+void Supervisor::schedule_respawn() {
+  uint64_t now = now_ms();
+  if (now - last_crash_ms_ > kCrashWindowMs) crash_streak_ = 0;
+  last_crash_ms_ = now;
+  ++crash_streak_;
+  double delay = 0;
+  if (crash_streak_ > 1) {
+    delay = 0.1;
+    for (int i = 2; i < crash_streak_ && delay < kMaxBackoffS; ++i) delay *= 2;
+    if (delay > kMaxBackoffS) delay = kMaxBackoffS;
+    log(LogLevel::Warning, "Workers crashed %d times in a row; next restart in %.1f s", crash_streak_, delay);
+  }
+  ++respawns_due_;
+  uint64_t at = now + static_cast<uint64_t>(delay * 1000);
+  if (respawn_at_ms_ < at) respawn_at_ms_ = at;
+}
+
+void Supervisor::reap() {
+  while (true) {
+    int status = 0;
+    pid_t pid = waitpid(-1, &status, WNOHANG);
+    if (pid <= 0) {
+      if (pid < 0 && errno != ECHILD) log_errno(LogLevel::Error, errno, "waitpid failed");
+      return;
+    }
+    Worker *w = find(pid);
+    if (w == nullptr) continue;
+    Worker gone = *w;
+    if (gone.fd >= 0) {
+      // Read what it said last (a 'R' may be in the pipe).
+      on_control(*w);
+      w = find(pid);
+      gone = *w;
+      epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, gone.fd, nullptr);
+      close(gone.fd);
+    }
+    for (auto it = workers_.begin(); it != workers_.end(); ++it)
+      if (it->pid == pid) {
+        workers_.erase(it);
+        break;
+      }
+    std::string how = describe_status(status);
+    if (gone.stopping || stopping_) {
+      log(LogLevel::Info, "Worker [%d] stopped (%s)", pid, how.c_str());
+      continue;
+    }
+    if (!gone.ready) {
+      if (gone.replaces != 0) {
+        // A replacement that could not start: keep the old worker serving.
+        if (Worker *old = find(gone.replaces)) old->replacement_pending = false;
+        if (reload_current_ == gone.replaces) {
+          log(LogLevel::Error, "Reload aborted: new worker [%d] failed to start (%s); the old workers keep serving", pid,
+              how.c_str());
+          reload_current_ = 0;
+          reload_queue_.clear();
+        } else {
+          log(LogLevel::Error, "Replacement worker [%d] failed to start (%s); worker [%d] keeps serving", pid,
+              how.c_str(), gone.replaces);
+        }
+        continue;
+      }
+      log(LogLevel::Error, "Worker [%d] failed to start (%s); stopping the server", pid, how.c_str());
+      exit_code_ = kExitStartupFailure;
+      stop_all("a worker failed to start");
+      continue;
+    }
+    log(LogLevel::Error, "Child process [%d] died (%s)", pid, how.c_str());
+    // A replacement already on its way takes this worker's place.
+    Worker *successor = nullptr;
+    for (Worker &other : workers_)
+      if (other.replaces == pid) successor = &other;
+    if (successor != nullptr) {
+      successor->replaces = 0;
+      continue;
+    }
+    if (reload_current_ == pid) reload_current_ = 0;
+    schedule_respawn();
+  }
+}
+
+void Supervisor::continue_reload() {
+  if (stopping_ || reload_current_ != 0) return;
+  while (!reload_queue_.empty()) {
+    pid_t old = reload_queue_.front();
+    reload_queue_.pop_front();
+    Worker *w = find(old);
+    if (w == nullptr || w->stopping) continue;
+    reload_current_ = old;
+    w->replacement_pending = true;
+    spawn(old, "reload");
+    return;
+  }
+  log(LogLevel::Info, "Reload complete: every worker was replaced");
+}
+
+void Supervisor::on_control(Worker &w) {
+  char buf[256];
+  while (true) {
+    ssize_t n = read(w.fd, buf, sizeof buf);
+    if (n <= 0) {
+      if (n < 0 && errno != EAGAIN && errno != EINTR)
+        log_errno(LogLevel::Debug, errno, "read from worker [%d]'s control pipe failed", w.pid);
+      return;
+    }
+    for (ssize_t i = 0; i < n; ++i) {
+      switch (buf[i]) {
+        case 'H':
+          w.heartbeat_ms = now_ms();
+          break;
+        case 'R': {
+          w.ready = true;
+          w.heartbeat_ms = now_ms();
+          pid_t pid = w.pid;
+          pid_t old = w.replaces;
+          const char *reason = w.replace_reason;
+          log(LogLevel::Debug, "Worker [%d] is ready", pid);
+          if (old != 0) {
+            w.replaces = 0;
+            if (Worker *prev = find(old)) retire(*prev, reason);
+            if (reload_current_ == old) {
+              reload_current_ = 0;
+              continue_reload();
+              if (in_child_) return;
+            }
+          }
+          break;
+        }
+        case 'M':
+          if (!w.replacement_pending) log(LogLevel::Info, "Worker [%d] reached its request limit", w.pid);
+          recycle(w, "request limit");
+          if (in_child_) return;
+          break;
+        default:
+          break;
+      }
+    }
+  }
+}
+
+void Supervisor::on_signal() {
+  signalfd_siginfo info{};
+  while (read(signal_fd_, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
+    switch (info.ssi_signo) {
+      case SIGCHLD:
+        reap();
+        break;
+      case SIGINT:
+      case SIGTERM:
+      case SIGQUIT:
+        if (stopping_) {
+          // A second Ctrl+C: stop now.
+          force_ = true;
+          log(LogLevel::Warning, "Forced exit: killing %zu worker(s)", workers_.size());
+          for (Worker &w : workers_) kill(w.pid, SIGKILL);
+        } else {
+          stop_all(info.ssi_signo == SIGINT ? "SIGINT" : info.ssi_signo == SIGTERM ? "SIGTERM" : "SIGQUIT");
+        }
+        break;
+      case SIGHUP:
+        if (stopping_) break;
+        if (reload_current_ != 0 || !reload_queue_.empty()) {
+          log(LogLevel::Warning, "SIGHUP: a reload is already in progress");
+          break;
+        }
+        log(LogLevel::Info, "SIGHUP: replacing the workers one at a time");
+        for (Worker &w : workers_)
+          if (!w.stopping && w.replaces == 0) reload_queue_.push_back(w.pid);
+        continue_reload();
+        if (in_child_) return;
+        break;
+      case SIGTTIN:
+        if (stopping_) break;
+        ++target_;
+        log(LogLevel::Info, "SIGTTIN: adding a worker (now %d)", target_);
+        if (spawn(0, "")) return;
+        break;
+      case SIGTTOU: {
+        if (stopping_) break;
+        if (target_ <= 1) {
+          log(LogLevel::Warning, "SIGTTOU: already at one worker");
+          break;
+        }
+        --target_;
+        for (auto it = workers_.rbegin(); it != workers_.rend(); ++it) {
+          if (!it->stopping && it->replaces == 0 && !it->replacement_pending) {
+            log(LogLevel::Info, "SIGTTOU: removing a worker (now %d)", target_);
+            retire(*it, "scaled down");
+            break;
+          }
+        }
+        break;
+      }
+      case SIGUSR1:
+        for (Worker &w : workers_) kill(w.pid, SIGUSR1);
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+void Supervisor::on_tick() {
+  uint64_t now = now_ms();
+  if (stopping_) {
+    if (stop_deadline_ms_ != 0 && now >= stop_deadline_ms_ && !force_) {
+      force_ = true;
+      if (!workers_.empty())
+        log(LogLevel::Warning, "Killing %zu worker(s) still running after the graceful shutdown timeout",
+            workers_.size());
+      for (Worker &w : workers_) kill(w.pid, SIGKILL);
+    }
+    return;
+  }
+  // Respawns after crashes, once the back-off delay has passed.
+  while (respawns_due_ > 0 && now >= respawn_at_ms_) {
+    --respawns_due_;
+    if (static_cast<int>(live_count()) >= target_) continue;
+    if (spawn(0, "")) return;
+  }
+  bool sample_memory = opt_.max_memory_mib > 0 && now - last_memory_check_ms_ >= 1000;
+  if (sample_memory) last_memory_check_ms_ = now;
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    Worker &w = workers_[i];
+    if (!w.ready || w.stopping) continue;
+    uint64_t timeout_ms = static_cast<uint64_t>(opt_.healthcheck_timeout_s * 1000);
+    if (timeout_ms > 0 && now - w.heartbeat_ms > timeout_ms) {
+      if (!w.dumped) {
+        w.dumped = true;
+        w.dump_ms = now;
+        log(LogLevel::Error,
+            "Worker [%d] has not answered for %.1f s: its event loop is blocked (a blocking call in an async "
+            "endpoint?). Its Python stack follows.",
+            w.pid, static_cast<double>(now - w.heartbeat_ms) / 1000.0);
+        kill(w.pid, SIGUSR2);
+      } else if (now - w.dump_ms >= kStackDumpGraceMs) {
+        log(LogLevel::Error, "Killing worker [%d]: event loop blocked for %.1f s; starting a replacement", w.pid,
+            static_cast<double>(now - w.heartbeat_ms) / 1000.0);
+        w.stopping = true;
+        pid_t pid = w.pid;
+        kill(pid, SIGKILL);
+        if (spawn(0, "")) return;
+        continue;
+      }
+    }
+    if (w.replacement_pending) continue;
+    if (opt_.worker_lifetime_s > 0 && now - w.spawned_ms >= static_cast<uint64_t>(opt_.worker_lifetime_s * 1000)) {
+      log(LogLevel::Info, "Worker [%d] reached its lifetime of %.0f s", w.pid, opt_.worker_lifetime_s);
+      recycle(w, "lifetime");
+      if (in_child_) return;
+      continue;
+    }
+    if (sample_memory) {
+      char path[64];
+      snprintf(path, sizeof path, "/proc/%d/statm", w.pid);
+      FILE *f = fopen(path, "r");
+      unsigned long size = 0, resident = 0;
+      if (f != nullptr) {
+        if (fscanf(f, "%lu %lu", &size, &resident) != 2) resident = 0;
+        fclose(f);
+      }
+      uint64_t rss_mib = static_cast<uint64_t>(resident) * static_cast<uint64_t>(sysconf(_SC_PAGESIZE)) >> 20;
+      if (rss_mib > opt_.max_memory_mib) {
+        log(LogLevel::Info, "Worker [%d] uses %llu MiB (limit %llu MiB)", w.pid,
+            static_cast<unsigned long long>(rss_mib), static_cast<unsigned long long>(opt_.max_memory_mib));
+        recycle(workers_[i], "memory limit");
+        if (in_child_) return;
+      }
+    }
+  }
+}
+
+Outcome Supervisor::run() {
+  if (!setup()) return {Role::Parent, 1, -1, 0};
+  target_ = opt_.workers < 1 ? 1 : opt_.workers;
+  log(LogLevel::Info, "Started parent process [%d]", getpid());
+  if (!opt_.pid_file.empty()) {
+    FILE *f = fopen(opt_.pid_file.c_str(), "w");
+    if (f == nullptr) {
+      log_errno(LogLevel::Error, errno, "cannot write pid file %s", opt_.pid_file.c_str());
+    } else {
+      fprintf(f, "%d\n", getpid());
+      fclose(f);
+    }
+  }
+  for (int i = 0; i < target_; ++i)
+    if (spawn(0, "")) return child_;
+  epoll_event events[32];
+  while (!(stopping_ && workers_.empty())) {
+    int n = epoll_wait(epoll_fd_, events, 32, -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      log_errno(LogLevel::Error, errno, "epoll_wait failed in the supervisor");
+      stop_all("internal error");
+      for (Worker &w : workers_) kill(w.pid, SIGKILL);
+      break;
+    }
+    for (int i = 0; i < n; ++i) {
+      int fd = events[i].data.fd;
+      if (fd == signal_fd_) {
+        on_signal();
+      } else if (fd == timer_fd_) {
+        uint64_t expirations;
+        if (read(timer_fd_, &expirations, sizeof expirations) < 0 && errno != EAGAIN)
+          log_errno(LogLevel::Error, errno, "read(timerfd) failed");
+        on_tick();
+      } else {
+        for (Worker &w : workers_)
+          if (w.fd == fd) {
+            on_control(w);
+            break;
+          }
+      }
+      if (in_child_) return child_;
+    }
+  }
+  // Wait for every child we still have (after a forced exit, after SIGKILL).
+  while (!workers_.empty()) {
+    int status = 0;
+    pid_t pid = waitpid(-1, &status, 0);
+    if (pid < 0) break;
+    for (auto it = workers_.begin(); it != workers_.end(); ++it)
+      if (it->pid == pid) {
+        workers_.erase(it);
+        break;
+      }
+  }
+  if (!opt_.pid_file.empty()) unlink(opt_.pid_file.c_str());
+  sigprocmask(SIG_SETMASK, &old_mask_, nullptr);
+  log(LogLevel::Info, "Stopping parent process [%d]", getpid());
+  return {Role::Parent, exit_code_, -1, 0};
+}
+
+}  // namespace
+
+Outcome supervise(const Options &options, const ForkHooks &hooks) {
+  Supervisor supervisor(options, hooks);
+  return supervisor.run();
+}
+
+}  // namespace pronghorn::supervisor

@@ -1,0 +1,54 @@
+// The supervisor: the parent process of `--workers N`. It forks the workers,
+// watches them through a control pipe each and through signals, and replaces
+// them when they crash, hang, or reach a recycling limit. It runs no Python:
+// after supervise() is entered in the parent, control returns to Python only
+// in the forked workers (Role::Worker) or when the whole server stops.
+//
+// Worker -> parent messages, one byte each on the worker's control pipe:
+//   'R' ready: lifespan startup done and accepting connections
+//   'H' heartbeat from the worker's event loop (at most once a second)
+//   'M' the worker reached its request limit and asks to be replaced
+// Parent -> worker: signals only. SIGTERM stops gracefully, SIGKILL at once,
+// SIGUSR2 dumps the Python stacks (faulthandler), SIGUSR1 reopens log files.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+
+namespace pronghorn::supervisor {
+
+struct Options {
+  int workers = 1;
+  double healthcheck_timeout_s = 30;
+  double graceful_timeout_s = -1;  // < 0: wait for workers as long as they take
+  uint64_t max_requests = 0;       // 0: no limit
+  uint64_t max_requests_jitter = 0;
+  uint64_t max_memory_mib = 0;     // 0: no limit (RSS, sampled every second)
+  double worker_lifetime_s = 0;    // 0: no limit
+  std::string pid_file;
+};
+
+// Called around fork(): the bridge passes CPython's PyOS_*Fork functions.
+struct ForkHooks {
+  void (*before)() = nullptr;
+  void (*after_in_parent)() = nullptr;
+  void (*after_in_child)() = nullptr;
+};
+
+enum class Role { Parent, Worker };
+
+struct Outcome {
+  Role role = Role::Parent;
+  int exit_code = 0;           // Parent: the server's exit code
+  int control_fd = -1;         // Worker: write end of its control pipe
+  uint64_t max_requests = 0;   // Worker: its own drawn request limit (0: none)
+};
+
+// Exit codes, as uvicorn's: 3 means a worker failed to start; do not respawn.
+constexpr int kExitStartupFailure = 3;
+
+Outcome supervise(const Options &options, const ForkHooks &hooks);
+
+}  // namespace pronghorn::supervisor
