@@ -214,8 +214,11 @@ class Worker:
             server.notify_ready()
         else:
             logger.info(message)
+            _core.sd_notify("READY=1\nSTATUS=serving")
 
         await self.stop_event.wait()
+        if self.control_fd < 0:
+            _core.sd_notify("STOPPING=1")
         logger.info("Shutting down")
         server.begin_shutdown()
         await self._drain(server)
@@ -292,10 +295,27 @@ def _bind(config: Config, logger) -> str:
     return f"Pronghorn running on {_url(config.host, port)} (Press CTRL+C to quit)"
 
 
+SD_LISTEN_FDS_START = 3
+
+
+def _systemd_socket(config: Config) -> None:
+    """Socket activation: serve the socket systemd passed (LISTEN_FDS/LISTEN_PID)."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return
+    count = int(os.environ.get("LISTEN_FDS", "0") or 0)
+    # Not for the workers or the app's own subprocesses.
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    if count >= 1 and config.fd is None and not config.uds:
+        config.fd = SD_LISTEN_FDS_START
+
+
 def run(config: Config) -> int:
     """Serves `config`: in this process, or as a supervisor of worker processes."""
     logger = _logging.configure(config.log_level, config.use_colors)
     from pronghorn import _core
+
+    _systemd_socket(config)
 
     _core.set_log_level(_logging.LEVELS[config.log_level])
     if not config.supervised:

@@ -47,6 +47,7 @@ PyObject *ready_none();
 PyObject *py_supervise(PyObject *, PyObject *args, PyObject *kwargs);
 PyObject *py_bind_tcp(PyObject *, PyObject *args);
 PyObject *py_bind_unix(PyObject *, PyObject *args);
+PyObject *py_sd_notify(PyObject *, PyObject *arg);
 
 // ---- request.cpp ----
 struct AppServer;

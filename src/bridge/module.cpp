@@ -718,6 +718,7 @@ PyMethodDef module_methods[] = {
      METH_VARARGS | METH_KEYWORDS, "Run the supervisor: returns the exit code in the parent, (fd, limit) in a worker."},
     {"bind_tcp", py_bind_tcp, METH_VARARGS, "Bind and listen; returns (fd, host, port)."},
     {"bind_unix", py_bind_unix, METH_VARARGS, "Bind and listen on a Unix socket; returns the fd."},
+    {"sd_notify", py_sd_notify, METH_O, "Send a state string to systemd when NOTIFY_SOCKET is set."},
     {nullptr, nullptr, 0, nullptr},
 };
 

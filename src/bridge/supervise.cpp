@@ -2,6 +2,7 @@
 #include "bridge/bridge.h"
 #include "engine/net/listener.h"
 #include "supervisor/supervisor.h"
+#include "supervisor/systemd.h"
 
 namespace pronghorn::bridge {
 
@@ -60,6 +61,17 @@ PyObject *py_bind_unix(PyObject *, PyObject *args) {
     return nullptr;
   }
   return PyLong_FromLong(fd);
+}
+
+}  // namespace pronghorn::bridge
+
+namespace pronghorn::bridge {
+
+PyObject *py_sd_notify(PyObject *, PyObject *arg) {
+  Py_ssize_t len = 0;
+  const char *state = PyUnicode_AsUTF8AndSize(arg, &len);
+  if (state == nullptr) return nullptr;
+  return PyBool_FromLong(supervisor::sd_notify(std::string_view(state, static_cast<size_t>(len))));
 }
 
 }  // namespace pronghorn::bridge

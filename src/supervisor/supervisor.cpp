@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "engine/log.h"
+#include "supervisor/systemd.h"
 
 namespace pronghorn::supervisor {
 
@@ -90,6 +91,8 @@ class Supervisor {
   size_t live_count() const;
   void schedule_respawn();
   void restore_child_state();
+  void notify_status(const char *prefix);
+  bool all_ready() const;
 
   Options opt_;
   ForkHooks hooks_;
@@ -112,8 +115,25 @@ class Supervisor {
   int respawns_due_ = 0;
   uint64_t last_memory_check_ms_ = 0;
   bool in_child_ = false;
+  bool announced_ready_ = false;
   Outcome child_;
 };
+
+bool Supervisor::all_ready() const {
+  int ready = 0;
+  for (const Worker &w : workers_)
+    if (w.ready && !w.stopping) ++ready;
+  return ready >= target_;
+}
+
+void Supervisor::notify_status(const char *prefix) {
+  int ready = 0;
+  for (const Worker &w : workers_)
+    if (w.ready && !w.stopping) ++ready;
+  char buf[160];
+  snprintf(buf, sizeof buf, "%sSTATUS=%d of %d workers ready", prefix, ready, target_);
+  sd_notify(buf);
+}
 
 bool Supervisor::setup() {
   sigset_t mask;
@@ -247,6 +267,7 @@ void Supervisor::stop_all(const char *why) {
     if (opt_.graceful_timeout_s >= 0)
       stop_deadline_ms_ = now_ms() + static_cast<uint64_t>(opt_.graceful_timeout_s * 1000);
     log(LogLevel::Info, "Stopping %zu worker(s) (%s)", workers_.size(), why);
+    sd_notify("STOPPING=1");
   }
   for (Worker &w : workers_) {
     if (w.stopping) continue;
@@ -348,6 +369,7 @@ void Supervisor::continue_reload() {
     return;
   }
   log(LogLevel::Info, "Reload complete: every worker was replaced");
+  notify_status("READY=1\n");
 }
 
 void Supervisor::on_control(Worker &w) {
@@ -371,6 +393,12 @@ void Supervisor::on_control(Worker &w) {
           pid_t old = w.replaces;
           const char *reason = w.replace_reason;
           log(LogLevel::Debug, "Worker [%d] is ready", pid);
+          if (!announced_ready_ && all_ready()) {
+            announced_ready_ = true;
+            notify_status("READY=1\n");
+          } else {
+            notify_status("");
+          }
           if (old != 0) {
             w.replaces = 0;
             if (Worker *prev = find(old)) retire(*prev, reason);
@@ -420,6 +448,7 @@ void Supervisor::on_signal() {
           break;
         }
         log(LogLevel::Info, "SIGHUP: replacing the workers one at a time");
+        notify_status("RELOADING=1\n");
         for (Worker &w : workers_)
           if (!w.stopping && w.replaces == 0) reload_queue_.push_back(w.pid);
         continue_reload();

@@ -118,7 +118,8 @@ void Connection::handle_readable() {
   }
   in_.commit(static_cast<size_t>(n));
   process_input();
-  if (!closed_ && phase_ == Phase::Head) in_.release_if_empty();
+  // Idle and long-running connections hold no read buffer.
+  if (!closed_) in_.release_if_empty();
 }
 
 void Connection::process_input() {
@@ -369,6 +370,8 @@ WriteStatus Connection::write_body(const char *data, size_t len, bool more) {
       body_sent_ += len;
       break;
   }
+  // An empty body message with more to come still sends the head: apps use it
+  // to flush headers before a slow stream (uvicorn sends them at start).
   if (count > 0 && !send_iov(iov, count)) return WriteStatus::Closed;
   if (!more) {
     finish_response();

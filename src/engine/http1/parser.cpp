@@ -117,6 +117,12 @@ Result RequestHeadParser::parse(char *buf, size_t len, RequestHead &out) {
       if (!have_request_line_) return fail(414, "request line too long", len);
       return fail(431, "request head too large", len);
     }
+    // The request line's length is judged before its line ending, as it is above
+    // when its LF has not arrived: the status must not depend on how reads split it.
+    if (!have_request_line_) {
+      size_t line_len = line_with_lf - 1 - (newline > start && newline[-1] == '\r' ? 1 : 0);
+      if (line_len > limits_.max_request_line) return fail(414, "request line too long", len);
+    }
     // RFC 9112 §2.2: lines end in CRLF. A bare LF is accepted by some parsers,
     // which lets a front end and this server disagree on where a line ends.
     if (newline == start || newline[-1] != '\r') return fail(400, "bare LF in request head", len);
@@ -134,7 +140,6 @@ Result RequestHeadParser::parse(char *buf, size_t len, RequestHead &out) {
         continue;
       }
       started_ = true;
-      if (n > limits_.max_request_line) return fail(414, "request line too long", len);
       if (!parse_request_line(start, n)) return {Status::Error, len};
       have_request_line_ = true;
       continue;
