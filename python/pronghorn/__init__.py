@@ -1,6 +1,23 @@
 """Pronghorn: a C++ ASGI server, a drop-in replacement for uvicorn."""
 
+from __future__ import annotations
+
+from typing import Any
+
 from pronghorn._core import ClientDisconnected
+from pronghorn.config import Config, ConfigError
 
 __version__ = "0.1.0"
-__all__ = ["ClientDisconnected", "__version__"]
+__all__ = ["ClientDisconnected", "Config", "ConfigError", "run", "__version__"]
+
+
+def run(app: Any, **kwargs: Any) -> None:
+    """Serves `app` (an import string or an ASGI callable), like uvicorn.run().
+
+    Takes the options of the command line as keyword arguments (workers=4,
+    port=8000, ...) or a ready `config=Config(...)`. Exits the process with
+    the server's exit code; bad configuration is one line and exit code 2."""
+    from pronghorn.cli import serve
+
+    config = kwargs.pop("config", None) or Config(app, **kwargs)
+    serve(config)

@@ -84,6 +84,7 @@ struct AppServer final : public RequestDispatcher {
   PyObject *root_path = nullptr;      // str
   std::string root_path_utf8;
   PyObject *context_factory = nullptr;  // contextvars.Context, when resetting contextvars per request
+  PyObject *access_logger = nullptr;    // logging.Logger, when the user configured logging
   bool proxy_headers = false;
   bool trust_all = false;
   std::vector<TrustedNetwork> trusted_networks;

@@ -343,6 +343,7 @@ int server_traverse(PyObject *op, visitproc visit, void *arg) {
     Py_VISIT(s.logger);
     Py_VISIT(s.tasks);
     Py_VISIT(s.context_factory);
+    Py_VISIT(s.access_logger);
   }
   return 0;
 }
@@ -357,6 +358,7 @@ void release(AppServer *s) {
   Py_CLEAR(s->tasks);
   Py_CLEAR(s->root_path);
   Py_CLEAR(s->context_factory);
+  Py_CLEAR(s->access_logger);
 }
 
 int server_clear(PyObject *op) {
@@ -383,6 +385,19 @@ void server_dealloc(PyObject *op) {
 PyObject *server_new(PyTypeObject *type, PyObject *, PyObject *) {
   auto *self = reinterpret_cast<ServerObject *>(type->tp_alloc(type, 0));
   return reinterpret_cast<PyObject *>(self);
+}
+
+// Access records through the user's `pronghorn.access` logger, with uvicorn's
+// message and arguments so that formatters written for uvicorn work.
+void access_hook(void *ctx, const SocketAddress &peer, std::string_view method, std::string_view target,
+                 int version_minor, int status) {
+  auto *s = static_cast<AppServer *>(ctx);
+  std::string client = peer.is_unix ? std::string("unix socket") : peer.host + ":" + std::to_string(peer.port);
+  PyObject *r = PyObject_CallMethod(s->access_logger, "info", "ss#s#si", "%s - \"%s %s HTTP/%s\" %d", client.c_str(),
+                                    method.data(), static_cast<Py_ssize_t>(method.size()), target.data(),
+                                    static_cast<Py_ssize_t>(target.size()), version_minor == 1 ? "1.1" : "1.0", status);
+  if (r == nullptr) PyErr_WriteUnraisable(s->access_logger);
+  Py_XDECREF(r);
 }
 
 bool parse_trusted(AppServer &s, const char *spec) {
@@ -453,18 +468,19 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
                                  "reset_contextvars",
                                  "control_fd",
                                  "max_requests",
+                                 "access_logger",
                                  nullptr};
-  PyObject *app, *loop, *logger, *state = Py_None, *headers = nullptr;
+  PyObject *app, *loop, *logger, *state = Py_None, *headers = nullptr, *access_logger = Py_None;
   const char *root_path = "", *forwarded = "127.0.0.1";
   int proxy_headers = 0, server_header = 1, date_header = 1, access_log = 1, colours = 0, reset_ctx = 0;
   double keep_alive = 5.0, header_read = 10.0;
   Py_ssize_t limit_concurrency = 0, limit_line = 8192, limit_head = 65536, limit_fields = 100;
   int control_fd = -1;
   unsigned long long max_requests = 0;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|$OspsddnppOppnnnpiK", const_cast<char **>(kwlist), &app, &loop,
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|$OspsddnppOppnnnpiKO", const_cast<char **>(kwlist), &app, &loop,
                                    &logger, &state, &root_path, &proxy_headers, &forwarded, &keep_alive, &header_read,
                                    &limit_concurrency, &server_header, &date_header, &headers, &access_log, &colours,
-                                   &limit_line, &limit_head, &limit_fields, &reset_ctx, &control_fd, &max_requests))
+                                   &limit_line, &limit_head, &limit_fields, &reset_ctx, &control_fd, &max_requests, &access_logger))
     return -1;
   if (self->server != nullptr) {
     PyErr_SetString(PyExc_RuntimeError, "Server already initialised");
@@ -528,6 +544,10 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
     if (s->context_factory == nullptr) return -1;
   }
   if (!parse_trusted(*s, forwarded)) return -1;
+  if (access_logger != Py_None) {
+    s->access_logger = Py_NewRef(access_logger);
+    s->engine.set_access_hook(access_hook, s);
+  }
   if (!s->engine.open()) {
     PyErr_SetString(PyExc_OSError, "cannot create the event loop (see the log)");
     return -1;
@@ -712,7 +732,30 @@ PyObject *set_level(PyObject *, PyObject *arg) {
   Py_RETURN_NONE;
 }
 
+PyObject *log_sink_callable = nullptr;
+
+// The engine's log lines through a Python callable (the user's logging
+// configuration). Only installed in serving processes, never in the supervisor.
+void python_log_sink(LogLevel level, std::string_view message) {
+  PyObject *r = PyObject_CallFunction(log_sink_callable, "is#", static_cast<int>(level), message.data(),
+                                      static_cast<Py_ssize_t>(message.size()));
+  if (r == nullptr) PyErr_WriteUnraisable(log_sink_callable);
+  Py_XDECREF(r);
+}
+
+PyObject *set_sink(PyObject *, PyObject *arg) {
+  if (arg == Py_None) {
+    set_log_sink(nullptr);
+    Py_CLEAR(log_sink_callable);
+  } else {
+    Py_XSETREF(log_sink_callable, Py_NewRef(arg));
+    set_log_sink(python_log_sink);
+  }
+  Py_RETURN_NONE;
+}
+
 PyMethodDef module_methods[] = {
+    {"set_log_sink", set_sink, METH_O, "Route the engine's log lines to a callable(level, message), or None for stderr."},
     {"set_log_level", set_level, METH_O, "Set the engine's log level (a logging module level number)."},
     {"supervise", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(py_supervise)),
      METH_VARARGS | METH_KEYWORDS, "Run the supervisor: returns the exit code in the parent, (fd, limit) in a worker."},

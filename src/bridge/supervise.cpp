@@ -12,6 +12,22 @@ void before_fork() { PyOS_BeforeFork(); }
 void after_fork_parent() { PyOS_AfterFork_Parent(); }
 void after_fork_child() { PyOS_AfterFork_Child(); }
 
+bool string_list(PyObject *list, std::vector<std::string> &out) {
+  if (list == nullptr || list == Py_None) return true;
+  PyObject *seq = PySequence_Fast(list, "expected a list of strings");
+  if (seq == nullptr) return false;
+  for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); ++i) {
+    const char *item = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(seq, i));
+    if (item == nullptr) {
+      Py_DECREF(seq);
+      return false;
+    }
+    out.emplace_back(item);
+  }
+  Py_DECREF(seq);
+  return true;
+}
+
 }  // namespace
 
 // supervise(workers, ...) -> int in the parent (its exit code, once every
@@ -19,13 +35,21 @@ void after_fork_child() { PyOS_AfterFork_Child(); }
 PyObject *py_supervise(PyObject *, PyObject *args, PyObject *kwargs) {
   static const char *kwlist[] = {"workers",         "timeout_worker_healthcheck", "timeout_graceful_shutdown",
                                  "limit_max_requests", "limit_max_requests_jitter", "limit_worker_memory",
-                                 "worker_lifetime", "pid_file", nullptr};
+                                 "worker_lifetime", "pid_file", "reload", "reload_dirs", "reload_includes",
+                                 "reload_excludes", "reload_delay", nullptr};
   supervisor::Options options;
   unsigned long long max_requests = 0, jitter = 0, memory = 0;
   const char *pid_file = "";
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i|$ddKKKds", const_cast<char **>(kwlist), &options.workers,
+  int reload = 0;
+  PyObject *dirs = nullptr, *includes = nullptr, *excludes = nullptr;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i|$ddKKKdspOOOd", const_cast<char **>(kwlist), &options.workers,
                                    &options.healthcheck_timeout_s, &options.graceful_timeout_s, &max_requests, &jitter,
-                                   &memory, &options.worker_lifetime_s, &pid_file))
+                                   &memory, &options.worker_lifetime_s, &pid_file, &reload, &dirs, &includes,
+                                   &excludes, &options.reload_delay_s))
+    return nullptr;
+  options.reload = reload;
+  if (!string_list(dirs, options.reload_dirs) || !string_list(includes, options.reload_includes) ||
+      !string_list(excludes, options.reload_excludes))
     return nullptr;
   options.max_requests = max_requests;
   options.max_requests_jitter = jitter;

@@ -33,6 +33,11 @@ struct ServerConfig {
   // requests; see supervisor/supervisor.h) and its own request limit.
   int control_fd = -1;
   uint64_t max_requests = 0;
+  // When set, access log records go to this hook instead of the built-in
+  // uvicorn-format line on stdout (used for a user's logging configuration).
+  void (*access_hook)(void *ctx, const SocketAddress &peer, std::string_view method, std::string_view target,
+                      int version_minor, int status) = nullptr;
+  void *access_ctx = nullptr;
 };
 
 class RequestDispatcher {
@@ -59,6 +64,10 @@ class Server final : public IoHandler {
   bool add_listener(int fd);
   int epoll_fd() const { return loop_.fd(); }
   void set_dispatcher(RequestDispatcher *dispatcher) { dispatcher_ = dispatcher; }
+  void set_access_hook(decltype(ServerConfig::access_hook) hook, void *ctx) {
+    config_.access_hook = hook;
+    config_.access_ctx = ctx;
+  }
 
   // Dispatches what is ready, waiting at most timeout_ms; then frees closed
   // connections and flushes the access log.

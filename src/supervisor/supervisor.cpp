@@ -1,7 +1,11 @@
 #include "supervisor/supervisor.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <signal.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
@@ -13,6 +17,7 @@
 #include <cstring>
 #include <ctime>
 #include <deque>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
@@ -70,6 +75,7 @@ class Supervisor {
     if (signal_fd_ >= 0) close(signal_fd_);
     if (timer_fd_ >= 0) close(timer_fd_);
     if (epoll_fd_ >= 0) close(epoll_fd_);
+    if (inotify_fd_ >= 0) close(inotify_fd_);
   }
 
   Outcome run();
@@ -93,6 +99,12 @@ class Supervisor {
   void restore_child_state();
   void notify_status(const char *prefix);
   bool all_ready() const;
+  // Auto-reload.
+  bool setup_watch();
+  void watch_tree(const std::string &dir);
+  void on_inotify();
+  bool watched_file(const char *name) const;
+  bool start_reload(const char *why);
 
   Options opt_;
   ForkHooks hooks_;
@@ -116,6 +128,11 @@ class Supervisor {
   uint64_t last_memory_check_ms_ = 0;
   bool in_child_ = false;
   bool announced_ready_ = false;
+  int inotify_fd_ = -1;
+  std::map<int, std::string> watches_;  // watch descriptor -> directory
+  uint64_t change_deadline_ms_ = 0;      // reload when reached (0: no change pending)
+  std::string changed_file_;
+  bool waiting_for_change_ = false;      // reload mode: workers failed to start
   Outcome child_;
 };
 
@@ -167,6 +184,111 @@ bool Supervisor::setup() {
   return true;
 }
 
+bool Supervisor::watched_file(const char *name) const {
+  bool included = false;
+  for (const std::string &pattern : opt_.reload_includes)
+    if (fnmatch(pattern.c_str(), name, 0) == 0) included = true;
+  if (!included) return false;
+  for (const std::string &pattern : opt_.reload_excludes)
+    if (fnmatch(pattern.c_str(), name, 0) == 0) return false;
+  return true;
+}
+
+void Supervisor::watch_tree(const std::string &dir) {
+  constexpr uint32_t kMask = IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE | IN_ONLYDIR;
+  int wd = inotify_add_watch(inotify_fd_, dir.c_str(), kMask);
+  if (wd < 0) {
+    log_errno(LogLevel::Warning, errno, "inotify_add_watch(%s) failed", dir.c_str());
+    return;
+  }
+  watches_[wd] = dir;
+  DIR *d = opendir(dir.c_str());
+  if (d == nullptr) return;
+  while (dirent *entry = readdir(d)) {
+    const char *name = entry->d_name;
+    // Hidden directories (.git, .venv), caches and installed packages change
+    // without the app's code changing.
+    if (name[0] == '.' || strcmp(name, "__pycache__") == 0 || strcmp(name, "node_modules") == 0 ||
+        strcmp(name, "site-packages") == 0 || strcmp(name, "venv") == 0)
+      continue;
+    std::string path = dir + "/" + name;
+    struct stat st {};
+    if (entry->d_type == DT_DIR || (entry->d_type == DT_UNKNOWN && lstat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)))
+      watch_tree(path);
+  }
+  closedir(d);
+}
+
+bool Supervisor::setup_watch() {
+  inotify_fd_ = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  if (inotify_fd_ < 0) {
+    log_errno(LogLevel::Error, errno, "inotify_init1 failed");
+    return false;
+  }
+  for (const std::string &dir : opt_.reload_dirs) watch_tree(dir);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = inotify_fd_;
+  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, inotify_fd_, &ev) < 0) {
+    log_errno(LogLevel::Error, errno, "epoll_ctl(ADD inotify) failed");
+    return false;
+  }
+  return true;
+}
+
+void Supervisor::on_inotify() {
+  alignas(inotify_event) char buf[16384];
+  while (true) {
+    ssize_t n = read(inotify_fd_, buf, sizeof buf);
+    if (n <= 0) {
+      if (n < 0 && errno != EAGAIN) log_errno(LogLevel::Error, errno, "read(inotify) failed");
+      return;
+    }
+    for (ssize_t off = 0; off < n;) {
+      auto *event = reinterpret_cast<inotify_event *>(buf + off);
+      off += static_cast<ssize_t>(sizeof(inotify_event) + event->len);
+      if (event->mask & IN_Q_OVERFLOW) {
+        changed_file_ = "(many files)";
+        change_deadline_ms_ = now_ms() + static_cast<uint64_t>(opt_.reload_delay_s * 1000);
+        continue;
+      }
+      if (event->len == 0) continue;
+      auto it = watches_.find(event->wd);
+      if (it == watches_.end()) continue;
+      std::string path = it->second + "/" + event->name;
+      if ((event->mask & IN_ISDIR) && (event->mask & (IN_CREATE | IN_MOVED_TO)) && event->name[0] != '.') {
+        watch_tree(path);
+        continue;
+      }
+      if (event->mask & IN_ISDIR) continue;
+      if (!watched_file(event->name)) continue;
+      // Debounce: reload once the burst has been quiet for reload_delay.
+      changed_file_ = path;
+      change_deadline_ms_ = now_ms() + static_cast<uint64_t>(opt_.reload_delay_s * 1000);
+    }
+  }
+}
+
+bool Supervisor::start_reload(const char *why) {
+  if (stopping_) return false;
+  if (waiting_for_change_ || static_cast<int>(live_count()) < target_) {
+    // Nothing is serving (the last start failed): start workers afresh.
+    waiting_for_change_ = false;
+    while (static_cast<int>(live_count()) < target_)
+      if (spawn(0, "")) return true;
+  }
+  if (reload_current_ != 0 || !reload_queue_.empty()) {
+    // Restart the rolling replacement from the beginning with the newest code.
+    log(LogLevel::Info, "%s: a reload is already in progress; it will use the newest code", why);
+  }
+  reload_queue_.clear();
+  for (Worker &w : workers_)
+    if (!w.stopping && w.replaces == 0 && w.ready && !w.replacement_pending) reload_queue_.push_back(w.pid);
+  notify_status("RELOADING=1\n");
+  continue_reload();
+  return in_child_;
+}
+
 void Supervisor::restore_child_state() {
   // The worker starts with the signal mask Python had, and none of our fds.
   sigprocmask(SIG_SETMASK, &old_mask_, nullptr);
@@ -177,7 +299,8 @@ void Supervisor::restore_child_state() {
   close(signal_fd_);
   close(timer_fd_);
   close(epoll_fd_);
-  signal_fd_ = timer_fd_ = epoll_fd_ = -1;
+  if (inotify_fd_ >= 0) close(inotify_fd_);
+  signal_fd_ = timer_fd_ = epoll_fd_ = inotify_fd_ = -1;
   workers_.clear();
 }
 
@@ -337,6 +460,13 @@ void Supervisor::reap() {
         }
         continue;
       }
+      if (opt_.reload) {
+        // While developing, a broken save is normal: wait for the next one.
+        log(LogLevel::Error, "Worker [%d] failed to start (%s); waiting for changes before restarting", pid,
+            how.c_str());
+        waiting_for_change_ = true;
+        continue;
+      }
       log(LogLevel::Error, "Worker [%d] failed to start (%s); stopping the server", pid, how.c_str());
       exit_code_ = kExitStartupFailure;
       stop_all("a worker failed to start");
@@ -443,16 +573,8 @@ void Supervisor::on_signal() {
         break;
       case SIGHUP:
         if (stopping_) break;
-        if (reload_current_ != 0 || !reload_queue_.empty()) {
-          log(LogLevel::Warning, "SIGHUP: a reload is already in progress");
-          break;
-        }
         log(LogLevel::Info, "SIGHUP: replacing the workers one at a time");
-        notify_status("RELOADING=1\n");
-        for (Worker &w : workers_)
-          if (!w.stopping && w.replaces == 0) reload_queue_.push_back(w.pid);
-        continue_reload();
-        if (in_child_) return;
+        if (start_reload("SIGHUP")) return;
         break;
       case SIGTTIN:
         if (stopping_) break;
@@ -496,6 +618,11 @@ void Supervisor::on_tick() {
       for (Worker &w : workers_) kill(w.pid, SIGKILL);
     }
     return;
+  }
+  if (change_deadline_ms_ != 0 && now >= change_deadline_ms_) {
+    change_deadline_ms_ = 0;
+    log(LogLevel::Warning, "Detected changes in '%s'. Reloading...", changed_file_.c_str());
+    if (start_reload("change")) return;
   }
   // Respawns after crashes, once the back-off delay has passed.
   while (respawns_due_ > 0 && now >= respawn_at_ms_) {
@@ -558,7 +685,12 @@ void Supervisor::on_tick() {
 Outcome Supervisor::run() {
   if (!setup()) return {Role::Parent, 1, -1, 0};
   target_ = opt_.workers < 1 ? 1 : opt_.workers;
-  log(LogLevel::Info, "Started parent process [%d]", getpid());
+  if (opt_.reload) {
+    if (!setup_watch()) return {Role::Parent, 1, -1, 0};
+    log(LogLevel::Info, "Started reloader process [%d] using inotify", getpid());
+  } else {
+    log(LogLevel::Info, "Started parent process [%d]", getpid());
+  }
   if (!opt_.pid_file.empty()) {
     FILE *f = fopen(opt_.pid_file.c_str(), "w");
     if (f == nullptr) {
@@ -584,6 +716,8 @@ Outcome Supervisor::run() {
       int fd = events[i].data.fd;
       if (fd == signal_fd_) {
         on_signal();
+      } else if (fd == inotify_fd_) {
+        on_inotify();
       } else if (fd == timer_fd_) {
         uint64_t expirations;
         if (read(timer_fd_, &expirations, sizeof expirations) < 0 && errno != EAGAIN)

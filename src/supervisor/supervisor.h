@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace pronghorn::supervisor {
 
@@ -28,6 +29,14 @@ struct Options {
   uint64_t max_memory_mib = 0;     // 0: no limit (RSS, sampled every second)
   double worker_lifetime_s = 0;    // 0: no limit
   std::string pid_file;
+  // Auto-reload: watch these directories with inotify; a change to a file
+  // matching an include pattern and no exclude pattern (fnmatch on the file
+  // name), followed by `reload_delay_s` of quiet, replaces every worker.
+  bool reload = false;
+  std::vector<std::string> reload_dirs;
+  std::vector<std::string> reload_includes;
+  std::vector<std::string> reload_excludes;
+  double reload_delay_s = 0.25;
 };
 
 // Called around fork(): the bridge passes CPython's PyOS_*Fork functions.

@@ -205,10 +205,8 @@ void Connection::begin_exchange(size_t head_len) {
   }
   body_done_ = decoder_.done();
   if (server_.config().access_log) {
-    request_line_.assign(head_.method);
-    request_line_.push_back(' ');
-    request_line_.append(head_.target);
-    request_line_.append(version_minor_ == 1 ? " HTTP/1.1" : " HTTP/1.0");
+    method_.assign(head_.method);
+    target_.assign(head_.target);
   }
   set_deadline(Deadline::None, 0);
   parser_.reset();
@@ -303,8 +301,13 @@ const char *Connection::start_response(int status, const HeaderList &headers) {
 }
 
 void Connection::write_access_log(int status) {
+  const ServerConfig &config = server_.config();
+  if (config.access_hook != nullptr) {
+    config.access_hook(config.access_ctx, peer_, method_, target_, version_minor_, status);
+    return;
+  }
   // uvicorn's access line: 'INFO:     127.0.0.1:51234 - "GET / HTTP/1.1" 200 OK'
-  bool colours = server_.config().access_log_colours;
+  bool colours = config.access_log_colours;
   std::string line(level_prefix(LogLevel::Info, colours));
   if (peer_.is_unix || peer_.host.empty()) {
     line.append("unix socket");
@@ -314,7 +317,10 @@ void Connection::write_access_log(int status) {
     line.append(std::to_string(peer_.port));
   }
   line.append(colours ? " - \"\033[1m" : " - \"");
-  line.append(request_line_);
+  line.append(method_);
+  line.push_back(' ');
+  line.append(target_);
+  line.append(version_minor_ == 1 ? " HTTP/1.1" : " HTTP/1.0");
   line.append(colours ? "\033[0m\" " : "\" ");
   char status_buf[64];
   snprintf(status_buf, sizeof status_buf, "%d %s", status, reason_phrase(status));

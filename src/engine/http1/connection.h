@@ -161,7 +161,7 @@ class Connection final : public IoHandler {
   ResponsePlan plan_;
   std::string head_buf_;
   uint64_t body_sent_ = 0;
-  std::string request_line_;  // for the access log
+  std::string method_, target_;  // for the access log
 
   std::deque<OutChunk> out_;
   size_t out_bytes_ = 0;

@@ -1,0 +1,293 @@
+"""Configuration: every option of the command line, its default, its
+environment variable (PRONGHORN_<OPTION>) and its validation.
+
+The OPTIONS table is the single source for the parser (cli.py), for
+pronghorn.run(**kwargs) and for the option table in docs/options.md."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+class ConfigError(Exception):
+    """A bad configuration: reported as one line, exit code 2."""
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # the Config field
+    flag: str  # --flag
+    kind: str  # "str", "int", "float", "bool", "flag" (store_true), "choice", "list"
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    # "built", or why the option is refused when given (not built yet).
+    refused: str = ""
+    negatable: bool = False  # --x/--no-x
+    metavar: str | None = None
+
+    @property
+    def env(self) -> str:
+        return "PRONGHORN_" + self.flag.lstrip("-").replace("-", "_").upper()
+
+
+_NOT_BUILT_TLS = "TLS is not built yet"
+_NOT_BUILT_WS = "WebSocket support is not built yet"
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", "--host", "str", "127.0.0.1", "Bind socket to this host."),
+    Option("port", "--port", "int", 8000, "Bind socket to this port. If 0, an available port will be picked."),
+    Option("uds", "--uds", "str", None, "Bind to a UNIX domain socket."),
+    Option("fd", "--fd", "int", None, "Bind to socket from this file descriptor."),
+    Option("reload", "--reload", "flag", False, "Enable auto-reload (inotify, in the supervisor)."),
+    Option("reload_dirs", "--reload-dir", "list", None, "Watch these directories instead of the current one.", metavar="PATH"),
+    Option("reload_includes", "--reload-include", "list", None, "Glob patterns of files to watch. [default: *.py]"),
+    Option("reload_excludes", "--reload-exclude", "list", None, "Glob patterns of files to ignore. [default: .* .py[cod] .sw.* ~*]"),
+    Option("reload_delay", "--reload-delay", "float", 0.25, "Quiet time after a change before reloading (s)."),
+    Option("workers", "--workers", "int", None, "Number of worker processes. Defaults to $WEB_CONCURRENCY, or 1."),
+    Option("loop", "--loop", "choice", "auto", "Event loop implementation.", choices=("auto", "asyncio", "uvloop")),
+    Option("http", "--http", "choice", "auto", "HTTP protocol implementation (Pronghorn always uses its own C++ HTTP/1.1).",
+           choices=("auto", "h11", "httptools")),
+    Option("http2", "--http2", "flag", False, "Enable HTTP/2.", refused="HTTP/2 is not built yet"),
+    Option("ws", "--ws", "choice", "auto", "WebSocket protocol implementation.",
+           choices=("auto", "none", "websockets", "websockets-sansio", "wsproto")),
+    Option("ws_max_size", "--ws-max-size", "int", 16777216, "WebSocket max message size in bytes.", refused=_NOT_BUILT_WS),
+    Option("ws_max_queue", "--ws-max-queue", "int", 32, "WebSocket message queue length.", refused=_NOT_BUILT_WS),
+    Option("ws_ping_interval", "--ws-ping-interval", "float", 20.0, "WebSocket ping interval (s).", refused=_NOT_BUILT_WS),
+    Option("ws_ping_timeout", "--ws-ping-timeout", "float", 20.0, "WebSocket ping timeout (s).", refused=_NOT_BUILT_WS),
+    Option("ws_per_message_deflate", "--ws-per-message-deflate", "str", "True", "WebSocket per-message-deflate.",
+           refused=_NOT_BUILT_WS),
+    Option("lifespan", "--lifespan", "choice", "auto", "Lifespan implementation.", choices=("auto", "on", "off")),
+    Option("interface", "--interface", "choice", "auto", "Application interface.", choices=("auto", "asgi3", "asgi2", "wsgi")),
+    Option("env_file", "--env-file", "str", None, "Environment configuration file (dotenv), loaded before the app.", metavar="PATH"),
+    Option("log_config", "--log-config", "str", None, "Logging configuration file (.ini, .json, .yaml).", metavar="PATH"),
+    Option("log_level", "--log-level", "choice", "info", "Log level.", choices=LOG_LEVELS),
+    Option("access_log", "--access-log", "bool", True, "Enable/disable the access log.", negatable=True),
+    Option("use_colors", "--use-colors", "bool", None, "Enable/disable colourised logging.", negatable=True),
+    Option("proxy_headers", "--proxy-headers", "bool", True,
+           "Enable/disable X-Forwarded-Proto and X-Forwarded-For from trusted peers.", negatable=True),
+    Option("server_header", "--server-header", "bool", True, "Enable/disable the default Server header.", negatable=True),
+    Option("date_header", "--date-header", "bool", True, "Enable/disable the default Date header.", negatable=True),
+    Option("forwarded_allow_ips", "--forwarded-allow-ips", "str", None,
+           "Comma-separated IPs or networks to trust with proxy headers; '*' trusts all. "
+           "Defaults to $FORWARDED_ALLOW_IPS, or '127.0.0.1,::1'."),
+    Option("root_path", "--root-path", "str", "", "ASGI 'root_path' for apps mounted below a URL path."),
+    Option("limit_concurrency", "--limit-concurrency", "int", None, "Maximum concurrent connections or requests before 503."),
+    Option("backlog", "--backlog", "int", 2048, "Maximum number of connections to hold in backlog."),
+    Option("limit_max_requests", "--limit-max-requests", "int", None, "Recycle a worker after this many requests."),
+    Option("limit_max_requests_jitter", "--limit-max-requests-jitter", "int", 0,
+           "Each worker's request limit is drawn in N..N+jitter."),
+    Option("timeout_keep_alive", "--timeout-keep-alive", "float", 5.0, "Close idle keep-alive connections after this (s)."),
+    Option("timeout_graceful_shutdown", "--timeout-graceful-shutdown", "float", None,
+           "Maximum time to wait for graceful shutdown (s)."),
+    Option("timeout_worker_healthcheck", "--timeout-worker-healthcheck", "float", 30.0,
+           "Replace a worker whose event loop has not answered this long (s). uvicorn: 5."),
+    Option("ssl_keyfile", "--ssl-keyfile", "str", None, "SSL key file.", refused=_NOT_BUILT_TLS),
+    Option("ssl_certfile", "--ssl-certfile", "str", None, "SSL certificate file.", refused=_NOT_BUILT_TLS),
+    Option("ssl_keyfile_password", "--ssl-keyfile-password", "str", None, "SSL keyfile password.", refused=_NOT_BUILT_TLS),
+    Option("ssl_version", "--ssl-version", "int", 17, "SSL version.", refused=_NOT_BUILT_TLS),
+    Option("ssl_cert_reqs", "--ssl-cert-reqs", "int", 0, "Client certificate requirement.", refused=_NOT_BUILT_TLS),
+    Option("ssl_ca_certs", "--ssl-ca-certs", "str", None, "CA certificates file.", refused=_NOT_BUILT_TLS),
+    Option("ssl_ciphers", "--ssl-ciphers", "str", "TLSv1", "Ciphers to use.", refused=_NOT_BUILT_TLS),
+    Option("headers", "--header", "list", None, "Default response header as name:value (repeatable).", metavar="NAME:VALUE"),
+    Option("app_dir", "--app-dir", "str", "", "Look for APP in this directory (added to sys.path). [default: .]"),
+    Option("h11_max_incomplete_event_size", "--h11-max-incomplete-event-size", "int", None,
+           "Maximum size of an incomplete request head (same as --limit-request-head)."),
+    Option("reset_contextvars", "--reset-contextvars", "flag", False, "Run each request in a fresh contextvars.Context."),
+    Option("factory", "--factory", "flag", False, "Treat APP as an application factory: a () -> ASGI app callable."),
+    # Pronghorn's own.
+    Option("timeout_header_read", "--timeout-header-read", "float", 10.0,
+           "Maximum time to receive a request head (s); slower clients get 408."),
+    Option("limit_request_line", "--limit-request-line", "int", 8192, "Maximum request line length; longer gets 414."),
+    Option("limit_request_head", "--limit-request-head", "int", 65536, "Maximum request head size; larger gets 431."),
+    Option("limit_request_fields", "--limit-request-fields", "int", 100, "Maximum number of request headers; more gets 431."),
+    Option("preload", "--preload", "flag", False, "Import the app in the parent before forking workers (copy-on-write)."),
+    Option("limit_worker_memory", "--limit-worker-memory", "int", None, "Recycle a worker whose RSS passes this many MiB."),
+    Option("worker_lifetime", "--worker-lifetime", "float", None, "Recycle a worker after this many seconds."),
+    Option("reuse_port", "--reuse-port", "flag", False, "Give each worker its own SO_REUSEPORT socket.",
+           refused="--reuse-port is not built yet"),
+    Option("pid_file", "--pid-file", "str", None, "Write the server's PID to this file.", metavar="PATH"),
+)
+
+OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
+
+
+@dataclass
+class Config:
+    """The server's configuration; `pronghorn.Config(app, **options)` mirrors uvicorn.Config."""
+
+    app: Any
+    host: str = "127.0.0.1"
+    port: int = 8000
+    uds: str | None = None
+    fd: int | None = None
+    reload: bool = False
+    reload_dirs: list[str] | None = None
+    reload_includes: list[str] | None = None
+    reload_excludes: list[str] | None = None
+    reload_delay: float = 0.25
+    workers: int | None = None
+    loop: str = "auto"
+    http: str = "auto"
+    http2: bool = False
+    ws: str = "auto"
+    ws_max_size: int = 16777216
+    ws_max_queue: int = 32
+    ws_ping_interval: float = 20.0
+    ws_ping_timeout: float = 20.0
+    ws_per_message_deflate: str = "True"
+    lifespan: str = "auto"
+    interface: str = "auto"
+    env_file: str | None = None
+    log_config: Any = None
+    log_level: str | int = "info"
+    access_log: bool = True
+    use_colors: bool | None = None
+    proxy_headers: bool = True
+    server_header: bool = True
+    date_header: bool = True
+    forwarded_allow_ips: str | list[str] | None = None
+    root_path: str = ""
+    limit_concurrency: int | None = None
+    backlog: int = 2048
+    limit_max_requests: int | None = None
+    limit_max_requests_jitter: int = 0
+    timeout_keep_alive: float = 5.0
+    timeout_graceful_shutdown: float | None = None
+    timeout_worker_healthcheck: float = 30.0
+    ssl_keyfile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile_password: str | None = None
+    ssl_version: int = 17
+    ssl_cert_reqs: int = 0
+    ssl_ca_certs: str | None = None
+    ssl_ciphers: str = "TLSv1"
+    headers: list[Any] | None = None
+    app_dir: str = ""
+    h11_max_incomplete_event_size: int | None = None
+    reset_contextvars: bool = False
+    factory: bool = False
+    timeout_header_read: float = 10.0
+    limit_request_line: int = 8192
+    limit_request_head: int = 65536
+    limit_request_fields: int = 100
+    preload: bool = False
+    limit_worker_memory: int | None = None
+    worker_lifetime: float | None = None
+    reuse_port: bool = False
+    pid_file: str | None = None
+    # Set by validate(): parsed --header values.
+    header_pairs: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def supervised(self) -> bool:
+        """A parent process is needed for several workers, reload, or recycling."""
+        return (
+            (self.workers or 1) > 1
+            or self.reload
+            or bool(self.limit_max_requests)
+            or bool(self.limit_worker_memory)
+            or bool(self.worker_lifetime)
+        )
+
+    def validate(self) -> "Config":
+        """Checks ranges, conflicts and files; raises ConfigError with one line."""
+        for o in OPTIONS:
+            value = getattr(self, o.name)
+            if o.refused and value != o.default and value not in (None, False):
+                raise ConfigError(f"{o.flag}: {o.refused}")
+        if self.ws not in ("auto", "none"):
+            raise ConfigError(f"--ws {self.ws}: {_NOT_BUILT_WS}")
+        if self.interface == "wsgi":
+            raise ConfigError("--interface wsgi: WSGI apps are not supported yet")
+        if self.workers is None:
+            env = os.environ.get("WEB_CONCURRENCY", "")
+            try:
+                self.workers = int(env) if env else 1
+            except ValueError:
+                raise ConfigError(f"WEB_CONCURRENCY must be a whole number, not {env!r}") from None
+        _at_least("--workers", self.workers, 1)
+        _in_range("--port", self.port, 0, 65535)
+        _at_least("--backlog", self.backlog, 1)
+        _at_least("--timeout-keep-alive", self.timeout_keep_alive, 0)
+        _at_least("--timeout-header-read", self.timeout_header_read, 0.001)
+        _at_least("--timeout-worker-healthcheck", self.timeout_worker_healthcheck, 0.1)
+        _at_least("--reload-delay", self.reload_delay, 0)
+        _at_least("--limit-request-line", self.limit_request_line, 16)
+        _at_least("--limit-request-fields", self.limit_request_fields, 1)
+        _at_least("--limit-max-requests-jitter", self.limit_max_requests_jitter, 0)
+        for name in ("limit_concurrency", "limit_max_requests", "limit_worker_memory", "h11_max_incomplete_event_size"):
+            if getattr(self, name) is not None:
+                _at_least(OPTIONS_BY_NAME[name].flag, getattr(self, name), 1)
+        for name in ("timeout_graceful_shutdown", "worker_lifetime"):
+            if getattr(self, name) is not None:
+                _at_least(OPTIONS_BY_NAME[name].flag, getattr(self, name), 0)
+        if self.h11_max_incomplete_event_size is not None:
+            self.limit_request_head = self.h11_max_incomplete_event_size
+        if self.limit_request_head < self.limit_request_line:
+            raise ConfigError("--limit-request-head must be at least --limit-request-line")
+        if self.uds and self.fd is not None:
+            raise ConfigError("--uds and --fd cannot be used together")
+        if self.preload and self.reload:
+            raise ConfigError("--preload and --reload cannot be used together: reload must import the app afresh")
+        if self.fd is not None and self.fd < 0:
+            raise ConfigError("--fd must be a file descriptor number (0 or more)")
+        if isinstance(self.log_level, str) and self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
+        for path_option in ("env_file", "log_config"):
+            path = getattr(self, path_option)
+            if isinstance(path, str) and not os.access(path, os.R_OK):
+                flag = OPTIONS_BY_NAME[path_option].flag
+                raise ConfigError(f"{flag}: cannot read {path!r}: {_why_unreadable(path)}")
+        if self.app_dir and not os.path.isdir(self.app_dir):
+            raise ConfigError(f"--app-dir: {self.app_dir!r} is not a directory")
+        for d in self.reload_dirs or ():
+            if not os.path.isdir(d):
+                raise ConfigError(f"--reload-dir: {d!r} is not a directory")
+        self.header_pairs = [_parse_header(h) for h in self.headers or ()]
+        return self
+
+
+def _why_unreadable(path: str) -> str:
+    if not os.path.exists(path):
+        return "no such file"
+    return "permission denied"
+
+
+def _at_least(flag: str, value: float, low: float) -> None:
+    if value < low:
+        raise ConfigError(f"{flag} must be at least {low:g}, not {value:g}")
+
+
+def _in_range(flag: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise ConfigError(f"{flag} must be between {low} and {high}, not {value}")
+
+
+def _parse_header(value: Any) -> tuple[str, str]:
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        name, val = str(value[0]), str(value[1])
+    else:
+        name, sep, val = str(value).partition(":")
+        if not sep:
+            raise ConfigError(f"--header {value!r}: expected name:value")
+    name, val = name.strip(), val.strip()
+    if not name or any(c in name for c in " \t\r\n:()<>@,;\\\"/[]?={}") or any(c in val for c in "\r\n\0"):
+        raise ConfigError(f"--header {value!r}: not a valid header")
+    return name, val
+
+
+def config_fields() -> set[str]:
+    return {f.name for f in fields(Config)} - {"header_pairs"}
+
+
+BOOL_WORDS: dict[str, bool] = {
+    "1": True, "true": True, "yes": True, "on": True,
+    "0": False, "false": False, "no": False, "off": False,
+}
+
+CONVERTERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}

@@ -1,0 +1,395 @@
+"""Serving: load the app, run lifespan, hand sockets to the C++ engine, wait
+for a shutdown signal; or, for several workers, hand over to the C++
+supervisor. Runs once per process; everything per request is in _core."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import json
+import logging
+import logging.config
+import os
+import signal
+import sys
+import traceback
+from typing import Any
+
+from pronghorn import _logging
+from pronghorn.config import Config, ConfigError
+
+EXIT_OK = 0
+EXIT_IMPORT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_STARTUP_FAILURE = 3
+
+
+class ImportFromStringError(Exception):
+    pass
+
+
+def import_from_string(import_str: Any) -> Any:
+    if not isinstance(import_str, str):
+        return import_str
+    module_str, _, attrs_str = import_str.partition(":")
+    if not module_str or not attrs_str:
+        raise ImportFromStringError(f'Import string "{import_str}" must be in format "<module>:<attribute>".')
+    try:
+        module = importlib.import_module(module_str)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_str:
+            raise
+        raise ImportFromStringError(f'Could not import module "{module_str}".') from None
+    instance: Any = module
+    try:
+        for attr in attrs_str.split("."):
+            instance = getattr(instance, attr)
+    except AttributeError:
+        raise ImportFromStringError(f'Attribute "{attrs_str}" not found in module "{module_str}".') from None
+    return instance
+
+
+class ASGI2Middleware:
+    """Runs an ASGI 2 app (scope -> instance; await instance(receive, send))."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        instance = self.app(scope)
+        await instance(receive, send)
+
+
+def _is_asgi3(app: Any) -> bool:
+    if inspect.isclass(app):
+        return hasattr(app, "__await__")
+    if inspect.isfunction(app):
+        return asyncio.iscoroutinefunction(app)
+    return asyncio.iscoroutinefunction(getattr(app, "__call__", None))
+
+
+def load_app(config: Config, logger) -> Any:
+    """Returns the ASGI app or exits with code 1, as uvicorn does."""
+    sys.path.insert(0, os.path.abspath(config.app_dir or "."))
+    try:
+        app = import_from_string(config.app)
+    except ImportFromStringError as exc:
+        logger.error("Error loading ASGI app. %s", exc)
+        sys.exit(EXIT_IMPORT_ERROR)
+    except BaseException:
+        traceback.print_exc()
+        sys.exit(EXIT_IMPORT_ERROR)
+    if config.factory:
+        try:
+            app = app()
+        except TypeError as exc:
+            logger.error("Error loading ASGI app factory: %s", exc)
+            sys.exit(EXIT_IMPORT_ERROR)
+    interface = config.interface
+    if interface == "auto":
+        interface = "asgi3" if _is_asgi3(app) else "asgi2"
+    if interface == "asgi2":
+        app = ASGI2Middleware(app)
+    return app
+
+
+def configure_logging(config: Config) -> logging.Logger:
+    """The default uvicorn-style handlers, then the user's --log-config on top."""
+    level = config.log_level if isinstance(config.log_level, str) else logging.getLevelName(config.log_level).lower()
+    logger = _logging.configure(level if level in _logging.LEVELS else "info", config.use_colors)
+    log_config = config.log_config
+    if log_config is None:
+        return logger
+    try:
+        if isinstance(log_config, dict):
+            logging.config.dictConfig(log_config)
+        elif str(log_config).endswith(".json"):
+            with open(log_config) as f:
+                logging.config.dictConfig(json.load(f))
+        elif str(log_config).endswith((".yaml", ".yml")):
+            try:
+                import yaml
+            except ImportError:
+                raise ConfigError("--log-config: YAML files need PyYAML (pip install pyyaml)") from None
+            with open(log_config) as f:
+                logging.config.dictConfig(yaml.safe_load(f))
+        else:
+            logging.config.fileConfig(log_config, disable_existing_loggers=False)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"--log-config {log_config}: {type(exc).__name__}: {exc}".replace("\n", " ")) from None
+    return logging.getLogger("pronghorn.error")
+
+
+def load_env_file(config: Config) -> None:
+    if not config.env_file:
+        return
+    try:
+        from dotenv import load_dotenv
+    except ImportError:
+        raise ConfigError("--env-file needs python-dotenv (pip install python-dotenv)") from None
+    load_dotenv(dotenv_path=config.env_file, override=True)
+
+
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    if kind in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if kind == "uvloop":
+                raise
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def _url(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+class Worker:
+    """One serving process: the engine inside one asyncio loop."""
+
+    def __init__(self, config: Config, app: Any, logger, control_fd: int = -1, max_requests: int = 0) -> None:
+        self.config = config
+        self.app = app
+        self.logger = logger
+        self.control_fd = control_fd
+        self.max_requests = max_requests
+        self.stop_event: asyncio.Event | None = None
+        self.force_exit = False
+
+    def _on_signal(self) -> None:
+        if self.stop_event is not None and self.stop_event.is_set():
+            self.force_exit = True
+        if self.stop_event is not None:
+            self.stop_event.set()
+
+    async def serve(self) -> int:
+        from pronghorn import _core
+        from pronghorn._lifespan import Lifespan
+
+        config, logger = self.config, self.logger
+        loop = asyncio.get_running_loop()
+        self.stop_event = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal)
+        logger.info("Started server process [%d]", os.getpid())
+
+        state: dict = {}
+        lifespan = Lifespan(self.app, config.lifespan, logger, state) if config.lifespan != "off" else None
+        if lifespan is not None and not await lifespan.startup():
+            return EXIT_STARTUP_FAILURE
+
+        forwarded = config.forwarded_allow_ips
+        if forwarded is None:
+            forwarded = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+        elif isinstance(forwarded, (list, tuple)):
+            forwarded = ",".join(forwarded)
+        server = _core.Server(
+            self.app,
+            loop,
+            logger,
+            state=state,
+            root_path=config.root_path,
+            proxy_headers=config.proxy_headers,
+            forwarded_allow_ips=forwarded,
+            timeout_keep_alive=config.timeout_keep_alive,
+            timeout_header_read=config.timeout_header_read,
+            limit_concurrency=config.limit_concurrency or 0,
+            server_header=config.server_header,
+            date_header=config.date_header,
+            headers=config.header_pairs,
+            access_log=config.access_log and logging.getLogger("pronghorn.access").isEnabledFor(logging.INFO),
+            access_logger=logging.getLogger("pronghorn.access") if config.log_config else None,
+            access_log_colours=sys.stdout.isatty() if config.use_colors is None else config.use_colors,
+            limit_request_line=config.limit_request_line,
+            limit_request_head=config.limit_request_head,
+            limit_request_fields=config.limit_request_fields,
+            reset_contextvars=config.reset_contextvars,
+            control_fd=self.control_fd,
+            max_requests=self.max_requests,
+        )
+        try:
+            if config.fd is not None:
+                where = server.listen_fd(config.fd)
+                message = f"Pronghorn running on socket {where} (Press CTRL+C to quit)"
+            elif config.uds:
+                server.listen_unix(config.uds, config.backlog)
+                message = f"Pronghorn running on unix socket {config.uds} (Press CTRL+C to quit)"
+            else:
+                host, port = server.listen_tcp(config.host, config.port, config.backlog)
+                message = f"Pronghorn running on {_url(config.host, port)} (Press CTRL+C to quit)"
+        except OSError:
+            # The engine logged the failing call with its errno.
+            if lifespan is not None:
+                await lifespan.shutdown()
+            return EXIT_IMPORT_ERROR
+        server.start()
+        if self.control_fd >= 0:
+            server.notify_ready()
+        else:
+            logger.info(message)
+            _core.sd_notify("READY=1\nSTATUS=serving")
+
+        await self.stop_event.wait()
+        if self.control_fd < 0:
+            _core.sd_notify("STOPPING=1")
+        logger.info("Shutting down")
+        server.begin_shutdown()
+        await self._drain(server)
+        server.stop()
+        server.close_all()
+        if lifespan is not None and not self.force_exit:
+            await lifespan.shutdown()
+        logger.info("Finished server process [%d]", os.getpid())
+        return EXIT_OK
+
+    async def _drain(self, server) -> None:
+        """Waits for open connections and running tasks, within the graceful timeout."""
+        loop = asyncio.get_running_loop()
+        timeout = self.config.timeout_graceful_shutdown
+        deadline = None if timeout is None else loop.time() + timeout
+        said_connections = said_tasks = False
+        while not self.force_exit:
+            connections, tasks = server.connection_count, server.tasks
+            if connections == 0 and not tasks:
+                return
+            if connections and not said_connections:
+                self.logger.info("Waiting for connections to close. (CTRL+C to force quit)")
+                said_connections = True
+            elif not connections and tasks and not said_tasks:
+                self.logger.info("Waiting for background tasks to complete. (CTRL+C to force quit)")
+                said_tasks = True
+            if deadline is not None and loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        tasks = server.tasks
+        if tasks:
+            self.logger.error(
+                "Cancel %d running task(s), timeout graceful shutdown exceeded" % len(tasks)
+                if not self.force_exit
+                else "Cancel %d running task(s) on forced exit" % len(tasks)
+            )
+            server.close_all()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def run_worker(config: Config, logger, app: Any = None, control_fd: int = -1, max_requests: int = 0) -> int:
+    """Runs one worker in this process; returns the exit code."""
+    if control_fd >= 0:
+        import faulthandler
+
+        # The supervisor sends SIGUSR2 when this worker's loop stops answering:
+        # the dump shows which line blocked it.
+        faulthandler.register(signal.SIGUSR2, file=sys.stderr, all_threads=True)
+        signal.signal(signal.SIGUSR1, lambda *_: _logging.reopen_files())
+    if app is None:
+        app = load_app(config, logger)
+    loop = new_event_loop(config.loop)
+    asyncio.set_event_loop(loop)
+    worker = Worker(config, app, logger, control_fd, max_requests)
+    try:
+        return loop.run_until_complete(worker.serve())
+    finally:
+        loop.close()
+
+
+def _bind(config: Config, logger) -> str:
+    """Binds the listening socket in the parent; sets config.fd. Returns the log line."""
+    from pronghorn import _core
+
+    if config.fd is not None:
+        return f"Pronghorn running on socket fd {config.fd} (Press CTRL+C to quit)"
+    if config.uds:
+        config.fd = _core.bind_unix(config.uds, config.backlog)
+        return f"Pronghorn running on unix socket {config.uds} (Press CTRL+C to quit)"
+    fd, _host, port = _core.bind_tcp(config.host, config.port, config.backlog)
+    config.fd = fd
+    return f"Pronghorn running on {_url(config.host, port)} (Press CTRL+C to quit)"
+
+
+SD_LISTEN_FDS_START = 3
+
+
+def _systemd_socket(config: Config) -> None:
+    """Socket activation: serve the socket systemd passed (LISTEN_FDS/LISTEN_PID)."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return
+    count = int(os.environ.get("LISTEN_FDS", "0") or 0)
+    # Not for the workers or the app's own subprocesses.
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    if count >= 1 and config.fd is None and not config.uds:
+        config.fd = SD_LISTEN_FDS_START
+
+
+def run(config: Config) -> int:
+    """Serves `config`: in this process, or as a supervisor of worker processes.
+
+    Raises ConfigError for a bad configuration (the caller prints one line)."""
+    config.validate()
+    load_env_file(config)
+    logger = configure_logging(config)
+    from pronghorn import _core
+
+    if config.log_config is not None:
+        _core.set_log_sink(_engine_log_sink)
+    _systemd_socket(config)
+
+    _core.set_log_level(logger.getEffectiveLevel())
+    if not config.supervised:
+        if config.pid_file:
+            with open(config.pid_file, "w") as f:
+                f.write(f"{os.getpid()}\n")
+        try:
+            return run_worker(config, logger)
+        finally:
+            if config.pid_file and os.path.exists(config.pid_file):
+                os.unlink(config.pid_file)
+    try:
+        message = _bind(config, logger)
+    except OSError:
+        return EXIT_IMPORT_ERROR
+    logger.info(message)
+    app = load_app(config, logger) if config.preload else None
+    graceful = config.timeout_graceful_shutdown
+    reload_dirs = [os.path.abspath(d) for d in (config.reload_dirs or [os.getcwd()])]
+    if config.reload:
+        logger.info("Will watch for changes in these directories: %s", sorted(reload_dirs))
+    result = _core.supervise(
+        config.workers,
+        reload=config.reload,
+        reload_dirs=reload_dirs,
+        reload_includes=list(config.reload_includes or ["*.py"]),
+        reload_excludes=list(config.reload_excludes or [".*", ".py[cod]", ".sw.*", "~*"]),
+        reload_delay=config.reload_delay,
+        timeout_worker_healthcheck=config.timeout_worker_healthcheck,
+        timeout_graceful_shutdown=-1.0 if graceful is None else graceful,
+        limit_max_requests=config.limit_max_requests or 0,
+        limit_max_requests_jitter=config.limit_max_requests_jitter,
+        limit_worker_memory=config.limit_worker_memory or 0,
+        worker_lifetime=config.worker_lifetime or 0.0,
+        pid_file=config.pid_file or "",
+    )
+    if isinstance(result, int):
+        if config.uds and os.path.exists(config.uds):
+            os.unlink(config.uds)
+        return result
+    control_fd, max_requests = result
+    return run_worker(config, logger, app, control_fd, max_requests)
+
+
+
+
+_ENGINE_LEVELS = {5: 5, 10: logging.DEBUG, 20: logging.INFO, 30: logging.WARNING, 40: logging.ERROR, 50: logging.CRITICAL}
+
+
+def _engine_log_sink(level: int, message: str) -> None:
+    """The engine's own log lines, through the user's logging configuration."""
+    logging.getLogger("pronghorn.error").log(_ENGINE_LEVELS.get(level, level), message)
