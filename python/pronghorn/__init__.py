@@ -17,7 +17,14 @@ def run(app: Any, **kwargs: Any) -> None:
     Takes the options of the command line as keyword arguments (workers=4,
     port=8000, ...) or a ready `config=Config(...)`. Exits the process with
     the server's exit code; bad configuration is one line and exit code 2."""
-    from pronghorn.cli import serve
+    import difflib
 
+    from pronghorn.cli import fail, serve
+    from pronghorn.config import config_fields
+
+    for key in kwargs:
+        if key != "config" and key not in config_fields():
+            close = difflib.get_close_matches(key, sorted(config_fields()), n=1)
+            fail(f"no such option: {key}" + (f" (did you mean {close[0]}?)" if close else ""))
     config = kwargs.pop("config", None) or Config(app, **kwargs)
     serve(config)
