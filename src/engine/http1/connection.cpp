@@ -221,7 +221,7 @@ void Connection::begin_exchange(size_t head_len) {
     response_ = ResponseState::Started;
     if (server_.config().access_log) write_access_log(503);
     iovec iov{head_buf_.data(), head_buf_.size()};
-    send_iov(&iov, 1);
+    if (!send_iov(&iov, 1)) return;
     finish_response();
     return;
   }
@@ -264,9 +264,11 @@ void Connection::finish_response() {
       begin_close(false);
       return;
     }
-    // The app did not read the whole body: read and drop the rest.
+    // The app did not read the whole body: read and drop the rest, within the
+    // header timeout, so that a client that never sends it cannot hold us.
     discard_body_ = true;
     body_buf_.clear();
+    set_deadline(Deadline::Header, server_.config().header_timeout_ms);
   } else {
     end_exchange();
   }
@@ -462,7 +464,9 @@ void Connection::close_when_idle() {
 void Connection::reject(const ParseError &error) {
   log(LogLevel::Warning, "Invalid HTTP request received from %s:%d: %s (%d)", peer_.is_unix ? "unix" : peer_.host.c_str(),
       peer_.port, error.reason, error.status);
-  bool started = response_ != ResponseState::NotStarted;
+  // Between exchanges response_ still says Done from the previous one: only a
+  // response of the current exchange counts as started.
+  bool started = phase_ == Phase::Active && response_ != ResponseState::NotStarted;
   if (phase_ == Phase::Active && response_ != ResponseState::Done) {
     server_.request_finished();
     response_ = ResponseState::Done;
