@@ -245,6 +245,8 @@ class Worker:
         server.close_all()
         if lifespan is not None and not self.force_exit:
             await lifespan.shutdown()
+        if config.uds and self.control_fd < 0 and os.path.exists(config.uds):
+            os.unlink(config.uds)
         logger.info("Finished server process [%d]", os.getpid())
         return EXIT_OK
 

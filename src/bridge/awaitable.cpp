@@ -90,7 +90,9 @@ PyObject *ready_throw(PyObject *, PyObject *args) {
   return nullptr;
 }
 
-PyObject *ready_close(PyObject *, PyObject *) { Py_RETURN_NONE; }
+PyObject *ready_close(PyObject *, PyObject *) {
+  Py_RETURN_NONE;
+}
 
 PyMethodDef ready_methods[] = {
     {"send", ready_send_method, METH_O, nullptr},

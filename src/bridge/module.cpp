@@ -16,7 +16,9 @@ Names names;
 
 namespace {
 
-PyObject *intern(const char *s) { return PyUnicode_InternFromString(s); }
+PyObject *intern(const char *s) {
+  return PyUnicode_InternFromString(s);
+}
 
 // Header names repeat across requests: keep one bytes object per name, up to
 // a bound so that a client sending random names cannot grow it forever.
@@ -59,7 +61,8 @@ PyObject *decode_path(std::string_view prefix, std::string_view raw) {
 }
 
 PyObject *method_object(std::string_view method) {
-  static const char *const kMethods[] = {"GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE"};
+  static const char *const kMethods[] = {"GET",     "POST",  "PUT",     "DELETE", "HEAD",
+                                         "OPTIONS", "PATCH", "CONNECT", "TRACE"};
   for (int i = 0; i < 9; ++i)
     if (method == kMethods[i]) return Py_NewRef(names.methods[i]);
   return PyUnicode_DecodeLatin1(method.data(), static_cast<Py_ssize_t>(method.size()), nullptr);
@@ -139,7 +142,8 @@ bool init_names() {
   I(error, "error")
   I(exc_info, "exc_info")
 #undef I
-  static const char *const kMethods[] = {"GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE"};
+  static const char *const kMethods[] = {"GET",     "POST",  "PUT",     "DELETE", "HEAD",
+                                         "OPTIONS", "PATCH", "CONNECT", "TRACE"};
   for (int i = 0; i < 9; ++i)
     if ((names.methods[i] = intern(kMethods[i])) == nullptr) return false;
   names.empty_bytes = PyBytes_FromStringAndSize("", 0);
@@ -234,8 +238,10 @@ PyObject *AppServer::build_scope(http1::Connection &conn, const http1::RequestHe
     Py_ssize_t i = 0;
     for (const http1::Header &h : head.headers) {
       if (proxy_headers) {
-        if (h.name == "x-forwarded-for") forwarded_for = h.value;
-        else if (h.name == "x-forwarded-proto") forwarded_proto = h.value;
+        if (h.name == "x-forwarded-for")
+          forwarded_for = h.value;
+        else if (h.name == "x-forwarded-proto")
+          forwarded_proto = h.value;
       }
       PyObject *name = header_name(h.name);
       PyObject *value = PyBytes_FromStringAndSize(h.value.data(), static_cast<Py_ssize_t>(h.value.size()));
@@ -480,7 +486,8 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
   if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|$OspsddnppOppnnnpiKO", const_cast<char **>(kwlist), &app, &loop,
                                    &logger, &state, &root_path, &proxy_headers, &forwarded, &keep_alive, &header_read,
                                    &limit_concurrency, &server_header, &date_header, &headers, &access_log, &colours,
-                                   &limit_line, &limit_head, &limit_fields, &reset_ctx, &control_fd, &max_requests, &access_logger))
+                                   &limit_line, &limit_head, &limit_fields, &reset_ctx, &control_fd, &max_requests,
+                                   &access_logger))
     return -1;
   if (self->server != nullptr) {
     PyErr_SetString(PyExc_RuntimeError, "Server already initialised");
@@ -755,7 +762,8 @@ PyObject *set_sink(PyObject *, PyObject *arg) {
 }
 
 PyMethodDef module_methods[] = {
-    {"set_log_sink", set_sink, METH_O, "Route the engine's log lines to a callable(level, message), or None for stderr."},
+    {"set_log_sink", set_sink, METH_O,
+     "Route the engine's log lines to a callable(level, message), or None for stderr."},
     {"set_log_level", set_level, METH_O, "Set the engine's log level (a logging module level number)."},
     {"supervise", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(py_supervise)),
      METH_VARARGS | METH_KEYWORDS, "Run the supervisor: returns the exit code in the parent, (fd, limit) in a worker."},
@@ -766,8 +774,15 @@ PyMethodDef module_methods[] = {
 };
 
 PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "_core", "Pronghorn's C++ engine and ASGI bridge.", -1, module_methods,
-    nullptr, nullptr, nullptr, nullptr,
+    PyModuleDef_HEAD_INIT,
+    "_core",
+    "Pronghorn's C++ engine and ASGI bridge.",
+    -1,
+    module_methods,
+    nullptr,
+    nullptr,
+    nullptr,
+    nullptr,
 };
 
 }  // namespace

@@ -39,7 +39,9 @@ struct RequestObject {
   bool body_delivered;  // the last http.request message (more_body False) was returned
 };
 
-PyObject *disconnect_message() { return PyDict_Copy(names.disconnect_message); }
+PyObject *disconnect_message() {
+  return PyDict_Copy(names.disconnect_message);
+}
 
 // Builds the next http.request message from the connection's body buffer.
 PyObject *body_message(RequestObject *self) {
@@ -214,14 +216,11 @@ bool parse_headers(PyObject *headers, http1::HeaderList &out) {
 
 PyObject *finish_write(RequestObject *self, http1::WriteStatus status) {
   switch (status) {
-    case http1::WriteStatus::Ok:
-      return ready_none();
+    case http1::WriteStatus::Ok: return ready_none();
     case http1::WriteStatus::Blocked:
       if (self->conn == nullptr) return ready_none();
       return new_waiter(self, self->send_waiter);
-    case http1::WriteStatus::Closed:
-      self->disconnected = true;
-      return raise_disconnected();
+    case http1::WriteStatus::Closed: self->disconnected = true; return raise_disconnected();
     case http1::WriteStatus::TooLong:
       PyErr_SetString(PyExc_RuntimeError, "Response content longer than Content-Length");
       return nullptr;

@@ -8,9 +8,15 @@ namespace pronghorn::bridge {
 
 namespace {
 
-void before_fork() { PyOS_BeforeFork(); }
-void after_fork_parent() { PyOS_AfterFork_Parent(); }
-void after_fork_child() { PyOS_AfterFork_Child(); }
+void before_fork() {
+  PyOS_BeforeFork();
+}
+void after_fork_parent() {
+  PyOS_AfterFork_Parent();
+}
+void after_fork_child() {
+  PyOS_AfterFork_Child();
+}
 
 bool string_list(PyObject *list, std::vector<std::string> &out) {
   if (list == nullptr || list == Py_None) return true;
@@ -33,10 +39,20 @@ bool string_list(PyObject *list, std::vector<std::string> &out) {
 // supervise(workers, ...) -> int in the parent (its exit code, once every
 // worker is gone), or (control_fd, max_requests) in a forked worker.
 PyObject *py_supervise(PyObject *, PyObject *args, PyObject *kwargs) {
-  static const char *kwlist[] = {"workers",         "timeout_worker_healthcheck", "timeout_graceful_shutdown",
-                                 "limit_max_requests", "limit_max_requests_jitter", "limit_worker_memory",
-                                 "worker_lifetime", "pid_file", "reload", "reload_dirs", "reload_includes",
-                                 "reload_excludes", "reload_delay", nullptr};
+  static const char *kwlist[] = {"workers",
+                                 "timeout_worker_healthcheck",
+                                 "timeout_graceful_shutdown",
+                                 "limit_max_requests",
+                                 "limit_max_requests_jitter",
+                                 "limit_worker_memory",
+                                 "worker_lifetime",
+                                 "pid_file",
+                                 "reload",
+                                 "reload_dirs",
+                                 "reload_includes",
+                                 "reload_excludes",
+                                 "reload_delay",
+                                 nullptr};
   supervisor::Options options;
   unsigned long long max_requests = 0, jitter = 0, memory = 0;
   const char *pid_file = "";
@@ -44,8 +60,8 @@ PyObject *py_supervise(PyObject *, PyObject *args, PyObject *kwargs) {
   PyObject *dirs = nullptr, *includes = nullptr, *excludes = nullptr;
   if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i|$ddKKKdspOOOd", const_cast<char **>(kwlist), &options.workers,
                                    &options.healthcheck_timeout_s, &options.graceful_timeout_s, &max_requests, &jitter,
-                                   &memory, &options.worker_lifetime_s, &pid_file, &reload, &dirs, &includes,
-                                   &excludes, &options.reload_delay_s))
+                                   &memory, &options.worker_lifetime_s, &pid_file, &reload, &dirs, &includes, &excludes,
+                                   &options.reload_delay_s))
     return nullptr;
   options.reload = reload;
   if (!string_list(dirs, options.reload_dirs) || !string_list(includes, options.reload_includes) ||

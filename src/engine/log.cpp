@@ -41,9 +41,15 @@ void vlog(LogLevel level, int err, const char *fmt, va_list ap) {
 
 }  // namespace
 
-void set_log_level(LogLevel level) { g_level = level; }
-bool log_enabled(LogLevel level) { return level >= g_level; }
-void set_log_sink(LogSink sink) { g_sink = sink; }
+void set_log_level(LogLevel level) {
+  g_level = level;
+}
+bool log_enabled(LogLevel level) {
+  return level >= g_level;
+}
+void set_log_sink(LogSink sink) {
+  g_sink = sink;
+}
 
 void log(LogLevel level, const char *fmt, ...) {
   if (!log_enabled(level)) return;

@@ -1,9 +1,9 @@
 #include "engine/server.h"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -119,8 +119,10 @@ void Server::adopt(int fd, const sockaddr_storage &addr, socklen_t len, const So
 }
 
 void Server::retire(http1::Connection *conn) {
-  if (conn->prev != nullptr) conn->prev->next = conn->next;
-  else connections_ = conn->next;
+  if (conn->prev != nullptr)
+    conn->prev->next = conn->next;
+  else
+    connections_ = conn->next;
   if (conn->next != nullptr) conn->next->prev = conn->prev;
   conn->prev = conn->next = nullptr;
   --connection_count_;

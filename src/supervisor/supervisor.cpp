@@ -4,10 +4,10 @@
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <signal.h>
-#include <sys/inotify.h>
-#include <sys/stat.h>
 #include <sys/epoll.h>
+#include <sys/inotify.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -31,7 +31,7 @@ namespace {
 
 constexpr int kTickMs = 100;
 constexpr uint64_t kStackDumpGraceMs = 1000;  // between the stack dump and SIGKILL
-constexpr uint64_t kCrashWindowMs = 60000;     // crashes further apart do not add up
+constexpr uint64_t kCrashWindowMs = 60000;    // crashes further apart do not add up
 constexpr double kMaxBackoffS = 10.0;
 
 uint64_t now_ms() {
@@ -68,7 +68,8 @@ struct Worker {
 
 class Supervisor {
  public:
-  Supervisor(const Options &options, const ForkHooks &hooks) : opt_(options), hooks_(hooks), rng_(std::random_device{}()) {}
+  Supervisor(const Options &options, const ForkHooks &hooks)
+      : opt_(options), hooks_(hooks), rng_(std::random_device{}()) {}
   ~Supervisor() {
     for (Worker &w : workers_)
       if (w.fd >= 0) close(w.fd);
@@ -130,9 +131,9 @@ class Supervisor {
   bool announced_ready_ = false;
   int inotify_fd_ = -1;
   std::map<int, std::string> watches_;  // watch descriptor -> directory
-  uint64_t change_deadline_ms_ = 0;      // reload when reached (0: no change pending)
+  uint64_t change_deadline_ms_ = 0;     // reload when reached (0: no change pending)
   std::string changed_file_;
-  bool waiting_for_change_ = false;      // reload mode: workers failed to start
+  bool waiting_for_change_ = false;  // reload mode: workers failed to start
   Outcome child_;
 };
 
@@ -155,8 +156,7 @@ void Supervisor::notify_status(const char *prefix) {
 bool Supervisor::setup() {
   sigset_t mask;
   sigemptyset(&mask);
-  for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1})
-    sigaddset(&mask, sig);
+  for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1}) sigaddset(&mask, sig);
   if (sigprocmask(SIG_BLOCK, &mask, &old_mask_) < 0) {
     log_errno(LogLevel::Error, errno, "sigprocmask failed");
     return false;
@@ -213,7 +213,8 @@ void Supervisor::watch_tree(const std::string &dir) {
       continue;
     std::string path = dir + "/" + name;
     struct stat st {};
-    if (entry->d_type == DT_DIR || (entry->d_type == DT_UNKNOWN && lstat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)))
+    if (entry->d_type == DT_DIR ||
+        (entry->d_type == DT_UNKNOWN && lstat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)))
       watch_tree(path);
   }
   closedir(d);
@@ -395,7 +396,8 @@ void Supervisor::stop_all(const char *why) {
   for (Worker &w : workers_) {
     if (w.stopping) continue;
     w.stopping = true;
-    if (kill(w.pid, SIGTERM) < 0 && errno != ESRCH) log_errno(LogLevel::Error, errno, "kill(%d, SIGTERM) failed", w.pid);
+    if (kill(w.pid, SIGTERM) < 0 && errno != ESRCH)
+      log_errno(LogLevel::Error, errno, "kill(%d, SIGTERM) failed", w.pid);
   }
 }
 
@@ -428,8 +430,9 @@ void Supervisor::reap() {
     if (w == nullptr) continue;
     Worker gone = *w;
     if (gone.fd >= 0) {
-      // Read what it said last (a 'R' may be in the pipe).
+      // Read what it said last (a 'R' may be in the pipe). That may fork.
       on_control(*w);
+      if (in_child_) return;
       w = find(pid);
       gone = *w;
       epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, gone.fd, nullptr);
@@ -450,8 +453,8 @@ void Supervisor::reap() {
         // A replacement that could not start: keep the old worker serving.
         if (Worker *old = find(gone.replaces)) old->replacement_pending = false;
         if (reload_current_ == gone.replaces) {
-          log(LogLevel::Error, "Reload aborted: new worker [%d] failed to start (%s); the old workers keep serving", pid,
-              how.c_str());
+          log(LogLevel::Error, "Reload aborted: new worker [%d] failed to start (%s); the old workers keep serving",
+              pid, how.c_str());
           reload_current_ = 0;
           reload_queue_.clear();
         } else {
@@ -513,9 +516,7 @@ void Supervisor::on_control(Worker &w) {
     }
     for (ssize_t i = 0; i < n; ++i) {
       switch (buf[i]) {
-        case 'H':
-          w.heartbeat_ms = now_ms();
-          break;
+        case 'H': w.heartbeat_ms = now_ms(); break;
         case 'R': {
           w.ready = true;
           w.heartbeat_ms = now_ms();
@@ -545,8 +546,7 @@ void Supervisor::on_control(Worker &w) {
           recycle(w, "request limit");
           if (in_child_) return;
           break;
-        default:
-          break;
+        default: break;
       }
     }
   }
@@ -558,6 +558,7 @@ void Supervisor::on_signal() {
     switch (info.ssi_signo) {
       case SIGCHLD:
         reap();
+        if (in_child_) return;
         break;
       case SIGINT:
       case SIGTERM:
@@ -601,8 +602,7 @@ void Supervisor::on_signal() {
       case SIGUSR1:
         for (Worker &w : workers_) kill(w.pid, SIGUSR1);
         break;
-      default:
-        break;
+      default: break;
     }
   }
 }

@@ -26,8 +26,8 @@ struct Options {
   double graceful_timeout_s = -1;  // < 0: wait for workers as long as they take
   uint64_t max_requests = 0;       // 0: no limit
   uint64_t max_requests_jitter = 0;
-  uint64_t max_memory_mib = 0;     // 0: no limit (RSS, sampled every second)
-  double worker_lifetime_s = 0;    // 0: no limit
+  uint64_t max_memory_mib = 0;   // 0: no limit (RSS, sampled every second)
+  double worker_lifetime_s = 0;  // 0: no limit
   std::string pid_file;
   // Auto-reload: watch these directories with inotify; a change to a file
   // matching an include pattern and no exclude pattern (fnmatch on the file
@@ -50,9 +50,9 @@ enum class Role { Parent, Worker };
 
 struct Outcome {
   Role role = Role::Parent;
-  int exit_code = 0;           // Parent: the server's exit code
-  int control_fd = -1;         // Worker: write end of its control pipe
-  uint64_t max_requests = 0;   // Worker: its own drawn request limit (0: none)
+  int exit_code = 0;          // Parent: the server's exit code
+  int control_fd = -1;        // Worker: write end of its control pipe
+  uint64_t max_requests = 0;  // Worker: its own drawn request limit (0: none)
 };
 
 // Exit codes, as uvicorn's: 3 means a worker failed to start; do not respawn.

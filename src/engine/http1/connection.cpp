@@ -3,6 +3,7 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 
@@ -19,7 +20,10 @@ constexpr size_t kMaxIov = 16;
 
 Connection::Connection(Server &server, std::unique_ptr<ByteStream> stream, SocketAddress peer,
                        const SocketAddress *local)
-    : server_(server), stream_(std::move(stream)), peer_(std::move(peer)), local_(local),
+    : server_(server),
+      stream_(std::move(stream)),
+      peer_(std::move(peer)),
+      local_(local),
       parser_(server.config().limits) {}
 
 Connection::~Connection() {
@@ -42,20 +46,15 @@ void Connection::set_deadline(Deadline kind, uint64_t ms) {
 void Connection::on_tick(uint64_t now_ms) {
   if (closed_ || deadline_kind_ == Deadline::None || now_ms < deadline_ms_) return;
   switch (deadline_kind_) {
-    case Deadline::KeepAlive:
-      close_now(false);
-      break;
+    case Deadline::KeepAlive: close_now(false); break;
     case Deadline::Header:
       // A client that sends a head too slowly (slowloris) gets 408 and a close.
       log(LogLevel::Debug, "%s:%d - request head not received within the timeout", peer_.host.c_str(), peer_.port);
       reject({408, "request head timeout"});
       break;
     case Deadline::Linger:
-    case Deadline::Write:
-      close_now(false);
-      break;
-    case Deadline::None:
-      break;
+    case Deadline::Write: close_now(false); break;
+    case Deadline::None: break;
   }
 }
 
@@ -64,9 +63,7 @@ void Connection::update_interest() {
   bool reading = false;
   switch (phase_) {
     case Phase::Head:
-    case Phase::Lingering:
-      reading = true;
-      break;
+    case Phase::Lingering: reading = true; break;
     case Phase::Active:
       // Keep reading while body is wanted and below the high-water mark; once
       // the body is complete, read only to notice a disconnect, and stop when
@@ -74,9 +71,7 @@ void Connection::update_interest() {
       reading = !body_done_ ? (discard_body_ || body_buf_.size() < server_.config().body_high_water)
                             : in_.size() < server_.config().limits.max_head;
       break;
-    case Phase::Closing:
-      reading = false;
-      break;
+    case Phase::Closing: reading = false; break;
   }
   uint32_t want = (reading ? EPOLLIN : 0u) | (out_.empty() ? 0u : static_cast<uint32_t>(EPOLLOUT));
   if (want != interest_) {
@@ -146,7 +141,8 @@ void Connection::process_input() {
 void Connection::process_once() {
   while (!closed_) {
     if (phase_ == Phase::Head) {
-      if (in_.empty() || stop_after_response_) return;
+      // After a graceful stop began, only a connection's first request is served.
+      if (in_.empty() || (stop_after_response_ && exchanges_ > 0)) return;
       Result r = parser_.parse(in_.data(), in_.size(), head_);
       if (r.status == Status::Incomplete) {
         if (deadline_kind_ != Deadline::Header) set_deadline(Deadline::Header, server_.config().header_timeout_ms);
@@ -214,6 +210,7 @@ void Connection::begin_exchange(size_t head_len) {
   // to the buffer before the dispatcher returns.
   in_.consume(head_len);
   server_.request_started();
+  ++exchanges_;
   if (server_.over_concurrency_limit()) {
     log(LogLevel::Warning, "Exceeded concurrency limit.");
     keep_alive_ = false;
@@ -344,8 +341,7 @@ WriteStatus Connection::write_body(const char *data, size_t len, bool more) {
   char size_line[24];
   static const char kChunkEndLast[] = "\r\n0\r\n\r\n";
   switch (plan_.framing) {
-    case Framing::NoBody:
-      break;
+    case Framing::NoBody: break;
     case Framing::ContentLength:
       if (body_sent_ + len > plan_.content_length) {
         log(LogLevel::Error, "Response content longer than Content-Length");
@@ -458,12 +454,24 @@ void Connection::fail_exchange() {
 void Connection::close_when_idle() {
   stop_after_response_ = true;
   if (closed_) return;
-  if (phase_ == Phase::Head && in_.empty() && out_.empty()) close_now(false);
+  if (phase_ != Phase::Head || !in_.empty() || !out_.empty()) return;
+  if (exchanges_ > 0) {
+    // Idle keep-alive connection: close it now (clients retry a request on an
+    // idle connection that closed before any response byte).
+    close_now(false);
+    return;
+  }
+  // Accepted but not read yet: its client sent a request, or is about to, and
+  // will not retry it. Serve what is already there (with Connection: close);
+  // give one that sent nothing a short grace period.
+  handle_readable();
+  if (!closed_ && phase_ == Phase::Head && in_.empty())
+    set_deadline(Deadline::KeepAlive, std::min<uint64_t>(1000, server_.config().keep_alive_timeout_ms));
 }
 
 void Connection::reject(const ParseError &error) {
-  log(LogLevel::Warning, "Invalid HTTP request received from %s:%d: %s (%d)", peer_.is_unix ? "unix" : peer_.host.c_str(),
-      peer_.port, error.reason, error.status);
+  log(LogLevel::Warning, "Invalid HTTP request received from %s:%d: %s (%d)",
+      peer_.is_unix ? "unix" : peer_.host.c_str(), peer_.port, error.reason, error.status);
   // Between exchanges response_ still says Done from the previous one: only a
   // response of the current exchange counts as started.
   bool started = phase_ == Phase::Active && response_ != ResponseState::NotStarted;

@@ -147,6 +147,7 @@ class Connection final : public IoHandler {
   bool wants_writable_ = false;
   bool linger_ = false;
   int version_minor_ = 1;
+  uint32_t exchanges_ = 0;  // requests received on this connection
   uint32_t interest_ = 0;
 
   Deadline deadline_kind_ = Deadline::None;

@@ -60,10 +60,14 @@ constexpr size_t kMaxLeadingBlankLines = 4;
 
 }  // namespace
 
-bool is_token_char(unsigned char c) { return kTokenTable.allowed[c]; }
+bool is_token_char(unsigned char c) {
+  return kTokenTable.allowed[c];
+}
 
 // RFC 9110 §5.5: field-vchar = VCHAR / obs-text, plus SP and HTAB inside the value.
-bool is_field_value_char(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); }
+bool is_field_value_char(unsigned char c) {
+  return c == '\t' || (c >= 0x20 && c != 0x7f);
+}
 
 void RequestHead::clear() {
   method = {};
@@ -276,9 +280,12 @@ bool RequestHeadParser::finish(const char *buf, RequestHead &out) {
       case 10:
         if (name == "connection") {
           for_each_list_element(value, [&](std::string_view token) {
-            if (iequals(token, "close")) conn_close = true;
-            else if (iequals(token, "keep-alive")) conn_keep_alive = true;
-            else if (iequals(token, "upgrade")) conn_upgrade = true;
+            if (iequals(token, "close"))
+              conn_close = true;
+            else if (iequals(token, "keep-alive"))
+              conn_keep_alive = true;
+            else if (iequals(token, "upgrade"))
+              conn_upgrade = true;
           });
         }
         break;
@@ -329,8 +336,7 @@ bool RequestHeadParser::finish(const char *buf, RequestHead &out) {
           });
         }
         break;
-      default:
-        break;
+      default: break;
     }
   }
 
@@ -435,25 +441,34 @@ Result BodyDecoder::decode(const char *p, size_t len, Output &out) {
           break;
         }
         if (size_digits_ == 0) return fail("invalid chunk size", i);
-        if (c == ';') state_ = State::Ext;
-        else if (c == ' ' || c == '\t') state_ = State::SizeWs;
-        else if (c == '\r') state_ = State::SizeLF;
-        else return fail("invalid chunk size", i);
+        if (c == ';')
+          state_ = State::Ext;
+        else if (c == ' ' || c == '\t')
+          state_ = State::SizeWs;
+        else if (c == '\r')
+          state_ = State::SizeLF;
+        else
+          return fail("invalid chunk size", i);
         ++i;
         break;
       }
       case State::SizeWs:
         // BWS before a chunk extension (RFC 9112 §7.1.1).
-        if (c == ';') state_ = State::Ext;
-        else if (c == '\r') state_ = State::SizeLF;
-        else if (c != ' ' && c != '\t') return fail("invalid chunk size", i);
+        if (c == ';')
+          state_ = State::Ext;
+        else if (c == '\r')
+          state_ = State::SizeLF;
+        else if (c != ' ' && c != '\t')
+          return fail("invalid chunk size", i);
         if (++line_len_ > kMaxChunkLine) return fail("chunk extension too long", i);
         ++i;
         break;
       case State::Ext:
         // Chunk extensions are tolerated and ignored (RFC 9112 §7.1.1).
-        if (c == '\r') state_ = State::SizeLF;
-        else if ((c < 0x20 && c != '\t') || c == 0x7f) return fail("invalid character in chunk extension", i);
+        if (c == '\r')
+          state_ = State::SizeLF;
+        else if ((c < 0x20 && c != '\t') || c == 0x7f)
+          return fail("invalid character in chunk extension", i);
         if (++line_len_ > kMaxChunkLine) return fail("chunk extension too long", i);
         ++i;
         break;
@@ -494,9 +509,12 @@ Result BodyDecoder::decode(const char *p, size_t len, Output &out) {
         [[fallthrough]];
       case State::Trailer:
         // Trailer fields are read and discarded (RFC 9112 §7.1.2 allows that).
-        if (c == '\r') state_ = State::TrailerLF;
-        else if (c == '\n') return fail("bare LF in trailer section", i);
-        else if ((c < 0x20 && c != '\t') || c == 0x7f) return fail("invalid character in trailer section", i);
+        if (c == '\r')
+          state_ = State::TrailerLF;
+        else if (c == '\n')
+          return fail("bare LF in trailer section", i);
+        else if ((c < 0x20 && c != '\t') || c == 0x7f)
+          return fail("invalid character in trailer section", i);
         if (++trailer_bytes_ > kMaxTrailers) return fail("trailer section too large", i);
         ++i;
         break;
@@ -511,8 +529,7 @@ Result BodyDecoder::decode(const char *p, size_t len, Output &out) {
         return {Status::Complete, i + 1};
       case State::Length:
       case State::Done:
-      case State::Error:
-        return {Status::Error, i};
+      case State::Error: return {Status::Error, i};
     }
   }
   return {Status::Incomplete, i};

@@ -40,8 +40,8 @@ struct Limits {
 enum class BodyFraming { None, Length, Chunked };
 
 struct Header {
-  std::string_view name;  // lowercased in place
-  std::string_view value; // surrounding whitespace removed
+  std::string_view name;   // lowercased in place
+  std::string_view value;  // surrounding whitespace removed
 };
 
 // The parsed request head. Every view points into the buffer given to parse();
@@ -121,11 +121,26 @@ class BodyDecoder {
   // Body bytes still expected, for Content-Length framing.
   uint64_t remaining() const { return remaining_; }
 
-  static constexpr size_t kMaxChunkLine = 4096;   // chunk-size plus extensions
+  static constexpr size_t kMaxChunkLine = 4096;  // chunk-size plus extensions
   static constexpr size_t kMaxTrailers = 64 * 1024;
 
  private:
-  enum class State { Length, Size, SizeWs, Ext, SizeLF, Data, DataCR, DataLF, TrailerStart, Trailer, TrailerLF, LastLF, Done, Error };
+  enum class State {
+    Length,
+    Size,
+    SizeWs,
+    Ext,
+    SizeLF,
+    Data,
+    DataCR,
+    DataLF,
+    TrailerStart,
+    Trailer,
+    TrailerLF,
+    LastLF,
+    Done,
+    Error
+  };
   Result fail(const char *reason, size_t consumed);
 
   State state_ = State::Done;

@@ -113,7 +113,7 @@ bool valid_header_value(std::string_view value) {
 }
 
 const char *build_response_head(std::string &out, int status, const HeaderList &headers, const DefaultHeaders &defaults,
-                                 const RequestContext &request, ResponsePlan &plan) {
+                                const RequestContext &request, ResponsePlan &plan) {
   if (status < 100 || status > 999) return "Invalid HTTP status code.";
   bool has_length = false, app_chunked = false, app_close = false, app_server = false, app_date = false;
   uint64_t length = 0;
@@ -147,8 +147,7 @@ const char *build_response_head(std::string &out, int status, const HeaderList &
       case 17:
         if (iequals(name, "transfer-encoding") && iequals(value, "chunked")) app_chunked = true;
         break;
-      default:
-        break;
+      default: break;
     }
   }
 
@@ -169,6 +168,13 @@ const char *build_response_head(std::string &out, int status, const HeaderList &
 
   out.reserve(out.size() + 128 + headers.size() * 48);
   append_status_line(out, status);
+  // A --header server:... or date:... replaces the built-in one, as in uvicorn.
+  if (defaults.extra != nullptr) {
+    for (const auto &[name, value] : *defaults.extra) {
+      if (iequals(name, "server")) app_server = true;
+      if (iequals(name, "date")) app_date = true;
+    }
+  }
   if (!defaults.date.empty() && !app_date) {
     out.append("date: ");
     out.append(defaults.date);

@@ -44,7 +44,7 @@ struct RequestContext {
 // caller raises it to the app; nothing was appended then).
 using HeaderList = std::vector<std::pair<std::string_view, std::string_view>>;
 const char *build_response_head(std::string &out, int status, const HeaderList &headers, const DefaultHeaders &defaults,
-                                 const RequestContext &request, ResponsePlan &plan);
+                                const RequestContext &request, ResponsePlan &plan);
 
 // "1a2b\r\n": the size line of a chunk of `size` bytes (size > 0).
 void append_chunk_size(std::string &out, uint64_t size);

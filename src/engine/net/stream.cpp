@@ -46,6 +46,8 @@ ssize_t SocketStream::send_file(int file_fd, off_t *offset, size_t len) {
   }
 }
 
-void SocketStream::shutdown_write() { ::shutdown(fd_, SHUT_WR); }
+void SocketStream::shutdown_write() {
+  ::shutdown(fd_, SHUT_WR);
+}
 
 }  // namespace pronghorn
