@@ -757,8 +757,10 @@ TEST_F(ConnectionTest, GracefulShutdown) {
   EXPECT_EQ(server_->connection_count(), 2u);
   server_->begin_shutdown();
   EXPECT_TRUE(server_->shutting_down());
-  idle->read_until_eof(1000);
-  EXPECT_TRUE(idle->eof()) << "an idle connection closes at once";
+  // A connection that never sent a request gets a short grace period (its
+  // request may be on the way), then closes.
+  idle->read_until_eof(3000);
+  EXPECT_TRUE(idle->eof()) << "a fresh idle connection closes after the grace period";
   EXPECT_FALSE(busy->eof());
   dispatcher_.exchanges[0]->respond(200, "last");
   std::string all = busy->read_until_eof();
@@ -768,6 +770,35 @@ TEST_F(ConnectionTest, GracefulShutdown) {
   EXPECT_EQ(r.body, "last");
   EXPECT_EQ(r.header("connection"), "close");
   EXPECT_EQ(server_->connection_count(), 0u);
+}
+
+// A request that reached the socket before the graceful stop, but was not read
+// yet, is served (with Connection: close) instead of being dropped.
+TEST_F(ConnectionTest, GracefulShutdownServesUnreadFirstRequest) {
+  start();
+  auto client = connect();
+  client->pump_for(30);  // accepted, nothing to read yet
+  ASSERT_EQ(server_->connection_count(), 1u);
+  client->send("GET /late HTTP/1.1\r\nHost: h\r\n\r\n");
+  // No pump: the server has not read the request when the stop begins.
+  server_->begin_shutdown();
+  std::string all = client->read_until_eof();
+  HttpResponse r;
+  ASSERT_EQ(parse_response(all, false, r), all.size()) << all;
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.header("connection"), "close");
+}
+
+// An idle keep-alive connection that already served a request closes at once.
+TEST_F(ConnectionTest, GracefulShutdownClosesIdleKeepAlive) {
+  start();
+  auto client = connect();
+  client->send("GET /a HTTP/1.1\r\nHost: h\r\n\r\n");
+  HttpResponse first = client->read_response();
+  EXPECT_EQ(first.status, 200);
+  server_->begin_shutdown();
+  client->read_until_eof(300);
+  EXPECT_TRUE(client->eof()) << "an idle keep-alive connection closes at once";
 }
 
 TEST_F(ConnectionTest, WriteBackpressure) {
