@@ -1,0 +1,143 @@
+"""Applications for the benchmark (bench/run.py).
+
+Raw ASGI apps (no framework) and one FastAPI app.  Every raw app also answers the
+lifespan protocol, since granian and hypercorn always run it.
+"""
+
+
+HELLO_BODY = b"Hello, world!"
+TEN_K_BODY = b"x" * (10 * 1024)
+CHUNK = b"y" * (64 * 1024)
+CHUNKS = 16  # 16 x 64 KiB = 1 MiB
+
+
+async def _lifespan(receive, send):
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def _fixed(body: bytes, content_type: bytes = b"text/plain"):
+    start = {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
+    }
+    end = {"type": "http.response.body", "body": body}
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await _lifespan(receive, send)
+            return
+        await send(start)
+        await send(end)
+
+    return app
+
+
+# Raw ASGI "Hello, world!".
+hello = _fixed(HELLO_BODY)
+
+# Raw ASGI 10 KiB response.
+ten_k = _fixed(TEN_K_BODY, b"application/octet-stream")
+
+
+async def stream(scope, receive, send):
+    """1 MiB streamed download: 16 x 64 KiB chunks with more_body (chunked encoding)."""
+    if scope["type"] != "http":
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+        return
+    await send({
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [(b"content-type", b"application/octet-stream")],
+    })
+    for _ in range(CHUNKS - 1):
+        await send({"type": "http.response.body", "body": CHUNK, "more_body": True})
+    await send({"type": "http.response.body", "body": CHUNK, "more_body": False})
+
+
+async def upload(scope, receive, send):
+    """Reads the whole request body (the 1 MiB upload) and answers with its size."""
+    if scope["type"] != "http":
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+        return
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        size += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    body = str(size).encode()
+    await send({
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())],
+    })
+    await send({"type": "http.response.body", "body": body})
+
+
+# FastAPI: a small JSON object, and path + query parameters with a validated JSON body.
+# FastAPI and Pydantic are imported on the first call (a lifespan event or the first
+# request), so the raw apps' workers do not carry them in their memory figures.  The
+# module-level object is a plain ASGI callable, which every server accepts (hypercorn
+# looks the name up in the module's namespace, so a module __getattr__ would not do).
+
+
+class _LazyFastAPI:
+    def __init__(self):
+        self._app = None
+
+    async def __call__(self, scope, receive, send):
+        app = self._app
+        if app is None:
+            app = self._app = _make_fastapi_app()
+        await app(scope, receive, send)
+
+
+def _make_fastapi_app():
+    from typing import List, Optional
+
+    from fastapi import FastAPI
+    from pydantic import BaseModel
+
+    app = FastAPI()
+
+    class Item(BaseModel):
+        name: str
+        price: float
+        quantity: int = 1
+        tags: List[str] = []
+
+    @app.get("/")
+    async def root():
+        return {"message": "Hello, world!"}
+
+    @app.get("/json")
+    async def json_hello():
+        return {"message": "Hello, world!", "id": 1, "ok": True}
+
+    @app.post("/items/{item_id}")
+    async def create_item(item_id: int, item: Item, q: Optional[str] = None, limit: int = 10):
+        return {
+            "item_id": item_id,
+            "q": q,
+            "limit": limit,
+            "name": item.name,
+            "tags": item.tags,
+            "total": item.price * item.quantity,
+        }
+
+    return app
+
+
+fastapi_app = _LazyFastAPI()

@@ -1,0 +1,998 @@
+#!/usr/bin/env python3
+"""Benchmark driver: Pronghorn against uvicorn, granian, hypercorn (and gunicorn + UvicornWorker).
+
+    python bench/run.py                                   # all servers, 3 rounds x 5 s
+    python bench/run.py --rounds 5 --duration 10
+    python bench/run.py --smoke --servers pronghorn,uvicorn --out /tmp/b
+    python bench/run.py --workloads hello,fastapi_json
+
+For each workload every server is started once (the idle-connection workload starts a
+fresh server each round), warmed up, then measured interleaved (A, B, C, A, B, C, ...)
+for --rounds rounds of --duration seconds with wrk; the median of the rounds is reported.
+
+Figures: requests/s, p50/p99 latency (wrk --latency, read through a Lua done() hook),
+server CPU time per request (utime+stime+cutime+cstime of every process in the server's
+session, from /proc/PID/stat, before and after the wrk run, divided by the requests
+completed), peak VmRSS of each worker (sampled every 50 ms) and VmHWM.
+
+Writes OUT/results.md, OUT/results.json and OUT/chart.png (OUT defaults to bench/results).
+Servers run with cwd=bench/ (apps importable as "apps:..."), in their own session,
+and are always killed (process group, then any process left in the session).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import datetime as _dt
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+BENCH_DIR = Path(__file__).resolve().parent
+HOST = "127.0.0.1"
+PY = sys.executable
+KEEP_ALIVE_S = 60          # every server: idle keep-alive connections survive the idle workload
+STARTUP_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+ALL_SERVERS = ["pronghorn", "uvicorn", "granian", "hypercorn", "gunicorn"]
+SMOKE_SERVERS = ["pronghorn", "uvicorn"]
+IDLE_CONNECTIONS = 1000
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- servers
+
+@dataclass
+class ServerSpec:
+    name: str
+    package: str                 # distribution name for the version
+    module: str                  # importable module that must exist
+    build: Callable[[str, int, int], List[str]]   # (app, port, workers) -> argv
+    multi_only: bool = False     # only for the --workers 2 workloads
+    note: str = ""
+    extra_versions: Dict[str, str] = field(default_factory=dict)
+
+
+def _has(mod: str) -> bool:
+    try:
+        return importlib.util.find_spec(mod) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _version(dist: str) -> Optional[str]:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _gunicorn_worker_class() -> Optional[str]:
+    if _has("uvicorn_worker"):
+        return "uvicorn_worker.UvicornWorker"
+    if _has("uvicorn.workers"):
+        return "uvicorn.workers.UvicornWorker"
+    return None
+
+
+def server_specs() -> Dict[str, ServerSpec]:
+    hyper_loop = "uvloop" if _has("uvloop") else "asyncio"
+    gworker = _gunicorn_worker_class()
+    gunicorn_extra = _gunicorn_extra_args() if _has("gunicorn") else []
+    specs = {
+        "pronghorn": ServerSpec(
+            "pronghorn", "pronghorn", "pronghorn",
+            lambda app, port, w: [PY, "-m", "pronghorn", app, "--host", HOST, "--port", str(port),
+                                  "--workers", str(w), "--no-access-log", "--lifespan", "off",
+                                  "--loop", "uvloop", "--log-level", "warning",
+                                  "--timeout-keep-alive", str(KEEP_ALIVE_S)],
+            note="--loop uvloop --lifespan off"),
+        "uvicorn": ServerSpec(
+            "uvicorn", "uvicorn", "uvicorn",
+            lambda app, port, w: [PY, "-m", "uvicorn", app, "--host", HOST, "--port", str(port),
+                                  "--workers", str(w), "--no-access-log", "--lifespan", "off",
+                                  "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
+                                  "--timeout-keep-alive", str(KEEP_ALIVE_S)],
+            note="--loop uvloop --http httptools --lifespan off"),
+        "granian": ServerSpec(
+            "granian", "granian", "granian",
+            lambda app, port, w: [PY, "-m", "granian", "--interface", "asgi", "--host", HOST,
+                                  "--port", str(port), "--workers", str(w), "--no-access-log",
+                                  "--log-level", "warning",
+                                  "--http1-header-read-timeout", str(KEEP_ALIVE_S * 1000), app],
+            note="--interface asgi, default loop and runtime"),
+        "hypercorn": ServerSpec(
+            "hypercorn", "hypercorn", "hypercorn",
+            lambda app, port, w: [PY, "-m", "hypercorn", "-b", f"{HOST}:{port}", "-w", str(w),
+                                  "-k", hyper_loop, "--log-level", "warning",
+                                  "--keep-alive", str(KEEP_ALIVE_S), app],
+            note=f"-k {hyper_loop}"),
+        "gunicorn": ServerSpec(
+            "gunicorn", "gunicorn", "gunicorn",
+            lambda app, port, w: [PY, "-m", "gunicorn", "-b", f"{HOST}:{port}", "-w", str(w),
+                                  "-k", gworker or "uvicorn.workers.UvicornWorker",
+                                  "--log-level", "warning", "--keep-alive", str(KEEP_ALIVE_S),
+                                  *gunicorn_extra, app],
+            multi_only=True, note=f"-k {gworker}"),
+    }
+    return specs
+
+
+def _gunicorn_extra_args() -> List[str]:
+    """Newer gunicorn opens a control socket in ~/.gunicorn: switch it off where it exists."""
+    try:
+        h = subprocess.run([PY, "-m", "gunicorn", "--help"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return ["--no-control-socket"] if "--no-control-socket" in h else []
+
+
+def server_missing_reason(spec: ServerSpec) -> Optional[str]:
+    if not _has(spec.module):
+        return f"{spec.package} is not installed"
+    if spec.name == "gunicorn":
+        if _gunicorn_worker_class() is None:
+            return "no UvicornWorker (uvicorn.workers / uvicorn_worker) installed"
+        if not _has("uvicorn"):
+            return "uvicorn is not installed"
+    return None
+
+
+# --------------------------------------------------------------------------- /proc helpers
+
+def _read_stat(pid: int) -> Optional[List[str]]:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # comm may contain spaces: fields after the last ')'
+    rest = data[data.rfind(")") + 2:].split()
+    return rest  # rest[0] is field 3 (state)
+
+
+def session_pids(sid: int) -> List[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        st = _read_stat(int(entry))
+        if st is None:
+            continue
+        # field 6 = session -> rest index 3
+        if int(st[3]) == sid:
+            out.append(int(entry))
+    return out
+
+
+def tree_cpu_seconds(sid: int) -> float:
+    total = 0
+    for pid in session_pids(sid):
+        st = _read_stat(pid)
+        if st is None:
+            continue
+        # utime(14) stime(15) cutime(16) cstime(17) -> rest indices 11..14
+        total += int(st[11]) + int(st[12]) + int(st[13]) + int(st[14])
+    return total / CLK_TCK
+
+
+def _status_kib(pid: int, key: str) -> Optional[int]:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _ppid(pid: int) -> Optional[int]:
+    st = _read_stat(pid)
+    return int(st[1]) if st else None
+
+
+HELPER_RE = re.compile(r"multiprocessing\.(resource_tracker|semaphore_tracker|forkserver)")
+
+
+def worker_pids(root: int) -> List[int]:
+    """The processes that serve requests: the leaves of the server's session (helpers such as
+    multiprocessing's resource tracker excluded), or the root itself if it has no children."""
+    pids = [p for p in session_pids(root) if not HELPER_RE.search(_cmdline(p))]
+    parents = {_ppid(p) for p in pids}
+    leaves = [p for p in pids if p not in parents]
+    return sorted(leaves) or [root]
+
+
+class RssSampler(threading.Thread):
+    """Samples VmRSS of every worker of a server while a measurement runs."""
+
+    def __init__(self, root: int, interval: float = 0.05):
+        super().__init__(daemon=True)
+        self.root, self.interval = root, interval
+        self.peak: Dict[int, int] = {}       # pid -> max VmRSS KiB
+        self.hwm: Dict[int, int] = {}
+        self._halt = threading.Event()
+
+    def sample_once(self) -> None:
+        for pid in worker_pids(self.root):
+            rss = _status_kib(pid, "VmRSS")
+            if rss is not None and rss > self.peak.get(pid, 0):
+                self.peak[pid] = rss
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            self.sample_once()
+            self._halt.wait(self.interval)
+
+    def finish(self) -> None:
+        self._halt.set()
+        self.join(timeout=5)
+        self.sample_once()
+        for pid in worker_pids(self.root):
+            hwm = _status_kib(pid, "VmHWM")
+            if hwm is not None:
+                self.hwm[pid] = hwm
+
+
+def workers_rss_kib(root: int) -> int:
+    return sum(_status_kib(p, "VmRSS") or 0 for p in worker_pids(root))
+
+
+# --------------------------------------------------------------------------- server process
+
+LIVE: List["Server"] = []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+class ServerFailed(RuntimeError):
+    pass
+
+
+class Server:
+    def __init__(self, spec: ServerSpec, app: str, workers: int, logdir: Path, tag: str):
+        self.spec, self.app, self.workers = spec, app, workers
+        self.log_path = logdir / f"{tag}-{spec.name}.log"
+        self.proc: Optional[subprocess.Popen] = None
+        self.port = 0
+
+    def start(self) -> None:
+        last_err = ""
+        for _attempt in range(2):      # a free port can be taken between probe and bind: retry once
+            self.port = free_port()
+            cmd = self.spec.build(self.app, self.port, self.workers)
+            env = dict(os.environ)
+            env["PYTHONPATH"] = str(BENCH_DIR) + os.pathsep + env.get("PYTHONPATH", "")
+            env.pop("WEB_CONCURRENCY", None)
+            logf = open(self.log_path, "ab")
+            logf.write(("$ " + " ".join(cmd) + "\n").encode())
+            logf.flush()
+            self.proc = subprocess.Popen(cmd, cwd=BENCH_DIR, env=env, stdin=subprocess.DEVNULL,
+                                         stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+            logf.close()
+            LIVE.append(self)
+            try:
+                self._wait_ready()
+                return
+            except ServerFailed as e:
+                last_err = str(e)
+                self.stop()
+        raise ServerFailed(last_err)
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServerFailed(f"exited with status {self.proc.returncode}: {self.log_tail()}")
+            try:
+                status = http_get_status(self.port, "/", timeout=2.0)
+                if status is not None:
+                    # all the workers up too (the root answers alone only when it is the worker)
+                    if self.workers <= 1 or len(worker_pids(self.proc.pid)) >= self.workers:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise ServerFailed(f"not answering after {STARTUP_TIMEOUT:.0f} s: {self.log_tail()}")
+
+    def log_tail(self, n: int = 8) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return " | ".join(lines[-n:])
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        sid = self.proc.pid
+        try:
+            os.killpg(sid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pass
+        # whatever is left in the session (the group, then any process that left it)
+        try:
+            os.killpg(sid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        for pid in session_pids(sid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        if self in LIVE:
+            LIVE.remove(self)
+
+
+def stop_all() -> None:
+    for s in list(LIVE):
+        try:
+            s.stop()
+        except Exception as e:  # noqa: BLE001 - best effort at exit
+            log(f"could not stop {s.spec.name}: {e}")
+
+
+def _on_signal(signum, _frame):
+    stop_all()
+    raise SystemExit(128 + signum)
+
+
+# --------------------------------------------------------------------------- HTTP helpers
+
+def _read_response(sock: socket.socket) -> bytes:
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed before the response head")
+        buf += chunk
+    head, _, body = buf.partition(b"\r\n\r\n")
+    m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    if m:
+        need = int(m.group(1))
+        while len(body) < need:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed in the body")
+            body += chunk
+    elif re.search(rb"(?im)^transfer-encoding:\s*chunked", head):
+        while not body.endswith(b"0\r\n\r\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed in the body")
+            body += chunk
+    return head
+
+
+def http_get_status(port: int, path: str, timeout: float, method: str = "GET", body: bytes = b"",
+                    content_type: Optional[str] = None) -> Optional[int]:
+    head = f"{method} {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n"
+    if body or method != "GET":
+        head += f"Content-Length: {len(body)}\r\n"
+    if content_type:
+        head += f"Content-Type: {content_type}\r\n"
+    with socket.create_connection((HOST, port), timeout=timeout) as s:
+        s.sendall(head.encode() + b"\r\n" + body)
+        head = _read_response(s)
+    m = re.match(rb"HTTP/1\.[01] (\d{3})", head)
+    return int(m.group(1)) if m else None
+
+
+# --------------------------------------------------------------------------- wrk
+
+LUA_DONE = r"""
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('BENCH_JSON {"requests":%.0f,"duration_us":%.0f,"bytes":%.0f,' ..
+    '"err_connect":%.0f,"err_read":%.0f,"err_write":%.0f,"err_status":%.0f,"err_timeout":%.0f,' ..
+    '"p50_us":%.0f,"p90_us":%.0f,"p99_us":%.0f,"mean_us":%.1f,"max_us":%.0f}\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status,
+    e.timeout, latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency.mean, latency.max))
+end
+"""
+
+
+def lua_script(method: str, body: Optional[str], content_type: Optional[str], delay_ms: int = 0) -> str:
+    parts = []
+    if delay_ms:
+        parts.append(f"delay = function() return {delay_ms} end")
+    if method != "GET":
+        parts.append(f'wrk.method = "{method}"')
+    if body is not None:
+        parts.append(f"wrk.body = {body}")
+    if content_type:
+        parts.append(f'wrk.headers["Content-Type"] = "{content_type}"')
+    return "\n".join(parts) + "\n" + LUA_DONE
+
+
+def run_wrk(port: int, path: str, duration: int, connections: int, threads: int, script: Path) -> dict:
+    cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--latency",
+           "--timeout", "10s", "-s", str(script), f"http://{HOST}:{port}{path}"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError("wrk did not finish in time")
+    m = re.search(r"^BENCH_JSON (\{.*\})$", proc.stdout, re.M)
+    if proc.returncode != 0 or not m:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr.strip()[-300:]} {proc.stdout.strip()[-300:]}")
+    res = json.loads(m.group(1))
+    res["rps"] = res["requests"] / (res["duration_us"] / 1e6) if res["duration_us"] else 0.0
+    res["errors"] = sum(res[k] for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout"))
+    return res
+
+
+# --------------------------------------------------------------------------- workloads
+
+@dataclass
+class Workload:
+    name: str
+    title: str
+    app: str
+    path: str = "/"
+    method: str = "GET"
+    body: Optional[str] = None        # Lua expression
+    content_type: Optional[str] = None
+    workers: int = 1
+    connections: int = 64
+    idle: bool = False
+    delay_ms: int = 0                 # wrk delay() between a connection's requests (a trickle)
+    py_body: bytes = b""              # the same body, for the check request before measuring
+
+
+POST_JSON = '{"name":"widget","price":9.99,"quantity":3,"tags":["a","b","c"]}'
+
+WORKLOADS = [
+    Workload("hello", "Raw ASGI hello world (--workers 1)", "apps:hello"),
+    Workload("raw_10k", "Raw ASGI 10 KiB response", "apps:ten_k"),
+    Workload("fastapi_json", "FastAPI small JSON (--workers 1)", "apps:fastapi_app", path="/json"),
+    Workload("fastapi_post", "FastAPI path + query params + Pydantic JSON POST body", "apps:fastapi_app",
+             path="/items/42?q=bench&limit=10", method="POST", body="'" + POST_JSON + "'",
+             content_type="application/json", py_body=POST_JSON.encode()),
+    Workload("stream_1m", "1 MiB streamed download (16 x 64 KiB, more_body)", "apps:stream", connections=16),
+    Workload("upload_1m", "1 MiB upload read by the app", "apps:upload", method="POST",
+             body='string.rep("u", 1048576)', content_type="application/octet-stream", connections=16,
+             py_body=b"u" * 1048576),
+    Workload("idle_1000", f"{IDLE_CONNECTIONS} idle keep-alive connections + a trickle of requests", "apps:hello",
+             connections=4, delay_ms=5, idle=True),
+    Workload("hello_w2", "Raw ASGI hello world (--workers 2)", "apps:hello", workers=2, connections=128),
+    Workload("fastapi_json_w2", "FastAPI small JSON (--workers 2)", "apps:fastapi_app", path="/json", workers=2,
+             connections=128),
+]
+
+
+def open_idle_connections(port: int, n: int) -> List[socket.socket]:
+    """n sockets that each send one request, read the response, then stay open and idle."""
+    socks: List[socket.socket] = []
+    req = f"GET / HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode()
+    batch = 50
+    try:
+        for start in range(0, n, batch):
+            group = []
+            for _ in range(min(batch, n - start)):
+                s = socket.create_connection((HOST, port), timeout=15)
+                socks.append(s)
+                group.append(s)
+                s.sendall(req)
+            for s in group:
+                _read_response(s)
+    except BaseException:
+        for s in socks:
+            s.close()
+        raise
+    return socks
+
+
+def count_alive(socks: List[socket.socket]) -> int:
+    alive = 0
+    for s in socks:
+        try:
+            s.setblocking(False)
+            data = s.recv(1)
+            alive += 0 if data == b"" else 1
+        except BlockingIOError:
+            alive += 1
+        except OSError:
+            pass
+    return alive
+
+
+def check_workload(server: Server, wl: Workload) -> None:
+    """One request of the workload must answer 200 before it is measured."""
+    status = http_get_status(server.port, wl.path, 15.0, wl.method, wl.py_body, wl.content_type)
+    if status != 200:
+        raise ServerFailed(f"check request {wl.method} {wl.path} answered {status}: {server.log_tail(3)}")
+
+
+def measure(server: Server, wl: Workload, duration: int, threads: int, script: Path) -> dict:
+    """One measured wrk run against a running server (CPU + RSS around it)."""
+    sampler = RssSampler(server.pid)
+    sampler.sample_once()
+    sampler.start()
+    cpu0 = tree_cpu_seconds(server.pid)
+    try:
+        res = run_wrk(server.port, wl.path, duration, wl.connections, threads, script)
+    finally:
+        cpu1 = tree_cpu_seconds(server.pid)
+        sampler.finish()
+    res["cpu_s"] = cpu1 - cpu0
+    res["cpu_us_per_req"] = (res["cpu_s"] / res["requests"] * 1e6) if res["requests"] else None
+    res["worker_peak_rss_kib"] = max(sampler.peak.values()) if sampler.peak else None
+    res["worker_hwm_kib"] = max(sampler.hwm.values()) if sampler.hwm else None
+    res["workers_seen"] = len(sampler.peak)
+    if server.proc.poll() is not None:
+        raise ServerFailed(f"server exited during the run: {server.log_tail()}")
+    return res
+
+
+def measure_idle(server: Server, wl: Workload, duration: int, threads: int, script: Path, n: int) -> dict:
+    # warm the code paths (and the allocator) with a short light run first
+    run_wrk(server.port, wl.path, 1, wl.connections, 1, script)
+    time.sleep(0.5)
+    before = workers_rss_kib(server.pid)
+    socks = open_idle_connections(server.port, n)
+    try:
+        time.sleep(1.0)
+        after = 0
+        for _ in range(3):
+            time.sleep(0.1)
+            after = max(after, workers_rss_kib(server.pid))
+        res = measure(server, wl, duration, threads, script)
+        res["idle_alive"] = count_alive(socks)
+    finally:
+        for s in socks:
+            s.close()
+    res["idle_rss_before_kib"] = before
+    res["idle_rss_after_kib"] = after
+    res["idle_rss_cost_kib"] = after - before
+    res["idle_connections"] = n
+    return res
+
+
+def median(values):
+    vals = [v for v in values if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def summarize(runs: List[dict]) -> dict:
+    keys_median = ["rps", "p50_us", "p99_us", "cpu_us_per_req", "requests", "errors",
+                   "idle_rss_cost_kib", "idle_rss_before_kib", "idle_rss_after_kib", "idle_alive"]
+    out = {k: median([r.get(k) for r in runs]) for k in keys_median if any(k in r for r in runs)}
+    out["worker_peak_rss_kib"] = max((r["worker_peak_rss_kib"] for r in runs if r.get("worker_peak_rss_kib")), default=None)
+    out["worker_hwm_kib"] = max((r["worker_hwm_kib"] for r in runs if r.get("worker_hwm_kib")), default=None)
+    out["rounds"] = len(runs)
+    return out
+
+
+def run_workload(wl: Workload, servers: List[ServerSpec], args, logdir: Path, tmp: Path) -> dict:
+    script = tmp / f"{wl.name}.lua"
+    script.write_text(lua_script(wl.method, wl.body, wl.content_type, wl.delay_ms))
+    result: dict = {"title": wl.title, "app": wl.app, "path": wl.path, "method": wl.method,
+                    "delay_ms": wl.delay_ms,
+                    "workers": wl.workers, "connections": wl.connections, "servers": {}}
+    runs: Dict[str, List[dict]] = {s.name: [] for s in servers}
+    failed: Dict[str, str] = {}
+    running: Dict[str, Server] = {}
+    try:
+        if not wl.idle:
+            for spec in servers:
+                srv = Server(spec, wl.app, wl.workers, logdir, wl.name)
+                try:
+                    srv.start()
+                    check_workload(srv, wl)
+                    if args.warmup > 0:
+                        run_wrk(srv.port, wl.path, args.warmup, wl.connections, args.threads, script)
+                    running[spec.name] = srv
+                except Exception as e:  # noqa: BLE001
+                    failed[spec.name] = f"start/warm-up: {e}"
+                    log(f"  {spec.name}: FAILED {e}")
+                    srv.stop()
+        for rnd in range(args.rounds):
+            for spec in servers:
+                if spec.name in failed:
+                    continue
+                try:
+                    if wl.idle:
+                        srv = Server(spec, wl.app, wl.workers, logdir, wl.name)
+                        try:
+                            srv.start()
+                            check_workload(srv, wl)
+                            r = measure_idle(srv, wl, args.duration, 1, script, args.idle_connections)
+                        finally:
+                            srv.stop()
+                    else:
+                        r = measure(running[spec.name], wl, args.duration, args.threads, script)
+                except Exception as e:  # noqa: BLE001
+                    failed[spec.name] = f"round {rnd + 1}: {e}"
+                    log(f"  {spec.name}: FAILED {e}")
+                    if spec.name in running:
+                        running.pop(spec.name).stop()
+                    continue
+                runs[spec.name].append(r)
+                extra = ""
+                if wl.idle:
+                    extra = (f" idle cost {r['idle_rss_cost_kib'] / 1024:.1f} MiB,"
+                             f" alive {r['idle_alive']}/{r['idle_connections']}")
+                cpu = r["cpu_us_per_req"]
+                log(f"  round {rnd + 1} {spec.name:10s} {r['rps']:9.0f} req/s  p50 {r['p50_us'] / 1000:.2f} ms"
+                    f"  p99 {r['p99_us'] / 1000:.2f} ms  cpu {cpu if cpu is None else round(cpu, 1)} us/req"
+                    f"  errors {r['errors']}{extra}")
+    finally:
+        for srv in running.values():
+            srv.stop()
+    for spec in servers:
+        entry = {"runs": runs[spec.name]}
+        if runs[spec.name]:
+            entry["median"] = summarize(runs[spec.name])
+        if spec.name in failed:
+            entry["failed"] = failed[spec.name]
+        result["servers"][spec.name] = entry
+    return result
+
+
+# --------------------------------------------------------------------------- report
+
+def machine_info() -> dict:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        wrk_v = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10)
+        wrk_version = (wrk_v.stdout + wrk_v.stderr).splitlines()[0].split(" Copyright")[0].strip()
+    except Exception:  # noqa: BLE001
+        wrk_version = "?"
+    return {
+        "cores": os.cpu_count(),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "loadavg_at_start": os.getloadavg(),
+        "wrk": wrk_version,
+    }
+
+
+def _fmt(v, nd=0, scale=1.0):
+    if v is None:
+        return "–"
+    return f"{v / scale:,.{nd}f}"
+
+
+def _ratio(a, b):
+    if a is None or b in (None, 0):
+        return None
+    return a / b
+
+
+def write_markdown(data: dict, out: Path) -> None:
+    m = data["machine"]
+    L = []
+    L.append("# Pronghorn benchmark")
+    L.append("")
+    L.append(f"- Date: {data['date']}")
+    L.append(f"- Machine: {m['cores']} cores, {m['cpu_model']}, Linux {m['kernel']}, Python {m['python']}; "
+             f"load average at start {', '.join(f'{x:.2f}' for x in m['loadavg_at_start'])}")
+    L.append(f"- Load generator: {m['wrk']} on the same machine (loopback), "
+             f"{data['settings']['threads']} thread(s)")
+    s = data["settings"]
+    L.append(f"- Method: per workload the servers are measured interleaved for {s['rounds']} round(s) of "
+             f"{s['duration']} s each (after a {s['warmup']} s warm-up); the table shows the median of the rounds "
+             f"(RSS: the maximum; 'req/s range' = lowest–highest round, a measure of the noise). CPU/req = utime+stime (with children) of the server's whole process tree "
+             f"per completed request. RSS/worker = peak VmRSS of one worker process sampled every 50 ms; HWM = VmHWM.")
+    if s.get("smoke"):
+        L.append("- **Smoke mode**: 1 short round; numbers are not meaningful.")
+    L.append("")
+    L.append("## Servers")
+    L.append("")
+    L.append("| server | version | status | options |")
+    L.append("|---|---|---|---|")
+    for name, info in data["servers"].items():
+        L.append(f"| {name} | {info.get('version') or '–'} | {info['status']} | {info.get('note', '')} |")
+    if data.get("versions"):
+        L.append("")
+        L.append("Other versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()))
+    L.append("")
+
+    # ratio summary
+    L.append("## Summary: ratios to uvicorn (median requests/s ratio; CPU time per request ratio)")
+    L.append("")
+    servers = [n for n in data["servers"] if n != "uvicorn"]
+    L.append("| workload | " + " | ".join(f"{n} rps× | {n} cpu/req×" for n in servers) + " |")
+    L.append("|---|" + "---|---|" * len(servers))
+    for wname, w in data["workloads"].items():
+        base = w["servers"].get("uvicorn", {}).get("median")
+        cells = []
+        for n in servers:
+            med = w["servers"].get(n, {}).get("median")
+            if not med or not base:
+                cells += ["–", "–"]
+                continue
+            r = _ratio(med.get("rps"), base.get("rps"))
+            c = _ratio(med.get("cpu_us_per_req"), base.get("cpu_us_per_req"))
+            cells += [_fmt(r, 2) if r is not None else "–", _fmt(c, 2) if c is not None else "–"]
+        L.append(f"| {wname} | " + " | ".join(cells) + " |")
+    L.append("")
+    L.append("rps× > 1: more requests/s than uvicorn; cpu/req× < 1: less server CPU per request than uvicorn.")
+    L.append("")
+
+    idle_rows = []
+    for wname, w in data["workloads"].items():
+        if not wname.startswith("idle"):
+            continue
+        base = (w["servers"].get("uvicorn", {}).get("median") or {}).get("idle_rss_cost_kib")
+        for n, e in w["servers"].items():
+            cost = (e.get("median") or {}).get("idle_rss_cost_kib")
+            if cost is not None:
+                r = _ratio(cost, base) if base and base > 0 else None
+                idle_rows.append(f"{n} {_fmt(cost, 1, 1024)} MiB" + (f" ({_fmt(r, 2)}× uvicorn)" if r is not None else ""))
+    if idle_rows:
+        L.append(f"RSS cost of {data['settings']['idle_connections']} idle keep-alive connections: "
+                 + "; ".join(idle_rows) + ".")
+        L.append("")
+
+    for wname, w in data["workloads"].items():
+        idle = wname.startswith("idle")
+        L.append(f"## {wname}: {w['title']}")
+        L.append("")
+        L.append(f"`{w['method']} {w['path']}` on `{w['app']}`, --workers {w['workers']}, "
+                 f"wrk -c {w['connections']}" + (f", {w['delay_ms']} ms pause between a connection's requests"
+                                                 if w.get("delay_ms") else ""))
+        if idle:
+            L.append("")
+            L.append(f"Each server is started fresh; after a 1 s warm-up, {data['settings']['idle_connections']} "
+                     "connections each send one request, read the answer and stay open. Cost = workers' VmRSS "
+                     "1 s later minus before; then the light wrk run below runs while they stay open; "
+                     "'still open' counts the idle connections the server had not closed by the end.")
+        L.append("")
+        hdr = "| server | req/s | req/s range | p50 ms | p99 ms | CPU µs/req | RSS/worker MiB | HWM MiB | errors | rps vs uvicorn | CPU/req vs uvicorn |"
+        sep = "|---|---|---|---|---|---|---|---|---|---|---|"
+        if idle:
+            hdr += " idle RSS before MiB | after MiB | cost of idle conns MiB | KiB/conn | still open |"
+            sep += "---|---|---|---|---|"
+        L.append(hdr)
+        L.append(sep)
+        base = w["servers"].get("uvicorn", {}).get("median")
+        for n, e in w["servers"].items():
+            med = e.get("median")
+            if not med:
+                L.append(f"| {n} | failed: {e.get('failed', 'no result')[:150].replace('|', '/')} |")
+                continue
+            r = _ratio(med.get("rps"), base.get("rps")) if base else None
+            c = _ratio(med.get("cpu_us_per_req"), base.get("cpu_us_per_req")) if base else None
+            rps_all = [r["rps"] for r in e.get("runs", []) if r.get("rps") is not None]
+            spread = f"{_fmt(min(rps_all))}–{_fmt(max(rps_all))}" if rps_all else "–"
+            row = (f"| {n} | {_fmt(med['rps'])} | {spread} | {_fmt(med['p50_us'], 2, 1000)} | {_fmt(med['p99_us'], 2, 1000)} "
+                   f"| {_fmt(med['cpu_us_per_req'], 1)} | {_fmt(med['worker_peak_rss_kib'], 1, 1024)} "
+                   f"| {_fmt(med['worker_hwm_kib'], 1, 1024)} | {_fmt(med['errors'])} "
+                   f"| {_fmt(r, 2)} | {_fmt(c, 2)} |")
+            if idle:
+                cost = med.get("idle_rss_cost_kib")
+                nconn = data["settings"]["idle_connections"]
+                row += (f" {_fmt(med.get('idle_rss_before_kib'), 1, 1024)} | {_fmt(med.get('idle_rss_after_kib'), 1, 1024)}"
+                        f" | {_fmt(cost, 1, 1024)} | {_fmt(cost / nconn if cost is not None else None, 1)}"
+                        f" | {_fmt(med.get('idle_alive'))}/{nconn} |").replace(f"{nconn:,}/", f"{nconn}/")
+            if e.get("failed"):
+                row += f" (failed later: {e['failed'][:80].replace('|', '/')})"
+            L.append(row)
+        L.append("")
+    if data.get("chart"):
+        L.append(f"![requests/s per workload]({data['chart']})")
+    else:
+        L.append(f"(no chart: {data.get('chart_error', 'matplotlib missing')})")
+    L.append("")
+    (out / "results.md").write_text("\n".join(L))
+
+
+def write_chart(data: dict, out: Path) -> Optional[str]:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        data["chart_error"] = f"matplotlib not installed ({e})"
+        return None
+    # the idle workload's requests are paced (wrk delay()), its requests/s say nothing
+    wnames = [w for w in data["workloads"] if not data["workloads"][w].get("delay_ms")]
+    if not wnames:
+        data["chart_error"] = "no unpaced workload"
+        return None
+    servers = [n for n, i in data["servers"].items() if i["status"] == "ok"]
+    width = 0.8 / max(1, len(servers))
+    fig, ax = plt.subplots(figsize=(max(8, 1.4 * len(wnames)), 5))
+    for i, sname in enumerate(servers):
+        xs, ys = [], []
+        for j, w in enumerate(wnames):
+            med = data["workloads"][w]["servers"].get(sname, {}).get("median")
+            if med and med.get("rps"):
+                xs.append(j - 0.4 + width * (i + 0.5))
+                ys.append(med["rps"])
+        ax.bar(xs, ys, width, label=sname)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(wnames)))
+    ax.set_xticklabels(wnames, rotation=25, ha="right")
+    ax.set_ylabel("requests/s (log scale, median)")
+    ax.set_title(f"ASGI servers, {data['machine']['cores']} cores, {data['date'][:10]}")
+    ax.grid(axis="y", which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "chart.png", dpi=110)
+    plt.close(fig)
+    return "chart.png"
+
+
+# --------------------------------------------------------------------------- main
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--servers", help=f"comma-separated subset of {','.join(ALL_SERVERS)} (default: all; smoke: "
+                                     f"{','.join(SMOKE_SERVERS)})")
+    p.add_argument("--workloads", help="comma-separated subset of " + ",".join(w.name for w in WORKLOADS))
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--duration", type=int, default=5, help="seconds per wrk run (integer)")
+    p.add_argument("--warmup", type=int, default=1, help="seconds of warm-up per server and workload (0: none)")
+    p.add_argument("--threads", type=int, default=1, help="wrk threads")
+    p.add_argument("--idle-connections", type=int, default=IDLE_CONNECTIONS)
+    p.add_argument("--smoke", action="store_true", help="1 round of 1 s per workload, no warm-up, 2 servers")
+    p.add_argument("--out", default=str(BENCH_DIR / "results"))
+    p.add_argument("--render-only", action="store_true",
+                   help="measure nothing: rewrite results.md and chart.png from OUT/results.json")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.rounds, args.duration, args.warmup = 1, 1, 0
+        if not args.servers:
+            args.servers = ",".join(SMOKE_SERVERS)
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.render_only:
+        out = Path(args.out).resolve()
+        data = json.loads((out / "results.json").read_text())
+        data.pop("chart", None)
+        data.pop("chart_error", None)
+        chart = write_chart(data, out)
+        if chart:
+            data["chart"] = chart
+        write_markdown(data, out)
+        log(f"rewrote {out / 'results.md'}")
+        return 0
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+    atexit.register(stop_all)
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = min(hard, 65536) if hard != resource.RLIM_INFINITY else 65536
+        if soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ValueError, OSError):
+        pass
+    if shutil.which("wrk") is None:
+        log("wrk is not installed (apt-get install -y wrk)")
+        return 2
+
+    specs = server_specs()
+    wanted = args.servers.split(",") if args.servers else list(ALL_SERVERS)
+    unknown = [s for s in wanted if s not in specs]
+    if unknown:
+        log(f"unknown server(s): {unknown}")
+        return 2
+    workloads = WORKLOADS
+    if args.workloads:
+        names = args.workloads.split(",")
+        bad = [n for n in names if n not in {w.name for w in WORKLOADS}]
+        if bad:
+            log(f"unknown workload(s): {bad}")
+            return 2
+        workloads = [w for w in WORKLOADS if w.name in names]
+
+    server_info: Dict[str, dict] = {}
+    available: List[ServerSpec] = []
+    for name in wanted:
+        spec = specs[name]
+        reason = server_missing_reason(spec)
+        info = {"version": _version(spec.package), "note": spec.note}
+        if reason:
+            info["status"] = f"missing ({reason})"
+            log(f"{name}: MISSING - {reason}")
+        else:
+            info["status"] = "ok"
+            available.append(spec)
+        server_info[name] = info
+    if not _has("fastapi"):
+        log("fastapi is not installed: the FastAPI workloads are skipped")
+        workloads = [w for w in workloads if "fastapi" not in w.app]
+
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    data = {
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "machine": machine_info(),
+        "settings": {"rounds": args.rounds, "duration": args.duration, "warmup": args.warmup,
+                     "threads": args.threads, "smoke": args.smoke, "idle_connections": args.idle_connections,
+                     "keep_alive_s": KEEP_ALIVE_S},
+        "servers": server_info,
+        "versions": {k: v for k in ("fastapi", "pydantic", "starlette", "uvloop", "httptools", "matplotlib")
+                     if (v := _version(k))},
+        "workloads": {},
+    }
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="pronghorn-bench-") as tmpd:
+        tmp = Path(tmpd)
+        logdir = tmp / "logs"
+        logdir.mkdir()
+        try:
+            for wl in workloads:
+                servers = [s for s in available if wl.workers > 1 or not s.multi_only]
+                log(f"workload {wl.name}: {wl.title} — servers {', '.join(s.name for s in servers)}")
+                data["workloads"][wl.name] = run_workload(wl, servers, args, logdir, tmp)
+        finally:
+            stop_all()
+    data["elapsed_s"] = round(time.monotonic() - t0, 1)
+    chart = write_chart(data, out)
+    if chart:
+        data["chart"] = chart
+    (out / "results.json").write_text(json.dumps(data, indent=2))
+    write_markdown(data, out)
+    if not chart and (out / "chart.png").exists():
+        (out / "chart.png").unlink()   # never leave a stale chart from an earlier run
+    log(f"done in {data['elapsed_s']} s: {out / 'results.md'}")
+    missing = [n for n, i in server_info.items() if i["status"] != "ok"]
+    if missing:
+        log(f"missing servers: {', '.join(missing)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Smoke test of the benchmark driver (bench/run.py): it runs end to end and writes its outputs.
+
+Runs `bench/run.py --smoke` (1 round of 1 s per workload) against pronghorn and uvicorn
+and checks that results.json / results.md (and chart.png when matplotlib is there) exist
+with a row with positive requests/s for every workload and server.  No assertion on speed.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+RUN_PY = REPO / "bench" / "run.py"
+SERVERS = ["pronghorn", "uvicorn"]
+
+
+def _workload_names():
+    import importlib.util
+
+    name = "_pronghorn_bench_run"
+    spec = importlib.util.spec_from_file_location(name, RUN_PY)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(mod)
+        return [w.name for w in mod.WORKLOADS]
+    finally:
+        sys.modules.pop(name, None)
+
+
+def _has(mod):
+    import importlib.util
+
+    return importlib.util.find_spec(mod) is not None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_bench_smoke(tmp_path):
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed")
+    for mod in ("pronghorn", "uvicorn", "fastapi", "uvloop", "httptools"):
+        if not _has(mod):
+            pytest.skip(f"{mod} is not installed")
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, str(RUN_PY), "--smoke", "--servers", ",".join(SERVERS), "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=540,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    results_json = out / "results.json"
+    results_md = out / "results.md"
+    assert results_json.is_file() and results_md.is_file()
+    if _has("matplotlib"):
+        assert (out / "chart.png").is_file() and (out / "chart.png").stat().st_size > 0
+
+    data = json.loads(results_json.read_text())
+    md = results_md.read_text()
+    workloads = _workload_names()
+    assert set(data["workloads"]) == set(workloads)
+    for name in workloads:
+        w = data["workloads"][name]
+        assert f"## {name}:" in md
+        for server in SERVERS:
+            entry = w["servers"].get(server)
+            assert entry is not None, f"{name}: no entry for {server}"
+            assert "failed" not in entry, f"{name}/{server}: {entry.get('failed')}"
+            med = entry["median"]
+            assert med["rps"] > 0, f"{name}/{server}: {med}"
+            assert med["requests"] > 0
+            assert f"| {server} | " in md
+        if name.startswith("idle"):
+            for server in SERVERS:
+                assert "idle_rss_cost_kib" in w["servers"][server]["median"]
+    for server in SERVERS:
+        assert data["servers"][server]["status"] == "ok"
