@@ -26,5 +26,8 @@ def run(app: Any, **kwargs: Any) -> None:
         if key != "config" and key not in config_fields():
             close = difflib.get_close_matches(key, sorted(config_fields()), n=1)
             fail(f"no such option: {key}" + (f" (did you mean {close[0]}?)" if close else ""))
-    config = kwargs.pop("config", None) or Config(app, **kwargs)
+    config = kwargs.pop("config", None)
+    if config is None:
+        config = Config(app, **kwargs)
+        config.given = set(kwargs)
     serve(config)

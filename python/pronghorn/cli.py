@@ -86,6 +86,17 @@ def _all_flags(parser: argparse.ArgumentParser) -> list[str]:
     return [s for action in parser._actions for s in action.option_strings if s.startswith("--")]
 
 
+def given_options(argv: list[str]) -> set[str]:
+    """Options given on the command line or in the environment."""
+    given = {o.name for o in OPTIONS if o.env in os.environ}
+    for word in argv:
+        flag = word.split("=", 1)[0]
+        for o in OPTIONS:
+            if flag == o.flag or (o.negatable and flag == "--no-" + o.flag[2:]):
+                given.add(o.name)
+    return given
+
+
 def parse(parser: Parser, argv: list[str]) -> argparse.Namespace:
     args, extras = parser.parse_known_args(argv)
     if extras:
@@ -102,9 +113,10 @@ def parse(parser: Parser, argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    values = vars(args)
-    return Config(**values)
+def config_from_args(args: argparse.Namespace, argv: list[str]) -> Config:
+    config = Config(**vars(args))
+    config.given = given_options(argv)
+    return config
 
 
 def fail(message: str) -> NoReturn:
@@ -134,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         args = parse(parser, argv)
         if not args.app:
             raise UsageError("missing APP (module:attribute), or set PRONGHORN_APP")
-        config = config_from_args(args)
+        config = config_from_args(args, argv)
         config.validate()
     except (UsageError, ConfigError) as exc:
         fail(str(exc))

@@ -182,6 +182,9 @@ class Config:
     pid_file: str | None = None
     # Set by validate(): parsed --header values.
     header_pairs: list[tuple[str, str]] = field(default_factory=list)
+    # Options the user gave explicitly (command line, environment, keyword),
+    # so that a refused option is refused even when given its default value.
+    given: set[str] = field(default_factory=set)
 
     @property
     def supervised(self) -> bool:
@@ -198,7 +201,7 @@ class Config:
         """Checks ranges, conflicts and files; raises ConfigError with one line."""
         for o in OPTIONS:
             value = getattr(self, o.name)
-            if o.refused and value != o.default and value not in (None, False):
+            if o.refused and (o.name in self.given or (value != o.default and value not in (None, False))):
                 raise ConfigError(f"{o.flag}: {o.refused}")
         if self.ws not in ("auto", "none"):
             raise ConfigError(f"--ws {self.ws}: {_NOT_BUILT_WS}")
@@ -227,7 +230,10 @@ class Config:
             if getattr(self, name) is not None:
                 _at_least(OPTIONS_BY_NAME[name].flag, getattr(self, name), 0)
         if self.h11_max_incomplete_event_size is not None:
+            # uvicorn's name for the head limit; a small value lowers the line limit with it.
             self.limit_request_head = self.h11_max_incomplete_event_size
+            if "limit_request_line" not in self.given:
+                self.limit_request_line = min(self.limit_request_line, self.limit_request_head)
         if self.limit_request_head < self.limit_request_line:
             raise ConfigError("--limit-request-head must be at least --limit-request-line")
         if self.uds and self.fd is not None:
@@ -282,7 +288,20 @@ def _parse_header(value: Any) -> tuple[str, str]:
 
 
 def config_fields() -> set[str]:
-    return {f.name for f in fields(Config)} - {"header_pairs"}
+    return {f.name for f in fields(Config)} - {"header_pairs", "given"}
+
+
+DEFAULT_RELOAD_INCLUDES = ["*.py"]
+DEFAULT_RELOAD_EXCLUDES = [".*", ".py[cod]", ".sw.*", "~*"]
+
+
+def reload_patterns(includes: list[str] | None, excludes: list[str] | None) -> tuple[list[str], list[str]]:
+    """uvicorn's rule: given patterns add to the defaults, and a pattern given
+    on one side removes the same default from the other side."""
+    includes, excludes = list(includes or []), list(excludes or [])
+    inc = [p for p in DEFAULT_RELOAD_INCLUDES if p not in excludes] + [p for p in includes if p not in DEFAULT_RELOAD_INCLUDES]
+    exc = [p for p in DEFAULT_RELOAD_EXCLUDES if p not in includes] + [p for p in excludes if p not in DEFAULT_RELOAD_EXCLUDES]
+    return inc, exc
 
 
 BOOL_WORDS: dict[str, bool] = {

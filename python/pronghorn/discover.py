@@ -130,7 +130,7 @@ def main(command: str, argv: list[str]) -> None:
         args.app = import_string
         if not args.app_dir:
             args.app_dir = str(app_dir)
-        config = config_from_args(args)
+        config = config_from_args(args, argv)
         config.validate()
     except DiscoveryError as exc:
         fail(str(exc))
@@ -146,11 +146,20 @@ def main(command: str, argv: list[str]) -> None:
 
 
 def resolve(path_arg: str | None, app_name: str | None, entrypoint: str | None) -> tuple[str, Path]:
-    """Returns the import string and the directory to import it from."""
+    """Returns the import string and the directory to import it from. Says
+    how it found them only once it has: an error stays one line."""
+    said: list[str] = []
+    result = _resolve(path_arg, app_name, entrypoint, said)
+    for line in said:
+        sys.stderr.write(f"INFO:     {line}\n")
+    return result
+
+
+def _resolve(path_arg: str | None, app_name: str | None, entrypoint: str | None, said: list[str]) -> tuple[str, Path]:
     if entrypoint is None and path_arg is None:
         entrypoint = pyproject_entrypoint()
         if entrypoint:
-            sys.stderr.write(f"INFO:     Using entrypoint from pyproject.toml: {entrypoint}\n")
+            said.append(f"Using entrypoint from pyproject.toml: {entrypoint}")
     if entrypoint is not None:
         if ":" not in entrypoint:
             raise DiscoveryError(f'Entrypoint "{entrypoint}" must be in format "<module>:<attribute>"')
@@ -158,12 +167,12 @@ def resolve(path_arg: str | None, app_name: str | None, entrypoint: str | None) 
     path = Path(path_arg) if path_arg else default_path()
     if not path.exists():
         raise DiscoveryError(f"Path does not exist {path}")
-    sys.stderr.write(f"INFO:     Using path {path}\n")
-    sys.stderr.write(f"INFO:     Resolved absolute path {path.resolve()}\n")
+    said.append(f"Using path {path}")
+    said.append(f"Resolved absolute path {path.resolve()}")
     module, directory = module_data(path)
     source = path.resolve() if path.is_file() else path.resolve() / "__init__.py"
-    sys.stderr.write(f"INFO:     Importing from {directory}\n")
-    sys.stderr.write(f"INFO:     Importing module {module}\n")
+    said.append(f"Importing from {directory}")
+    said.append(f"Importing module {module}")
     name = find_app_name(source, module, app_name)
-    sys.stderr.write(f"INFO:     Found importable app: {name}\n")
+    said.append(f"Found importable app: {name}")
     return f"{module}:{name}", directory

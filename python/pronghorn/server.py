@@ -17,7 +17,7 @@ import traceback
 from typing import Any
 
 from pronghorn import _logging
-from pronghorn.config import Config, ConfigError
+from pronghorn.config import Config, ConfigError, reload_patterns
 
 EXIT_OK = 0
 EXIT_IMPORT_ERROR = 1
@@ -362,14 +362,15 @@ def run(config: Config) -> int:
     app = load_app(config, logger) if config.preload else None
     graceful = config.timeout_graceful_shutdown
     reload_dirs = [os.path.abspath(d) for d in (config.reload_dirs or [os.getcwd()])]
+    reload_includes, reload_excludes = reload_patterns(config.reload_includes, config.reload_excludes)
     if config.reload:
         logger.info("Will watch for changes in these directories: %s", sorted(reload_dirs))
     result = _core.supervise(
         config.workers,
         reload=config.reload,
         reload_dirs=reload_dirs,
-        reload_includes=list(config.reload_includes or ["*.py"]),
-        reload_excludes=list(config.reload_excludes or [".*", ".py[cod]", ".sw.*", "~*"]),
+        reload_includes=reload_includes,
+        reload_excludes=reload_excludes,
         reload_delay=config.reload_delay,
         timeout_worker_healthcheck=config.timeout_worker_healthcheck,
         timeout_graceful_shutdown=-1.0 if graceful is None else graceful,

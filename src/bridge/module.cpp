@@ -399,7 +399,7 @@ void access_hook(void *ctx, const SocketAddress &peer, std::string_view method, 
                  int version_minor, int status) {
   auto *s = static_cast<AppServer *>(ctx);
   std::string client = peer.is_unix ? std::string("unix socket") : peer.host + ":" + std::to_string(peer.port);
-  PyObject *r = PyObject_CallMethod(s->access_logger, "info", "ss#s#si", "%s - \"%s %s HTTP/%s\" %d", client.c_str(),
+  PyObject *r = PyObject_CallMethod(s->access_logger, "info", "sss#s#si", "%s - \"%s %s HTTP/%s\" %d", client.c_str(),
                                     method.data(), static_cast<Py_ssize_t>(method.size()), target.data(),
                                     static_cast<Py_ssize_t>(target.size()), version_minor == 1 ? "1.1" : "1.0", status);
   if (r == nullptr) PyErr_WriteUnraisable(s->access_logger);
