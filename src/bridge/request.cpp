@@ -33,6 +33,7 @@ struct RequestObject {
   http1::Connection *conn;   // nullptr once the connection let go of us
   PyObject *receive_waiter;  // pending Future of receive(), or nullptr
   PyObject *send_waiter;     // pending Future of send(), or nullptr
+  PyObject *unread_message;  // a message whose receive() was cancelled, or nullptr
   bool disconnected;         // the client went away before the response completed
   bool response_started;
   bool response_complete;
@@ -46,11 +47,11 @@ PyObject *disconnect_message() {
 // Builds the next http.request message from the connection's body buffer.
 PyObject *body_message(RequestObject *self) {
   http1::Connection &conn = *self->conn;
-  std::string &buf = conn.body_buffer();
+  Buffer &buf = conn.body_buffer();
   PyObject *body = buf.empty() ? Py_NewRef(names.empty_bytes)
                                : PyBytes_FromStringAndSize(buf.data(), static_cast<Py_ssize_t>(buf.size()));
   if (body == nullptr) return nullptr;
-  buf.clear();
+  buf.consume(buf.size());
   bool more = !conn.body_complete();
   PyObject *message = PyDict_New();
   if (message == nullptr || PyDict_SetItem(message, names.type, names.http_request) < 0 ||
@@ -93,15 +94,12 @@ void Observer::on_body_ready() {
     return;
   }
   if (!resolve(self->receive_waiter, names.set_result, message)) {
-    // The waiter was cancelled: keep the bytes for the next receive().
-    PyObject *body = PyDict_GetItem(message, names.body);
-    if (body != nullptr && PyBytes_GET_SIZE(body) > 0)
-      self->conn->body_buffer().insert(0, PyBytes_AS_STRING(body), static_cast<size_t>(PyBytes_GET_SIZE(body)));
-    self->body_delivered = false;
-  } else {
-    self->conn->body_taken();
+    // The waiter was cancelled: the next receive() returns this message.
+    Py_XSETREF(self->unread_message, message);
+    return;
   }
   Py_DECREF(message);
+  if (self->conn != nullptr) self->conn->body_taken();
 }
 
 void Observer::on_writable() {
@@ -164,6 +162,11 @@ PyObject *request_receive(PyObject *op, PyObject *) {
       return nullptr;
     }
     Py_CLEAR(self->receive_waiter);
+  }
+  if (self->unread_message != nullptr) {
+    PyObject *message = self->unread_message;
+    self->unread_message = nullptr;
+    return ready(message);
   }
   if (self->conn == nullptr) return ready(disconnect_message());
   http1::Connection &conn = *self->conn;
@@ -390,6 +393,7 @@ void request_dealloc(PyObject *op) {
   auto *self = reinterpret_cast<RequestObject *>(op);
   Py_CLEAR(self->receive_waiter);
   Py_CLEAR(self->send_waiter);
+  Py_CLEAR(self->unread_message);
   self->observer.~Observer();
   Py_TYPE(op)->tp_free(op);
 }
@@ -429,6 +433,7 @@ void start_request(AppServer &server, http1::Connection &conn, PyObject *scope) 
   self->conn = &conn;
   self->receive_waiter = nullptr;
   self->send_waiter = nullptr;
+  self->unread_message = nullptr;
   self->disconnected = false;
   self->response_started = false;
   self->response_complete = false;

@@ -14,6 +14,7 @@ namespace pronghorn::http1 {
 
 namespace {
 constexpr size_t kReadSize = 64 * 1024;
+constexpr size_t kBodyReadSize = 256 * 1024;
 constexpr uint64_t kLingerMs = 2000;
 constexpr size_t kMaxIov = 16;
 }  // namespace
@@ -91,21 +92,40 @@ void Connection::on_io(uint32_t events) {
   }
 }
 
-void Connection::handle_readable() {
-  char *dst = in_.prepare(kReadSize);
-  ssize_t n = stream_->read(dst, kReadSize);
-  if (n == kWouldBlock) return;
+ssize_t Connection::read_some(char *dst, size_t len) {
+  ssize_t n = stream_->read(dst, len);
+  if (n == kWouldBlock) return -1;
   if (n == kFailed) {
     int err = errno;
     if (err != ECONNRESET) log_errno(LogLevel::Debug, err, "recv from %s:%d failed", peer_.host.c_str(), peer_.port);
     close_now(true);
-    return;
+    return -1;
   }
   if (n == 0) {
     // End of stream. uvicorn treats a half-close as a disconnect too.
     close_now(phase_ == Phase::Active && response_ != ResponseState::Done);
+    return -1;
+  }
+  return n;
+}
+
+void Connection::handle_readable() {
+  if (phase_ == Phase::Active && !body_done_ && !discard_body_ && in_.empty() && decoder_.length_framed()) {
+    // Content-Length body with nothing else buffered: read straight into the
+    // body buffer, skipping the copy through the input buffer.
+    uint64_t left = decoder_.remaining();
+    size_t want = left < kBodyReadSize ? static_cast<size_t>(left) : kBodyReadSize;
+    ssize_t n = read_some(body_buf_.prepare(want), want);
+    if (n < 0) return;
+    body_buf_.commit(static_cast<size_t>(n));
+    if (decoder_.skip_length(static_cast<size_t>(n))) body_done_ = true;
+    notify_body_ = true;
+    process_input();
     return;
   }
+  char *dst = in_.prepare(kReadSize);
+  ssize_t n = read_some(dst, kReadSize);
+  if (n < 0) return;
   if (phase_ == Phase::Lingering || phase_ == Phase::Closing) {
     in_.consume(in_.size());
     in_.release_if_empty();
@@ -189,7 +209,7 @@ void Connection::begin_exchange(size_t head_len) {
   head_pending_ = false;
   wants_writable_ = false;
   body_sent_ = 0;
-  body_buf_.clear();
+  body_buf_.consume(body_buf_.size());
   expect_continue_ = head_.expect_continue;
   keep_alive_ = head_.keep_alive;
   head_method_ = head_.method == "HEAD";
@@ -227,8 +247,8 @@ void Connection::begin_exchange(size_t head_len) {
 
 void Connection::end_exchange() {
   phase_ = Phase::Head;
-  body_buf_.clear();
-  if (body_buf_.capacity() > 4096) std::string().swap(body_buf_);
+  body_buf_.consume(body_buf_.size());
+  body_buf_.release_if_empty();
   if (!keep_alive_ || stop_after_response_) {
     begin_close(false);
     return;
@@ -264,7 +284,7 @@ void Connection::finish_response() {
     // The app did not read the whole body: read and drop the rest, within the
     // header timeout, so that a client that never sends it cannot hold us.
     discard_body_ = true;
-    body_buf_.clear();
+    body_buf_.consume(body_buf_.size());
     set_deadline(Deadline::Header, server_.config().header_timeout_ms);
   } else {
     end_exchange();

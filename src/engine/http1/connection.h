@@ -72,9 +72,9 @@ class Connection final : public IoHandler {
   const SocketAddress &peer() const { return peer_; }
   const SocketAddress &local() const { return *local_; }
 
-  // Unread body bytes. The application takes them (swap or copy, then clear)
-  // and calls body_taken(), which resumes reading and sends 100 Continue.
-  std::string &body_buffer() { return body_buf_; }
+  // Unread body bytes. The application copies them out, consumes them, and
+  // calls body_taken(), which resumes reading and sends 100 Continue.
+  Buffer &body_buffer() { return body_buf_; }
   bool body_complete() const { return body_done_; }
   void body_taken();
 
@@ -102,6 +102,8 @@ class Connection final : public IoHandler {
   enum class Deadline { None, KeepAlive, Header, Linger, Write };
 
   void handle_readable();
+  // Reads into dst; returns the byte count, or -1 (nothing to read, or closed).
+  ssize_t read_some(char *dst, size_t len);
   void process_input();
   void process_once();
   void begin_exchange(size_t head_len);
@@ -157,7 +159,7 @@ class Connection final : public IoHandler {
   RequestHeadParser parser_;
   RequestHead head_;
   BodyDecoder decoder_;
-  std::string body_buf_;
+  Buffer body_buf_;
 
   ResponsePlan plan_;
   std::string head_buf_;

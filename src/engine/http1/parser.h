@@ -120,6 +120,14 @@ class BodyDecoder {
   const ParseError &error() const { return error_; }
   // Body bytes still expected, for Content-Length framing.
   uint64_t remaining() const { return remaining_; }
+  bool length_framed() const { return state_ == State::Length; }
+  // Content-Length framing: `n` body bytes (n <= remaining()) were taken
+  // without decode(). Returns true when the body is complete.
+  bool skip_length(size_t n) {
+    remaining_ -= n;
+    if (remaining_ == 0) state_ = State::Done;
+    return remaining_ == 0;
+  }
 
   static constexpr size_t kMaxChunkLine = 4096;  // chunk-size plus extensions
   static constexpr size_t kMaxTrailers = 64 * 1024;

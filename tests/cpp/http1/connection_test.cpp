@@ -60,8 +60,9 @@ class TestExchange final : public ExchangeObserver {
   // Moves the connection's unread body into `body` and lets it read on.
   void take_body() {
     if (conn == nullptr) return;
-    body += conn->body_buffer();
-    conn->body_buffer().clear();
+    Buffer &buf = conn->body_buffer();
+    body.append(buf.data(), buf.size());
+    buf.consume(buf.size());
     conn->body_taken();  // may re-enter on_body_ready(), or even finish the exchange
   }
 
