@@ -108,8 +108,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("preload", "--preload", "flag", False, "Import the app in the parent before forking workers (copy-on-write)."),
     Option("limit_worker_memory", "--limit-worker-memory", "int", None, "Recycle a worker whose RSS passes this many MiB."),
     Option("worker_lifetime", "--worker-lifetime", "float", None, "Recycle a worker after this many seconds."),
-    Option("reuse_port", "--reuse-port", "flag", False, "Give each worker its own SO_REUSEPORT socket.",
-           refused="--reuse-port is not built yet"),
+    Option("reuse_port", "--reuse-port", "flag", False, "Give each worker its own SO_REUSEPORT socket."),
     Option("pid_file", "--pid-file", "str", None, "Write the server's PID to this file.", metavar="PATH"),
 )
 
@@ -238,6 +237,8 @@ class Config:
             raise ConfigError("--limit-request-head must be at least --limit-request-line")
         if self.uds and self.fd is not None:
             raise ConfigError("--uds and --fd cannot be used together")
+        if self.reuse_port and (self.uds or self.fd is not None):
+            raise ConfigError("--reuse-port needs a TCP --host/--port, not --uds or --fd")
         if self.preload and self.reload:
             raise ConfigError("--preload and --reload cannot be used together: reload must import the app afresh")
         if self.fd is not None and self.fd < 0:

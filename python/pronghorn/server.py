@@ -221,7 +221,7 @@ class Worker:
                 server.listen_unix(config.uds, config.backlog)
                 message = f"Pronghorn running on unix socket {config.uds} (Press CTRL+C to quit)"
             else:
-                host, port = server.listen_tcp(config.host, config.port, config.backlog)
+                host, port = server.listen_tcp(config.host, config.port, config.backlog, config.reuse_port)
                 message = f"Pronghorn running on {_url(config.host, port)} (Press CTRL+C to quit)"
         except OSError:
             # The engine logged the failing call with its errno.
@@ -311,8 +311,9 @@ def _bind(config: Config, logger) -> str:
     if config.uds:
         config.fd = _core.bind_unix(config.uds, config.backlog)
         return f"Pronghorn running on unix socket {config.uds} (Press CTRL+C to quit)"
-    fd, _host, port = _core.bind_tcp(config.host, config.port, config.backlog)
+    fd, _host, port = _core.bind_tcp(config.host, config.port, config.backlog, config.reuse_port)
     config.fd = fd
+    config.port = port
     return f"Pronghorn running on {_url(config.host, port)} (Press CTRL+C to quit)"
 
 
@@ -372,6 +373,11 @@ def run(config: Config) -> int:
         reload_includes=reload_includes,
         reload_excludes=reload_excludes,
         reload_delay=config.reload_delay,
+        reuse_port=config.reuse_port,
+        host=config.host,
+        port=config.port,
+        backlog=config.backlog,
+        listen_fd=config.fd if config.reuse_port else -1,
         timeout_worker_healthcheck=config.timeout_worker_healthcheck,
         timeout_graceful_shutdown=-1.0 if graceful is None else graceful,
         limit_max_requests=config.limit_max_requests or 0,
@@ -384,7 +390,9 @@ def run(config: Config) -> int:
         if config.uds and os.path.exists(config.uds):
             os.unlink(config.uds)
         return result
-    control_fd, max_requests = result
+    control_fd, max_requests, listen_fd = result
+    if listen_fd >= 0:
+        config.fd = listen_fd  # --reuse-port: this worker's own socket
     return run_worker(config, logger, app, control_fd, max_requests)
 
 

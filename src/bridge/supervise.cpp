@@ -52,17 +52,26 @@ PyObject *py_supervise(PyObject *, PyObject *args, PyObject *kwargs) {
                                  "reload_includes",
                                  "reload_excludes",
                                  "reload_delay",
+                                 "reuse_port",
+                                 "host",
+                                 "port",
+                                 "backlog",
+                                 "listen_fd",
                                  nullptr};
   supervisor::Options options;
   unsigned long long max_requests = 0, jitter = 0, memory = 0;
   const char *pid_file = "";
-  int reload = 0;
+  int reload = 0, reuse_port = 0;
+  const char *host = "";
   PyObject *dirs = nullptr, *includes = nullptr, *excludes = nullptr;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i|$ddKKKdspOOOd", const_cast<char **>(kwlist), &options.workers,
-                                   &options.healthcheck_timeout_s, &options.graceful_timeout_s, &max_requests, &jitter,
-                                   &memory, &options.worker_lifetime_s, &pid_file, &reload, &dirs, &includes, &excludes,
-                                   &options.reload_delay_s))
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i|$ddKKKdspOOOdpsiii", const_cast<char **>(kwlist),
+                                   &options.workers, &options.healthcheck_timeout_s, &options.graceful_timeout_s,
+                                   &max_requests, &jitter, &memory, &options.worker_lifetime_s, &pid_file, &reload,
+                                   &dirs, &includes, &excludes, &options.reload_delay_s, &reuse_port, &host,
+                                   &options.port, &options.backlog, &options.first_listen_fd))
     return nullptr;
+  options.reuse_port = reuse_port;
+  options.host = host;
   options.reload = reload;
   if (!string_list(dirs, options.reload_dirs) || !string_list(includes, options.reload_includes) ||
       !string_list(excludes, options.reload_excludes))
@@ -74,7 +83,8 @@ PyObject *py_supervise(PyObject *, PyObject *args, PyObject *kwargs) {
   supervisor::ForkHooks hooks{before_fork, after_fork_parent, after_fork_child};
   supervisor::Outcome outcome = supervisor::supervise(options, hooks);
   if (outcome.role == supervisor::Role::Parent) return PyLong_FromLong(outcome.exit_code);
-  return Py_BuildValue("(iK)", outcome.control_fd, static_cast<unsigned long long>(outcome.max_requests));
+  return Py_BuildValue("(iKi)", outcome.control_fd, static_cast<unsigned long long>(outcome.max_requests),
+                       outcome.listen_fd);
 }
 
 // bind_tcp(host, port, backlog, reuse_port) -> (fd, bound_host, bound_port)

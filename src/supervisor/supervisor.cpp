@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "engine/log.h"
+#include "engine/net/listener.h"
 #include "supervisor/systemd.h"
 
 namespace pronghorn::supervisor {
@@ -64,6 +65,7 @@ struct Worker {
   uint64_t spawned_ms = 0;
   uint64_t heartbeat_ms = 0;
   uint64_t dump_ms = 0;
+  int slot = -1;  // with --reuse-port: index of its socket in slot_fds_
 };
 
 class Supervisor {
@@ -77,6 +79,8 @@ class Supervisor {
     if (timer_fd_ >= 0) close(timer_fd_);
     if (epoll_fd_ >= 0) close(epoll_fd_);
     if (inotify_fd_ >= 0) close(inotify_fd_);
+    for (int fd : slot_fds_)
+      if (fd >= 0 && fd != child_.listen_fd) close(fd);
   }
 
   Outcome run();
@@ -106,6 +110,9 @@ class Supervisor {
   void on_inotify();
   bool watched_file(const char *name) const;
   bool start_reload(const char *why);
+  // --reuse-port sockets.
+  int slot_for(pid_t replaces);
+  void close_unused_slots();
 
   Options opt_;
   ForkHooks hooks_;
@@ -134,6 +141,7 @@ class Supervisor {
   uint64_t change_deadline_ms_ = 0;     // reload when reached (0: no change pending)
   std::string changed_file_;
   bool waiting_for_change_ = false;  // reload mode: workers failed to start
+  std::vector<int> slot_fds_;        // --reuse-port: one listening socket per slot
   Outcome child_;
 };
 
@@ -290,6 +298,47 @@ bool Supervisor::start_reload(const char *why) {
   return in_child_;
 }
 
+int Supervisor::slot_for(pid_t replaces) {
+  if (replaces != 0)
+    if (Worker *old = find(replaces)) return old->slot;
+  // A slot whose worker is gone or stopping (crash, health-check kill).
+  for (size_t i = 0; i < slot_fds_.size(); ++i) {
+    if (slot_fds_[i] < 0) continue;
+    bool used = false;
+    for (const Worker &w : workers_)
+      if (w.slot == static_cast<int>(i) && !w.stopping) used = true;
+    if (!used) return static_cast<int>(i);
+  }
+  int fd = listen_tcp(opt_.host, opt_.port, opt_.backlog, true);
+  if (fd < 0) return -1;
+  for (size_t i = 0; i < slot_fds_.size(); ++i)
+    if (slot_fds_[i] < 0) {
+      slot_fds_[i] = fd;
+      return static_cast<int>(i);
+    }
+  slot_fds_.push_back(fd);
+  return static_cast<int>(slot_fds_.size() - 1);
+}
+
+void Supervisor::close_unused_slots() {
+  // After scaling down, a slot with no worker would keep taking connections
+  // that nobody accepts: close it (the kernel migrates its queue to the other
+  // sockets when net.ipv4.tcp_migrate_req is 1).
+  int open_slots = 0;
+  for (int fd : slot_fds_)
+    if (fd >= 0) ++open_slots;
+  for (size_t i = 0; i < slot_fds_.size() && open_slots > target_; ++i) {
+    if (slot_fds_[i] < 0) continue;
+    bool used = false;
+    for (const Worker &w : workers_)
+      if (w.slot == static_cast<int>(i)) used = true;
+    if (used) continue;
+    close(slot_fds_[i]);
+    slot_fds_[i] = -1;
+    --open_slots;
+  }
+}
+
 void Supervisor::restore_child_state() {
   // The worker starts with the signal mask Python had, and none of our fds.
   sigprocmask(SIG_SETMASK, &old_mask_, nullptr);
@@ -303,6 +352,11 @@ void Supervisor::restore_child_state() {
   if (inotify_fd_ >= 0) close(inotify_fd_);
   signal_fd_ = timer_fd_ = epoll_fd_ = inotify_fd_ = -1;
   workers_.clear();
+  // Only this worker's own slot socket stays open in it.
+  for (int &fd : slot_fds_) {
+    if (fd >= 0 && fd != child_.listen_fd) close(fd);
+    fd = -1;
+  }
 }
 
 bool Supervisor::spawn(pid_t replaces, const char *reason) {
@@ -310,6 +364,16 @@ bool Supervisor::spawn(pid_t replaces, const char *reason) {
   if (pipe2(fds, O_CLOEXEC) < 0) {
     log_errno(LogLevel::Error, errno, "pipe2 for a worker's control pipe failed");
     return false;
+  }
+  int slot = -1;
+  if (opt_.reuse_port) {
+    slot = slot_for(replaces);
+    if (slot < 0) {
+      log(LogLevel::Error, "cannot create a listening socket for a new worker");
+      close(fds[0]);
+      close(fds[1]);
+      return false;
+    }
   }
   uint64_t max_requests = 0;
   if (opt_.max_requests > 0) {
@@ -329,6 +393,7 @@ bool Supervisor::spawn(pid_t replaces, const char *reason) {
   if (pid == 0) {
     if (hooks_.after_in_child) hooks_.after_in_child();
     close(fds[0]);
+    child_.listen_fd = slot >= 0 ? slot_fds_[slot] : -1;
     restore_child_state();
     in_child_ = true;
     child_.role = Role::Worker;
@@ -345,6 +410,7 @@ bool Supervisor::spawn(pid_t replaces, const char *reason) {
   w.spawned_ms = w.heartbeat_ms = now_ms();
   w.replaces = replaces;
   w.replace_reason = reason;
+  w.slot = slot;
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.fd = w.fd;
@@ -559,6 +625,7 @@ void Supervisor::on_signal() {
       case SIGCHLD:
         reap();
         if (in_child_) return;
+        if (opt_.reuse_port) close_unused_slots();
         break;
       case SIGINT:
       case SIGTERM:
@@ -685,6 +752,19 @@ void Supervisor::on_tick() {
 Outcome Supervisor::run() {
   if (!setup()) return {Role::Parent, 1, -1, 0};
   target_ = opt_.workers < 1 ? 1 : opt_.workers;
+  if (opt_.reuse_port) {
+    slot_fds_.push_back(opt_.first_listen_fd);
+    FILE *f = fopen("/proc/sys/net/ipv4/tcp_migrate_req", "r");
+    int migrate = 0;
+    if (f != nullptr) {
+      if (fscanf(f, "%d", &migrate) != 1) migrate = 0;
+      fclose(f);
+    }
+    if (migrate != 1)
+      log(LogLevel::Warning,
+          "--reuse-port: net.ipv4.tcp_migrate_req is not 1, so connections queued on a worker's socket are lost "
+          "when scaling down (reloads, recycling and crashes keep them)");
+  }
   if (opt_.reload) {
     if (!setup_watch()) return {Role::Parent, 1, -1, 0};
     log(LogLevel::Info, "Started reloader process [%d] using inotify", getpid());

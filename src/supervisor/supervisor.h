@@ -37,6 +37,15 @@ struct Options {
   std::vector<std::string> reload_includes;
   std::vector<std::string> reload_excludes;
   double reload_delay_s = 0.25;
+  // --reuse-port: each worker slot has its own SO_REUSEPORT socket, created
+  // and kept by the parent, so that a replacement (reload, recycling, crash)
+  // inherits the queue of the worker it replaces. `first_listen_fd` is the
+  // first slot's socket, already bound to host:port.
+  bool reuse_port = false;
+  std::string host;
+  int port = 0;
+  int backlog = 2048;
+  int first_listen_fd = -1;
 };
 
 // Called around fork(): the bridge passes CPython's PyOS_*Fork functions.
@@ -53,6 +62,7 @@ struct Outcome {
   int exit_code = 0;          // Parent: the server's exit code
   int control_fd = -1;        // Worker: write end of its control pipe
   uint64_t max_requests = 0;  // Worker: its own drawn request limit (0: none)
+  int listen_fd = -1;         // Worker, with reuse_port: its slot's socket
 };
 
 // Exit codes, as uvicorn's: 3 means a worker failed to start; do not respawn.

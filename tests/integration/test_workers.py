@@ -651,3 +651,80 @@ def test_memory_limit_recycles_worker(start):
     assert children(parent) == {other, replacement}
     assert f"Worker [{other}] uses" not in srv.stderr
     wait_pid_serves(srv.port, replacement)
+
+
+# -- --reuse-port ---------------------------------------------------------------------------
+
+def _socket_inodes(pid: int) -> set[str]:
+    out = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:"):
+            out.add(target)
+    return out
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """Inodes of the sockets listening on `port` (from /proc/net/tcp)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, inode = fields[1], fields[3], fields[9]
+        if state == "0A" and int(local.split(":")[1], 16) == port:
+            inodes.add(f"socket:[{inode}]")
+    return inodes
+
+
+def test_reuse_port_gives_each_worker_its_own_socket(start):
+    srv = start("--reuse-port", workers=3)
+    parent = parent_pid(srv)
+    listening = _listening_inodes(srv.port)
+    assert len(listening) == 3, listening
+    per_worker = [(_socket_inodes(pid) & listening) for pid in children(parent)]
+    assert all(len(s) == 1 for s in per_worker), per_worker
+    assert len(set().union(*per_worker)) == 3, "each worker has a different socket"
+    # The kernel spreads new connections over the three sockets.
+    pids = {get(srv.port)["pid"] for _ in range(60)}
+    assert len(pids) >= 2, pids
+
+
+def test_reuse_port_reload_and_recycling_lose_no_connection(start):
+    """A replacement inherits the socket (and its queue) of the worker it replaces."""
+    srv = start("--reuse-port", "--no-access-log", "--limit-max-requests", "150", workers=3)
+    parent = parent_pid(srv)
+    sockets_before = _listening_inodes(srv.port)
+    with Load(srv.port, "/pid", new=6, ka=0) as load:
+        for i in range(1, 3):
+            load.wait_requests(150)
+            os.kill(parent, signal.SIGHUP)
+            wait_until(lambda: count(srv, "Reload complete: every worker was replaced") >= i, 20, f"reload {i}", srv)
+        load.wait_requests(400)
+    _assert_no_failures(load, srv)
+    assert re.search(r"\(request limit\)", srv.stderr), "no worker was recycled"
+    assert _listening_inodes(srv.port) == sockets_before, "the slots' sockets survive replacements"
+
+
+def test_reuse_port_scale_down_closes_the_slot_and_loses_nothing(start):
+    """SIGTTOU closes the removed worker's socket; with net.ipv4.tcp_migrate_req=1
+    (set here, restored after) its queued connections move to the other sockets."""
+    knob = Path("/proc/sys/net/ipv4/tcp_migrate_req")
+    if not knob.exists() or not os.access(knob, os.W_OK):
+        pytest.skip("needs a writable net.ipv4.tcp_migrate_req (root, Linux >= 5.14)")
+    saved = knob.read_text().strip()
+    knob.write_text("1")
+    try:
+        srv = start("--reuse-port", "--no-access-log", workers=3)
+        parent = parent_pid(srv)
+        with Load(srv.port, "/pid", new=6, ka=0) as load:
+            load.wait_requests(150)
+            os.kill(parent, signal.SIGTTOU)
+            m = srv.wait_for_log(r"Stopping worker \[(\d+)\] \(scaled down\)", timeout=5)
+            wait_until(lambda: not alive(int(m.group(1))), 10, "the removed worker to exit", srv)
+            wait_until(lambda: len(_listening_inodes(srv.port)) == 2, 5, "its socket to close", srv)
+            load.wait_requests(150)
+        _assert_no_failures(load, srv)
+    finally:
+        knob.write_text(saved)
