@@ -357,9 +357,7 @@ PyObject *request_send(PyObject *op, PyObject *message) {
 PyObject *request_done(PyObject *op, PyObject *task) {
   auto *self = reinterpret_cast<RequestObject *>(op);
   AppServer &server = *self->server;
-  PyObject *r = PyObject_CallMethodOneArg(server.tasks, names.discard, task);
-  if (r == nullptr) return nullptr;
-  Py_DECREF(r);
+  if (PySet_Discard(server.tasks, task) < 0) return nullptr;
   PyObject *cancelled = PyObject_CallMethodNoArgs(task, names.cancelled);
   if (cancelled == nullptr) return nullptr;
   bool was_cancelled = cancelled == Py_True;
@@ -464,10 +462,8 @@ void start_request(AppServer &server, http1::Connection &conn, PyObject *scope) 
   if (task != nullptr) {
     callback = PyCFunction_New(&done_def, op);
     PyObject *r = callback == nullptr ? nullptr : PyObject_CallMethodOneArg(task, names.add_done_callback, callback);
-    PyObject *r2 = r == nullptr ? nullptr : PyObject_CallMethodOneArg(server.tasks, names.add, task);
+    if (r == nullptr || PySet_Add(server.tasks, task) < 0) Py_CLEAR(task);
     Py_XDECREF(r);
-    if (r2 == nullptr) Py_CLEAR(task);
-    Py_XDECREF(r2);
   }
   Py_XDECREF(receive);
   Py_XDECREF(send);
