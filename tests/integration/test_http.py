@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import os
 import shutil
 import socket
 import subprocess
@@ -16,6 +17,8 @@ import pytest
 from conftest import IS_UVICORN, ResponseReader, is_closed, raw_request, recv_until_closed
 
 CURL = shutil.which("curl")
+# The sanitizer run preloads ASan for the server; curl hangs with it preloaded.
+CURL_ENV = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
 needs_curl = pytest.mark.skipif(CURL is None, reason="curl not installed")
 
 
@@ -234,7 +237,7 @@ def test_expect_100_continue_curl(raw_server):
     if CURL is None:
         pytest.skip("curl not installed")
     r = subprocess.run([CURL, "-sS", "-m", "10", "-H", "Expect: 100-continue", "--expect100-timeout", "5",
-                        "--data-binary", "x" * 2000, "-w", "\n%{http_code}", f"{raw_server.url}/expect"],
+                        "--data-binary", "x" * 2000, "-w", "\n%{http_code}", f"{raw_server.url}/expect"], env=CURL_ENV,
                        capture_output=True, timeout=15)
     body, _, code = r.stdout.rpartition(b"\n")
     assert code == b"200"
@@ -325,7 +328,7 @@ def test_log_level_warning_hides_info(server_factory):
 
 @needs_curl
 def test_curl_get(raw_server):
-    r = subprocess.run([CURL, "-sS", "-m", "10", "-i", f"{raw_server.url}/fixed"], capture_output=True, timeout=15)
+    r = subprocess.run([CURL, "-sS", "-m", "10", "-i", f"{raw_server.url}/fixed"], env=CURL_ENV, capture_output=True, timeout=15)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(b"HTTP/1.1 200 OK\r\n")
     assert r.stdout.endswith(b"\r\n\r\nhello, world")
@@ -334,14 +337,14 @@ def test_curl_get(raw_server):
 @needs_curl
 def test_curl_chunked_upload(raw_server):
     r = subprocess.run([CURL, "-sS", "-m", "10", "-H", "Transfer-Encoding: chunked", "--data-binary", "@-",
-                        f"{raw_server.url}/upload"], input=b"z" * 300000, capture_output=True, timeout=15)
+                        f"{raw_server.url}/upload"], env=CURL_ENV, input=b"z" * 300000, capture_output=True, timeout=15)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["bytes"] == 300000
 
 
 @needs_curl
 def test_curl_keepalive_two_urls(raw_server):
-    r = subprocess.run([CURL, "-sS", "-m", "10", "-v", f"{raw_server.url}/fixed", f"{raw_server.url}/fixed"],
+    r = subprocess.run([CURL, "-sS", "-m", "10", "-v", f"{raw_server.url}/fixed", f"{raw_server.url}/fixed"], env=CURL_ENV,
                        capture_output=True, timeout=15)
     assert r.returncode == 0
     assert r.stdout == b"hello, world" * 2
@@ -350,7 +353,7 @@ def test_curl_keepalive_two_urls(raw_server):
 
 @needs_curl
 def test_curl_head(raw_server):
-    r = subprocess.run([CURL, "-sS", "-m", "10", "-I", f"{raw_server.url}/fixed"], capture_output=True, timeout=15)
+    r = subprocess.run([CURL, "-sS", "-m", "10", "-I", f"{raw_server.url}/fixed"], env=CURL_ENV, capture_output=True, timeout=15)
     assert r.returncode == 0, r.stderr
     assert b"content-length: 12" in r.stdout.lower()
     assert not r.stdout.rstrip().endswith(b"hello, world")
