@@ -162,5 +162,7 @@ class BodyDecoder {
 // Character classes of RFC 9110 §5.6.2 (token) and §5.5 (field-value).
 bool is_token_char(unsigned char c);
 bool is_field_value_char(unsigned char c);
+// ASCII case-insensitive comparison (field names, tokens).
+bool iequals(std::string_view a, std::string_view b);
 
 }  // namespace pronghorn::http1

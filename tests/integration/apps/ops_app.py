@@ -1,0 +1,43 @@
+"""A raw ASGI app for the supervisor operations tests (test_supervisor_ops.py).
+
+Routes:
+  /pid            {"pid": ..., "ppid": ...}
+  /exit           the worker exits at once with code 1 (a crash)
+  /sleep?s=N      sleeps N seconds (asyncio), then answers
+
+At import, if the file named by OPS_BROKEN_FLAG exists, the import fails (to
+simulate deploying broken code before a SIGHUP).
+"""
+
+import asyncio
+import json
+import os
+
+_flag = os.environ.get("OPS_BROKEN_FLAG")
+if _flag and os.path.exists(_flag):
+    raise RuntimeError("OPS_BROKEN_FLAG is set: this deploy is broken")
+
+
+async def _json(send, obj):
+    body = json.dumps(obj).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    path = scope["path"]
+    if path == "/exit":
+        os._exit(1)
+    if path == "/sleep":
+        seconds = float(scope["query_string"].decode().partition("=")[2] or 1)
+        await asyncio.sleep(seconds)
+    await _json(send, {"pid": os.getpid(), "ppid": os.getppid()})
