@@ -15,6 +15,7 @@ namespace pronghorn::http1 {
 namespace {
 constexpr size_t kReadSize = 64 * 1024;
 constexpr size_t kBodyReadSize = 256 * 1024;
+constexpr uint64_t kWriteStallMs = 60000;  // no byte accepted by the socket for this long
 constexpr uint64_t kLingerMs = 2000;
 constexpr size_t kMaxIov = 16;
 }  // namespace
@@ -45,7 +46,18 @@ void Connection::set_deadline(Deadline kind, uint64_t ms) {
 }
 
 void Connection::on_tick(uint64_t now_ms) {
-  if (closed_ || deadline_kind_ == Deadline::None || now_ms < deadline_ms_) return;
+  if (closed_) return;
+  if (!out_.empty()) {
+    // A response is still going out: no idle timer applies while the client
+    // keeps reading; only a client that stops reading altogether is dropped.
+    if (now_ms - last_write_ms_ >= kWriteStallMs) {
+      log(LogLevel::Debug, "%s:%d - client read nothing for %llu s; closing", peer_.host.c_str(), peer_.port,
+          static_cast<unsigned long long>(kWriteStallMs / 1000));
+      close_now(true);
+    }
+    return;
+  }
+  if (deadline_kind_ == Deadline::None || now_ms < deadline_ms_) return;
   switch (deadline_kind_) {
     case Deadline::KeepAlive: close_now(false); break;
     case Deadline::Header:
@@ -53,8 +65,7 @@ void Connection::on_tick(uint64_t now_ms) {
       log(LogLevel::Debug, "%s:%d - request head not received within the timeout", peer_.host.c_str(), peer_.port);
       reject({408, "request head timeout"});
       break;
-    case Deadline::Linger:
-    case Deadline::Write: close_now(false); break;
+    case Deadline::Linger: close_now(false); break;
     case Deadline::None: break;
   }
 }
@@ -64,6 +75,10 @@ void Connection::update_interest() {
   bool reading = false;
   switch (phase_) {
     case Phase::Head:
+      // After a graceful stop began, a connection that served a request reads
+      // nothing more (its next request would not be served).
+      reading = !(stop_after_response_ && exchanges_ > 0);
+      break;
     case Phase::Lingering: reading = true; break;
     case Phase::Active:
       // Keep reading while body is wanted and below the high-water mark; once
@@ -102,8 +117,14 @@ ssize_t Connection::read_some(char *dst, size_t len) {
     return -1;
   }
   if (n == 0) {
-    // End of stream. uvicorn treats a half-close as a disconnect too.
-    close_now(phase_ == Phase::Active && response_ != ResponseState::Done);
+    // End of stream. uvicorn treats a half-close as a disconnect too; but a
+    // response that is complete and still queued is sent before closing.
+    bool in_flight = phase_ == Phase::Active && response_ != ResponseState::Done;
+    if (!in_flight && !out_.empty() && phase_ != Phase::Lingering) {
+      begin_close(false);
+      return -1;
+    }
+    close_now(in_flight);
     return -1;
   }
   return n;
@@ -438,6 +459,7 @@ WriteStatus Connection::send_file(int file_fd, uint64_t offset, uint64_t len) {
       return WriteStatus::Closed;
     }
   }
+  if (out_.empty()) last_write_ms_ = server_.loop().now_ms();
   OutChunk chunk;
   chunk.file_fd = file_fd;
   chunk.file_off = static_cast<off_t>(offset);
@@ -513,7 +535,7 @@ void Connection::reject(const ParseError &error) {
 void Connection::begin_close(bool linger) {
   phase_ = Phase::Closing;
   linger_ = linger;
-  set_deadline(Deadline::Write, server_.config().keep_alive_timeout_ms + 25000);
+  set_deadline(Deadline::None, 0);  // pending output is bounded by the write-stall rule
   in_.consume(in_.size());
   if (out_.empty()) {
     after_flush();
@@ -563,6 +585,7 @@ bool Connection::send_iov(iovec *iov, int count) {
     written = 0;
   }
   if (!rest.empty()) {
+    if (out_.empty()) last_write_ms_ = server_.loop().now_ms();
     out_bytes_ += rest.size();
     OutChunk chunk;
     chunk.data = std::move(rest);
@@ -586,6 +609,7 @@ void Connection::flush() {
         close_now(true);
         return;
       }
+      last_write_ms_ = server_.loop().now_ms();
       front.file_left -= static_cast<uint64_t>(n);
       if (front.file_left == 0) {
         ::close(front.file_fd);
@@ -607,6 +631,7 @@ void Connection::flush() {
       return;
     }
     size_t written = static_cast<size_t>(n);
+    if (written > 0) last_write_ms_ = server_.loop().now_ms();
     out_bytes_ -= written;
     while (written > 0) {
       OutChunk &chunk = out_.front();
@@ -625,7 +650,11 @@ void Connection::flush() {
     wants_writable_ = false;
     if (observer_ != nullptr) observer_->on_writable();
   }
-  if (!closed_ && out_.empty()) after_flush();
+  if (closed_ || !out_.empty()) return;
+  // The idle keep-alive time counts from when the response has gone out.
+  if (phase_ == Phase::Head && in_.empty() && deadline_kind_ == Deadline::KeepAlive)
+    set_deadline(Deadline::KeepAlive, server_.config().keep_alive_timeout_ms);
+  after_flush();
 }
 
 void Connection::close_now(bool disconnected) {

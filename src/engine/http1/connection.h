@@ -99,7 +99,7 @@ class Connection final : public IoHandler {
  private:
   enum class Phase { Head, Active, Closing, Lingering };
   enum class ResponseState { NotStarted, Started, Done };
-  enum class Deadline { None, KeepAlive, Header, Linger, Write };
+  enum class Deadline { None, KeepAlive, Header, Linger };
 
   void handle_readable();
   // Reads into dst; returns the byte count, or -1 (nothing to read, or closed).
@@ -154,6 +154,7 @@ class Connection final : public IoHandler {
 
   Deadline deadline_kind_ = Deadline::None;
   uint64_t deadline_ms_ = 0;
+  uint64_t last_write_ms_ = 0;  // when the socket last took queued bytes
 
   Buffer in_;
   RequestHeadParser parser_;

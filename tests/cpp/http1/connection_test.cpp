@@ -13,6 +13,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -265,6 +266,7 @@ class Client {
   bool eof() const { return eof_; }
   bool reset() const { return reset_; }
   const std::string &pending() const { return pending_; }
+  int fd() const { return fd_; }
 
  private:
   Server &server_;
@@ -800,6 +802,37 @@ TEST_F(ConnectionTest, GracefulShutdownClosesIdleKeepAlive) {
   server_->begin_shutdown();
   client->read_until_eof(300);
   EXPECT_TRUE(client->eof()) << "an idle keep-alive connection closes at once";
+}
+
+// A large response still going out when the keep-alive (or header) timeout
+// passes is not cut: idle timers only start once the queued output is sent.
+TEST_F(ConnectionTest, SlowReaderGetsWholeResponseDespiteKeepAliveTimeout) {
+  ServerConfig config = quiet_config();
+  config.keep_alive_timeout_ms = 200;
+  config.header_timeout_ms = 200;
+  start(std::move(config));
+  dispatcher_.mode = Mode::Defer;
+  auto client = connect(/*rcvbuf=*/16 * 1024);
+  client->send("GET /big HTTP/1.1\r\nHost: h\r\n\r\n");
+  client->pump_for(50);
+  ASSERT_EQ(dispatcher_.exchanges.size(), 1u);
+  const std::string big(4 * 1024 * 1024, 'b');
+  dispatcher_.exchanges[0]->respond(200, big);
+  // Read slowly: about 1.5 s in all, far beyond the 200 ms timeouts.
+  std::string got;
+  auto start_time = Clock::now();
+  while (got.size() < big.size() + 100 && ms_since(start_time) < 10000) {
+    server_->run_once(10);
+    char buf[16384];
+    ssize_t n = ::recv(client->fd(), buf, sizeof buf, MSG_DONTWAIT);
+    if (n == 0) break;
+    if (n > 0) got.append(buf, static_cast<size_t>(n));
+    if (ms_since(start_time) < 1500) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  HttpResponse r;
+  ASSERT_GT(parse_response(got, false, r), 0u) << "response cut after " << got.size() << " bytes";
+  EXPECT_EQ(r.body.size(), big.size());
+  EXPECT_GT(ms_since(start_time), 400) << "the read was not slow enough to test anything";
 }
 
 TEST_F(ConnectionTest, WriteBackpressure) {
