@@ -175,8 +175,15 @@ class Worker:
         config, logger = self.config, self.logger
         loop = asyncio.get_running_loop()
         self.stop_event = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._on_signal)
+        if self.control_fd >= 0:
+            # Under the supervisor, Ctrl+C in a terminal reaches every process
+            # of the group: the parent owns it (it sends SIGTERM, then SIGKILL
+            # on a second Ctrl+C), so a worker ignores SIGINT.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            loop.add_signal_handler(signal.SIGTERM, self._on_signal)
+        else:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self._on_signal)
         logger.info("Started server process [%d]", os.getpid())
 
         state: dict = {}

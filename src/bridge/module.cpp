@@ -292,7 +292,16 @@ PyObject *AppServer::build_scope(http1::Connection &conn, const http1::RequestHe
     }
   }
   if (client == nullptr) client = address_tuple(conn.peer());
-  ok = ok && set(names.scheme, scheme) && set(names.client, client) && set(names.server, address_tuple(conn.local())) &&
+  if (!ok) {
+    Py_XDECREF(scheme);
+    Py_XDECREF(client);
+    Py_DECREF(scope);
+    return nullptr;
+  }
+  // set() consumes its value: call both, then combine.
+  bool scheme_set = set(names.scheme, scheme);
+  bool client_set = set(names.client, client);
+  ok = scheme_set && client_set && set(names.server, address_tuple(conn.local())) &&
        set(names.extensions, PyDict_Copy(names.extensions_template));
   if (!ok) {
     Py_DECREF(scope);

@@ -122,7 +122,9 @@ void Observer::on_detach(bool disconnected) {
   }
   if (self->send_waiter != nullptr) {
     if (self->disconnected) {
-      PyObject *exc = PyObject_CallOneArg(names.client_disconnected, PyUnicode_FromString("client disconnected"));
+      PyObject *text = PyUnicode_FromString("client disconnected");
+      PyObject *exc = text == nullptr ? nullptr : PyObject_CallOneArg(names.client_disconnected, text);
+      Py_XDECREF(text);
       if (exc != nullptr) {
         resolve(self->send_waiter, names.set_exception, exc);
         Py_DECREF(exc);
@@ -188,10 +190,15 @@ PyObject *request_receive(PyObject *op, PyObject *) {
   return new_waiter(self, self->receive_waiter);
 }
 
-bool parse_headers(PyObject *headers, http1::HeaderList &out) {
+// Fills `out` with views into the header bytes. `*keep` receives the sequence
+// that owns them (a new list when `headers` is not a list or tuple): the caller
+// releases it only after the views are used.
+bool parse_headers(PyObject *headers, http1::HeaderList &out, PyObject **keep) {
+  *keep = nullptr;
   if (headers == nullptr || headers == Py_None) return true;
   PyObject *seq = PySequence_Fast(headers, "ASGI 'headers' must be an iterable of [name, value] pairs.");
   if (seq == nullptr) return false;
+  *keep = seq;
   Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
   out.reserve(static_cast<size_t>(n));
   for (Py_ssize_t i = 0; i < n; ++i) {
@@ -205,15 +212,12 @@ bool parse_headers(PyObject *headers, http1::HeaderList &out) {
       value = PyList_GET_ITEM(pair, 1);
     }
     if (name == nullptr || !PyBytes_Check(name) || !PyBytes_Check(value)) {
-      Py_DECREF(seq);
       PyErr_SetString(PyExc_RuntimeError, "ASGI response headers must be [name, value] pairs of bytes.");
       return false;
     }
     out.emplace_back(std::string_view(PyBytes_AS_STRING(name), static_cast<size_t>(PyBytes_GET_SIZE(name))),
                      std::string_view(PyBytes_AS_STRING(value), static_cast<size_t>(PyBytes_GET_SIZE(value))));
   }
-  // The views point into bytes objects owned by the message, which the caller holds.
-  Py_DECREF(seq);
   return true;
 }
 
@@ -250,8 +254,11 @@ PyObject *send_start(RequestObject *self, PyObject *message) {
   http1::HeaderList headers;
   PyObject *headers_obj = PyDict_GetItemWithError(message, names.headers);
   if (headers_obj == nullptr && PyErr_Occurred()) return nullptr;
-  if (!parse_headers(headers_obj, headers)) return nullptr;
-  const char *error = self->conn->start_response(static_cast<int>(status), headers);
+  PyObject *keep = nullptr;
+  bool parsed = parse_headers(headers_obj, headers, &keep);
+  const char *error = parsed ? self->conn->start_response(static_cast<int>(status), headers) : nullptr;
+  Py_XDECREF(keep);
+  if (!parsed) return nullptr;
   if (error != nullptr) {
     PyErr_SetString(PyExc_RuntimeError, error);
     return nullptr;
@@ -342,13 +349,15 @@ PyObject *request_send(PyObject *op, PyObject *message) {
     if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "ASGI message without 'type'.");
     return nullptr;
   }
+  if (!PyUnicode_Check(type)) {
+    PyErr_Format(PyExc_RuntimeError, "ASGI message 'type' must be a str, not %R.", type);
+    return nullptr;
+  }
   if (type == names.http_response_body || PyUnicode_Compare(type, names.http_response_body) == 0)
     return send_body(self, message);
   if (type == names.http_response_start || PyUnicode_Compare(type, names.http_response_start) == 0)
     return send_start(self, message);
-  if (PyUnicode_Check(type) && PyUnicode_Compare(type, names.http_response_pathsend) == 0)
-    return send_pathsend(self, message);
-  if (PyErr_Occurred()) return nullptr;
+  if (PyUnicode_Compare(type, names.http_response_pathsend) == 0) return send_pathsend(self, message);
   PyErr_Format(PyExc_RuntimeError, "Unexpected ASGI message type %R for an HTTP connection.", type);
   return nullptr;
 }
@@ -478,6 +487,9 @@ void start_request(AppServer &server, http1::Connection &conn, PyObject *scope) 
     Py_XDECREF(type);
     Py_XDECREF(exc);
     Py_XDECREF(tb);
+    // The app may hold receive/send (a task may even be scheduled): they must
+    // not reach the connection, which answers 500 now.
+    self->conn = nullptr;
     Py_XDECREF(coro);
     Py_DECREF(op);
     conn.fail_exchange();

@@ -64,11 +64,11 @@ PyObject *py_supervise(PyObject *, PyObject *args, PyObject *kwargs) {
   int reload = 0, reuse_port = 0;
   const char *host = "";
   PyObject *dirs = nullptr, *includes = nullptr, *excludes = nullptr;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i|$ddKKKdspOOOdpsiii", const_cast<char **>(kwlist),
-                                   &options.workers, &options.healthcheck_timeout_s, &options.graceful_timeout_s,
-                                   &max_requests, &jitter, &memory, &options.worker_lifetime_s, &pid_file, &reload,
-                                   &dirs, &includes, &excludes, &options.reload_delay_s, &reuse_port, &host,
-                                   &options.port, &options.backlog, &options.first_listen_fd))
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i|$ddKKKdspOOOdpsiii", const_cast<char **>(kwlist), &options.workers,
+                                   &options.healthcheck_timeout_s, &options.graceful_timeout_s, &max_requests, &jitter,
+                                   &memory, &options.worker_lifetime_s, &pid_file, &reload, &dirs, &includes, &excludes,
+                                   &options.reload_delay_s, &reuse_port, &host, &options.port, &options.backlog,
+                                   &options.first_listen_fd))
     return nullptr;
   options.reuse_port = reuse_port;
   options.host = host;

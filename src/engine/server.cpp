@@ -144,8 +144,9 @@ void Server::send_control(char message) {
   // Never blocks: a full pipe means the supervisor is behind, and a lost
   // heartbeat is repaired by the next one.
   if (::write(config_.control_fd, &message, 1) < 0 && errno != EAGAIN) {
-    log_errno(LogLevel::Warning, errno, "writing to the supervisor's control pipe failed");
-    if (errno == EPIPE) config_.control_fd = -1;
+    int err = errno;
+    log_errno(LogLevel::Warning, err, "writing to the supervisor's control pipe failed");
+    if (err == EPIPE) config_.control_fd = -1;
   }
 }
 

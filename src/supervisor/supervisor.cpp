@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/inotify.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
@@ -34,6 +35,7 @@ constexpr int kTickMs = 100;
 constexpr uint64_t kStackDumpGraceMs = 1000;  // between the stack dump and SIGKILL
 constexpr uint64_t kCrashWindowMs = 60000;    // crashes further apart do not add up
 constexpr double kMaxBackoffS = 10.0;
+constexpr uint64_t kKillMarginMs = 2000;  // after the graceful timeout, before SIGKILL
 
 uint64_t now_ms() {
   timespec ts{};
@@ -135,6 +137,8 @@ class Supervisor {
   int respawns_due_ = 0;
   uint64_t last_memory_check_ms_ = 0;
   bool in_child_ = false;
+  bool spawn_failed_ = false;  // the last spawn() made no worker
+  pid_t parent_pid_ = getpid();
   bool announced_ready_ = false;
   int inotify_fd_ = -1;
   std::map<int, std::string> watches_;  // watch descriptor -> directory
@@ -283,8 +287,13 @@ bool Supervisor::start_reload(const char *why) {
   if (waiting_for_change_ || static_cast<int>(live_count()) < target_) {
     // Nothing is serving (the last start failed): start workers afresh.
     waiting_for_change_ = false;
-    while (static_cast<int>(live_count()) < target_)
+    for (int missing = target_ - static_cast<int>(live_count()); missing > 0; --missing) {
       if (spawn(0, "")) return true;
+      if (spawn_failed_) {
+        schedule_respawn();  // retried later, with back-off
+        break;
+      }
+    }
   }
   if (reload_current_ != 0 || !reload_queue_.empty()) {
     // Restart the rolling replacement from the beginning with the newest code.
@@ -360,6 +369,7 @@ void Supervisor::restore_child_state() {
 }
 
 bool Supervisor::spawn(pid_t replaces, const char *reason) {
+  spawn_failed_ = true;  // until a child exists
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) < 0) {
     log_errno(LogLevel::Error, errno, "pipe2 for a worker's control pipe failed");
@@ -392,6 +402,10 @@ bool Supervisor::spawn(pid_t replaces, const char *reason) {
   }
   if (pid == 0) {
     if (hooks_.after_in_child) hooks_.after_in_child();
+    // If the supervisor dies (SIGKILL, OOM), its workers stop too instead of
+    // holding the port forever.
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent_pid_) _exit(0);
     close(fds[0]);
     child_.listen_fd = slot >= 0 ? slot_fds_[slot] : -1;
     restore_child_state();
@@ -402,6 +416,7 @@ bool Supervisor::spawn(pid_t replaces, const char *reason) {
     return true;
   }
   if (hooks_.after_in_parent) hooks_.after_in_parent();
+  spawn_failed_ = false;
   close(fds[1]);
   fcntl(fds[0], F_SETFL, O_NONBLOCK);
   Worker w;
@@ -455,7 +470,10 @@ void Supervisor::stop_all(const char *why) {
     stopping_ = true;
     reload_queue_.clear();
     if (opt_.graceful_timeout_s >= 0)
-      stop_deadline_ms_ = now_ms() + static_cast<uint64_t>(opt_.graceful_timeout_s * 1000);
+      // Workers enforce the graceful timeout themselves (cancelling what still
+      // runs, then lifespan shutdown); the parent kills only those that are
+      // still there a little later.
+      stop_deadline_ms_ = now_ms() + static_cast<uint64_t>(opt_.graceful_timeout_s * 1000) + kKillMarginMs;
     log(LogLevel::Info, "Stopping %zu worker(s) (%s)", workers_.size(), why);
     sd_notify("STOPPING=1");
   }
@@ -548,6 +566,13 @@ void Supervisor::reap() {
       if (other.replaces == pid) successor = &other;
     if (successor != nullptr) {
       successor->replaces = 0;
+      if (reload_current_ == pid) {
+        // The worker being reloaded died first: its successor takes its place
+        // and the reload goes on with the next one.
+        reload_current_ = 0;
+        continue_reload();
+        if (in_child_) return;
+      }
       continue;
     }
     if (reload_current_ == pid) reload_current_ = 0;
@@ -696,6 +721,10 @@ void Supervisor::on_tick() {
     --respawns_due_;
     if (static_cast<int>(live_count()) >= target_) continue;
     if (spawn(0, "")) return;
+    if (spawn_failed_) {
+      schedule_respawn();
+      break;
+    }
   }
   bool sample_memory = opt_.max_memory_mib > 0 && now - last_memory_check_ms_ >= 1000;
   if (sample_memory) last_memory_check_ms_ = now;
@@ -718,7 +747,8 @@ void Supervisor::on_tick() {
         w.stopping = true;
         pid_t pid = w.pid;
         kill(pid, SIGKILL);
-        if (spawn(0, "")) return;
+        // A replacement already on its way (recycling, reload) takes its place.
+        if (!w.replacement_pending && spawn(0, "")) return;
         continue;
       }
     }

@@ -189,3 +189,46 @@ def test_second_ctrl_c_stops_the_supervisor_at_once(server_factory):
     assert srv.proc.wait(timeout=10) == 0
     assert time.monotonic() - t0 < 5
     assert "Forced exit: killing" in srv.stderr
+
+
+def test_ctrl_c_to_the_process_group_stops_workers_gracefully(tmp_path):
+    """A terminal's Ctrl+C signals every process of the group: the workers must
+    still finish in-flight requests and run lifespan shutdown."""
+    err_path = tmp_path / "stderr.log"
+    with open(err_path, "wb") as err:
+        proc = subprocess.Popen([PRONGHORN, APP, "--port", "0", "--workers", "2"], cwd=HERE, stdout=subprocess.DEVNULL,
+                                stderr=err, start_new_session=True)
+    try:
+        wait_until(lambda: err_path.read_text().count("Application startup complete") >= 2, 20, "two workers")
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)", err_path.read_text()).group(1))
+        import threading
+
+        result = {}
+
+        def slow_request():
+            result["status"] = httpx.get(f"http://127.0.0.1:{port}/sleep?s=1.5", timeout=20).status_code
+
+        thread = threading.Thread(target=slow_request)
+        thread.start()
+        time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGINT)  # what the terminal does
+        thread.join(timeout=20)
+        assert result.get("status") == 200, err_path.read_text()
+        assert proc.wait(timeout=20) == 0
+        err = err_path.read_text()
+        assert err.count("Application shutdown complete.") == 2, err
+        assert "Forced exit" not in err and "Cancel" not in err, err
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def test_response_headers_from_a_generator(server_factory):
+    """The header bytes must stay alive until the head is built (a generator's
+    items are owned only by the temporary list made from it)."""
+    srv = server_factory(APP)
+    for _ in range(20):
+        r = httpx.get(f"http://127.0.0.1:{srv.port}/genheaders", timeout=10)
+        assert r.status_code == 200 and r.text == "ok"
+        assert r.headers["x-long"] == "v" * 4000

@@ -167,8 +167,9 @@ bool RequestHeadParser::parse_request_line(char *line, size_t n) {
   method_ = {off(line), static_cast<uint32_t>(i)};
   size_t target_start = ++i;
   // RFC 9112 §3.2: the request-target contains no whitespace or control bytes;
-  // RFC 3986 allows only visible ASCII in a URI.
-  while (i < n && line[i] > 0x20 && line[i] < 0x7f) ++i;
+  // RFC 3986 allows only visible ASCII in a URI, and a fragment ('#') is never
+  // part of a request-target.
+  while (i < n && line[i] > 0x20 && line[i] < 0x7f && line[i] != '#') ++i;
   if (i == target_start || i == n || line[i] != ' ') {
     fail(400, i < n && line[i] != ' ' ? "invalid character in request target" : "invalid request line", 0);
     return false;
@@ -384,7 +385,8 @@ bool RequestHeadParser::finish(const char *buf, RequestHead &out) {
   }
   out.keep_alive = version_minor_ == 1 ? !conn_close : (conn_keep_alive && !conn_close);
   out.upgrade = conn_upgrade && have_upgrade;
-  if (out.framing == BodyFraming::None) out.expect_continue = false;
+  // RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request is ignored.
+  if (out.framing == BodyFraming::None || version_minor_ == 0) out.expect_continue = false;
   return true;
 }
 

@@ -179,6 +179,8 @@ const char *build_response_head(std::string &out, int status, const HeaderList &
     }
   }
   for (const auto &[name, value] : headers) {
+    // RFC 9112 §6.2: no Content-Length together with Transfer-Encoding.
+    if (app_chunked && plan.framing == Framing::Chunked && iequals(name, "content-length")) continue;
     // RFC 9112 §6.1: no Transfer-Encoding in a response to an HTTP/1.0 request.
     // The body is close-delimited then, so the app's "chunked" would misframe it.
     if (plan.framing == Framing::CloseDelimited && iequals(name, "transfer-encoding")) continue;

@@ -962,3 +962,27 @@ TEST(BodyDecoderReject, OversizedTrailerSection) {
 
 }  // namespace
 }  // namespace pronghorn::http1
+
+namespace pronghorn::http1 {
+namespace {
+
+// RFC 9110 §10.1.1: an HTTP/1.0 request's 100-continue expectation is ignored.
+TEST(RequestHeadParser, Http10IgnoresExpectContinue) {
+  std::string req = "POST / HTTP/1.0\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n";
+  RequestHeadParser parser;
+  RequestHead head;
+  ASSERT_EQ(parser.parse(req.data(), req.size(), head).status, Status::Complete);
+  EXPECT_FALSE(head.expect_continue);
+}
+
+// A fragment is never part of a request-target (RFC 9112 §3.2, RFC 3986 §3.5).
+TEST(RequestHeadParser, FragmentInTargetIsRejected) {
+  std::string req = "GET /a#frag HTTP/1.1\r\nHost: h\r\n\r\n";
+  RequestHeadParser parser;
+  RequestHead head;
+  EXPECT_EQ(parser.parse(req.data(), req.size(), head).status, Status::Error);
+  EXPECT_EQ(parser.error().status, 400);
+}
+
+}  // namespace
+}  // namespace pronghorn::http1

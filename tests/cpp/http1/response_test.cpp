@@ -342,3 +342,23 @@ TEST(ErrorResponse, FramingAndClose) {
 
 }  // namespace
 }  // namespace pronghorn::http1
+
+namespace pronghorn::http1 {
+namespace {
+
+// RFC 9112 §6.2: when the app asks for chunked and also gives a length, the
+// length is dropped (a message never carries both).
+TEST(ResponseHead, AppChunkedDropsContentLength) {
+  std::string out;
+  ResponsePlan plan;
+  HeaderList headers{{"Content-Length", "5"}, {"Transfer-Encoding", "chunked"}};
+  ASSERT_EQ(
+      build_response_head(out, 200, headers, DefaultHeaders{"", false, nullptr}, RequestContext{false, 1, true}, plan),
+      nullptr);
+  EXPECT_EQ(plan.framing, Framing::Chunked);
+  EXPECT_EQ(out.find("content-length"), std::string::npos) << out;
+  EXPECT_NE(out.find("transfer-encoding: chunked\r\n"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace pronghorn::http1

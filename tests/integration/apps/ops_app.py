@@ -4,6 +4,7 @@ Routes:
   /pid            {"pid": ..., "ppid": ...}
   /exit           the worker exits at once with code 1 (a crash)
   /sleep?s=N      sleeps N seconds (asyncio), then answers
+  /genheaders     response headers given as a generator (one 4000-byte value)
 
 At import, if the file named by OPS_BROKEN_FLAG exists, the import fails (to
 simulate deploying broken code before a SIGHUP).
@@ -37,6 +38,13 @@ async def app(scope, receive, send):
     path = scope["path"]
     if path == "/exit":
         os._exit(1)
+    if path == "/genheaders":
+        # ASGI allows any iterable of headers; a generator is not a list.
+        long_value = b"v" * 4000
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": ((name, value) for name, value in [(b"x-long", long_value), (b"content-length", b"2")])})
+        await send({"type": "http.response.body", "body": b"ok"})
+        return
     if path == "/sleep":
         seconds = float(scope["query_string"].decode().partition("=")[2] or 1)
         await asyncio.sleep(seconds)
