@@ -160,10 +160,6 @@ void Server::on_io(uint32_t) {
       last_heartbeat_ms_ = now;
       send_control('H');
     }
-    if (config_.max_requests != 0 && !recycle_requested_ && requests_served_ >= config_.max_requests) {
-      recycle_requested_ = true;
-      send_control('M');
-    }
   }
   for (http1::Connection *conn = connections_; conn != nullptr;) {
     http1::Connection *next = conn->next;  // on_tick may retire conn

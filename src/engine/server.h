@@ -93,6 +93,12 @@ class Server final : public IoHandler {
   void request_started() {
     ++active_requests_;
     ++requests_served_;
+    // Ask for a replacement as soon as the limit is reached (the worker goes
+    // on serving until the replacement is ready).
+    if (config_.max_requests != 0 && !recycle_requested_ && requests_served_ >= config_.max_requests) {
+      recycle_requested_ = true;
+      send_control('M');
+    }
   }
   void request_finished() { --active_requests_; }
   bool over_concurrency_limit() const {
