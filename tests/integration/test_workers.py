@@ -178,9 +178,11 @@ class Load:
             t.join(timeout=15)
         assert not any(t.is_alive() for t in self.threads), "a client thread is stuck"
 
-    def _record(self, pid: int, kind: str) -> None:
+    def _record(self, pid: int, kind: str, started: float) -> None:
+        # Keyed by when the request started: one that started before a worker
+        # exited may finish (and be seen by this thread) a moment after.
         with self.lock:
-            self.ok.append((time.monotonic(), pid, kind))
+            self.ok.append((started, pid, kind))
 
     def _fail(self, kind: str, exc: BaseException) -> None:
         with self.lock:
@@ -188,8 +190,9 @@ class Load:
 
     def _run_new(self) -> None:
         while not self.stop_event.is_set():
+            started = time.monotonic()
             try:
-                self._record(get(self.port, self.path)["pid"], "new")
+                self._record(get(self.port, self.path)["pid"], "new", started)
             except Exception as exc:  # noqa: BLE001 - every failure is recorded
                 self._fail("new", exc)
                 time.sleep(0.01)
@@ -198,8 +201,9 @@ class Load:
         client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=5.0)
         try:
             while not self.stop_event.is_set():
+                started = time.monotonic()
                 try:
-                    self._record(ka_get(client, self.path, self.stats)["pid"], "ka")
+                    self._record(ka_get(client, self.path, self.stats)["pid"], "ka", started)
                 except Exception as exc:  # noqa: BLE001
                     self._fail("ka", exc)
                     time.sleep(0.01)
