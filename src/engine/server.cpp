@@ -76,6 +76,8 @@ Server::Server(ServerConfig config) : config_(std::move(config)) {}
 
 Server::~Server() {
   close_all();
+  // Lets the sends in flight finish; their connections are then released.
+  send_thread_.stop();
   for (http1::Connection *conn : graveyard_) delete conn;
   graveyard_.clear();
   flush_log();
@@ -83,6 +85,10 @@ Server::~Server() {
 
 bool Server::open() {
   if (!loop_.open(this, kTickMs)) return false;
+  if (config_.send_thread)
+    send_thread_open_ = send_thread_.open(
+        loop_, [](void *, SendThread::Done &done) { static_cast<http1::Connection *>(done.owner)->on_send_done(done); },
+        nullptr);
   if (config_.control_fd >= 0 && fcntl(config_.control_fd, F_SETFL, O_NONBLOCK) < 0)
     log_errno(LogLevel::Warning, errno, "fcntl(O_NONBLOCK) on the control pipe failed");
   update_date();
@@ -126,6 +132,8 @@ void Server::retire(http1::Connection *conn) {
   if (conn->next != nullptr) conn->next->prev = conn->prev;
   conn->prev = conn->next = nullptr;
   --connection_count_;
+  // The send thread still uses its fd: on_send_done() releases it.
+  if (conn->send_in_flight()) return;
   // Freed after the current batch of events: a later event in the same batch
   // may still point at it.
   graveyard_.push_back(conn);

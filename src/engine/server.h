@@ -13,6 +13,7 @@
 #include "engine/http1/connection.h"
 #include "engine/loop.h"
 #include "engine/net/listener.h"
+#include "engine/net/send_thread.h"
 
 namespace pronghorn {
 
@@ -29,6 +30,8 @@ struct ServerConfig {
   size_t body_high_water = 256 * 1024;
   size_t write_high_water = 256 * 1024;
   size_t write_low_water = 64 * 1024;
+  // Small writes go out from a helper thread (see net/send_thread.h).
+  bool send_thread = true;
   // Under the supervisor: the worker's control pipe (heartbeats, ready, recycle
   // requests; see supervisor/supervisor.h) and its own request limit.
   int control_fd = -1;
@@ -89,7 +92,11 @@ class Server final : public IoHandler {
   RequestDispatcher *dispatcher() { return dispatcher_; }
   std::string_view date() const { return date_; }
   void adopt(int fd, const sockaddr_storage &addr, socklen_t len, const SocketAddress *local);
+  // Unlinks a closed connection; it is freed after the current batch of
+  // events, or, with a send in flight, once release() says the send is done.
   void retire(http1::Connection *conn);
+  void release(http1::Connection *conn) { graveyard_.push_back(conn); }
+  SendThread *send_thread() { return send_thread_open_ ? &send_thread_ : nullptr; }
   void request_started() {
     ++active_requests_;
     ++requests_served_;
@@ -119,6 +126,8 @@ class Server final : public IoHandler {
 
   ServerConfig config_;
   EventLoop loop_;
+  SendThread send_thread_;  // after loop_: destroyed before it
+  bool send_thread_open_ = false;
   RequestDispatcher *dispatcher_ = nullptr;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<SocketAddress> listen_addresses_;

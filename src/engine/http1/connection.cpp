@@ -18,6 +18,10 @@ constexpr size_t kBodyReadSize = 256 * 1024;
 constexpr uint64_t kWriteStallMs = 60000;  // no byte accepted by the socket for this long
 constexpr uint64_t kLingerMs = 2000;
 constexpr size_t kMaxIov = 16;
+// Writes up to this size go through the send thread when nothing is queued.
+// Larger ones (streamed downloads) are written here: copying them for the
+// thread would cost what it saves, and their pace is the client's anyway.
+constexpr size_t kMaxThreadedSend = 64 * 1024;
 }  // namespace
 
 Connection::Connection(Server &server, std::unique_ptr<ByteStream> stream, SocketAddress peer,
@@ -46,7 +50,8 @@ void Connection::set_deadline(Deadline kind, uint64_t ms) {
 }
 
 void Connection::on_tick(uint64_t now_ms) {
-  if (closed_) return;
+  // A send in flight finishes within microseconds (the thread never waits).
+  if (closed_ || send_in_flight_) return;
   if (!out_.empty()) {
     // A response is still going out: no idle timer applies while the client
     // keeps reading; only a client that stops reading altogether is dropped.
@@ -89,7 +94,8 @@ void Connection::update_interest() {
       break;
     case Phase::Closing: reading = false; break;
   }
-  uint32_t want = (reading ? EPOLLIN : 0u) | (out_.empty() ? 0u : static_cast<uint32_t>(EPOLLOUT));
+  bool writing = !out_.empty() && !send_in_flight_;
+  uint32_t want = (reading ? EPOLLIN : 0u) | (writing ? static_cast<uint32_t>(EPOLLOUT) : 0u);
   if (want != interest_) {
     interest_ = want;
     server_.loop().modify(stream_->fd(), want, this);
@@ -120,7 +126,7 @@ ssize_t Connection::read_some(char *dst, size_t len) {
     // End of stream. uvicorn treats a half-close as a disconnect too; but a
     // response that is complete and still queued is sent before closing.
     bool in_flight = phase_ == Phase::Active && response_ != ResponseState::Done;
-    if (!in_flight && !out_.empty() && phase_ != Phase::Lingering) {
+    if (!in_flight && (!out_.empty() || send_in_flight_) && phase_ != Phase::Lingering) {
       begin_close(false);
       return -1;
     }
@@ -496,7 +502,12 @@ void Connection::fail_exchange() {
 void Connection::close_when_idle() {
   stop_after_response_ = true;
   if (closed_) return;
-  if (phase_ != Phase::Head || !in_.empty() || !out_.empty()) return;
+  if (phase_ != Phase::Head || !in_.empty()) return;
+  if (!out_.empty() || send_in_flight_) {
+    // The last response is still going out: close once it has.
+    if (exchanges_ > 0) begin_close(false);
+    return;
+  }
   if (exchanges_ > 0) {
     // Idle keep-alive connection: close it now (clients retry a request on an
     // idle connection that closed before any response byte).
@@ -537,7 +548,7 @@ void Connection::begin_close(bool linger) {
   linger_ = linger;
   set_deadline(Deadline::None, 0);  // pending output is bounded by the write-stall rule
   in_.consume(in_.size());
-  if (out_.empty()) {
+  if (out_.empty() && !send_in_flight_) {
     after_flush();
   } else {
     update_interest();
@@ -562,7 +573,8 @@ void Connection::after_flush() {
 bool Connection::send_iov(iovec *iov, int count) {
   if (closed_) return false;
   size_t written = 0;
-  if (out_.empty()) {
+  if (out_.empty() && !send_in_flight_) {
+    if (send_via_thread(iov, count)) return true;
     ssize_t n = stream_->writev(iov, count);
     if (n == kFailed) {
       int err = errno;
@@ -595,7 +607,51 @@ bool Connection::send_iov(iovec *iov, int count) {
   return true;
 }
 
+bool Connection::send_via_thread(const iovec *iov, int count) {
+  SendThread *thread = server_.send_thread();
+  int fd = stream_->raw_send_fd();
+  if (thread == nullptr || fd < 0) return false;
+  size_t total = 0;
+  for (int i = 0; i < count; ++i) total += iov[i].iov_len;
+  if (total > kMaxThreadedSend) return false;
+  std::string data;
+  data.reserve(total);
+  for (int i = 0; i < count; ++i) data.append(static_cast<const char *>(iov[i].iov_base), iov[i].iov_len);
+  if (!thread->submit(SendThread::Job{this, fd, std::move(data)})) return false;
+  send_in_flight_ = true;
+  out_bytes_ += total;
+  last_write_ms_ = server_.loop().now_ms();
+  return true;
+}
+
+void Connection::on_send_done(SendThread::Done &done) {
+  send_in_flight_ = false;
+  if (closed_) {
+    // Closed while the send was in flight: the fd can be closed now.
+    server_.release(this);
+    return;
+  }
+  out_bytes_ -= done.written;
+  if (done.error != 0) {
+    if (done.error != EPIPE && done.error != ECONNRESET)
+      log_errno(LogLevel::Warning, done.error, "send to %s:%d failed", peer_.host.c_str(), peer_.port);
+    close_now(true);
+    return;
+  }
+  last_write_ms_ = server_.loop().now_ms();
+  if (done.written < done.data.size()) {
+    // The socket was full: the rest goes first, by EPOLLOUT, from here.
+    OutChunk rest;
+    rest.data = std::move(done.data);
+    rest.off = done.written;
+    out_.push_front(std::move(rest));
+  }
+  flush();
+}
+
 void Connection::flush() {
+  // The send thread owns the socket's write side until its send is done.
+  if (send_in_flight_) return;
   while (!out_.empty()) {
     OutChunk &front = out_.front();
     if (front.file_fd >= 0) {
@@ -663,7 +719,9 @@ void Connection::close_now(bool disconnected) {
   if (phase_ == Phase::Active && response_ != ResponseState::Done) server_.request_finished();
   detach_observer(disconnected);
   server_.loop().remove(stream_->fd());
-  stream_.reset();
+  // With a send in flight the fd stays open (its number must not be reused)
+  // until on_send_done(); the destructor closes it.
+  if (!send_in_flight_) stream_.reset();
   for (OutChunk &chunk : out_)
     if (chunk.file_fd >= 0) ::close(chunk.file_fd);
   out_.clear();

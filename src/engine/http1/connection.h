@@ -23,6 +23,7 @@
 #include "engine/http1/response.h"
 #include "engine/loop.h"
 #include "engine/net/listener.h"
+#include "engine/net/send_thread.h"
 #include "engine/net/stream.h"
 
 namespace pronghorn {
@@ -92,6 +93,12 @@ class Connection final : public IoHandler {
   void close_when_idle();
   void close_now(bool disconnected);
 
+  // A send handed to the server's SendThread has finished (loop thread).
+  void on_send_done(SendThread::Done &done);
+  // While true the socket's write side belongs to the send thread: nothing
+  // else is written, and the fd stays open even after close_now().
+  bool send_in_flight() const { return send_in_flight_; }
+
   // Intrusive list of the server's connections.
   Connection *prev = nullptr;
   Connection *next = nullptr;
@@ -113,6 +120,8 @@ class Connection final : public IoHandler {
   void begin_close(bool linger);
   void after_flush();
   bool send_iov(iovec *iov, int count);
+  // Hands a small write to the server's SendThread; false: write it here.
+  bool send_via_thread(const iovec *iov, int count);
   void flush();
   void update_interest();
   void detach_observer(bool disconnected);
@@ -147,6 +156,7 @@ class Connection final : public IoHandler {
   bool head_method_ = false;
   bool head_pending_ = false;  // response head built but not yet written
   bool wants_writable_ = false;
+  bool send_in_flight_ = false;
   bool linger_ = false;
   int version_minor_ = 1;
   uint32_t exchanges_ = 0;  // requests received on this connection

@@ -24,6 +24,10 @@ class ByteStream {
   virtual ssize_t send_file(int file_fd, off_t *offset, size_t len) = 0;
   virtual void shutdown_write() = 0;
   virtual int fd() const = 0;
+  // The socket that another thread may send this stream's bytes on directly
+  // (SendThread), or -1 when bytes must go through writev() (a stream that
+  // transforms them, such as TLS, or a test double).
+  virtual int raw_send_fd() const { return -1; }
 };
 
 // A connected, non-blocking socket (TCP or Unix). Owns and closes the fd.
@@ -36,6 +40,7 @@ class SocketStream final : public ByteStream {
   ssize_t send_file(int file_fd, off_t *offset, size_t len) override;
   void shutdown_write() override;
   int fd() const override { return fd_; }
+  int raw_send_fd() const override { return fd_; }
 
  private:
   int fd_;
