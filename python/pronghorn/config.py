@@ -110,6 +110,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("worker_lifetime", "--worker-lifetime", "float", None, "Recycle a worker after this many seconds."),
     Option("reuse_port", "--reuse-port", "flag", False, "Give each worker its own SO_REUSEPORT socket."),
     Option("pid_file", "--pid-file", "str", None, "Write the server's PID to this file.", metavar="PATH"),
+    Option("send_thread", "--send-thread", "bool", None,
+           "Enable/disable a thread per worker that sends small responses off the event loop "
+           "[default: on when there are fewer workers than CPUs].", negatable=True),
 )
 
 OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
@@ -179,6 +182,7 @@ class Config:
     worker_lifetime: float | None = None
     reuse_port: bool = False
     pid_file: str | None = None
+    send_thread: bool | None = None
     # Set by validate(): parsed --header values.
     header_pairs: list[tuple[str, str]] = field(default_factory=list)
     # Options the user gave explicitly (command line, environment, keyword),

@@ -145,6 +145,13 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
+def _use_send_thread(config: Config) -> bool:
+    if config.send_thread is not None:
+        return config.send_thread
+    # The thread pays off only with a spare core to run on (docs/performance.md).
+    return (config.workers or 1) < len(os.sched_getaffinity(0))
+
+
 def _url(host: str, port: int) -> str:
     shown = f"[{host}]" if ":" in host else host
     return f"http://{shown}:{port}"
@@ -219,6 +226,7 @@ class Worker:
             reset_contextvars=config.reset_contextvars,
             control_fd=self.control_fd,
             max_requests=self.max_requests,
+            send_thread=_use_send_thread(config),
         )
         try:
             if config.fd is not None:

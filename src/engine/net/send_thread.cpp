@@ -68,7 +68,7 @@ void SendThread::run() {
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [this] { return !jobs_.empty() || stopping_; });
+      wake_.wait(lock, [this] { return (!jobs_.empty() && !held_) || stopping_; });
       if (jobs_.empty()) return;  // stopping, and nothing left to send
       batch.swap(jobs_);
     }
@@ -117,6 +117,14 @@ void SendThread::deliver() {
     ready.swap(done_);
   }
   for (Done &done : ready) handler_(ctx_, done);
+}
+
+void SendThread::hold(bool held) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    held_ = held;
+  }
+  wake_.notify_one();
 }
 
 void SendThread::stop() {

@@ -59,6 +59,9 @@ class SendThread final : public IoHandler {
   bool submit(Job job);
   // Finishes the queued jobs, joins the thread and delivers what is left.
   void stop();
+  // Tests only: while held, jobs queue up unsent (to make "a send is in
+  // flight" last as long as a test needs).
+  void hold(bool held);
 
   void on_io(uint32_t events) override;  // the completion eventfd
 
@@ -77,6 +80,7 @@ class SendThread final : public IoHandler {
   std::vector<Job> jobs_;   // guarded by mutex_
   std::vector<Done> done_;  // guarded by mutex_
   bool stopping_ = false;   // guarded by mutex_
+  bool held_ = false;       // guarded by mutex_
   std::thread thread_;
 };
 

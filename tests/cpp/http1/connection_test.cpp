@@ -874,6 +874,121 @@ TEST_F(ConnectionTest, WriteBackpressure) {
   EXPECT_EQ(r.body.substr(r.body.size() - 4), "pend");
 }
 
+// Small responses go out through the send thread; a client that reads
+// slowly makes those sends partial, and the rest must follow, in order.
+void expect_pipelined_responses_to_slow_reader(Server &server, TestDispatcher &dispatcher, Client &client) {
+  // More than the server's socket buffer can take (tcp_wmem's maximum is
+  // 4 MiB by default) while the client reads nothing.
+  constexpr int kRequests = 120;
+  constexpr size_t kBodySize = 60 * 1024;
+  std::string requests;
+  for (int i = 0; i < kRequests; ++i) requests += "GET /" + std::to_string(i) + " HTTP/1.1\r\nHost: h\r\n\r\n";
+  client.send(requests);
+  auto body_of = [](size_t i) { return std::string(kBodySize, static_cast<char>('A' + i % 26)); };
+  size_t responded = 0;
+  std::string got;
+  auto start_time = Clock::now();
+  while (ms_since(start_time) < 15000) {
+    server.run_once(1);
+    // Each response completes the exchange, which parses the next request.
+    // One response per pass: each is sent when the previous one is done, so
+    // one of them meets the full socket and its send is partial.
+    if (responded < dispatcher.exchanges.size()) {
+      dispatcher.exchanges[responded]->respond(200, body_of(responded));
+      ++responded;
+    }
+    if (ms_since(start_time) < 500) continue;  // let the socket fill up first
+    char buf[65536];
+    ssize_t n = ::recv(client.fd(), buf, sizeof buf, MSG_DONTWAIT);
+    if (n == 0) break;
+    if (n > 0) got.append(buf, static_cast<size_t>(n));
+    if (responded == kRequests && got.size() >= kRequests * kBodySize) {
+      got += client.pump_for(20);
+      break;
+    }
+  }
+  ASSERT_EQ(responded, static_cast<size_t>(kRequests));
+  for (int i = 0; i < kRequests; ++i) {
+    HttpResponse r;
+    size_t used = parse_response(got, false, r);
+    ASSERT_GT(used, 0u) << "response " << i << " incomplete";
+    ASSERT_EQ(r.body, body_of(static_cast<size_t>(i))) << "response " << i;
+    got.erase(0, used);
+  }
+  EXPECT_TRUE(got.empty());
+}
+
+TEST_F(ConnectionTest, SmallResponsesToASlowReaderArriveWholeAndInOrder) {
+  start();
+  dispatcher_.mode = Mode::Defer;
+  auto client = connect(/*rcvbuf=*/4096);
+  expect_pipelined_responses_to_slow_reader(*server_, dispatcher_, *client);
+}
+
+TEST_F(ConnectionTest, WithoutSendThreadSmallResponsesToASlowReaderArriveWholeAndInOrder) {
+  ServerConfig config = quiet_config();
+  config.send_thread = false;
+  start(std::move(config));
+  EXPECT_EQ(server_->send_thread(), nullptr);
+  dispatcher_.mode = Mode::Defer;
+  auto client = connect(/*rcvbuf=*/4096);
+  expect_pipelined_responses_to_slow_reader(*server_, dispatcher_, *client);
+}
+
+TEST_F(ConnectionTest, CloseWithASendInFlightKeepsItsBytesAndItsFd) {
+  start();
+  ASSERT_NE(server_->send_thread(), nullptr);
+  dispatcher_.mode = Mode::Defer;
+  auto client = connect();
+  client->send("GET /a HTTP/1.1\r\nHost: h\r\n\r\n");
+  client->pump_for(30);
+  ASSERT_EQ(dispatcher_.exchanges.size(), 1u);
+  TestExchange &ex = *dispatcher_.exchanges[0];
+  server_->send_thread()->hold(true);
+  ASSERT_EQ(ex.conn->start_response(200, {}), nullptr);
+  ASSERT_EQ(ex.conn->write_body("partial", 7, true), WriteStatus::Ok);
+  ex.conn->close_now(false);
+  EXPECT_EQ(server_->connection_count(), 0u);
+  // The fd stays open while its send is queued: no EOF yet, and a new
+  // connection cannot be given the same fd number (and the old bytes).
+  client->pump_for(50);
+  EXPECT_FALSE(client->eof());
+  EXPECT_TRUE(client->pending().empty());
+  auto other = connect();
+  other->send("GET /b HTTP/1.1\r\nHost: h\r\n\r\n");
+  other->pump_for(30);
+  ASSERT_EQ(dispatcher_.exchanges.size(), 2u);
+  server_->send_thread()->hold(false);
+  std::string all = client->read_until_eof();
+  EXPECT_TRUE(client->eof());
+  EXPECT_NE(all.find("\r\n\r\n7\r\npartial\r\n"), std::string::npos) << all;
+  dispatcher_.exchanges[1]->respond(200, "second");
+  HttpResponse r = other->read_response();
+  EXPECT_EQ(r.body, "second");
+  EXPECT_EQ(r.head.find("partial"), std::string::npos);
+}
+
+TEST_F(ConnectionTest, GracefulStopWithAResponseInFlightSendsItThenCloses) {
+  start();
+  dispatcher_.mode = Mode::Defer;
+  auto client = connect();
+  client->send("GET /a HTTP/1.1\r\nHost: h\r\n\r\n");
+  client->pump_for(30);
+  ASSERT_EQ(dispatcher_.exchanges.size(), 1u);
+  server_->send_thread()->hold(true);
+  dispatcher_.exchanges[0]->respond(200, "last words");
+  server_->begin_shutdown();  // the connection is idle, its response still queued
+  client->pump_for(50);
+  EXPECT_FALSE(client->eof()) << "closed before its response went out";
+  server_->send_thread()->hold(false);
+  std::string all = client->read_until_eof();
+  EXPECT_TRUE(client->eof());
+  HttpResponse r;
+  ASSERT_GT(parse_response(all, false, r), 0u) << all;
+  EXPECT_EQ(r.body, "last words");
+  EXPECT_EQ(server_->connection_count(), 0u);
+}
+
 TEST_F(ConnectionTest, ConnectionCloseRequest) {
   start();
   auto client = connect();
