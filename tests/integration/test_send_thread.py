@@ -1,0 +1,81 @@
+"""The send thread (--send-thread): when it runs, and that it keeps every
+client's bytes whole, in order, and with that client only."""
+
+import os
+import random
+import socket
+import threading
+
+import httpx
+import pytest
+
+from conftest import ResponseReader
+
+
+def _threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def _served_threads(server_factory, *args) -> int:
+    srv = server_factory("apps.raw_app:app", *args)
+    # The thread starts with the first send it is given.
+    assert httpx.get(srv.url + "/fixed", timeout=5).text == "hello, world"
+    return _threads(srv.pid)
+
+
+def test_send_thread_option_decides_whether_the_worker_runs_one(server_factory):
+    on = _served_threads(server_factory, "--send-thread")
+    off = _served_threads(server_factory, "--no-send-thread")
+    assert on == off + 1
+
+
+def test_send_thread_default_follows_the_cpus_the_worker_may_use(server_factory):
+    cpus = sorted(os.sched_getaffinity(0))
+    off = _served_threads(server_factory, "--no-send-thread")
+    if len(cpus) > 1:
+        # One worker with a spare CPU: on.
+        assert _served_threads(server_factory) == off + 1
+    # Confined to one CPU (inherited by the server): no spare core, so off.
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpus[0]})
+    try:
+        srv = server_factory("apps.raw_app:app")
+    finally:
+        os.sched_setaffinity(0, saved)
+    assert httpx.get(srv.url + "/fixed", timeout=5).status_code == 200
+    assert _threads(srv.pid) == off
+
+
+@pytest.mark.parametrize("mode", ["--send-thread", "--no-send-thread"])
+def test_concurrent_clients_with_aborts_get_only_their_own_bytes(server_factory, mode):
+    """Clients that vanish mid-exchange close connections while sends may be
+    in flight; fd numbers are reused at once. No client may see another's
+    bytes, and every client that stays gets its whole echo."""
+    srv = server_factory("apps.raw_app:app", "--no-access-log", mode)
+    host, port = srv.addr
+    errors: list[str] = []
+
+    def client(seed: int) -> None:
+        rng = random.Random(seed)
+        for i in range(40):
+            token = f"<{seed}:{i}>".encode()
+            body = token * rng.randint(1, 2000)
+            request = (b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
+            with socket.create_connection((host, port), timeout=10) as sock:
+                sock.sendall(request)
+                if rng.random() < 0.3:
+                    continue  # vanish without reading
+                resp = ResponseReader(sock, timeout=10).read_response("POST")
+                if resp.status != 200 or resp.body != body:
+                    errors.append(f"client {seed} request {i}: {resp.status}, {len(resp.body)} bytes, "
+                                  f"head of body {resp.body[:40]!r}")
+
+    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads), "a client hung"
+    assert errors == []
+    # The server is still well.
+    assert httpx.get(srv.url + "/fixed", timeout=5).text == "hello, world"
