@@ -44,6 +44,7 @@ bool SendThread::submit(Job job) {
     pthread_sigmask(SIG_SETMASK, &all, &old);
     try {
       thread_ = std::thread(&SendThread::run, this);
+      thread_pid_ = getpid();
     } catch (const std::system_error &e) {
       log(LogLevel::Warning, "cannot start the send thread (%s); sending from the event loop", e.what());
       failed_ = true;
@@ -58,7 +59,7 @@ bool SendThread::submit(Job job) {
     jobs_.push_back(std::move(job));
   }
   // A thread busy with a batch picks the job up without a wake-up.
-  if (was_idle) wake_.notify_one();
+  if (was_idle) wake_->notify_one();
   return true;
 }
 
@@ -68,7 +69,7 @@ void SendThread::run() {
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [this] { return (!jobs_.empty() && !held_) || stopping_; });
+      wake_->wait(lock, [this] { return (!jobs_.empty() && !held_) || stopping_; });
       if (jobs_.empty()) return;  // stopping, and nothing left to send
       batch.swap(jobs_);
     }
@@ -124,16 +125,24 @@ void SendThread::hold(bool held) {
     std::lock_guard<std::mutex> lock(mutex_);
     held_ = held;
   }
-  wake_.notify_one();
+  wake_->notify_one();
 }
 
 void SendThread::stop() {
+  if (thread_.joinable() && thread_pid_ != getpid()) {
+    // A child forked by the application: the thread does not exist here, and
+    // the mutex may have been copied locked. Touch nothing.
+    thread_.detach();
+    (void)wake_.release();
+    failed_ = true;
+    return;
+  }
   if (thread_.joinable()) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       stopping_ = true;
     }
-    wake_.notify_one();
+    wake_->notify_one();
     thread_.join();
   }
   failed_ = true;  // later sends are made directly

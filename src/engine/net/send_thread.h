@@ -20,8 +20,11 @@
 // - Nothing here touches Python, and the thread blocks every signal.
 #pragma once
 
+#include <sys/types.h>
+
 #include <condition_variable>
 #include <cstddef>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -74,9 +77,12 @@ class SendThread final : public IoHandler {
   DoneHandler handler_ = nullptr;
   void *ctx_ = nullptr;
   bool failed_ = false;  // the thread could not be started
+  pid_t thread_pid_ = 0;  // the process the thread runs in (see stop())
 
   std::mutex mutex_;
-  std::condition_variable wake_;
+  // On the heap: a forked child leaks it rather than destroy one that a
+  // thread of the parent was waiting on (glibc would wait for that thread).
+  std::unique_ptr<std::condition_variable> wake_ = std::make_unique<std::condition_variable>();
   std::vector<Job> jobs_;   // guarded by mutex_
   std::vector<Done> done_;  // guarded by mutex_
   bool stopping_ = false;   // guarded by mutex_

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -105,6 +106,39 @@ TEST_F(SendThreadTest, StopFinishesQueuedJobsAndDeliversThem) {
   EXPECT_EQ(read_all(fds[1]), expected);
   // After stop() the owner is told to write directly.
   EXPECT_FALSE(thread.submit({&owner_a, fds[0], "late"}));
+}
+
+TEST(SendThreadFork, AChildForkedByTheAppCanDestroyItsCopy) {
+  NoTick tick;
+  EventLoop loop;
+  ASSERT_TRUE(loop.open(&tick, 1000));
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds), 0);
+  Delivered delivered;
+  auto thread = std::make_unique<SendThread>();
+  ASSERT_TRUE(thread->open(loop, &Delivered::handler, &delivered));
+  ASSERT_TRUE(thread->submit({&delivered, fds[0], "x"}));
+  // Once its job is reported, the thread is back waiting on its condition
+  // variable: the state the child inherits.
+  for (int i = 0; i < 50 && delivered.done.empty(); ++i) loop.poll(100);
+  ASSERT_EQ(delivered.done.size(), 1u);
+  usleep(20 * 1000);
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    alarm(5);  // a hang (joining a thread that is not here) ends as SIGALRM
+    thread.reset();
+    _exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status;
+  // The parent's thread is unharmed.
+  ASSERT_TRUE(thread->submit({&delivered, fds[0], "y"}));
+  thread->stop();
+  EXPECT_EQ(delivered.done.size(), 2u);
+  ::close(fds[0]);
+  ::close(fds[1]);
 }
 
 }  // namespace
