@@ -89,6 +89,8 @@ bool Server::open() {
     send_thread_open_ = send_thread_.open(
         loop_, [](void *, SendThread::Done &done) { static_cast<http1::Connection *>(done.owner)->on_send_done(done); },
         nullptr);
+  // Started now, in the worker: the time it takes is start-up time.
+  if (send_thread_open_ && !send_thread_.start()) send_thread_open_ = false;
   if (config_.control_fd >= 0 && fcntl(config_.control_fd, F_SETFL, O_NONBLOCK) < 0)
     log_errno(LogLevel::Warning, errno, "fcntl(O_NONBLOCK) on the control pipe failed");
   update_date();

@@ -30,8 +30,11 @@ struct ServerConfig {
   size_t body_high_water = 256 * 1024;
   size_t write_high_water = 256 * 1024;
   size_t write_low_water = 64 * 1024;
-  // Small writes go out from a helper thread (see net/send_thread.h).
+  // Small writes go out from a helper thread (see net/send_thread.h) while
+  // sending them directly costs the loop thread more than this on average;
+  // 0: always through the thread.
   bool send_thread = true;
+  uint64_t send_thread_threshold_ns = 12000;
   // Under the supervisor: the worker's control pipe (heartbeats, ready, recycle
   // requests; see supervisor/supervisor.h) and its own request limit.
   int control_fd = -1;
@@ -97,6 +100,19 @@ class Server final : public IoHandler {
   void retire(http1::Connection *conn);
   void release(http1::Connection *conn) { graveyard_.push_back(conn); }
   SendThread *send_thread() { return send_thread_open_ ? &send_thread_ : nullptr; }
+  // For a small write with nothing queued: through the send thread (true), or
+  // directly and timed, with the time given to record_direct_send()?
+  bool prefer_send_thread() {
+    if (!send_thread_open_) return false;
+    if (direct_send_ewma_ns_ < config_.send_thread_threshold_ns) return false;
+    // While the thread is preferred, one write in kSendProbeInterval is still
+    // made directly, so that the average follows the conditions.
+    return ++send_probe_count_ % kSendProbeInterval != 0;
+  }
+  void record_direct_send(uint64_t ns) {
+    direct_send_ewma_ns_ += (static_cast<int64_t>(ns) - static_cast<int64_t>(direct_send_ewma_ns_)) / 16;
+  }
+  uint64_t direct_send_ewma_ns() const { return direct_send_ewma_ns_; }
   void request_started() {
     ++active_requests_;
     ++requests_served_;
@@ -128,6 +144,9 @@ class Server final : public IoHandler {
   EventLoop loop_;
   SendThread send_thread_;  // after loop_: destroyed before it
   bool send_thread_open_ = false;
+  static constexpr uint32_t kSendProbeInterval = 64;
+  uint64_t direct_send_ewma_ns_ = 0;
+  uint32_t send_probe_count_ = 0;
   RequestDispatcher *dispatcher_ = nullptr;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<SocketAddress> listen_addresses_;

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <ctime>
 
 #include "engine/log.h"
 #include "engine/server.h"
@@ -22,6 +23,18 @@ constexpr size_t kMaxIov = 16;
 // Larger ones (streamed downloads) are written here: copying them for the
 // thread would cost what it saves, and their pace is the client's anyway.
 constexpr size_t kMaxThreadedSend = 64 * 1024;
+
+size_t total_size(const iovec *iov, int count) {
+  size_t total = 0;
+  for (int i = 0; i < count; ++i) total += iov[i].iov_len;
+  return total;
+}
+
+uint64_t monotonic_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
+}
 }  // namespace
 
 Connection::Connection(Server &server, std::unique_ptr<ByteStream> stream, SocketAddress peer,
@@ -574,8 +587,20 @@ bool Connection::send_iov(iovec *iov, int count) {
   if (closed_) return false;
   size_t written = 0;
   if (out_.empty() && !send_in_flight_) {
-    if (send_via_thread(iov, count)) return true;
+    // A small write either goes to the send thread or, timed, directly: the
+    // server prefers the thread only while direct sends prove costly.
+    bool timed = false;
+    uint64_t start_ns = 0;
+    if (server_.send_thread() != nullptr && stream_->raw_send_fd() >= 0 && total_size(iov, count) <= kMaxThreadedSend) {
+      if (server_.prefer_send_thread()) {
+        if (send_via_thread(iov, count)) return true;
+      } else {
+        timed = true;
+        start_ns = monotonic_ns();
+      }
+    }
     ssize_t n = stream_->writev(iov, count);
+    if (timed) server_.record_direct_send(monotonic_ns() - start_ns);
     if (n == kFailed) {
       int err = errno;
       if (err != EPIPE && err != ECONNRESET)
@@ -608,16 +633,11 @@ bool Connection::send_iov(iovec *iov, int count) {
 }
 
 bool Connection::send_via_thread(const iovec *iov, int count) {
-  SendThread *thread = server_.send_thread();
-  int fd = stream_->raw_send_fd();
-  if (thread == nullptr || fd < 0) return false;
-  size_t total = 0;
-  for (int i = 0; i < count; ++i) total += iov[i].iov_len;
-  if (total > kMaxThreadedSend) return false;
+  size_t total = total_size(iov, count);
   std::string data;
   data.reserve(total);
   for (int i = 0; i < count; ++i) data.append(static_cast<const char *>(iov[i].iov_base), iov[i].iov_len);
-  if (!thread->submit(SendThread::Job{this, fd, std::move(data)})) return false;
+  if (!server_.send_thread()->submit(SendThread::Job{this, stream_->raw_send_fd(), std::move(data)})) return false;
   send_in_flight_ = true;
   out_bytes_ += total;
   last_write_ms_ = server_.loop().now_ms();

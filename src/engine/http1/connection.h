@@ -120,7 +120,8 @@ class Connection final : public IoHandler {
   void begin_close(bool linger);
   void after_flush();
   bool send_iov(iovec *iov, int count);
-  // Hands a small write to the server's SendThread; false: write it here.
+  // Hands a small write to the server's SendThread (the caller checked it
+  // may); false: write it here.
   bool send_via_thread(const iovec *iov, int count);
   void flush();
   void update_interest();

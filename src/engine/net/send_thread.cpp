@@ -34,7 +34,7 @@ bool SendThread::open(EventLoop &loop, DoneHandler handler, void *ctx) {
   return loop.add(event_fd_, EPOLLIN, this);
 }
 
-bool SendThread::submit(Job job) {
+bool SendThread::start() {
   if (failed_ || event_fd_ < 0) return false;
   if (!thread_.joinable()) {
     // The thread takes no signal: they stay with the loop thread (Python's
@@ -50,8 +50,12 @@ bool SendThread::submit(Job job) {
       failed_ = true;
     }
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
-    if (failed_) return false;
   }
+  return !failed_;
+}
+
+bool SendThread::submit(Job job) {
+  if (!start()) return false;
   bool was_idle;
   {
     std::lock_guard<std::mutex> lock(mutex_);

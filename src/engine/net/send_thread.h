@@ -54,9 +54,11 @@ class SendThread final : public IoHandler {
   SendThread &operator=(const SendThread &) = delete;
   ~SendThread();
 
-  // Registers the completion eventfd with the loop. The thread itself starts
-  // on the first submit() (after any fork of the process that made this).
+  // Registers the completion eventfd with the loop.
   bool open(EventLoop &loop, DoneHandler handler, void *ctx);
+  // Starts the thread (else the first submit() does). False: logged, and
+  // submit() will refuse.
+  bool start();
   // False when the thread could not be started (logged once): the caller
   // writes directly instead.
   bool submit(Job job);

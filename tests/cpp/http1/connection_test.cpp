@@ -286,6 +286,9 @@ class ConnectionTest : public ::testing::Test {
   static ServerConfig quiet_config() {
     ServerConfig config;
     config.access_log = false;
+    // Small writes always through the send thread (when it is on), whatever
+    // direct sends cost here; the choice itself is tested on its own.
+    config.send_thread_threshold_ns = 0;
     return config;
   }
 
@@ -872,6 +875,32 @@ TEST_F(ConnectionTest, WriteBackpressure) {
   EXPECT_EQ(r.status, 200);
   EXPECT_EQ(r.body.size(), written + 3);
   EXPECT_EQ(r.body.substr(r.body.size() - 4), "pend");
+}
+
+TEST(SendThreadChoice, ThreadOnlyWhileDirectSendsAreCostlyWithProbes) {
+  set_log_level(LogLevel::Critical);
+  ServerConfig config;
+  config.send_thread_threshold_ns = 12000;
+  Server server(std::move(config));
+  ASSERT_TRUE(server.open());
+  ASSERT_NE(server.send_thread(), nullptr);
+  EXPECT_FALSE(server.prefer_send_thread()) << "no measurement yet: direct";
+  for (int i = 0; i < 100; ++i) server.record_direct_send(20000);  // costly sends (an idle receiver woken)
+  EXPECT_GT(server.direct_send_ewma_ns(), 12000u);
+  int threaded = 0;
+  for (int i = 0; i < 640; ++i) threaded += server.prefer_send_thread();
+  EXPECT_EQ(threaded, 630) << "one write in 64 stays direct, as a probe";
+  for (int i = 0; i < 100; ++i) server.record_direct_send(5000);  // cheap again
+  EXPECT_LT(server.direct_send_ewma_ns(), 12000u);
+  EXPECT_FALSE(server.prefer_send_thread());
+
+  ServerConfig off;
+  off.send_thread = false;
+  Server without(std::move(off));
+  ASSERT_TRUE(without.open());
+  for (int i = 0; i < 100; ++i) without.record_direct_send(20000);
+  EXPECT_FALSE(without.prefer_send_thread());
+  set_log_level(LogLevel::Info);
 }
 
 // Small responses go out through the send thread; a client that reads
