@@ -111,8 +111,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("reuse_port", "--reuse-port", "flag", False, "Give each worker its own SO_REUSEPORT socket."),
     Option("pid_file", "--pid-file", "str", None, "Write the server's PID to this file.", metavar="PATH"),
     Option("send_thread", "--send-thread", "bool", None,
-           "Enable/disable a thread per worker that sends small responses off the event loop "
-           "[default: on when there are fewer workers than CPUs].", negatable=True),
+           "Always/never send small responses from a second thread per worker, off the event loop "
+           "[default: with fewer workers than CPUs, while requests cost the loop 50 us or more].", negatable=True),
 )
 
 OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}

@@ -146,9 +146,11 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
 
 
 def _use_send_thread(config: Config) -> bool:
+    """--send-thread: always used; --no-send-thread: never; by default the
+    thread exists with a spare CPU and is used while the app is costly
+    (docs/performance.md)."""
     if config.send_thread is not None:
         return config.send_thread
-    # The thread pays off only with a spare core to run on (docs/performance.md).
     return (config.workers or 1) < len(os.sched_getaffinity(0))
 
 
@@ -227,6 +229,7 @@ class Worker:
             control_fd=self.control_fd,
             max_requests=self.max_requests,
             send_thread=_use_send_thread(config),
+            send_thread_always=config.send_thread is True,
         )
         try:
             if config.fd is not None:

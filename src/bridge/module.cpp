@@ -485,6 +485,7 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
                                  "max_requests",
                                  "access_logger",
                                  "send_thread",
+                                 "send_thread_always",
                                  nullptr};
   PyObject *app, *loop, *logger, *state = Py_None, *headers = nullptr, *access_logger = Py_None;
   const char *root_path = "", *forwarded = "127.0.0.1";
@@ -493,12 +494,12 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
   Py_ssize_t limit_concurrency = 0, limit_line = 8192, limit_head = 65536, limit_fields = 100;
   int control_fd = -1;
   unsigned long long max_requests = 0;
-  int send_thread = 1;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|$OspsddnppOppnnnpiKOp", const_cast<char **>(kwlist), &app, &loop,
+  int send_thread = 1, send_thread_always = 0;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|$OspsddnppOppnnnpiKOpp", const_cast<char **>(kwlist), &app, &loop,
                                    &logger, &state, &root_path, &proxy_headers, &forwarded, &keep_alive, &header_read,
                                    &limit_concurrency, &server_header, &date_header, &headers, &access_log, &colours,
                                    &limit_line, &limit_head, &limit_fields, &reset_ctx, &control_fd, &max_requests,
-                                   &access_logger, &send_thread))
+                                   &access_logger, &send_thread, &send_thread_always))
     return -1;
   if (self->server != nullptr) {
     PyErr_SetString(PyExc_RuntimeError, "Server already initialised");
@@ -522,6 +523,7 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
   config.control_fd = control_fd;
   config.max_requests = max_requests;
   config.send_thread = send_thread;
+  if (send_thread_always) config.send_thread_min_request_ns = 0;
   if (headers != nullptr && headers != Py_None) {
     PyObject *seq = PySequence_Fast(headers, "headers must be a sequence of (name, value) pairs");
     if (seq == nullptr) return -1;

@@ -6,6 +6,7 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <ctime>
 
@@ -171,6 +172,14 @@ void Server::on_io(uint32_t) {
       send_control('H');
     }
   }
+  if (send_thread_open_) {
+    // The tick runs on the loop thread: its CPU clock is the app's and the
+    // engine's work (not the send thread's).
+    timespec cpu{};
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu) == 0)
+      sample_loop_cost(static_cast<uint64_t>(cpu.tv_sec) * 1000000000u + static_cast<uint64_t>(cpu.tv_nsec),
+                       requests_served_, now);
+  }
   for (http1::Connection *conn = connections_; conn != nullptr;) {
     http1::Connection *next = conn->next;  // on_tick may retire conn
     conn->on_tick(now);
@@ -179,6 +188,26 @@ void Server::on_io(uint32_t) {
   if (!shutting_down_)
     for (auto &listener : listeners_) listener->resume();
   flush_log();
+}
+
+void Server::sample_loop_cost(uint64_t thread_cpu_ns, uint64_t requests, uint64_t now_ms) {
+  constexpr uint64_t kMinRequests = 64;  // fewer: too few to say
+  // The first sample is only a base: the thread's CPU time so far is start-up.
+  if (!cost_base_set_ || requests < cost_base_requests_ || thread_cpu_ns < cost_base_cpu_ns_) {
+    cost_base_set_ = true;
+    cost_base_requests_ = requests;
+    cost_base_cpu_ns_ = thread_cpu_ns;
+    cost_base_ms_ = now_ms;
+    return;
+  }
+  uint64_t served = requests - cost_base_requests_;
+  if (served < kMinRequests || now_ms <= cost_base_ms_) return;
+  uint64_t cpu_ns = thread_cpu_ns - cost_base_cpu_ns_;
+  loop_ns_per_request_ = cpu_ns / served;
+  loop_busy_permille_ = static_cast<uint32_t>(std::min<uint64_t>(1000, cpu_ns / 1000 / (now_ms - cost_base_ms_)));
+  cost_base_requests_ = requests;
+  cost_base_cpu_ns_ = thread_cpu_ns;
+  cost_base_ms_ = now_ms;
 }
 
 void Server::begin_shutdown() {

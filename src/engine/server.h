@@ -31,10 +31,12 @@ struct ServerConfig {
   size_t write_high_water = 256 * 1024;
   size_t write_low_water = 64 * 1024;
   // Small writes go out from a helper thread (see net/send_thread.h) while
-  // sending them directly costs the loop thread more than this on average;
-  // 0: always through the thread.
+  // the loop thread is busy (half its time or more: it is the bottleneck)
+  // and spends at least this much CPU time per request (the app is costly
+  // enough that the hand-over, ~4 us, is worth a second core); 0: always
+  // through the thread.
   bool send_thread = true;
-  uint64_t send_thread_threshold_ns = 12000;
+  uint64_t send_thread_min_request_ns = 50000;
   // Under the supervisor: the worker's control pipe (heartbeats, ready, recycle
   // requests; see supervisor/supervisor.h) and its own request limit.
   int control_fd = -1;
@@ -100,19 +102,19 @@ class Server final : public IoHandler {
   void retire(http1::Connection *conn);
   void release(http1::Connection *conn) { graveyard_.push_back(conn); }
   SendThread *send_thread() { return send_thread_open_ ? &send_thread_ : nullptr; }
-  // For a small write with nothing queued: through the send thread (true), or
-  // directly and timed, with the time given to record_direct_send()?
-  bool prefer_send_thread() {
+  // For a small write with nothing queued: through the send thread?
+  bool prefer_send_thread() const {
     if (!send_thread_open_) return false;
-    if (direct_send_ewma_ns_ < config_.send_thread_threshold_ns) return false;
-    // While the thread is preferred, one write in kSendProbeInterval is still
-    // made directly, so that the average follows the conditions.
-    return ++send_probe_count_ % kSendProbeInterval != 0;
+    if (config_.send_thread_min_request_ns == 0) return true;
+    return loop_busy_permille_ >= 500 && loop_ns_per_request_ >= config_.send_thread_min_request_ns;
   }
-  void record_direct_send(uint64_t ns) {
-    direct_send_ewma_ns_ += (static_cast<int64_t>(ns) - static_cast<int64_t>(direct_send_ewma_ns_)) / 16;
-  }
-  uint64_t direct_send_ewma_ns() const { return direct_send_ewma_ns_; }
+  // Called by the tick with the loop thread's CPU time, requests_served() and
+  // the monotonic time: updates the loop thread's CPU time per request and
+  // its busy share once enough requests have been served since the last
+  // update.
+  void sample_loop_cost(uint64_t thread_cpu_ns, uint64_t requests, uint64_t now_ms);
+  uint64_t loop_ns_per_request() const { return loop_ns_per_request_; }
+  uint32_t loop_busy_permille() const { return loop_busy_permille_; }
   void request_started() {
     ++active_requests_;
     ++requests_served_;
@@ -144,9 +146,12 @@ class Server final : public IoHandler {
   EventLoop loop_;
   SendThread send_thread_;  // after loop_: destroyed before it
   bool send_thread_open_ = false;
-  static constexpr uint32_t kSendProbeInterval = 64;
-  uint64_t direct_send_ewma_ns_ = 0;
-  uint32_t send_probe_count_ = 0;
+  uint64_t loop_ns_per_request_ = 0;  // 0 until measured: direct sends
+  uint64_t cost_base_cpu_ns_ = 0;
+  uint64_t cost_base_requests_ = 0;
+  bool cost_base_set_ = false;
+  uint64_t cost_base_ms_ = 0;
+  uint32_t loop_busy_permille_ = 0;
   RequestDispatcher *dispatcher_ = nullptr;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<SocketAddress> listen_addresses_;

@@ -5,6 +5,7 @@ import os
 import random
 import socket
 import threading
+import time
 
 import httpx
 import pytest
@@ -14,6 +15,20 @@ from conftest import ResponseReader
 
 def _threads(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def _send_thread_wakeups(pid: int) -> int:
+    """Voluntary context switches of the worker's other (send) thread: one per
+    wait for work, so it grows only when the thread is given sends."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        if int(tid) == pid:
+            continue
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            for line in f:
+                if line.startswith("voluntary_ctxt_switches:"):
+                    total += int(line.split()[1])
+    return total
 
 
 def _served_threads(server_factory, *args) -> int:
@@ -79,3 +94,39 @@ def test_concurrent_clients_with_aborts_get_only_their_own_bytes(server_factory,
     assert errors == []
     # The server is still well.
     assert httpx.get(srv.url + "/fixed", timeout=5).text == "hello, world"
+    if mode == "--send-thread":
+        assert _send_thread_wakeups(srv.pid) > 50, "the sends did not go through the send thread"
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="the default uses the thread only with a spare CPU")
+def test_default_uses_the_thread_only_when_a_costly_app_keeps_the_loop_busy(server_factory):
+    """By default the thread takes the sends while the loop thread is busy
+    half its time or more with requests that cost it 50 us or more (measured
+    on each 200 ms tick); not for a cheap app, nor for a costly one at a
+    trickle."""
+    srv = server_factory("apps.raw_app:app", "--no-access-log")
+
+    def hammer(path: str, clients: int, seconds: float, pause: float = 0.0) -> None:
+        def one():
+            with httpx.Client(base_url=srv.url, timeout=10) as client:
+                deadline = time.monotonic() + seconds
+                while time.monotonic() < deadline:
+                    assert client.get(path).status_code == 200
+                    time.sleep(pause)
+        threads = [threading.Thread(target=one) for _ in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(seconds + 30)
+
+    hammer("/fixed", 4, 1.0)  # cheap, busy
+    cheap = _send_thread_wakeups(srv.pid)
+    hammer("/burn?us=1000", 1, 1.5, pause=0.005)  # costly, one request at a time with pauses
+    trickle = _send_thread_wakeups(srv.pid) - cheap
+    hammer("/burn?us=1000", 4, 1.5)  # costly and busy
+    costly = _send_thread_wakeups(srv.pid) - cheap - trickle
+    assert cheap < 20, f"a cheap app's sends went through the thread ({cheap} wake-ups)"
+    assert costly > 100, f"a costly app's sends stayed on the loop thread ({costly} wake-ups)"
+    # The trickle's first tick may still follow the cheap phase's numbers;
+    # most of its sends are direct.
+    assert trickle < costly / 4, (trickle, costly)

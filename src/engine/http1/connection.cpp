@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
-#include <ctime>
 
 #include "engine/log.h"
 #include "engine/server.h"
@@ -28,12 +27,6 @@ size_t total_size(const iovec *iov, int count) {
   size_t total = 0;
   for (int i = 0; i < count; ++i) total += iov[i].iov_len;
   return total;
-}
-
-uint64_t monotonic_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
 }
 }  // namespace
 
@@ -587,20 +580,10 @@ bool Connection::send_iov(iovec *iov, int count) {
   if (closed_) return false;
   size_t written = 0;
   if (out_.empty() && !send_in_flight_) {
-    // A small write either goes to the send thread or, timed, directly: the
-    // server prefers the thread only while direct sends prove costly.
-    bool timed = false;
-    uint64_t start_ns = 0;
-    if (server_.send_thread() != nullptr && stream_->raw_send_fd() >= 0 && total_size(iov, count) <= kMaxThreadedSend) {
-      if (server_.prefer_send_thread()) {
-        if (send_via_thread(iov, count)) return true;
-      } else {
-        timed = true;
-        start_ns = monotonic_ns();
-      }
-    }
+    if (server_.prefer_send_thread() && stream_->raw_send_fd() >= 0 && total_size(iov, count) <= kMaxThreadedSend &&
+        send_via_thread(iov, count))
+      return true;
     ssize_t n = stream_->writev(iov, count);
-    if (timed) server_.record_direct_send(monotonic_ns() - start_ns);
     if (n == kFailed) {
       int err = errno;
       if (err != EPIPE && err != ECONNRESET)

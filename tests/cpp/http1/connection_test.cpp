@@ -288,7 +288,7 @@ class ConnectionTest : public ::testing::Test {
     config.access_log = false;
     // Small writes always through the send thread (when it is on), whatever
     // direct sends cost here; the choice itself is tested on its own.
-    config.send_thread_threshold_ns = 0;
+    config.send_thread_min_request_ns = 0;
     return config;
   }
 
@@ -877,28 +877,48 @@ TEST_F(ConnectionTest, WriteBackpressure) {
   EXPECT_EQ(r.body.substr(r.body.size() - 4), "pend");
 }
 
-TEST(SendThreadChoice, ThreadOnlyWhileDirectSendsAreCostlyWithProbes) {
+TEST(SendThreadChoice, ThreadOnlyWhileTheLoopIsBusyWithCostlyRequests) {
   set_log_level(LogLevel::Critical);
   ServerConfig config;
-  config.send_thread_threshold_ns = 12000;
+  config.send_thread_min_request_ns = 50000;
   Server server(std::move(config));
   ASSERT_TRUE(server.open());
   ASSERT_NE(server.send_thread(), nullptr);
   EXPECT_FALSE(server.prefer_send_thread()) << "no measurement yet: direct";
-  for (int i = 0; i < 100; ++i) server.record_direct_send(20000);  // costly sends (an idle receiver woken)
-  EXPECT_GT(server.direct_send_ewma_ns(), 12000u);
-  int threaded = 0;
-  for (int i = 0; i < 640; ++i) threaded += server.prefer_send_thread();
-  EXPECT_EQ(threaded, 630) << "one write in 64 stays direct, as a probe";
-  for (int i = 0; i < 100; ++i) server.record_direct_send(5000);  // cheap again
-  EXPECT_LT(server.direct_send_ewma_ns(), 12000u);
+  const uint64_t ms = 1000000;  // ns
+  uint64_t cpu = 900 * ms, t = 10000;
+  server.sample_loop_cost(cpu, 0, t);  // start-up: only a base
+  EXPECT_EQ(server.loop_ns_per_request(), 0u);
+  // FastAPI-like under load: 150 us per request, 1000 requests in 200 ms.
+  server.sample_loop_cost(cpu += 150 * ms, 1000, t += 200);
+  EXPECT_EQ(server.loop_ns_per_request(), 150000u);
+  EXPECT_EQ(server.loop_busy_permille(), 750u);
+  EXPECT_TRUE(server.prefer_send_thread());
+  // 30 more requests: too few to change anything.
+  server.sample_loop_cost(cpu + 30 * 15000, 1030, t + 200);
+  EXPECT_EQ(server.loop_ns_per_request(), 150000u);
+  // Hello-world-like under load: 15 us per request, busy: direct.
+  server.sample_loop_cost(cpu += 180 * ms, 13000, t += 200);
+  EXPECT_EQ(server.loop_ns_per_request(), 15000u);
   EXPECT_FALSE(server.prefer_send_thread());
+  // Costly requests, but few (one client at a time): the loop is mostly idle.
+  server.sample_loop_cost(cpu += 16 * ms, 13100, t += 200);
+  EXPECT_EQ(server.loop_ns_per_request(), 160000u);
+  EXPECT_EQ(server.loop_busy_permille(), 80u);
+  EXPECT_FALSE(server.prefer_send_thread());
+
+  ServerConfig always = config;
+  always.send_thread_min_request_ns = 0;
+  Server eager(std::move(always));
+  ASSERT_TRUE(eager.open());
+  EXPECT_TRUE(eager.prefer_send_thread()) << "0: always, without a measurement";
 
   ServerConfig off;
   off.send_thread = false;
   Server without(std::move(off));
   ASSERT_TRUE(without.open());
-  for (int i = 0; i < 100; ++i) without.record_direct_send(20000);
+  without.sample_loop_cost(0, 0, 0);
+  without.sample_loop_cost(150 * ms, 1000, 200);
   EXPECT_FALSE(without.prefer_send_thread());
   set_log_level(LogLevel::Info);
 }

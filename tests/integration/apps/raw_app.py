@@ -230,6 +230,12 @@ async def app(scope, receive, send):
     elif path == "/fixed":
         await _respond(send, 200, b"hello, world")
 
+    elif path == "/burn":  # a costly app: spins for ?us= microseconds of CPU
+        end = time.perf_counter() + int(q.get("us", "200")) / 1e6
+        while time.perf_counter() < end:
+            pass
+        await _respond(send, 200, b"burnt")
+
     elif path == "/pathsend":
         fpath = q["path"]
         size = os.path.getsize(fpath)
