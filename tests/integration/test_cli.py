@@ -370,17 +370,17 @@ def test_root_path(launch):
 def test_limit_concurrency(launch):
     srv = launch([APP, "--port", "0", "--limit-concurrency", "1"])
     done = {}
-    t = threading.Thread(target=lambda: done.setdefault("r", httpx.get(srv.url + "/sleep?s=3", timeout=10)))
+    t = threading.Thread(target=lambda: done.setdefault("r", httpx.get(srv.url + "/sleep?s=5", timeout=15)))
     t.start()
     try:
         # While the slow request is in flight, another one is over the limit.
-        wait_until(lambda: httpx.get(srv.url + "/", timeout=5).status_code == 503, 2.5, "a 503", srv, interval=0.05)
+        wait_until(lambda: httpx.get(srv.url + "/", timeout=5).status_code == 503, 4, "a 503", srv, interval=0.05)
     finally:
-        t.join(15)
+        t.join(20)
     assert done["r"].status_code == 200
     # Served again once the slow request's connection is gone (the server may
     # see its close just after the next connection arrives).
-    wait_until(lambda: httpx.get(srv.url + "/", timeout=5).status_code == 200, 2, "a 200 after the slow request", srv)
+    wait_until(lambda: httpx.get(srv.url + "/", timeout=5).status_code == 200, 5, "a 200 after the slow request", srv)
 
 
 def test_backlog_shown_by_ss(launch):
