@@ -101,14 +101,21 @@ def server_specs() -> Dict[str, ServerSpec]:
     hyper_loop = "uvloop" if _has("uvloop") else "asyncio"
     gworker = _gunicorn_worker_class()
     gunicorn_extra = _gunicorn_extra_args() if _has("gunicorn") else []
+
+    def pronghorn(*extra: str) -> Callable[[str, int, int], List[str]]:
+        return lambda app, port, w: [PY, "-m", "pronghorn", app, "--host", HOST, "--port", str(port),
+                                     "--workers", str(w), "--no-access-log", "--lifespan", "off",
+                                     "--loop", "uvloop", "--log-level", "warning",
+                                     "--timeout-keep-alive", str(KEEP_ALIVE_S), *extra]
+
     specs = {
-        "pronghorn": ServerSpec(
-            "pronghorn", "pronghorn", "pronghorn",
-            lambda app, port, w: [PY, "-m", "pronghorn", app, "--host", HOST, "--port", str(port),
-                                  "--workers", str(w), "--no-access-log", "--lifespan", "off",
-                                  "--loop", "uvloop", "--log-level", "warning",
-                                  "--timeout-keep-alive", str(KEEP_ALIVE_S)],
-            note="--loop uvloop --lifespan off"),
+        "pronghorn": ServerSpec("pronghorn", "pronghorn", "pronghorn", pronghorn(),
+                                note="--loop uvloop --lifespan off"),
+        # Variants for measuring the send thread's choice (docs/performance.md);
+        # only run when named in --servers.
+        **{f"pronghorn-{flag}": ServerSpec(f"pronghorn-{flag}", "pronghorn", "pronghorn", pronghorn(f"--{flag}"),
+                                           note=f"--loop uvloop --lifespan off --{flag}")
+           for flag in ("send-thread", "no-send-thread")},
         "uvicorn": ServerSpec(
             "uvicorn", "uvicorn", "uvicorn",
             lambda app, port, w: [PY, "-m", "uvicorn", app, "--host", HOST, "--port", str(port),
@@ -875,7 +882,8 @@ def write_chart(data: dict, out: Path) -> Optional[str]:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--servers", help=f"comma-separated subset of {','.join(ALL_SERVERS)} (default: all; smoke: "
+    p.add_argument("--servers", help=f"comma-separated subset of {','.join(ALL_SERVERS)} and the variants "
+                                     "pronghorn-send-thread, pronghorn-no-send-thread (default: all; smoke: "
                                      f"{','.join(SMOKE_SERVERS)})")
     p.add_argument("--workloads", help="comma-separated subset of " + ",".join(w.name for w in WORKLOADS))
     p.add_argument("--rounds", type=int, default=3)
