@@ -31,6 +31,26 @@ def _send_thread_wakeups(pid: int) -> int:
     return total
 
 
+def _hammer(srv, path: str, clients: int, seconds: float, pause: float = 0.0) -> None:
+    """`clients` keep-alive clients sending GET `path` for `seconds`."""
+    failures = []
+
+    def one():
+        with httpx.Client(base_url=srv.url, timeout=10) as client:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                if client.get(path).status_code != 200:
+                    failures.append(path)
+                time.sleep(pause)
+
+    threads = [threading.Thread(target=one) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 30)
+    assert not failures
+
+
 def _served_threads(server_factory, *args) -> int:
     srv = server_factory("apps.raw_app:app", *args)
     # The thread starts with the first send it is given.
@@ -44,20 +64,18 @@ def test_send_thread_option_decides_whether_the_worker_runs_one(server_factory):
     assert on == off + 1
 
 
-def test_send_thread_default_follows_the_cpus_the_worker_may_use(server_factory):
+def test_default_starts_no_thread_without_a_spare_cpu(server_factory):
     cpus = sorted(os.sched_getaffinity(0))
     off = _served_threads(server_factory, "--no-send-thread")
-    if len(cpus) > 1:
-        # One worker with a spare CPU: on.
-        assert _served_threads(server_factory) == off + 1
-    # Confined to one CPU (inherited by the server): no spare core, so off.
+    # Confined to one CPU (inherited by the server): no spare core, so no
+    # thread, even for a costly app that keeps the loop busy.
     saved = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {cpus[0]})
     try:
-        srv = server_factory("apps.raw_app:app")
+        srv = server_factory("apps.raw_app:app", "--no-access-log")
     finally:
         os.sched_setaffinity(0, saved)
-    assert httpx.get(srv.url + "/fixed", timeout=5).status_code == 200
+    _hammer(srv, "/burn?us=1000", 4, 1.0)
     assert _threads(srv.pid) == off
 
 
@@ -103,27 +121,16 @@ def test_default_uses_the_thread_only_when_a_costly_app_keeps_the_loop_busy(serv
     """By default the thread takes the sends while the loop thread is busy
     half its time or more with requests that cost it 50 us or more (measured
     on each 200 ms tick); not for a cheap app, nor for a costly one at a
-    trickle."""
+    trickle. Until it is first needed it is not even started (a process with
+    one thread is cheaper for glibc)."""
     srv = server_factory("apps.raw_app:app", "--no-access-log")
 
-    def hammer(path: str, clients: int, seconds: float, pause: float = 0.0) -> None:
-        def one():
-            with httpx.Client(base_url=srv.url, timeout=10) as client:
-                deadline = time.monotonic() + seconds
-                while time.monotonic() < deadline:
-                    assert client.get(path).status_code == 200
-                    time.sleep(pause)
-        threads = [threading.Thread(target=one) for _ in range(clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(seconds + 30)
-
-    hammer("/fixed", 4, 1.0)  # cheap, busy
+    _hammer(srv, "/fixed", 4, 1.0)  # cheap, busy
+    assert _threads(srv.pid) == 1, "started for a cheap app"
     cheap = _send_thread_wakeups(srv.pid)
-    hammer("/burn?us=1000", 1, 1.5, pause=0.005)  # costly, one request at a time with pauses
+    _hammer(srv, "/burn?us=1000", 1, 1.5, pause=0.005)  # costly, one request at a time with pauses
     trickle = _send_thread_wakeups(srv.pid) - cheap
-    hammer("/burn?us=1000", 4, 1.5)  # costly and busy
+    _hammer(srv, "/burn?us=1000", 4, 1.5)  # costly and busy
     costly = _send_thread_wakeups(srv.pid) - cheap - trickle
     assert cheap < 20, f"a cheap app's sends went through the thread ({cheap} wake-ups)"
     assert costly > 100, f"a costly app's sends stayed on the loop thread ({costly} wake-ups)"
