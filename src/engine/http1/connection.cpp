@@ -580,9 +580,10 @@ bool Connection::send_iov(iovec *iov, int count) {
   if (closed_) return false;
   size_t written = 0;
   if (out_.empty() && !send_in_flight_) {
-    if (server_.prefer_send_thread() && stream_->raw_send_fd() >= 0 && total_size(iov, count) <= kMaxThreadedSend &&
-        send_via_thread(iov, count))
-      return true;
+    if (server_.prefer_send_thread() && stream_->raw_send_fd() >= 0) {
+      size_t total = total_size(iov, count);
+      if (total <= kMaxThreadedSend && send_via_thread(iov, count, total)) return true;
+    }
     ssize_t n = stream_->writev(iov, count);
     if (n == kFailed) {
       int err = errno;
@@ -615,8 +616,7 @@ bool Connection::send_iov(iovec *iov, int count) {
   return true;
 }
 
-bool Connection::send_via_thread(const iovec *iov, int count) {
-  size_t total = total_size(iov, count);
+bool Connection::send_via_thread(const iovec *iov, int count, size_t total) {
   std::string data;
   data.reserve(total);
   for (int i = 0; i < count; ++i) data.append(static_cast<const char *>(iov[i].iov_base), iov[i].iov_len);

@@ -122,7 +122,7 @@ class Connection final : public IoHandler {
   bool send_iov(iovec *iov, int count);
   // Hands a small write to the server's SendThread (the caller checked it
   // may); false: write it here.
-  bool send_via_thread(const iovec *iov, int count);
+  bool send_via_thread(const iovec *iov, int count, size_t total);
   void flush();
   void update_interest();
   void detach_observer(bool disconnected);
