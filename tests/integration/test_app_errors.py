@@ -109,3 +109,25 @@ def test_404(raw_server):
         assert r.status == 404
         assert r.reason == "Not Found"
         assert not is_closed(s, timeout=0.3)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("body-before-start", "Expected ASGI message 'http.response.start', but got 'http.response.body'."),
+    ("start-twice", "Expected ASGI message 'http.response.body', but got 'http.response.start'."),
+    ("unknown-type", "Unexpected ASGI message type 'http.response.bogus' for an HTTP connection."),
+])
+def test_send_misuse_raises_runtime_error_saying_what_was_wrong(raw_server, case, message):
+    r = httpx.get(raw_server.url + f"/misuse?case={case}", timeout=5)
+    assert r.status_code == 200
+    assert r.text == f"RuntimeError: {message}"
+
+
+def test_receive_after_the_response_gives_http_disconnect(raw_server):
+    with httpx.Client(base_url=raw_server.url, timeout=5) as client:
+        assert client.get("/receive-after-response").text == "done"
+        # The connection stays open (keep-alive): the disconnect comes from
+        # the completed response, not from the client going away.
+        deadline = time.monotonic() + 3
+        while (log := client.get("/after-response-log").json()) == [] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert log == ["http.disconnect"]

@@ -230,6 +230,34 @@ async def app(scope, receive, send):
     elif path == "/fixed":
         await _respond(send, 200, b"hello, world")
 
+    elif path == "/misuse":  # ASGI misuse must raise RuntimeError; the message is the response
+        start = {"type": "http.response.start", "status": 200, "headers": []}
+        case = q.get("case", "")
+        started = False
+        try:
+            if case == "body-before-start":
+                await send({"type": "http.response.body", "body": b"x"})
+            elif case == "start-twice":
+                await send(start)
+                started = True
+                await send(start)
+            elif case == "unknown-type":
+                await send({"type": "http.response.bogus"})
+            message = "no error"
+        except RuntimeError as e:
+            message = f"RuntimeError: {e}"
+        if not started:
+            await send(start)
+        await send({"type": "http.response.body", "body": message.encode()})
+
+    elif path == "/receive-after-response":  # what receive() gives once the response is complete
+        await _respond(send, 200, b"done")
+        msg = await asyncio.wait_for(receive(), 5)
+        AFTER_RESPONSE.append(msg["type"])
+
+    elif path == "/after-response-log":
+        await _json(send, AFTER_RESPONSE)
+
     elif path == "/burn":  # a costly app: spins for ?us= microseconds of CPU
         end = time.perf_counter() + int(q.get("us", "200")) / 1e6
         while time.perf_counter() < end:
@@ -255,3 +283,15 @@ async def app(scope, receive, send):
 def factory():
     """For --factory: returns the ASGI app."""
     return app
+
+
+AFTER_RESPONSE: list = []
+
+
+class _Holder:
+    """For a dotted attribute path: apps.raw_app:holder.app."""
+
+    app = staticmethod(app)
+
+
+holder = _Holder()
