@@ -73,6 +73,21 @@ def test_main_py_preferred_over_app_py(launch, tmp_path):
     assert get(srv).text.startswith("main ")
 
 
+def test_app_py_preferred_over_api_py(launch, tmp_path):
+    write(tmp_path, {"app.py": raw_app(tag="app"), "api.py": raw_app(tag="api")})
+    srv = run_local(launch, tmp_path)
+    assert import_string(srv) == "app:app"
+    assert get(srv).text.startswith("app ")
+
+
+@pytest.mark.parametrize("module", ["app", "api"])
+def test_app_package_default_files(launch, tmp_path, module):
+    write(tmp_path, {"app/__init__.py": "", f"app/{module}.py": raw_app(tag=f"pkg-{module}")})
+    srv = run_local(launch, tmp_path)
+    assert import_string(srv) == f"app.{module}:app"
+    assert get(srv).text.startswith(f"pkg-{module} ")
+
+
 def test_app_package_main(launch, tmp_path):
     write(tmp_path, {"app/__init__.py": "", "app/main.py": raw_app(tag="pkg-main")})
     srv = run_local(launch, tmp_path)

@@ -56,7 +56,8 @@ def start(launch, tmp_path: Path, *args, tag: str = "v1", wait: bool = True):  #
     (tmp_path / "main.py").write_text(app_source(tag))
     srv = launch(["main:app", "--reload", "--host", "127.0.0.1", "--port", "0", *args], cwd=tmp_path, wait=wait)
     if wait:
-        srv.wait_for_log("Started reloader process")
+        # inotify, not polling: the reloader says which it uses.
+        srv.wait_for_log(r"Started reloader process \[\d+\] using inotify")
     return srv
 
 
