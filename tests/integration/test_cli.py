@@ -383,15 +383,33 @@ def test_limit_concurrency(launch):
     wait_until(lambda: httpx.get(srv.url + "/", timeout=5).status_code == 200, 5, "a 200 after the slow request", srv)
 
 
-def test_backlog_shown_by_ss(launch):
+@pytest.mark.parametrize("args, backlog", [(["--backlog", "37"], 37), ([], 2048)])
+def test_backlog_shown_by_ss(launch, args, backlog):
     if shutil.which("ss") is None:
         pytest.skip("ss not available")
-    srv = launch([APP, "--port", "0", "--backlog", "37"])
+    srv = launch([APP, "--port", "0", *args])
     out = subprocess.run(["ss", "-ltnH", f"sport = :{srv.port}"], capture_output=True, text=True, timeout=10).stdout
     rows = [ln.split() for ln in out.splitlines() if ln.strip()]
     assert rows, out
-    # LISTEN  Recv-Q  Send-Q(=backlog)  local  peer
-    assert rows[0][2] == "37", out
+    # LISTEN  Recv-Q  Send-Q(=backlog, capped by net.core.somaxconn)  local  peer
+    with open("/proc/sys/net/core/somaxconn") as f:
+        somaxconn = int(f.read())
+    assert rows[0][2] == str(min(backlog, somaxconn)), out
+
+
+def test_every_uvicorn_option_is_known():
+    """Drop-in: every option of the installed uvicorn's --help is one of ours
+    (served, accepted, or refused with a message; docs/options.md says which)."""
+    uv = subprocess.run([sys.executable, "-m", "uvicorn", "--help"], capture_output=True, text=True, timeout=30)
+    assert uv.returncode == 0, uv.stderr
+    names = set()
+    for match in re.finditer(r"^\s+(--[a-z0-9-]+)(?:\s*/\s*(--[a-z0-9-]+))?", uv.stdout, re.M):
+        names.update(n for n in match.groups() if n)
+    assert len(names) > 40, uv.stdout  # the parse found uvicorn's options
+    ours = subprocess.run([sys.executable, "-m", "pronghorn", "--help"], capture_output=True, text=True, timeout=30)
+    assert ours.returncode == 0, ours.stderr
+    known = set(re.findall(r"--[a-z0-9-]+", ours.stdout))
+    assert sorted(names - known) == []
 
 
 def test_limit_max_requests_recycles_worker(launch):
