@@ -435,7 +435,7 @@ bool Supervisor::spawn(pid_t replaces, const char *reason) {
   if (replaces != 0)
     log(LogLevel::Info, "Spawned worker [%d] to replace [%d] (%s)", pid, replaces, reason);
   else
-    log(LogLevel::Debug, "Spawned worker [%d]", pid);
+    log(LogLevel::Info, "Spawned worker [%d]", pid);
   return false;
 }
 
@@ -614,7 +614,7 @@ void Supervisor::on_control(Worker &w) {
           pid_t pid = w.pid;
           pid_t old = w.replaces;
           const char *reason = w.replace_reason;
-          log(LogLevel::Debug, "Worker [%d] is ready", pid);
+          log(LogLevel::Info, "Worker [%d] is ready", pid);
           if (!announced_ready_ && all_ready()) {
             announced_ready_ = true;
             notify_status("READY=1\n");

@@ -268,6 +268,10 @@ def test_four_workers_log_lines_and_processes(start):
         assert f"INFO:     Started server process [{pid}]" in lines
     assert lines.count("INFO:     Waiting for application startup.") == 4, err
     assert lines.count(f"INFO:     {READY_LINE}") == 4, err
+    # The supervisor's own events, one line each with the worker's PID.
+    for pid in workers:
+        assert f"INFO:     Spawned worker [{pid}]" in lines, err
+        wait_until(lambda: f"INFO:     Worker [{pid}] is ready" in srv.stderr.splitlines(), 5, f"worker {pid} ready", srv)
     # Each worker is a child of the parent, and the parent has no other children.
     for pid in workers:
         assert proc_ppid(pid) == parent
