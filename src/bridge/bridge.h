@@ -70,6 +70,9 @@ struct AppServer final : public RequestDispatcher {
   void on_request(http1::Connection &conn, const http1::RequestHead &head) override;
   bool trusted(const SocketAddress &peer) const;
   PyObject *build_scope(http1::Connection &conn, const http1::RequestHead &head);
+  bool init_scope_template();
+  // The `server` tuple for a connection accepted on `local` (new reference).
+  PyObject *server_tuple(const SocketAddress &local);
   void log_exception(const char *message, PyObject *exc);
   void log_error(const char *message);
 
@@ -83,8 +86,11 @@ struct AppServer final : public RequestDispatcher {
   PyObject *tasks = nullptr;          // set of running tasks
   PyObject *root_path = nullptr;      // str
   std::string root_path_utf8;
-  PyObject *context_factory = nullptr;  // contextvars.Context, when resetting contextvars per request
-  PyObject *access_logger = nullptr;    // logging.Logger, when the user configured logging
+  PyObject *context_factory = nullptr;     // contextvars.Context, when resetting contextvars per request
+  PyObject *access_logger = nullptr;       // logging.Logger, when the user configured logging
+  PyObject *scope_template = nullptr;      // every scope key, copied per request
+  PyObject *server_tuple_cache = nullptr;  // the last `server` tuple built ...
+  SocketAddress server_tuple_address;      // ... and the address it is for
   bool proxy_headers = false;
   bool trust_all = false;
   std::vector<TrustedNetwork> trusted_networks;

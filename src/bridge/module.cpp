@@ -71,9 +71,19 @@ PyObject *method_object(std::string_view method) {
 PyObject *address_tuple(const SocketAddress &addr) {
   if (addr.is_unix) {
     if (addr.host.empty()) Py_RETURN_NONE;
-    return Py_BuildValue("(s#O)", addr.host.data(), static_cast<Py_ssize_t>(addr.host.size()), Py_None);
+    PyObject *path = PyUnicode_DecodeFSDefaultAndSize(addr.host.data(), static_cast<Py_ssize_t>(addr.host.size()));
+    if (path == nullptr) return nullptr;
+    PyObject *pair = PyTuple_Pack(2, path, Py_None);
+    Py_DECREF(path);
+    return pair;
   }
-  return Py_BuildValue("(s#i)", addr.host.data(), static_cast<Py_ssize_t>(addr.host.size()), addr.port);
+  // Built directly (not with Py_BuildValue): this runs for every request.
+  PyObject *host = PyUnicode_DecodeASCII(addr.host.data(), static_cast<Py_ssize_t>(addr.host.size()), nullptr);
+  PyObject *port = host == nullptr ? nullptr : PyLong_FromLong(addr.port);
+  PyObject *pair = port == nullptr ? nullptr : PyTuple_Pack(2, host, port);
+  Py_XDECREF(host);
+  Py_XDECREF(port);
+  return pair;
 }
 
 bool parse_ip(std::string_view text, int &family, unsigned char *out) {
@@ -214,7 +224,9 @@ PyObject *AppServer::build_scope(http1::Connection &conn, const http1::RequestHe
   }
   if (raw_path.empty()) raw_path = "/";
 
-  PyObject *scope = PyDict_New();
+  // A copy of the template has every key already (a fast clone of its
+  // table); setting them below replaces values without growing the dict.
+  PyObject *scope = PyDict_Copy(scope_template);
   if (scope == nullptr) return nullptr;
   auto set = [scope](PyObject *key, PyObject *value) {
     if (value == nullptr) return false;
@@ -222,15 +234,21 @@ PyObject *AppServer::build_scope(http1::Connection &conn, const http1::RequestHe
     Py_DECREF(value);
     return rc == 0;
   };
-  bool ok = set(names.type, Py_NewRef(names.http)) && set(names.asgi, PyDict_Copy(names.asgi_template)) &&
-            set(names.http_version, Py_NewRef(head.version_minor == 1 ? names.v1_1 : names.v1_0)) &&
-            set(names.method, method_object(head.method)) && set(names.root_path, Py_NewRef(root_path)) &&
-            set(names.path, decode_path(root_path_utf8, raw_path));
+  bool ok = set(names.asgi, PyDict_Copy(names.asgi_template)) &&
+            (head.version_minor == 1 || set(names.http_version, Py_NewRef(names.v1_0))) &&
+            set(names.method, method_object(head.method)) && set(names.path, decode_path(root_path_utf8, raw_path));
   if (ok) {
-    std::string full_raw(root_path_utf8);
-    full_raw.append(raw_path);
-    ok = set(names.raw_path, PyBytes_FromStringAndSize(full_raw.data(), static_cast<Py_ssize_t>(full_raw.size()))) &&
-         set(names.query_string, PyBytes_FromStringAndSize(query.data(), static_cast<Py_ssize_t>(query.size())));
+    PyObject *raw = nullptr;
+    if (root_path_utf8.empty()) {
+      raw = PyBytes_FromStringAndSize(raw_path.data(), static_cast<Py_ssize_t>(raw_path.size()));
+    } else {
+      std::string full_raw(root_path_utf8);
+      full_raw.append(raw_path);
+      raw = PyBytes_FromStringAndSize(full_raw.data(), static_cast<Py_ssize_t>(full_raw.size()));
+    }
+    ok = set(names.raw_path, raw) &&
+         (query.empty() ||
+          set(names.query_string, PyBytes_FromStringAndSize(query.data(), static_cast<Py_ssize_t>(query.size()))));
   }
   std::string_view forwarded_for, forwarded_proto;
   PyObject *headers = ok ? PyList_New(static_cast<Py_ssize_t>(head.headers.size())) : nullptr;
@@ -299,9 +317,9 @@ PyObject *AppServer::build_scope(http1::Connection &conn, const http1::RequestHe
     return nullptr;
   }
   // set() consumes its value: call both, then combine.
-  bool scheme_set = set(names.scheme, scheme);
+  bool scheme_set = scheme == names.scheme_http ? (Py_DECREF(scheme), true) : set(names.scheme, scheme);
   bool client_set = set(names.client, client);
-  ok = scheme_set && client_set && set(names.server, address_tuple(conn.local())) &&
+  ok = scheme_set && client_set && set(names.server, server_tuple(conn.local())) &&
        set(names.extensions, PyDict_Copy(names.extensions_template));
   if (!ok) {
     Py_DECREF(scope);
@@ -312,6 +330,35 @@ PyObject *AppServer::build_scope(http1::Connection &conn, const http1::RequestHe
     return nullptr;
   }
   return scope;
+}
+
+bool AppServer::init_scope_template() {
+  // The keys in the order of the scope; values set per request are None here.
+  scope_template = PyDict_New();
+  if (scope_template == nullptr) return false;
+  PyObject *const entries[][2] = {{names.type, names.http},         {names.asgi, Py_None},
+                                  {names.http_version, names.v1_1}, {names.method, Py_None},
+                                  {names.root_path, root_path},     {names.path, Py_None},
+                                  {names.raw_path, Py_None},        {names.query_string, names.empty_bytes},
+                                  {names.headers, Py_None},         {names.scheme, names.scheme_http},
+                                  {names.client, Py_None},          {names.server, Py_None},
+                                  {names.extensions, Py_None}};
+  for (const auto &entry : entries)
+    if (PyDict_SetItem(scope_template, entry[0], entry[1]) < 0) return false;
+  if (state != nullptr && PyDict_SetItem(scope_template, names.state, Py_None) < 0) return false;
+  return true;
+}
+
+PyObject *AppServer::server_tuple(const SocketAddress &local) {
+  // Connections share their listener's address: keep its tuple (immutable).
+  if (server_tuple_cache == nullptr || local.is_unix != server_tuple_address.is_unix ||
+      local.port != server_tuple_address.port || local.host != server_tuple_address.host) {
+    PyObject *tuple = address_tuple(local);
+    if (tuple == nullptr) return nullptr;
+    Py_XSETREF(server_tuple_cache, tuple);
+    server_tuple_address = local;
+  }
+  return Py_NewRef(server_tuple_cache);
 }
 
 void AppServer::on_request(http1::Connection &conn, const http1::RequestHead &head) {
@@ -359,6 +406,7 @@ int server_traverse(PyObject *op, visitproc visit, void *arg) {
     Py_VISIT(s.tasks);
     Py_VISIT(s.context_factory);
     Py_VISIT(s.access_logger);
+    Py_VISIT(s.scope_template);
   }
   return 0;
 }
@@ -374,6 +422,8 @@ void release(AppServer *s) {
   Py_CLEAR(s->root_path);
   Py_CLEAR(s->context_factory);
   Py_CLEAR(s->access_logger);
+  Py_CLEAR(s->scope_template);
+  Py_CLEAR(s->server_tuple_cache);
 }
 
 int server_clear(PyObject *op) {
@@ -556,7 +606,7 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
   s->create_future = PyObject_GetAttrString(loop, "create_future");
   s->tasks = PySet_New(nullptr);
   self->server = s;
-  if (!s->root_path || !s->create_task || !s->create_future || !s->tasks) return -1;
+  if (!s->root_path || !s->create_task || !s->create_future || !s->tasks || !s->init_scope_template()) return -1;
   if (reset_ctx) {
     PyObject *contextvars = PyImport_ImportModule("contextvars");
     if (contextvars == nullptr) return -1;

@@ -328,7 +328,7 @@ PyObject *send_pathsend(RequestObject *self, PyObject *message) {
     return nullptr;
   }
   Py_DECREF(encoded);
-  struct stat st {};
+  struct stat st{};
   if (fstat(fd, &st) < 0) {
     PyErr_SetFromErrno(PyExc_OSError);
     close(fd);
@@ -362,20 +362,10 @@ PyObject *request_send(PyObject *op, PyObject *message) {
   return nullptr;
 }
 
-// Called when the application's task ends.
-PyObject *request_done(PyObject *op, PyObject *task) {
-  auto *self = reinterpret_cast<RequestObject *>(op);
+// What the server does when the application's coroutine has ended: with an
+// exception `exc` (or nullptr), cancelled, or returned normally.
+void complete_exchange(RequestObject *self, PyObject *exc, bool was_cancelled) {
   AppServer &server = *self->server;
-  if (PySet_Discard(server.tasks, task) < 0) return nullptr;
-  PyObject *cancelled = PyObject_CallMethodNoArgs(task, names.cancelled);
-  if (cancelled == nullptr) return nullptr;
-  bool was_cancelled = cancelled == Py_True;
-  Py_DECREF(cancelled);
-  PyObject *exc = nullptr;
-  if (!was_cancelled) {
-    exc = PyObject_CallMethodNoArgs(task, names.exception);
-    if (exc == nullptr) return nullptr;
-  }
   if (exc != nullptr && exc != Py_None) {
     server.log_exception("Exception in ASGI application\n", exc);
     if (self->conn != nullptr) self->conn->fail_exchange();
@@ -392,6 +382,23 @@ PyObject *request_done(PyObject *op, PyObject *task) {
       self->conn->close_now(false);
     }
   }
+}
+
+// The done callback of a task that runs the app's awaitable directly (when it
+// is not a native coroutine, so no AppRunner wraps it).
+PyObject *request_done(PyObject *op, PyObject *task) {
+  auto *self = reinterpret_cast<RequestObject *>(op);
+  if (PySet_Discard(self->server->tasks, task) < 0) return nullptr;
+  PyObject *cancelled = PyObject_CallMethodNoArgs(task, names.cancelled);
+  if (cancelled == nullptr) return nullptr;
+  bool was_cancelled = cancelled == Py_True;
+  Py_DECREF(cancelled);
+  PyObject *exc = nullptr;
+  if (!was_cancelled) {
+    exc = PyObject_CallMethodNoArgs(task, names.exception);
+    if (exc == nullptr) return nullptr;
+  }
+  complete_exchange(self, exc, was_cancelled);
   Py_XDECREF(exc);
   Py_RETURN_NONE;
 }
@@ -409,7 +416,179 @@ PyMethodDef receive_def = {"receive", request_receive, METH_NOARGS, "ASGI receiv
 PyMethodDef send_def = {"send", request_send, METH_O, "ASGI send(message)"};
 PyMethodDef done_def = {"_done", request_done, METH_O, nullptr};
 
+// ---------------------------------------------------------------- AppRunner
+//
+// The coroutine the request's task runs: it drives the app's coroutine and,
+// when that ends, completes the exchange on the spot. This replaces a done
+// callback on the task, which costs a callback object, a call_soon, a pass of
+// the event loop and two method calls on the task for every request.
+//
+// To asyncio it is a coroutine (send/throw/close/__await__, registered as a
+// collections.abc.Coroutine); the task's step reaches its am_send directly
+// through PyIter_Send. Attributes it does not have (cr_frame, cr_await,
+// __qualname__...) are read from the app's coroutine, so task reprs and
+// inspect.getcoroutinestate() see the app's coroutine.
+
+struct RunnerObject {
+  PyObject_HEAD RequestObject *request;  // strong
+  PyObject *coro;                        // the app's coroutine, strong
+  PyObject *task;                        // borrowed: the task owns this runner
+  bool finished;
+};
+
+PyObject *cancelled_error = nullptr;  // asyncio.CancelledError
+
+void runner_finish(RunnerObject *self, PyObject *exc, bool was_cancelled) {
+  if (self->finished) return;
+  self->finished = true;
+  if (self->task != nullptr && PySet_Discard(self->request->server->tasks, self->task) < 0)
+    PyErr_WriteUnraisable(self->task);
+  self->task = nullptr;
+  complete_exchange(self->request, exc, was_cancelled);
+}
+
+// The app's coroutine raised (the exception is set). Cancellation and
+// exceptions that stop the loop (KeyboardInterrupt, SystemExit) go on to the
+// task; any other exception is logged here and ends the task normally, as the
+// done callback did by retrieving it.
+PySendResult runner_failed(RunnerObject *self, PyObject **result) {
+  *result = nullptr;
+  PyObject *type, *value, *tb;
+  PyErr_Fetch(&type, &value, &tb);
+  PyErr_NormalizeException(&type, &value, &tb);
+  if (value != nullptr && tb != nullptr) PyException_SetTraceback(value, tb);
+  bool cancelled = value != nullptr && PyObject_TypeCheck(value, reinterpret_cast<PyTypeObject *>(cancelled_error));
+  bool fatal =
+      !cancelled && value != nullptr && !PyObject_TypeCheck(value, reinterpret_cast<PyTypeObject *>(PyExc_Exception));
+  runner_finish(self, cancelled ? nullptr : value, cancelled);
+  if (cancelled || fatal) {
+    PyErr_Restore(type, value, tb);
+    return PYGEN_ERROR;
+  }
+  Py_XDECREF(type);
+  Py_XDECREF(value);
+  Py_XDECREF(tb);
+  *result = Py_NewRef(Py_None);
+  return PYGEN_RETURN;
+}
+
+PySendResult runner_am_send(PyObject *op, PyObject *arg, PyObject **result) {
+  auto *self = reinterpret_cast<RunnerObject *>(op);
+  if (self->finished) {
+    PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine");
+    *result = nullptr;
+    return PYGEN_ERROR;
+  }
+  PySendResult status = PyIter_Send(self->coro, arg, result);
+  if (status == PYGEN_NEXT) return status;
+  if (status == PYGEN_ERROR) return runner_failed(self, result);
+  Py_CLEAR(*result);
+  runner_finish(self, nullptr, false);
+  *result = Py_NewRef(Py_None);
+  return PYGEN_RETURN;
+}
+
+// Turns an am_send outcome into the method-call protocol (value, or raise
+// StopIteration(value) at the end).
+PyObject *runner_result(PySendResult status, PyObject *result) {
+  if (status == PYGEN_NEXT) return result;
+  if (status == PYGEN_ERROR) return nullptr;
+  PyErr_SetObject(PyExc_StopIteration, result);
+  Py_DECREF(result);
+  return nullptr;
+}
+
+PyObject *runner_send(PyObject *op, PyObject *arg) {
+  PyObject *result = nullptr;
+  PySendResult status = runner_am_send(op, arg, &result);
+  return runner_result(status, result);
+}
+
+PyObject *runner_next(PyObject *op) {
+  return runner_send(op, Py_None);
+}
+
+PyObject *runner_throw(PyObject *op, PyObject *const *args, Py_ssize_t nargs) {
+  auto *self = reinterpret_cast<RunnerObject *>(op);
+  if (self->finished) {
+    PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine");
+    return nullptr;
+  }
+  PyObject *throw_method = PyObject_GetAttrString(self->coro, "throw");
+  if (throw_method == nullptr) return nullptr;
+  PyObject *value = PyObject_Vectorcall(throw_method, args, static_cast<size_t>(nargs), nullptr);
+  Py_DECREF(throw_method);
+  if (value != nullptr) return value;  // the app's coroutine caught it and awaits again
+  PyObject *result = nullptr;
+  if (PyErr_ExceptionMatches(PyExc_StopIteration)) {
+    PyObject *type, *exc, *tb;
+    PyErr_Fetch(&type, &exc, &tb);
+    Py_XDECREF(type);
+    Py_XDECREF(exc);
+    Py_XDECREF(tb);
+    runner_finish(self, nullptr, false);
+    return runner_result(PYGEN_RETURN, Py_NewRef(Py_None));
+  }
+  PySendResult status = runner_failed(self, &result);
+  return runner_result(status, result);
+}
+
+PyObject *runner_close(PyObject *op, PyObject *) {
+  auto *self = reinterpret_cast<RunnerObject *>(op);
+  PyObject *r = PyObject_CallMethod(self->coro, "close", nullptr);
+  if (r == nullptr) return nullptr;
+  Py_DECREF(r);
+  if (!self->finished) runner_finish(self, nullptr, true);
+  Py_RETURN_NONE;
+}
+
+PyObject *runner_await(PyObject *op) {
+  return Py_NewRef(op);
+}
+
+PyObject *runner_getattro(PyObject *op, PyObject *name) {
+  PyObject *value = PyObject_GenericGetAttr(op, name);
+  if (value != nullptr || !PyErr_ExceptionMatches(PyExc_AttributeError)) return value;
+  PyErr_Clear();
+  return PyObject_GetAttr(reinterpret_cast<RunnerObject *>(op)->coro, name);
+}
+
+PyObject *runner_repr(PyObject *op) {
+  return PyObject_Repr(reinterpret_cast<RunnerObject *>(op)->coro);
+}
+
+int runner_traverse(PyObject *op, visitproc visit, void *arg) {
+  auto *self = reinterpret_cast<RunnerObject *>(op);
+  Py_VISIT(reinterpret_cast<PyObject *>(self->request));
+  Py_VISIT(self->coro);
+  return 0;
+}
+
+int runner_clear(PyObject *op) {
+  auto *self = reinterpret_cast<RunnerObject *>(op);
+  Py_CLEAR(self->coro);
+  return 0;
+}
+
+void runner_dealloc(PyObject *op) {
+  auto *self = reinterpret_cast<RunnerObject *>(op);
+  PyObject_GC_UnTrack(op);
+  Py_CLEAR(self->coro);
+  Py_CLEAR(self->request);
+  PyObject_GC_Del(op);
+}
+
+PyMethodDef runner_methods[] = {{"send", runner_send, METH_O, "Resumes the app's coroutine."},
+                                {"throw", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(runner_throw)),
+                                 METH_FASTCALL, "Raises an exception inside the app's coroutine."},
+                                {"close", runner_close, METH_NOARGS, "Closes the app's coroutine."},
+                                {nullptr, nullptr, 0, nullptr}};
+
+PyAsyncMethods runner_async = {runner_await, nullptr, nullptr, runner_am_send};
+
 }  // namespace
+
+PyTypeObject RunnerType{};
 
 PyTypeObject RequestType{};
 
@@ -425,7 +604,34 @@ void fill_request_type() {
 
 bool init_request_type() {
   fill_request_type();
-  return PyType_Ready(&RequestType) == 0;
+  RunnerType.ob_base.ob_base.ob_refcnt = 1;
+  RunnerType.tp_name = "pronghorn._core.AppRunner";
+  RunnerType.tp_basicsize = sizeof(RunnerObject);
+  RunnerType.tp_dealloc = runner_dealloc;
+  RunnerType.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC;
+  RunnerType.tp_doc = "Runs an ASGI app's coroutine for one request and completes the exchange when it ends.";
+  RunnerType.tp_traverse = runner_traverse;
+  RunnerType.tp_clear = runner_clear;
+  RunnerType.tp_as_async = &runner_async;
+  RunnerType.tp_iter = PyObject_SelfIter;
+  RunnerType.tp_iternext = runner_next;
+  RunnerType.tp_methods = runner_methods;
+  RunnerType.tp_getattro = runner_getattro;
+  RunnerType.tp_repr = runner_repr;
+  if (PyType_Ready(&RequestType) < 0 || PyType_Ready(&RunnerType) < 0) return false;
+  PyObject *asyncio = PyImport_ImportModule("asyncio");
+  if (asyncio == nullptr) return false;
+  cancelled_error = PyObject_GetAttrString(asyncio, "CancelledError");
+  Py_DECREF(asyncio);
+  if (cancelled_error == nullptr) return false;
+  // Make asyncio.iscoroutine() (which Task checks) accept it by type.
+  PyObject *abc = PyImport_ImportModule("collections.abc");
+  PyObject *coroutine_abc = abc == nullptr ? nullptr : PyObject_GetAttrString(abc, "Coroutine");
+  Py_XDECREF(abc);
+  PyObject *r = coroutine_abc == nullptr ? nullptr : PyObject_CallMethod(coroutine_abc, "register", "O", &RunnerType);
+  Py_XDECREF(coroutine_abc);
+  Py_XDECREF(r);
+  return r != nullptr;
 }
 
 void start_request(AppServer &server, http1::Connection &conn, PyObject *scope) {
@@ -454,6 +660,20 @@ void start_request(AppServer &server, http1::Connection &conn, PyObject *scope) 
     PyObject *args[] = {scope, receive, send};
     coro = PyObject_Vectorcall(server.app, args, 3, nullptr);
   }
+  RunnerObject *runner = nullptr;
+  if (coro != nullptr && PyCoro_CheckExact(coro)) {
+    runner = PyObject_GC_New(RunnerObject, &RunnerType);
+    if (runner != nullptr) {
+      runner->request = reinterpret_cast<RequestObject *>(Py_NewRef(op));
+      runner->coro = coro;  // takes the reference
+      runner->task = nullptr;
+      runner->finished = false;
+      PyObject_GC_Track(runner);
+      coro = reinterpret_cast<PyObject *>(runner);
+    } else {
+      Py_CLEAR(coro);
+    }
+  }
   if (coro != nullptr) {
     if (server.context_factory != nullptr) {
       PyObject *context = PyObject_CallNoArgs(server.context_factory);
@@ -468,7 +688,14 @@ void start_request(AppServer &server, http1::Connection &conn, PyObject *scope) 
       task = PyObject_CallOneArg(server.create_task, coro);
     }
   }
-  if (task != nullptr) {
+  if (task != nullptr && runner != nullptr) {
+    if (PySet_Add(server.tasks, task) < 0) {
+      // Not tracked: the runner must not discard it. The task runs anyway.
+      PyErr_WriteUnraisable(task);
+    } else {
+      runner->task = task;
+    }
+  } else if (task != nullptr) {
     callback = PyCFunction_New(&done_def, op);
     PyObject *r = callback == nullptr ? nullptr : PyObject_CallMethodOneArg(task, names.add_done_callback, callback);
     if (r == nullptr || PySet_Add(server.tasks, task) < 0) Py_CLEAR(task);

@@ -374,10 +374,10 @@ void Connection::write_access_log(int status) {
   line.append(target_);
   line.append(version_minor_ == 1 ? " HTTP/1.1" : " HTTP/1.0");
   line.append(colours ? "\033[0m\" " : "\" ");
-  char status_buf[64];
-  snprintf(status_buf, sizeof status_buf, "%d %s", status, reason_phrase(status));
   if (colours) line.append(status < 300 ? "\033[32m" : status < 400 ? "\033[33m" : "\033[31m");
-  line.append(status_buf);
+  line.append(std::to_string(status));
+  line.push_back(' ');
+  line.append(reason_phrase(status));
   if (colours) line.append("\033[0m");
   line.push_back('\n');
   server_.append_log(line);
@@ -412,8 +412,10 @@ WriteStatus Connection::write_body(const char *data, size_t len, bool more) {
       break;
     case Framing::Chunked:
       if (len > 0) {
-        int n = snprintf(size_line, sizeof size_line, "%zx\r\n", len);
-        iov[count++] = {size_line, static_cast<size_t>(n)};
+        size_t n = format_hex(size_line, len);
+        size_line[n++] = '\r';
+        size_line[n++] = '\n';
+        iov[count++] = {size_line, n};
         iov[count++] = {const_cast<char *>(data), len};
         iov[count++] = more ? iovec{const_cast<char *>(kChunkEnd.data()), kChunkEnd.size()}
                             : iovec{const_cast<char *>(kChunkEndLast), sizeof kChunkEndLast - 1};

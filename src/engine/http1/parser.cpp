@@ -6,19 +6,6 @@ namespace pronghorn::http1 {
 
 namespace {
 
-// RFC 9110 §5.6.2: tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" /
-// "." / "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA
-struct TokenTable {
-  bool allowed[256] = {};
-  constexpr TokenTable() {
-    for (int c = '0'; c <= '9'; ++c) allowed[c] = true;
-    for (int c = 'A'; c <= 'Z'; ++c) allowed[c] = true;
-    for (int c = 'a'; c <= 'z'; ++c) allowed[c] = true;
-    for (unsigned char c : std::string_view("!#$%&'*+-.^_`|~")) allowed[c] = true;
-  }
-};
-constexpr TokenTable kTokenTable;
-
 std::string_view trim_ows(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
@@ -48,26 +35,6 @@ int hex_value(unsigned char c) {
 constexpr size_t kMaxLeadingBlankLines = 4;
 
 }  // namespace
-
-bool is_token_char(unsigned char c) {
-  return kTokenTable.allowed[c];
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    char x = a[i], y = b[i];
-    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x + 32);
-    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y + 32);
-    if (x != y) return false;
-  }
-  return true;
-}
-
-// RFC 9110 §5.5: field-vchar = VCHAR / obs-text, plus SP and HTAB inside the value.
-bool is_field_value_char(unsigned char c) {
-  return c == '\t' || (c >= 0x20 && c != 0x7f);
-}
 
 void RequestHead::clear() {
   method = {};

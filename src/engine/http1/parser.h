@@ -159,10 +159,42 @@ class BodyDecoder {
   ParseError error_;
 };
 
-// Character classes of RFC 9110 §5.6.2 (token) and §5.5 (field-value).
-bool is_token_char(unsigned char c);
-bool is_field_value_char(unsigned char c);
-// ASCII case-insensitive comparison (field names, tokens).
-bool iequals(std::string_view a, std::string_view b);
+// Character classes of RFC 9110 §5.6.2 (token) and §5.5 (field-value), and an
+// ASCII case-insensitive comparison. Inline: they run for every byte of every
+// header, in the parser and in the response writer.
+namespace detail {
+// tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." / "^" / "_" /
+// "`" / "|" / "~" / DIGIT / ALPHA
+struct TokenTable {
+  bool allowed[256] = {};
+  constexpr TokenTable() {
+    for (int c = '0'; c <= '9'; ++c) allowed[c] = true;
+    for (int c = 'A'; c <= 'Z'; ++c) allowed[c] = true;
+    for (int c = 'a'; c <= 'z'; ++c) allowed[c] = true;
+    for (unsigned char c : std::string_view("!#$%&'*+-.^_`|~")) allowed[c] = true;
+  }
+};
+inline constexpr TokenTable kTokenTable;
+}  // namespace detail
+
+inline bool is_token_char(unsigned char c) {
+  return detail::kTokenTable.allowed[c];
+}
+
+// field-vchar / SP / HTAB (obs-text allowed).
+inline bool is_field_value_char(unsigned char c) {
+  return c == '\t' || (c >= 0x20 && c != 0x7f);
+}
+
+inline bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    char x = a[i], y = b[i];
+    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x + 32);
+    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y + 32);
+    if (x != y) return false;
+  }
+  return true;
+}
 
 }  // namespace pronghorn::http1

@@ -1,6 +1,6 @@
 #include "engine/http1/response.h"
 
-#include <cstdio>
+#include <cstring>
 
 #include "engine/http1/parser.h"
 
@@ -76,14 +76,42 @@ const char *reason_phrase(int status) {
 
 namespace {
 
-void append_lower(std::string &out, std::string_view s) {
-  for (char c : s) out.push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c);
+// Appends "name: value\r\n" with the name in lower case, in one resize.
+void append_header_line(std::string &out, std::string_view name, std::string_view value) {
+  size_t at = out.size();
+  out.resize(at + name.size() + value.size() + 4);
+  char *p = out.data() + at;
+  for (char c : name) *p++ = c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c;
+  *p++ = ':';
+  *p++ = ' ';
+  if (!value.empty()) memcpy(p, value.data(), value.size());
+  p += value.size();
+  *p++ = '\r';
+  *p = '\n';
 }
 
+// `status` is 100..999 (checked by the callers).
 void append_status_line(std::string &out, int status) {
-  char buf[64];
-  int n = snprintf(buf, sizeof buf, "HTTP/1.1 %d %s\r\n", status, reason_phrase(status));
-  out.append(buf, static_cast<size_t>(n));
+  if (status == 200) {
+    out.append("HTTP/1.1 200 OK\r\n");
+    return;
+  }
+  char code[13] = {'H',
+                   'T',
+                   'T',
+                   'P',
+                   '/',
+                   '1',
+                   '.',
+                   '1',
+                   ' ',
+                   static_cast<char>('0' + status / 100),
+                   static_cast<char>('0' + status / 10 % 10),
+                   static_cast<char>('0' + status % 10),
+                   ' '};
+  out.append(code, sizeof code);
+  out.append(reason_phrase(status));
+  out.append("\r\n");
 }
 
 }  // namespace
@@ -171,12 +199,7 @@ const char *build_response_head(std::string &out, int status, const HeaderList &
   }
   if (defaults.server && !app_server) out.append("server: pronghorn\r\n");
   if (defaults.extra != nullptr) {
-    for (const auto &[name, value] : *defaults.extra) {
-      append_lower(out, name);
-      out.append(": ");
-      out.append(value);
-      out.append("\r\n");
-    }
+    for (const auto &[name, value] : *defaults.extra) append_header_line(out, name, value);
   }
   for (const auto &[name, value] : headers) {
     // RFC 9112 §6.2: no Content-Length together with Transfer-Encoding.
@@ -184,10 +207,7 @@ const char *build_response_head(std::string &out, int status, const HeaderList &
     // RFC 9112 §6.1: no Transfer-Encoding in a response to an HTTP/1.0 request.
     // The body is close-delimited then, so the app's "chunked" would misframe it.
     if (plan.framing == Framing::CloseDelimited && iequals(name, "transfer-encoding")) continue;
-    append_lower(out, name);
-    out.append(": ");
-    out.append(value);
-    out.append("\r\n");
+    append_header_line(out, name, value);
   }
   if (plan.framing == Framing::Chunked && !app_chunked) out.append("transfer-encoding: chunked\r\n");
   if (!plan.keep_alive && !app_close) out.append("connection: close\r\n");
@@ -197,10 +217,23 @@ const char *build_response_head(std::string &out, int status, const HeaderList &
   return nullptr;
 }
 
+size_t format_hex(char *out, uint64_t value) {
+  char digits[16];
+  size_t n = 0;
+  do {
+    digits[n++] = "0123456789abcdef"[value & 0xf];
+    value >>= 4;
+  } while (value != 0);
+  for (size_t i = 0; i < n; ++i) out[i] = digits[n - 1 - i];
+  return n;
+}
+
 void append_chunk_size(std::string &out, uint64_t size) {
-  char buf[24];
-  int n = snprintf(buf, sizeof buf, "%llx\r\n", static_cast<unsigned long long>(size));
-  out.append(buf, static_cast<size_t>(n));
+  char buf[kMaxHexDigits + 2];
+  size_t n = format_hex(buf, size);
+  buf[n++] = '\r';
+  buf[n++] = '\n';
+  out.append(buf, n);
 }
 
 std::string error_response(int status, bool keep_alive) {

@@ -48,6 +48,10 @@ const char *build_response_head(std::string &out, int status, const HeaderList &
 
 // "1a2b\r\n": the size line of a chunk of `size` bytes (size > 0).
 void append_chunk_size(std::string &out, uint64_t size);
+// Writes `value` in lower-case hex (no prefix) to `out`, which has room for
+// kMaxHexDigits; returns the number of digits.
+inline constexpr size_t kMaxHexDigits = 16;
+size_t format_hex(char *out, uint64_t value);
 inline constexpr std::string_view kChunkEnd = "\r\n";
 inline constexpr std::string_view kLastChunk = "0\r\n\r\n";
 

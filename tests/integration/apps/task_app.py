@@ -1,0 +1,103 @@
+"""Apps that look at the task the server runs them in (tests/integration/test_app_task.py).
+
+`app` routes:
+  /identity        current_task() before and after a real wait: same Task object?
+                   Also what the task shows of its coroutine.
+  /anyio           an anyio task group and move_on_after inside the request
+  /timeout         asyncio.timeout() around a wait that times out
+  /cancel-self     the app cancels its own task while waiting, catches the
+                   CancelledError and still answers
+  /sleep0          yields to the loop with a bare sleep(0) several times
+  /raise-after-wait  raises after a real wait (a later step of the task)
+`generator_app`: an ASGI callable that returns a generator-based coroutine
+(not a native one), answering "generator".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import types
+
+
+async def _respond(send, body: bytes, status: int = 200) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    path = scope["path"]
+    if path == "/identity":
+        before = asyncio.current_task()
+        state_inside = inspect.getcoroutinestate(before.get_coro())
+        await asyncio.sleep(0.01)
+        after = asyncio.current_task()
+        coro = after.get_coro()
+        result = {
+            "is_task": isinstance(before, asyncio.Task),
+            "same": before is after,
+            "in_all_tasks": before in asyncio.all_tasks(),
+            "qualname": getattr(coro, "__qualname__", None),
+            "state_inside": state_inside,
+            "repr_names_app": "app" in repr(after),
+        }
+        await _respond(send, json.dumps(result).encode())
+    elif path == "/anyio":
+        import anyio
+
+        results = []
+
+        async def child(n):
+            await anyio.sleep(0.01)
+            results.append(n)
+
+        async with anyio.create_task_group() as tg:
+            for n in range(3):
+                tg.start_soon(child, n)
+        with anyio.move_on_after(0.02) as scope_:
+            await anyio.sleep(5)
+        await _respond(send, json.dumps({"children": sorted(results), "moved_on": scope_.cancelled_caught}).encode())
+    elif path == "/timeout":
+        try:
+            async with asyncio.timeout(0.02):
+                await asyncio.sleep(5)
+            outcome = "no timeout"
+        except TimeoutError:
+            outcome = "timed out"
+        await _respond(send, outcome.encode())
+    elif path == "/cancel-self":
+        task = asyncio.current_task()
+        asyncio.get_running_loop().call_later(0.01, task.cancel)
+        try:
+            await asyncio.sleep(5)
+            outcome = "not cancelled"
+        except asyncio.CancelledError:
+            task.uncancel()
+            outcome = "caught cancel"
+        await _respond(send, outcome.encode())
+    elif path == "/sleep0":
+        for _ in range(5):
+            await asyncio.sleep(0)
+        await _respond(send, b"slept")
+    elif path == "/raise-after-wait":
+        await asyncio.sleep(0.01)
+        raise ValueError("raised-after-wait marker")
+    else:
+        await _respond(send, b"not found", 404)
+
+
+@types.coroutine
+def _generator_based(send):
+    yield from _respond(send, b"generator").__await__()
+
+
+def generator_app(scope, receive, send):
+    if scope["type"] != "http":
+        async def nothing():
+            return None
+        return nothing()
+    return _generator_based(send)
