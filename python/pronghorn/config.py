@@ -113,6 +113,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("send_thread", "--send-thread", "bool", None,
            "Always/never send small responses from a second thread per worker, off the event loop "
            "[default: with fewer workers than CPUs, while requests cost the loop 50 us or more].", negatable=True),
+    Option("asyncio_tasks", "--asyncio-tasks", "flag", False,
+           "Run each request in an asyncio.Task, as uvicorn does, instead of Pronghorn's request task "
+           "(which starts the app at once and is not listed by asyncio.all_tasks())."),
 )
 
 OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
@@ -183,6 +186,7 @@ class Config:
     reuse_port: bool = False
     pid_file: str | None = None
     send_thread: bool | None = None
+    asyncio_tasks: bool = False
     # Set by validate(): parsed --header values.
     header_pairs: list[tuple[str, str]] = field(default_factory=list)
     # Options the user gave explicitly (command line, environment, keyword),

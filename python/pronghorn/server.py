@@ -230,6 +230,7 @@ class Worker:
             max_requests=self.max_requests,
             send_thread=_use_send_thread(config),
             send_thread_always=config.send_thread is True,
+            asyncio_tasks=config.asyncio_tasks,
         )
         try:
             if config.fd is not None:

@@ -56,6 +56,20 @@ extern PyTypeObject RequestType;
 // and starts the application task. Errors are handled inside (500).
 void start_request(AppServer &server, http1::Connection &conn, PyObject *scope);
 bool init_request_type();
+// What the server does when the app's coroutine for `request` (a Request
+// object) has ended: with exception `exc` (or nullptr), cancelled, or normally.
+void complete_request(PyObject *request, PyObject *exc, bool cancelled);
+
+// ---- task.cpp ----
+bool init_task_type();
+// True when this Python lets the request task register as asyncio's current task.
+bool request_tasks_available();
+// Creates the task that runs `coro` (a native coroutine) for `request`, in
+// `context` (or a copy of the current one when nullptr), adds it to the
+// server's task set and runs its first step now (or on the next loop pass
+// when another task is running). New reference, or nullptr with an exception
+// set when the task could not be created (the coroutine did not start).
+PyObject *start_request_task(AppServer &server, PyObject *request, PyObject *coro, PyObject *context);
 
 // A network (address, prefix) for --forwarded-allow-ips.
 struct TrustedNetwork {
@@ -91,6 +105,7 @@ struct AppServer final : public RequestDispatcher {
   PyObject *scope_template = nullptr;      // every scope key, copied per request
   PyObject *server_tuple_cache = nullptr;  // the last `server` tuple built ...
   SocketAddress server_tuple_address;      // ... and the address it is for
+  bool request_tasks = false;              // run requests in RequestTask (task.cpp), not asyncio.Task
   bool proxy_headers = false;
   bool trust_all = false;
   std::vector<TrustedNetwork> trusted_networks;

@@ -536,6 +536,7 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
                                  "access_logger",
                                  "send_thread",
                                  "send_thread_always",
+                                 "asyncio_tasks",
                                  nullptr};
   PyObject *app, *loop, *logger, *state = Py_None, *headers = nullptr, *access_logger = Py_None;
   const char *root_path = "", *forwarded = "127.0.0.1";
@@ -544,12 +545,12 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
   Py_ssize_t limit_concurrency = 0, limit_line = 8192, limit_head = 65536, limit_fields = 100;
   int control_fd = -1;
   unsigned long long max_requests = 0;
-  int send_thread = 1, send_thread_always = 0;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|$OspsddnppOppnnnpiKOpp", const_cast<char **>(kwlist), &app, &loop,
-                                   &logger, &state, &root_path, &proxy_headers, &forwarded, &keep_alive, &header_read,
-                                   &limit_concurrency, &server_header, &date_header, &headers, &access_log, &colours,
-                                   &limit_line, &limit_head, &limit_fields, &reset_ctx, &control_fd, &max_requests,
-                                   &access_logger, &send_thread, &send_thread_always))
+  int send_thread = 1, send_thread_always = 0, asyncio_tasks = 0;
+  if (!PyArg_ParseTupleAndKeywords(
+          args, kwargs, "OOO|$OspsddnppOppnnnpiKOppp", const_cast<char **>(kwlist), &app, &loop, &logger, &state,
+          &root_path, &proxy_headers, &forwarded, &keep_alive, &header_read, &limit_concurrency, &server_header,
+          &date_header, &headers, &access_log, &colours, &limit_line, &limit_head, &limit_fields, &reset_ctx,
+          &control_fd, &max_requests, &access_logger, &send_thread, &send_thread_always, &asyncio_tasks))
     return -1;
   if (self->server != nullptr) {
     PyErr_SetString(PyExc_RuntimeError, "Server already initialised");
@@ -607,6 +608,14 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
   s->tasks = PySet_New(nullptr);
   self->server = s;
   if (!s->root_path || !s->create_task || !s->create_future || !s->tasks || !s->init_scope_template()) return -1;
+  // Pronghorn's request task unless asked for asyncio Tasks, or the loop has a
+  // task factory (which only loop.create_task honours).
+  if (!asyncio_tasks && request_tasks_available()) {
+    PyObject *factory = PyObject_CallMethod(loop, "get_task_factory", nullptr);
+    if (factory == nullptr) return -1;
+    s->request_tasks = factory == Py_None;
+    Py_DECREF(factory);
+  }
   if (reset_ctx) {
     PyObject *contextvars = PyImport_ImportModule("contextvars");
     if (contextvars == nullptr) return -1;
@@ -858,7 +867,8 @@ PyMODINIT_FUNC PyInit__core() {
   if (!init_names()) return nullptr;
   fill_ready_type();
   fill_server_type();
-  if (PyType_Ready(&ReadyType) < 0 || !init_request_type() || PyType_Ready(&ServerType) < 0) return nullptr;
+  if (PyType_Ready(&ReadyType) < 0 || !init_request_type() || !init_task_type() || PyType_Ready(&ServerType) < 0)
+    return nullptr;
   PyObject *m = PyModule_Create(&module_def);
   if (m == nullptr) return nullptr;
   names.client_disconnected = PyErr_NewExceptionWithDoc(

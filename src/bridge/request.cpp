@@ -592,6 +592,10 @@ PyTypeObject RunnerType{};
 
 PyTypeObject RequestType{};
 
+void complete_request(PyObject *request, PyObject *exc, bool cancelled) {
+  complete_exchange(reinterpret_cast<RequestObject *>(request), exc, cancelled);
+}
+
 void fill_request_type() {
   // Filled at run time: C++ has no designated initializers for all of PyTypeObject's fields.
   RequestType.ob_base.ob_base.ob_refcnt = 1;
@@ -659,6 +663,32 @@ void start_request(AppServer &server, http1::Connection &conn, PyObject *scope) 
   if (receive != nullptr && send != nullptr) {
     PyObject *args[] = {scope, receive, send};
     coro = PyObject_Vectorcall(server.app, args, 3, nullptr);
+  }
+  if (coro != nullptr && server.request_tasks && PyCoro_CheckExact(coro)) {
+    Py_DECREF(receive);
+    Py_DECREF(send);
+    // The connection holds our reference until on_detach(). Attached before
+    // the first step, which runs now and may complete the response.
+    conn.attach(&self->observer);
+    PyObject *context = server.context_factory != nullptr ? PyObject_CallNoArgs(server.context_factory) : nullptr;
+    PyObject *task = server.context_factory != nullptr && context == nullptr
+                         ? nullptr
+                         : start_request_task(server, op, coro, context);
+    Py_XDECREF(context);
+    Py_DECREF(coro);
+    if (task != nullptr) {
+      Py_DECREF(task);
+      return;
+    }
+    PyObject *type = nullptr, *exc = nullptr, *tb = nullptr;
+    PyErr_Fetch(&type, &exc, &tb);
+    PyErr_NormalizeException(&type, &exc, &tb);
+    server.log_exception("Exception in ASGI application\n", exc);
+    Py_XDECREF(type);
+    Py_XDECREF(exc);
+    Py_XDECREF(tb);
+    if (self->conn != nullptr) self->conn->fail_exchange();  // detaches: may free `self`
+    return;
   }
   RunnerObject *runner = nullptr;
   if (coro != nullptr && PyCoro_CheckExact(coro)) {

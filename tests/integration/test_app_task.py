@@ -1,6 +1,7 @@
-"""The task an application runs in: a real asyncio.Task, the same one for the
-whole request, whatever the server does to complete the exchange when the
-app's coroutine ends (src/bridge/request.cpp, AppRunner)."""
+"""The task an application runs in: by default Pronghorn's request task
+(src/bridge/task.cpp), with --asyncio-tasks an asyncio.Task driving an
+AppRunner (src/bridge/request.cpp). Either way one task for the whole request,
+which asyncio.timeout, TaskGroup-like code and anyio can use."""
 
 from __future__ import annotations
 
@@ -8,26 +9,48 @@ import httpx
 import pytest
 
 
-def test_current_task_is_one_asyncio_task_for_the_whole_request(server_factory):
-    srv = server_factory("apps.task_app:app")
+TASK_KINDS = [pytest.param((), id="request-task"), pytest.param(("--asyncio-tasks",), id="asyncio-tasks")]
+
+
+@pytest.mark.parametrize("options", TASK_KINDS)
+def test_current_task_is_one_task_for_the_whole_request(server_factory, options):
+    srv = server_factory("apps.task_app:app", *options)
     r = httpx.get(srv.url + "/identity", timeout=5)
     assert r.status_code == 200
     result = r.json()
-    assert result["is_task"] and result["same"] and result["in_all_tasks"], result
-    # The task shows the app's coroutine, not the server's wrapper.
+    assert result["same"], result
+    # Only asyncio's own Task is an asyncio.Task listed by all_tasks().
+    asyncio_task = bool(options)
+    assert result["is_task"] is asyncio_task and result["in_all_tasks"] is asyncio_task, result
+    # The task shows the app's coroutine, not a server wrapper.
     assert result["qualname"] == "app"
     assert result["state_inside"] == "CORO_RUNNING"
     assert result["repr_names_app"]
 
 
+@pytest.mark.parametrize("options", TASK_KINDS)
+def test_each_request_starts_in_the_servers_context(server_factory, options):
+    srv = server_factory("apps.task_app:app", *options)
+    with httpx.Client(base_url=srv.url, timeout=5) as client:
+        assert [client.get("/contextvar").text for _ in range(3)] == ["unset"] * 3
+
+
+@pytest.mark.parametrize("options", TASK_KINDS)
+def test_the_request_task_can_be_inspected_from_another_task(server_factory, options):
+    srv = server_factory("apps.task_app:app", *options)
+    r = httpx.get(srv.url + "/gather-self", timeout=5)
+    assert r.json() == [[False, 0, True, True]] * 2
+
+
+@pytest.mark.parametrize("options", TASK_KINDS)
 @pytest.mark.parametrize("path, body", [
     ("/anyio", '{"children": [0, 1, 2], "moved_on": true}'),
     ("/timeout", "timed out"),
     ("/cancel-self", "caught cancel"),
     ("/sleep0", "slept"),
 ])
-def test_task_features_work_inside_a_request(server_factory, path, body):
-    srv = server_factory("apps.task_app:app")
+def test_task_features_work_inside_a_request(server_factory, path, body, options):
+    srv = server_factory("apps.task_app:app", *options)
     with httpx.Client(base_url=srv.url, timeout=5) as client:
         for _ in range(2):  # and again on the same connection
             r = client.get(path)
@@ -35,8 +58,9 @@ def test_task_features_work_inside_a_request(server_factory, path, body):
             assert r.text == body
 
 
-def test_exception_after_a_wait_gives_500_and_the_traceback(server_factory):
-    srv = server_factory("apps.task_app:app")
+@pytest.mark.parametrize("options", TASK_KINDS)
+def test_exception_after_a_wait_gives_500_and_the_traceback(server_factory, options):
+    srv = server_factory("apps.task_app:app", *options)
     with httpx.Client(base_url=srv.url, timeout=5) as client:
         r = client.get("/raise-after-wait")
         assert r.status_code == 500

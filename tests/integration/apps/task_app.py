@@ -9,6 +9,9 @@
                    CancelledError and still answers
   /sleep0          yields to the loop with a bare sleep(0) several times
   /raise-after-wait  raises after a real wait (a later step of the task)
+  /contextvar      returns the value a context variable had, then sets it
+                   (each request must start from the server's context)
+  /gather-self     gathers a child task that reads the request task's state
 `generator_app`: an ASGI callable that returns a generator-based coroutine
 (not a native one), answering "generator".
 """
@@ -16,9 +19,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import json
 import types
+
+
+request_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_var", default="unset")
 
 
 async def _respond(send, body: bytes, status: int = 200) -> None:
@@ -83,6 +90,21 @@ async def app(scope, receive, send):
         for _ in range(5):
             await asyncio.sleep(0)
         await _respond(send, b"slept")
+    elif path == "/contextvar":
+        seen = request_var.get()
+        request_var.set("set by an earlier request")
+        await asyncio.sleep(0)
+        await _respond(send, seen.encode())
+    elif path == "/gather-self":
+        me = asyncio.current_task()
+
+        async def child():
+            await asyncio.sleep(0.005)
+            return [me.done(), me.cancelling(), me.get_loop() is asyncio.get_running_loop(),
+                    isinstance(me.get_name(), str)]
+
+        results = await asyncio.gather(child(), asyncio.ensure_future(child()))
+        await _respond(send, json.dumps(results).encode())
     elif path == "/raise-after-wait":
         await asyncio.sleep(0.01)
         raise ValueError("raised-after-wait marker")
