@@ -111,11 +111,11 @@ def server_specs() -> Dict[str, ServerSpec]:
     specs = {
         "pronghorn": ServerSpec("pronghorn", "pronghorn", "pronghorn", pronghorn(),
                                 note="--loop uvloop --lifespan off"),
-        # Variants for measuring the send thread's choice (docs/performance.md);
-        # only run when named in --servers.
+        # Variants for measuring the send thread's choice and the request task
+        # (docs/performance.md); only run when named in --servers.
         **{f"pronghorn-{flag}": ServerSpec(f"pronghorn-{flag}", "pronghorn", "pronghorn", pronghorn(f"--{flag}"),
                                            note=f"--loop uvloop --lifespan off --{flag}")
-           for flag in ("send-thread", "no-send-thread")},
+           for flag in ("send-thread", "no-send-thread", "asyncio-tasks")},
         "uvicorn": ServerSpec(
             "uvicorn", "uvicorn", "uvicorn",
             lambda app, port, w: [PY, "-m", "uvicorn", app, "--host", HOST, "--port", str(port),
@@ -883,7 +883,7 @@ def write_chart(data: dict, out: Path) -> Optional[str]:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--servers", help=f"comma-separated subset of {','.join(ALL_SERVERS)} and the variants "
-                                     "pronghorn-send-thread, pronghorn-no-send-thread (default: all; smoke: "
+                                     "pronghorn-send-thread, pronghorn-no-send-thread, pronghorn-asyncio-tasks (default: all; smoke: "
                                      f"{','.join(SMOKE_SERVERS)})")
     p.add_argument("--workloads", help="comma-separated subset of " + ",".join(w.name for w in WORKLOADS))
     p.add_argument("--rounds", type=int, default=3)

@@ -638,6 +638,78 @@ bool init_request_type() {
   return r != nullptr;
 }
 
+namespace {
+
+// Logs the Python exception that is set as an error of the app.
+void log_app_exception(AppServer &server) {
+  PyObject *type = nullptr, *exc = nullptr, *tb = nullptr;
+  PyErr_Fetch(&type, &exc, &tb);
+  PyErr_NormalizeException(&type, &exc, &tb);
+  if (exc != nullptr && tb != nullptr) PyException_SetTraceback(exc, tb);
+  server.log_exception("Exception in ASGI application\n", exc);
+  Py_XDECREF(type);
+  Py_XDECREF(exc);
+  Py_XDECREF(tb);
+}
+
+// loop.create_task(coro[, context=context])
+PyObject *create_task(AppServer &server, PyObject *coro, PyObject *context) {
+  if (context == nullptr) return PyObject_CallOneArg(server.create_task, coro);
+  PyObject *kwnames = Py_BuildValue("(s)", "context");
+  if (kwnames == nullptr) return nullptr;
+  PyObject *args[] = {coro, context};
+  PyObject *task = PyObject_Vectorcall(server.create_task, args, 1, kwnames);
+  Py_DECREF(kwnames);
+  return task;
+}
+
+// Starts the app's coroutine for `self`: in a RequestTask, or in an asyncio
+// Task (--asyncio-tasks, a task factory, or an awaitable that is not a
+// native coroutine). New reference to the task, or nullptr with an exception
+// set when nothing was started.
+PyObject *run_coroutine(AppServer &server, RequestObject *self, PyObject *coro) {
+  auto *op = reinterpret_cast<PyObject *>(self);
+  PyObject *context = nullptr;
+  if (server.context_factory != nullptr && (context = PyObject_CallNoArgs(server.context_factory)) == nullptr)
+    return nullptr;
+  PyObject *task = nullptr;
+  if (server.request_tasks && PyCoro_CheckExact(coro)) {
+    task = start_request_task(server, op, coro, context);
+  } else if (PyCoro_CheckExact(coro)) {
+    auto *runner = PyObject_GC_New(RunnerObject, &RunnerType);
+    if (runner != nullptr) {
+      runner->request = reinterpret_cast<RequestObject *>(Py_NewRef(op));
+      runner->coro = Py_NewRef(coro);
+      runner->task = nullptr;
+      runner->finished = false;
+      PyObject_GC_Track(runner);
+      task = create_task(server, reinterpret_cast<PyObject *>(runner), context);
+      // An eager task factory may have run the coroutine to its end already:
+      // only a running task goes into the set (the runner takes it out).
+      if (task != nullptr && !runner->finished) {
+        if (PySet_Add(server.tasks, task) < 0)
+          PyErr_WriteUnraisable(task);  // not tracked; it runs anyway
+        else
+          runner->task = task;
+      }
+      Py_DECREF(runner);
+    }
+  } else {
+    task = create_task(server, coro, context);
+    if (task != nullptr) {
+      PyObject *callback = PyCFunction_New(&done_def, op);
+      PyObject *r = callback == nullptr ? nullptr : PyObject_CallMethodOneArg(task, names.add_done_callback, callback);
+      Py_XDECREF(callback);
+      if (r == nullptr || PySet_Add(server.tasks, task) < 0) Py_CLEAR(task);
+      Py_XDECREF(r);
+    }
+  }
+  Py_XDECREF(context);
+  return task;
+}
+
+}  // namespace
+
 void start_request(AppServer &server, http1::Connection &conn, PyObject *scope) {
   auto *self = PyObject_New(RequestObject, &RequestType);
   if (self == nullptr) {
@@ -659,103 +731,32 @@ void start_request(AppServer &server, http1::Connection &conn, PyObject *scope) 
 
   PyObject *receive = PyCFunction_New(&receive_def, op);
   PyObject *send = PyCFunction_New(&send_def, op);
-  PyObject *coro = nullptr, *task = nullptr, *callback = nullptr;
+  PyObject *coro = nullptr;
   if (receive != nullptr && send != nullptr) {
     PyObject *args[] = {scope, receive, send};
     coro = PyObject_Vectorcall(server.app, args, 3, nullptr);
   }
-  if (coro != nullptr && server.request_tasks && PyCoro_CheckExact(coro)) {
-    Py_DECREF(receive);
-    Py_DECREF(send);
-    // The connection holds our reference until on_detach(). Attached before
-    // the first step, which runs now and may complete the response.
-    conn.attach(&self->observer);
-    PyObject *context = server.context_factory != nullptr ? PyObject_CallNoArgs(server.context_factory) : nullptr;
-    PyObject *task = server.context_factory != nullptr && context == nullptr
-                         ? nullptr
-                         : start_request_task(server, op, coro, context);
-    Py_XDECREF(context);
-    Py_DECREF(coro);
-    if (task != nullptr) {
-      Py_DECREF(task);
-      return;
-    }
-    PyObject *type = nullptr, *exc = nullptr, *tb = nullptr;
-    PyErr_Fetch(&type, &exc, &tb);
-    PyErr_NormalizeException(&type, &exc, &tb);
-    server.log_exception("Exception in ASGI application\n", exc);
-    Py_XDECREF(type);
-    Py_XDECREF(exc);
-    Py_XDECREF(tb);
-    if (self->conn != nullptr) self->conn->fail_exchange();  // detaches: may free `self`
-    return;
-  }
-  RunnerObject *runner = nullptr;
-  if (coro != nullptr && PyCoro_CheckExact(coro)) {
-    runner = PyObject_GC_New(RunnerObject, &RunnerType);
-    if (runner != nullptr) {
-      runner->request = reinterpret_cast<RequestObject *>(Py_NewRef(op));
-      runner->coro = coro;  // takes the reference
-      runner->task = nullptr;
-      runner->finished = false;
-      PyObject_GC_Track(runner);
-      coro = reinterpret_cast<PyObject *>(runner);
-    } else {
-      Py_CLEAR(coro);
-    }
-  }
-  if (coro != nullptr) {
-    if (server.context_factory != nullptr) {
-      PyObject *context = PyObject_CallNoArgs(server.context_factory);
-      if (context != nullptr) {
-        PyObject *kwnames = Py_BuildValue("(s)", "context");
-        PyObject *args[] = {coro, context};
-        task = PyObject_Vectorcall(server.create_task, args, 1, kwnames);
-        Py_XDECREF(kwnames);
-        Py_DECREF(context);
-      }
-    } else {
-      task = PyObject_CallOneArg(server.create_task, coro);
-    }
-  }
-  if (task != nullptr && runner != nullptr) {
-    if (PySet_Add(server.tasks, task) < 0) {
-      // Not tracked: the runner must not discard it. The task runs anyway.
-      PyErr_WriteUnraisable(task);
-    } else {
-      runner->task = task;
-    }
-  } else if (task != nullptr) {
-    callback = PyCFunction_New(&done_def, op);
-    PyObject *r = callback == nullptr ? nullptr : PyObject_CallMethodOneArg(task, names.add_done_callback, callback);
-    if (r == nullptr || PySet_Add(server.tasks, task) < 0) Py_CLEAR(task);
-    Py_XDECREF(r);
-  }
-  Py_XDECREF(receive);
+  Py_XDECREF(receive);  // the coroutine holds them
   Py_XDECREF(send);
-  Py_XDECREF(callback);
-  if (task == nullptr) {
+  if (coro == nullptr) {
     // The app could not even be called (not an ASGI 3 callable, or it raised).
-    PyObject *type = nullptr, *exc = nullptr, *tb = nullptr;
-    PyErr_Fetch(&type, &exc, &tb);
-    PyErr_NormalizeException(&type, &exc, &tb);
-    if (exc != nullptr && tb != nullptr) PyException_SetTraceback(exc, tb);
-    server.log_exception("Exception in ASGI application\n", exc);
-    Py_XDECREF(type);
-    Py_XDECREF(exc);
-    Py_XDECREF(tb);
-    // The app may hold receive/send (a task may even be scheduled): they must
-    // not reach the connection, which answers 500 now.
-    self->conn = nullptr;
-    Py_XDECREF(coro);
+    log_app_exception(server);
+    self->conn = nullptr;  // receive/send, if the app kept them, must not reach the connection
     Py_DECREF(op);
     conn.fail_exchange();
     return;
   }
-  Py_DECREF(coro);
-  Py_DECREF(task);
-  // The connection holds a reference until on_detach().
+  // The connection holds our reference until on_detach(). Attached before the
+  // coroutine starts: its first step may run at once and complete the response.
   conn.attach(&self->observer);
+  PyObject *task = run_coroutine(server, self, coro);
+  Py_DECREF(coro);
+  if (task == nullptr) {
+    log_app_exception(server);
+    if (self->conn != nullptr) self->conn->fail_exchange();  // detaches: may free `self`
+    return;
+  }
+  Py_DECREF(task);
 }
 
 }  // namespace pronghorn::bridge

@@ -34,7 +34,10 @@ enum class TaskState { Pending, Finished, Cancelled };
 
 struct TaskObject {
   PyObject_HEAD PyObject *weakreflist;
-  AppServer *server;
+  // Strong references, not the AppServer: the task can outlive the server
+  // (libraries keep the current task).
+  PyObject *loop;
+  PyObject *task_set;    // the server's set of running tasks
   PyObject *request;     // the RequestObject, strong
   PyObject *coro;        // the app's coroutine
   PyObject *context;     // contextvars.Context of this request
@@ -108,7 +111,7 @@ PyMethodDef wakeup_def = {"_wakeup", wakeup_method, METH_O, nullptr};
 
 // loop.call_soon(callback[, arg], context=context)
 bool call_soon(TaskObject *self, PyObject *callback, PyObject *arg, PyObject *context) {
-  PyObject *method = PyObject_GetAttr(self->server->loop, str_call_soon);
+  PyObject *method = PyObject_GetAttr(self->loop, str_call_soon);
   if (method == nullptr) return false;
   // Vectorcall layout: the positional arguments, then the keyword's value.
   PyObject *args[3];
@@ -152,13 +155,15 @@ PyObject *new_cancelled_error(TaskObject *self) {
                                           : PyObject_CallNoArgs(cancelled_error_type);
 }
 
-// The coroutine has ended: record how, tell the request, run done callbacks.
-void task_finish(TaskObject *self, PyObject *exc, bool cancelled) {
+// The coroutine has ended: record how (`cancelled`: the task's state), tell
+// the request (`app_cancelled`: the app's coroutine was cancelled), then
+// schedule the done callbacks.
+void task_finish(TaskObject *self, PyObject *exc, bool cancelled, bool app_cancelled) {
   self->state = cancelled ? TaskState::Cancelled : TaskState::Finished;
   Py_XSETREF(self->exception, Py_XNewRef(exc));
-  if (PySet_Discard(self->server->tasks, reinterpret_cast<PyObject *>(self)) < 0)
+  if (PySet_Discard(self->task_set, reinterpret_cast<PyObject *>(self)) < 0)
     PyErr_WriteUnraisable(reinterpret_cast<PyObject *>(self));
-  complete_request(self->request, cancelled ? nullptr : exc, cancelled);
+  complete_request(self->request, cancelled ? nullptr : exc, app_cancelled);
   PyObject *callbacks = self->callbacks;
   self->callbacks = nullptr;
   if (callbacks != nullptr) {
@@ -185,7 +190,7 @@ void task_wait_for(TaskObject *self, PyObject *result) {
   PyObject *error = nullptr;
   if (blocking == nullptr || blocking == Py_None) {
     error = PyUnicode_FromFormat("Task got bad yield: %R", result);
-  } else if (blocking != Py_True) {
+  } else if (PyObject_IsTrue(blocking) != 1) {
     error = PyUnicode_FromFormat("yield was used instead of yield from in task %R with %R",
                                  reinterpret_cast<PyObject *>(self), result);
   } else if (result == reinterpret_cast<PyObject *>(self)) {
@@ -196,7 +201,7 @@ void task_wait_for(TaskObject *self, PyObject *result) {
       PyErr_WriteUnraisable(result);
       error = PyUnicode_FromFormat("Task got Future %R without a loop", result);
     } else {
-      if (loop != self->server->loop)
+      if (loop != self->loop)
         error = PyUnicode_FromFormat("Task %R got Future %R attached to a different loop",
                                      reinterpret_cast<PyObject *>(self), result);
       Py_DECREF(loop);
@@ -249,35 +254,36 @@ void task_wait_for(TaskObject *self, PyObject *result) {
 // nullptr) is thrown into it. Leaves no Python exception set. Steps run from
 // the loop are scheduled in the task's context (call_soon and
 // add_done_callback with context=); only the first, eager step enters it here.
+// As in asyncio, the task stays the current task (and in its context) while
+// the outcome is handled, so the server's log of an app error sees both.
 void task_step(TaskObject *self, PyObject *exc, bool enter_context) {
   if (self->state != TaskState::Pending) return;
+  Py_INCREF(self);  // the coroutine may drop the last other reference
   PyObject *thrown = Py_XNewRef(exc);
+  bool cancel_failed = false;  // the CancelledError to throw could not be made (exception set)
   if (self->must_cancel) {
     if (thrown == nullptr || !PyObject_TypeCheck(thrown, reinterpret_cast<PyTypeObject *>(cancelled_error_type))) {
       Py_XSETREF(thrown, new_cancelled_error(self));
-      if (thrown == nullptr) {
-        PyErr_WriteUnraisable(reinterpret_cast<PyObject *>(self));
-        return;
-      }
+      cancel_failed = thrown == nullptr;
     }
     self->must_cancel = false;
   }
   Py_CLEAR(self->fut_waiter);
 
-  Py_INCREF(self);  // the coroutine may drop the last other reference
-  PyObject *loop = self->server->loop;
-  if (enter_context && PyContext_Enter(self->context) < 0) {
-    PyErr_WriteUnraisable(reinterpret_cast<PyObject *>(self));
-    Py_XDECREF(thrown);
-    Py_DECREF(self);
-    return;
+  PyObject *loop = self->loop;
+  bool in_context = !cancel_failed && (!enter_context || PyContext_Enter(self->context) == 0);
+  PyObject *other = nullptr;
+  bool entered = false;
+  if (in_context) {
+    other = PyDict_GetItemWithError(current_tasks, loop);  // borrowed
+    entered = other == nullptr && !PyErr_Occurred() &&
+              PyDict_SetItem(current_tasks, loop, reinterpret_cast<PyObject *>(self)) == 0;
   }
-  PyObject *other = PyDict_GetItemWithError(current_tasks, loop);  // borrowed
-  bool entered = other == nullptr && !PyErr_Occurred() &&
-                 PyDict_SetItem(current_tasks, loop, reinterpret_cast<PyObject *>(self)) == 0;
   PyObject *result = nullptr;
   PySendResult status;
   if (!entered) {
+    // Could not enter the context or register as the current task (or create
+    // the CancelledError): the task ends with that error.
     if (!PyErr_Occurred())
       PyErr_Format(PyExc_RuntimeError, "Cannot enter into task %R while another task %R is being executed.",
                    reinterpret_cast<PyObject *>(self), other);
@@ -306,18 +312,27 @@ void task_step(TaskObject *self, PyObject *exc, bool enter_context) {
     Py_XDECREF(type);
     Py_XDECREF(tb);
   }
-  if (entered && PyDict_DelItem(current_tasks, loop) < 0) PyErr_WriteUnraisable(reinterpret_cast<PyObject *>(self));
-  if (enter_context && PyContext_Exit(self->context) < 0) PyErr_WriteUnraisable(reinterpret_cast<PyObject *>(self));
 
   if (status == PYGEN_NEXT) {
     task_wait_for(self, result);
+  } else if (status == PYGEN_RETURN && self->must_cancel) {
+    // cancel() came while the last step ran: asyncio reports the task
+    // cancelled, though the app's coroutine returned normally.
+    self->must_cancel = false;
+    PyObject *cancelled = new_cancelled_error(self);
+    if (cancelled == nullptr) PyErr_WriteUnraisable(reinterpret_cast<PyObject *>(self));
+    task_finish(self, cancelled, true, false);
+    Py_XDECREF(cancelled);
   } else if (status == PYGEN_RETURN) {
-    task_finish(self, nullptr, false);
+    task_finish(self, nullptr, false, false);
   } else {
     bool cancelled =
         error != nullptr && PyObject_TypeCheck(error, reinterpret_cast<PyTypeObject *>(cancelled_error_type));
-    task_finish(self, error, cancelled);
+    task_finish(self, error, cancelled, cancelled);
   }
+  if (entered && PyDict_DelItem(current_tasks, loop) < 0) PyErr_WriteUnraisable(reinterpret_cast<PyObject *>(self));
+  if (enter_context && in_context && PyContext_Exit(self->context) < 0)
+    PyErr_WriteUnraisable(reinterpret_cast<PyObject *>(self));
   Py_XDECREF(result);
   Py_XDECREF(error);
   Py_DECREF(self);
@@ -411,24 +426,24 @@ PyObject *task_add_done_callback(PyObject *op, PyObject *const *args, Py_ssize_t
 PyObject *task_remove_done_callback(PyObject *op, PyObject *fn) {
   auto *self = reinterpret_cast<TaskObject *>(op);
   if (self->callbacks == nullptr) return PyLong_FromLong(0);
+  // __eq__ may run any code (even finish the task): walk our own reference.
+  PyObject *callbacks = Py_NewRef(self->callbacks);
   PyObject *kept = PyList_New(0);
-  if (kept == nullptr) return nullptr;
   long removed = 0;
-  for (Py_ssize_t i = 0; i < PyList_GET_SIZE(self->callbacks); ++i) {
-    PyObject *pair = PyList_GET_ITEM(self->callbacks, i);
+  for (Py_ssize_t i = 0; kept != nullptr && i < PyList_GET_SIZE(callbacks); ++i) {
+    PyObject *pair = PyList_GET_ITEM(callbacks, i);
     int eq = PyObject_RichCompareBool(PyTuple_GET_ITEM(pair, 0), fn, Py_EQ);
-    if (eq < 0) {
-      Py_DECREF(kept);
-      return nullptr;
-    }
-    if (eq) {
-      ++removed;
-    } else if (PyList_Append(kept, pair) < 0) {
-      Py_DECREF(kept);
-      return nullptr;
-    }
+    if (eq < 0 || (!eq && PyList_Append(kept, pair) < 0)) Py_CLEAR(kept);
+    if (eq > 0) ++removed;
   }
-  Py_SETREF(self->callbacks, kept);
+  bool same = callbacks == self->callbacks;
+  Py_DECREF(callbacks);
+  if (kept == nullptr) return nullptr;
+  if (same) {
+    Py_SETREF(self->callbacks, kept);
+  } else {
+    Py_DECREF(kept);  // the task finished meanwhile: its callbacks are scheduled
+  }
   return PyLong_FromLong(removed);
 }
 
@@ -473,7 +488,7 @@ PyObject *task_uncancel(PyObject *op, PyObject *) {
 }
 
 PyObject *task_get_loop(PyObject *op, PyObject *) {
-  return Py_NewRef(reinterpret_cast<TaskObject *>(op)->server->loop);
+  return Py_NewRef(reinterpret_cast<TaskObject *>(op)->loop);
 }
 
 PyObject *task_get_coro(PyObject *op, PyObject *) {
@@ -517,7 +532,7 @@ PyObject *task_get_stack(PyObject *op, PyObject *const *, Py_ssize_t, PyObject *
 // this task (rare; nothing in the request path awaits the request's task).
 PyObject *task_await(PyObject *op) {
   auto *self = reinterpret_cast<TaskObject *>(op);
-  PyObject *future = PyObject_CallNoArgs(self->server->create_future);
+  PyObject *future = PyObject_CallMethod(self->loop, "create_future", nullptr);
   if (future == nullptr) return nullptr;
   PyObject *futures = PyImport_ImportModule("asyncio.futures");
   PyObject *chain = futures == nullptr ? nullptr : PyObject_GetAttrString(futures, "_chain_future");
@@ -588,6 +603,8 @@ PyObject *get_coro_attr(PyObject *op, void *) {
 
 int task_traverse(PyObject *op, visitproc visit, void *arg) {
   auto *self = reinterpret_cast<TaskObject *>(op);
+  Py_VISIT(self->loop);
+  Py_VISIT(self->task_set);
   Py_VISIT(self->request);
   Py_VISIT(self->coro);
   Py_VISIT(self->context);
@@ -620,6 +637,8 @@ void task_dealloc(PyObject *op) {
   Py_CLEAR(self->request);
   Py_CLEAR(self->context);
   Py_CLEAR(self->name);
+  Py_CLEAR(self->loop);
+  Py_CLEAR(self->task_set);
   PyObject_GC_Del(op);
 }
 
@@ -734,7 +753,8 @@ PyObject *start_request_task(AppServer &server, PyObject *request, PyObject *cor
   auto *self = PyObject_GC_New(TaskObject, &RequestTaskType);
   if (self == nullptr) return nullptr;
   self->weakreflist = nullptr;
-  self->server = &server;
+  self->loop = Py_NewRef(server.loop);
+  self->task_set = Py_NewRef(server.tasks);
   self->request = Py_NewRef(request);
   self->coro = Py_NewRef(coro);
   self->context = context != nullptr ? Py_NewRef(context) : PyContext_CopyCurrent();

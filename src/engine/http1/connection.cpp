@@ -209,29 +209,33 @@ void Connection::process_once() {
       continue;
     }
     if (phase_ != Phase::Active || body_done_) return;
-    // Reading the body of the current request.
-    while (!body_done_ && !in_.empty()) {
-      if (!discard_body_ && body_buf_.size() >= server_.config().body_high_water) return;
-      BodyDecoder::Output out;
-      Result r = decoder_.decode(in_.data(), in_.size(), out);
-      if (out.data_len > 0 && !discard_body_) {
-        body_buf_.append(in_.data() + out.data_off, out.data_len);
-        notify_body_ = true;
-      }
-      if (r.status == Status::Error) {
-        reject(decoder_.error());
-        return;
-      }
-      in_.consume(r.consumed);
-      if (r.status == Status::Complete) {
-        body_done_ = true;
-        notify_body_ = true;
-      }
-      if (r.consumed == 0) break;
-    }
+    if (!decode_buffered_body()) return;
     if (!(body_done_ && discard_body_)) return;
     end_exchange();
   }
+}
+
+bool Connection::decode_buffered_body() {
+  while (!body_done_ && !in_.empty()) {
+    if (!discard_body_ && body_buf_.size() >= server_.config().body_high_water) return true;
+    BodyDecoder::Output out;
+    Result r = decoder_.decode(in_.data(), in_.size(), out);
+    if (out.data_len > 0 && !discard_body_) {
+      body_buf_.append(in_.data() + out.data_off, out.data_len);
+      notify_body_ = true;
+    }
+    if (r.status == Status::Error) {
+      reject(decoder_.error());
+      return false;
+    }
+    in_.consume(r.consumed);
+    if (r.status == Status::Complete) {
+      body_done_ = true;
+      notify_body_ = true;
+    }
+    if (r.consumed == 0) break;
+  }
+  return true;
 }
 
 void Connection::begin_exchange(size_t head_len) {
@@ -275,6 +279,10 @@ void Connection::begin_exchange(size_t head_len) {
     finish_response();
     return;
   }
+  // Body bytes that came with the head go to the body buffer first: the app
+  // may run now (its first step is eager) and read them without waiting.
+  // The head's views stay valid: the decoder only moves in_'s read index.
+  if (!body_done_ && !decode_buffered_body()) return;
   server_.dispatcher()->on_request(*this, head_);
 }
 

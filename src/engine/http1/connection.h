@@ -113,6 +113,10 @@ class Connection final : public IoHandler {
   ssize_t read_some(char *dst, size_t len);
   void process_input();
   void process_once();
+  // Moves decodable body bytes from the input buffer to the body buffer (up
+  // to the high-water mark). False when the body is invalid: the connection
+  // has answered 400 (reject) and is closing.
+  bool decode_buffered_body();
   void begin_exchange(size_t head_len);
   void end_exchange();
   void finish_response();

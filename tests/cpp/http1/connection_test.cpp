@@ -43,6 +43,9 @@ class TestExchange final : public ExchangeObserver {
     method = head.method;
     target = head.target;
     for (const Header &h : head.headers) headers.emplace_back(h.name, h.value);
+    Buffer &buf = c.body_buffer();
+    body_at_dispatch.assign(buf.data(), buf.size());
+    complete_at_dispatch = c.body_complete();
   }
 
   void on_body_ready() override {
@@ -83,6 +86,8 @@ class TestExchange final : public ExchangeObserver {
 
   Connection *conn;
   std::string method, target, body;
+  std::string body_at_dispatch;  // what the body buffer held when on_request ran
+  bool complete_at_dispatch = false;
   std::vector<std::pair<std::string, std::string>> headers;
   bool responded = false;
   bool disconnected = false;
@@ -98,7 +103,11 @@ class TestDispatcher final : public RequestDispatcher {
     exchanges.push_back(std::make_unique<TestExchange>(conn, head, mode));
     TestExchange &ex = *exchanges.back();
     conn.attach(&ex);
-    if (mode == Mode::Echo && conn.body_complete()) ex.respond_echo();
+    // Like an app whose first step runs during dispatch: take what is there.
+    if (mode == Mode::Echo && conn.body_complete()) {
+      ex.take_body();
+      ex.respond_echo();
+    }
   }
 
   Mode mode = Mode::Echo;
@@ -311,6 +320,14 @@ class ConnectionTest : public ::testing::Test {
     while (ms_since(start) < ms) server_->run_once(10);
   }
 
+  // Runs the server until `done()` holds; fails the test after 3 s.
+  template <typename Pred>
+  void wait_until(Pred done) {
+    auto start = Clock::now();
+    while (!done() && ms_since(start) < 3000) server_->run_once(10);
+    ASSERT_TRUE(done()) << "condition not reached within 3 s";
+  }
+
   // Declared first: destroyed after the server, whose connections point at it.
   TestDispatcher dispatcher_;
   std::unique_ptr<Server> server_;
@@ -426,13 +443,50 @@ TEST_F(ConnectionTest, InvalidChunkedBodyGets400) {
   start();
   dispatcher_.mode = Mode::Defer;
   auto client = connect();
-  client->send("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX");
+  client->send("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
+  wait_until([&] { return dispatcher_.exchanges.size() == 1; });
+  client->send("5\r\nhelloXX");
   std::string all = client->read_until_eof();
   EXPECT_EQ(all.rfind("HTTP/1.1 400 Bad Request\r\n", 0), 0u) << all;
   ASSERT_EQ(dispatcher_.exchanges.size(), 1u);
   EXPECT_EQ(dispatcher_.exchanges[0]->detach_calls, 1);
   EXPECT_TRUE(dispatcher_.exchanges[0]->disconnected);
   EXPECT_EQ(server_->active_requests(), 0u);
+}
+
+// An invalid body that arrives with the head is found before dispatch: the
+// app is not started for a request that is already known to be bad.
+TEST_F(ConnectionTest, InvalidChunkedBodyWithTheHeadGets400WithoutDispatch) {
+  start();
+  dispatcher_.mode = Mode::Defer;
+  auto client = connect();
+  client->send("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX");
+  std::string all = client->read_until_eof();
+  EXPECT_EQ(all.rfind("HTTP/1.1 400 Bad Request\r\n", 0), 0u) << all;
+  EXPECT_EQ(dispatcher_.exchanges.size(), 0u);
+  EXPECT_EQ(server_->active_requests(), 0u);
+}
+
+// Body bytes that came with the head are in the body buffer when the
+// dispatcher runs, so an app started at once reads them without waiting.
+TEST_F(ConnectionTest, BodyArrivingWithTheHeadIsBufferedBeforeDispatch) {
+  start();
+  dispatcher_.mode = Mode::Defer;
+  auto client = connect();
+  client->send(
+      "POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nbody"
+      "POST /b HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n");
+  wait_until([&] { return dispatcher_.exchanges.size() == 1; });
+  TestExchange &first = *dispatcher_.exchanges[0];
+  EXPECT_EQ(first.body_at_dispatch, "body");
+  EXPECT_TRUE(first.complete_at_dispatch);
+  first.take_body();
+  first.respond_echo();
+  EXPECT_EQ(client->read_response().body, "POST /a body");
+  wait_until([&] { return dispatcher_.exchanges.size() == 2; });
+  TestExchange &second = *dispatcher_.exchanges[1];
+  EXPECT_EQ(second.body_at_dispatch, "abc");
+  EXPECT_TRUE(second.complete_at_dispatch);
 }
 
 // An invalid second request on a keep-alive connection still gets its 400

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Instructions per request of one server process, counted by valgrind's
+# callgrind: repeatable on a noisy machine where timings are not.
+#
+#   bash bench/callgrind.sh APP [pronghorn options...]
+#   e.g. bash bench/callgrind.sh apps:hello --no-send-thread
+#        URL_PATH=/json bash bench/callgrind.sh apps:fastapi_app --no-send-thread
+#        URL_PATH='/items/42?q=bench&limit=10' WRK_SCRIPT=post.lua bash bench/callgrind.sh apps:fastapi_app
+#
+# Starts `python -m pronghorn APP` (one process) under callgrind with
+# instrumentation off, switches it on once the server answers, drives it with
+# wrk (-c16, DURATION s), dumps, and prints the instructions counted divided by
+# the requests wrk completed. The profile stays in OUT (callgrind_annotate it).
+set -euo pipefail
+BENCH_DIR="$(cd "$(dirname "$0")" && pwd)"
+PY="${PY:-$BENCH_DIR/../.venv/bin/python}"
+APP="$1"; shift
+PORT="${PORT:-8099}"
+OUT="${OUT:-/tmp/pronghorn-callgrind}"
+DURATION="${DURATION:-10}"
+URL_PATH="${URL_PATH:-/}"
+for tool in valgrind wrk; do
+  if ! command -v "$tool" > /dev/null 2>&1; then
+    echo "[bench/callgrind.sh] installing $tool from Debian" >&2
+    SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$tool" > /dev/null
+  fi
+done
+cd "$BENCH_DIR"
+rm -f "$OUT".*
+valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT.%p" \
+  "$PY" -m pronghorn "$APP" --port "$PORT" --lifespan off --log-level warning --no-access-log "$@" \
+  > "$OUT.log" 2>&1 &
+VG=$!
+trap 'kill $VG 2>/dev/null || true' EXIT
+for _ in $(seq 120); do curl -s -o /dev/null "http://127.0.0.1:$PORT$URL_PATH" && break; sleep 1; done
+callgrind_control -i on "$VG" > /dev/null
+callgrind_control -z "$VG" > /dev/null
+WRK_ARGS=(-t1 -c16 "-d${DURATION}s")
+[[ -n "${WRK_SCRIPT:-}" ]] && WRK_ARGS+=(-s "$WRK_SCRIPT")
+REQUESTS=$(wrk "${WRK_ARGS[@]}" "http://127.0.0.1:$PORT$URL_PATH" | awk '/requests in/ {print $1}')
+callgrind_control -d "$VG" > /dev/null
+sleep 2
+kill "$VG"; wait "$VG" 2>/dev/null || true
+PROFILE=$(ls "$OUT".*.1 | head -1)
+TOTAL=$(callgrind_annotate "$PROFILE" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+echo "app=$APP options=$* requests=$REQUESTS instructions=$TOTAL per_request=$((TOTAL / REQUESTS)) profile=$PROFILE"
