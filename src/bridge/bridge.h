@@ -36,6 +36,10 @@ extern Names names;
 
 bool init_names();
 
+// Takes the Python exception that is set (clearing it): the normalized
+// exception object with its traceback attached, as a new reference.
+PyObject *take_exception();
+
 // ---- awaitable.cpp ----
 extern PyTypeObject ReadyType;
 void fill_ready_type();

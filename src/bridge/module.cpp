@@ -163,6 +163,16 @@ bool init_names() {
   return names.empty_bytes && names.asgi_template && names.extensions_template && names.disconnect_message;
 }
 
+PyObject *take_exception() {
+  PyObject *type = nullptr, *value = nullptr, *tb = nullptr;
+  PyErr_Fetch(&type, &value, &tb);
+  PyErr_NormalizeException(&type, &value, &tb);
+  if (value != nullptr && tb != nullptr) PyException_SetTraceback(value, tb);
+  Py_XDECREF(type);
+  Py_XDECREF(tb);
+  return value;
+}
+
 bool AppServer::trusted(const SocketAddress &peer) const {
   if (trust_all) return true;
   if (peer.is_unix) return false;
@@ -364,13 +374,9 @@ PyObject *AppServer::server_tuple(const SocketAddress &local) {
 void AppServer::on_request(http1::Connection &conn, const http1::RequestHead &head) {
   PyObject *scope = build_scope(conn, head);
   if (scope == nullptr) {
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    log_exception("Cannot build the ASGI scope\n", value);
-    Py_XDECREF(type);
-    Py_XDECREF(value);
-    Py_XDECREF(tb);
+    PyObject *exc = take_exception();
+    log_exception("Cannot build the ASGI scope\n", exc);
+    Py_XDECREF(exc);
     conn.fail_exchange();
     return;
   }

@@ -453,21 +453,18 @@ void runner_finish(RunnerObject *self, PyObject *exc, bool was_cancelled) {
 // done callback did by retrieving it.
 PySendResult runner_failed(RunnerObject *self, PyObject **result) {
   *result = nullptr;
-  PyObject *type, *value, *tb;
-  PyErr_Fetch(&type, &value, &tb);
-  PyErr_NormalizeException(&type, &value, &tb);
-  if (value != nullptr && tb != nullptr) PyException_SetTraceback(value, tb);
+  PyObject *value = take_exception();
   bool cancelled = value != nullptr && PyObject_TypeCheck(value, reinterpret_cast<PyTypeObject *>(cancelled_error));
   bool fatal =
       !cancelled && value != nullptr && !PyObject_TypeCheck(value, reinterpret_cast<PyTypeObject *>(PyExc_Exception));
   runner_finish(self, cancelled ? nullptr : value, cancelled);
   if (cancelled || fatal) {
-    PyErr_Restore(type, value, tb);
+    // Raised again as it was: the traceback travels on the exception.
+    PyErr_SetObject(reinterpret_cast<PyObject *>(Py_TYPE(value)), value);
+    Py_DECREF(value);
     return PYGEN_ERROR;
   }
-  Py_XDECREF(type);
   Py_XDECREF(value);
-  Py_XDECREF(tb);
   *result = Py_NewRef(Py_None);
   return PYGEN_RETURN;
 }
@@ -521,11 +518,7 @@ PyObject *runner_throw(PyObject *op, PyObject *const *args, Py_ssize_t nargs) {
   if (value != nullptr) return value;  // the app's coroutine caught it and awaits again
   PyObject *result = nullptr;
   if (PyErr_ExceptionMatches(PyExc_StopIteration)) {
-    PyObject *type, *exc, *tb;
-    PyErr_Fetch(&type, &exc, &tb);
-    Py_XDECREF(type);
-    Py_XDECREF(exc);
-    Py_XDECREF(tb);
+    PyErr_Clear();
     runner_finish(self, nullptr, false);
     return runner_result(PYGEN_RETURN, Py_NewRef(Py_None));
   }
@@ -642,14 +635,9 @@ namespace {
 
 // Logs the Python exception that is set as an error of the app.
 void log_app_exception(AppServer &server) {
-  PyObject *type = nullptr, *exc = nullptr, *tb = nullptr;
-  PyErr_Fetch(&type, &exc, &tb);
-  PyErr_NormalizeException(&type, &exc, &tb);
-  if (exc != nullptr && tb != nullptr) PyException_SetTraceback(exc, tb);
+  PyObject *exc = take_exception();
   server.log_exception("Exception in ASGI application\n", exc);
-  Py_XDECREF(type);
   Py_XDECREF(exc);
-  Py_XDECREF(tb);
 }
 
 // loop.create_task(coro[, context=context])

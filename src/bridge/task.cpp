@@ -94,14 +94,9 @@ PyObject *wakeup_method(PyObject *op, PyObject *future) {
     task_step(self, nullptr, false);
     Py_RETURN_NONE;
   }
-  PyObject *type, *value, *tb;
-  PyErr_Fetch(&type, &value, &tb);
-  PyErr_NormalizeException(&type, &value, &tb);
-  if (value != nullptr && tb != nullptr) PyException_SetTraceback(value, tb);
-  task_step(self, value, false);
-  Py_XDECREF(type);
-  Py_XDECREF(value);
-  Py_XDECREF(tb);
+  PyObject *exc = take_exception();
+  task_step(self, exc, false);
+  Py_XDECREF(exc);
   Py_RETURN_NONE;
 }
 
@@ -303,15 +298,8 @@ void task_step(TaskObject *self, PyObject *exc, bool enter_context) {
   }
   Py_XDECREF(thrown);
 
-  PyObject *error = nullptr;  // the exception the coroutine raised, if any
-  if (status == PYGEN_ERROR) {
-    PyObject *type, *tb;
-    PyErr_Fetch(&type, &error, &tb);
-    PyErr_NormalizeException(&type, &error, &tb);
-    if (error != nullptr && tb != nullptr) PyException_SetTraceback(error, tb);
-    Py_XDECREF(type);
-    Py_XDECREF(tb);
-  }
+  // The exception the coroutine raised, if any.
+  PyObject *error = status == PYGEN_ERROR ? take_exception() : nullptr;
 
   if (status == PYGEN_NEXT) {
     task_wait_for(self, result);
