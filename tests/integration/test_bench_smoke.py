@@ -6,6 +6,7 @@ with a row with positive requests/s for every workload and server.  No assertion
 """
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -79,3 +80,37 @@ def test_bench_smoke(tmp_path):
                 assert "idle_rss_cost_kib" in w["servers"][server]["median"]
     for server in SERVERS:
         assert data["servers"][server]["status"] == "ok"
+
+
+@pytest.mark.timeout(300)
+def test_a_peer_that_is_not_installed_is_reported_missing(tmp_path):
+    """The issue: "a peer that cannot be installed is reported as missing, not skipped silently"."""
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed")
+    # Hide hypercorn from the driver's Python (an import hook in sitecustomize).
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'hypercorn' or name.startswith('hypercorn.'):\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, _Hide())\n"
+    )
+    out = tmp_path / "results"
+    env = dict(os.environ, PYTHONPATH=str(hide))
+    proc = subprocess.run(
+        [sys.executable, str(RUN_PY), "--smoke", "--servers", "pronghorn,hypercorn", "--workloads", "hello",
+         "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=240, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "hypercorn: MISSING - hypercorn is not installed" in proc.stderr
+    data = json.loads((out / "results.json").read_text())
+    assert data["servers"]["hypercorn"]["status"] == "missing (hypercorn is not installed)"
+    assert data["servers"]["pronghorn"]["status"] == "ok"
+    md = (out / "results.md").read_text()
+    assert "| hypercorn |" in md and "missing (hypercorn is not installed)" in md
+    assert data["workloads"]["hello"]["servers"]["pronghorn"]["median"]["rps"] > 0
