@@ -369,15 +369,21 @@ def test_root_path(launch):
 
 def test_limit_concurrency(launch):
     srv = launch([APP, "--port", "0", "--limit-concurrency", "1"])
-    done = {}
-    t = threading.Thread(target=lambda: done.setdefault("r", httpx.get(srv.url + "/sleep?s=5", timeout=15)))
-    t.start()
+    slow = socket.create_connection(("127.0.0.1", srv.port), timeout=15)
     try:
-        # While the slow request is in flight, another one is over the limit.
+        # Connected and sent before any probe connects: the server accepts in
+        # order, so this request is the one admitted and the probes are over
+        # the limit while it sleeps.
+        slow.sendall(b"GET /sleep?s=3 HTTP/1.1\r\nHost: x\r\n\r\n")
         wait_until(lambda: httpx.get(srv.url + "/", timeout=5).status_code == 503, 4, "a 503", srv, interval=0.05)
+        response = b""
+        while b"\r\n\r\n" not in response:
+            chunk = slow.recv(65536)
+            assert chunk, "the slow request's connection closed without a response"
+            response += chunk
+        assert response.startswith(b"HTTP/1.1 200 "), response
     finally:
-        t.join(20)
-    assert done["r"].status_code == 200
+        slow.close()
     # Served again once the slow request's connection is gone (the server may
     # see its close just after the next connection arrives).
     wait_until(lambda: httpx.get(srv.url + "/", timeout=5).status_code == 200, 5, "a 200 after the slow request", srv)
