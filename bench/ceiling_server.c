@@ -1,0 +1,187 @@
+// The floor of a 1 MiB download on this machine: an HTTP/1.1 server with no
+// application, no Python and no parsing beyond finding the end of a request
+// head. Every request gets the same bytes as bench/apps.py's `stream` app
+// (status line, content-type, chunked framing, 16 chunks of 64 KiB), sent
+// from one prebuilt buffer with plain send(), the way any server sends a body
+// that lives in user memory. What this process costs per request is what the
+// kernel costs; bench/download_ceiling.py measures it next to Pronghorn and
+// uvicorn to show how far above uvicorn any server can get here.
+//
+// Not part of the product: a measuring tool, single-threaded, level-triggered
+// epoll, one connection table, HTTP/1.1 keep-alive only.
+//
+//     cc -O2 -Wall -Wextra -o ceiling_server ceiling_server.c && ./ceiling_server PORT [BYTES_PER_SEND]
+
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+enum { CHUNK = 64 * 1024, CHUNKS = 16, MAX_FDS = 65536, IN_CAP = 8192 };
+
+struct conn {
+  char in[IN_CAP];
+  size_t in_len;
+  size_t pending; // complete requests not yet answered
+  size_t sent;    // bytes of the current response already sent
+  int close_after;
+  int want_out;
+};
+
+static struct conn* conns[MAX_FDS];
+static char* response;
+static size_t response_len;
+static size_t send_max; // bytes per send() call: the whole response, or less
+static int ep;
+
+static void die(const char* what) {
+  fprintf(stderr, "ceiling_server: %s: %s\n", what, strerror(errno));
+  exit(1);
+}
+
+static void build_response(void) {
+  static const char head[] = "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n"
+                             "transfer-encoding: chunked\r\n\r\n";
+  static const char chunk_head[] = "10000\r\n"; // 64 KiB in hex
+  response_len = sizeof head - 1 + CHUNKS * (sizeof chunk_head - 1 + CHUNK + 2) + 5;
+  response = malloc(response_len);
+  if (!response) die("malloc");
+  char* p = response;
+  memcpy(p, head, sizeof head - 1);
+  p += sizeof head - 1;
+  for (int i = 0; i < CHUNKS; i++) {
+    memcpy(p, chunk_head, sizeof chunk_head - 1);
+    p += sizeof chunk_head - 1;
+    memset(p, 'x', CHUNK);
+    p += CHUNK;
+    memcpy(p, "\r\n", 2);
+    p += 2;
+  }
+  memcpy(p, "0\r\n\r\n", 5);
+}
+
+static void drop(int fd) {
+  free(conns[fd]);
+  conns[fd] = NULL;
+  close(fd); // also removes it from the epoll set
+}
+
+static void set_out(int fd, struct conn* c, int on) {
+  if (c->want_out == on) return;
+  struct epoll_event ev = {.events = EPOLLIN | (on ? EPOLLOUT : 0), .data.fd = fd};
+  if (epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev) < 0) die("epoll_ctl MOD");
+  c->want_out = on;
+}
+
+// Sends pending responses until done or the socket is full. Returns -1 when the
+// connection is to be dropped.
+static int flush(int fd, struct conn* c) {
+  while (c->pending) {
+    size_t len = response_len - c->sent;
+    if (len > send_max) len = send_max;
+    ssize_t n = send(fd, response + c->sent, len, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EAGAIN) {
+        set_out(fd, c, 1);
+        return 0;
+      }
+      return -1;
+    }
+    c->sent += (size_t)n;
+    if (c->sent == response_len) {
+      c->sent = 0;
+      c->pending--;
+      if (c->close_after && !c->pending) return -1;
+    }
+  }
+  set_out(fd, c, 0);
+  return 0;
+}
+
+// Counts complete request heads (GET, no body) in the input; keeps a partial one.
+static int on_readable(int fd, struct conn* c) {
+  for (;;) {
+    if (c->in_len == IN_CAP) return -1; // a head this long is not what wrk sends
+    size_t room = IN_CAP - c->in_len;
+    ssize_t n = recv(fd, c->in + c->in_len, room, 0);
+    if (n == 0) return -1;
+    if (n < 0) {
+      if (errno == EAGAIN) break;
+      return -1;
+    }
+    c->in_len += (size_t)n;
+    char* start = c->in;
+    char* end;
+    while ((end = memmem(start, c->in_len - (size_t)(start - c->in), "\r\n\r\n", 4))) {
+      if (memmem(start, (size_t)(end - start), "onnection: close", 16)) c->close_after = 1;
+      c->pending++;
+      start = end + 4;
+    }
+    c->in_len -= (size_t)(start - c->in);
+    memmove(c->in, start, c->in_len);
+    if ((size_t)n < room) break; // a short read: the socket is drained
+  }
+  return flush(fd, c);
+}
+
+int main(int argc, char** argv) {
+  if (argc < 2 || argc > 3) {
+    fprintf(stderr, "usage: %s PORT [BYTES_PER_SEND]\n", argv[0]);
+    return 2;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  build_response();
+  send_max = argc == 3 ? (size_t)strtoul(argv[2], NULL, 10) : response_len;
+  if (send_max == 0) send_max = response_len;
+  int ls = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  if (ls < 0) die("socket");
+  int one = 1;
+  setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(argv[1]))};
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (bind(ls, (struct sockaddr*)&addr, sizeof addr) < 0) die("bind");
+  if (listen(ls, 1024) < 0) die("listen");
+  ep = epoll_create1(0);
+  if (ep < 0) die("epoll_create1");
+  struct epoll_event ev = {.events = EPOLLIN, .data.fd = ls};
+  if (epoll_ctl(ep, EPOLL_CTL_ADD, ls, &ev) < 0) die("epoll_ctl ADD listener");
+  struct epoll_event events[256];
+  for (;;) {
+    int n = epoll_wait(ep, events, 256, -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      die("epoll_wait");
+    }
+    for (int i = 0; i < n; i++) {
+      int fd = events[i].data.fd;
+      if (fd == ls) {
+        int cfd;
+        while ((cfd = accept4(ls, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
+          if (cfd >= MAX_FDS || !(conns[cfd] = calloc(1, sizeof(struct conn)))) {
+            close(cfd);
+            continue;
+          }
+          setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+          struct epoll_event cev = {.events = EPOLLIN, .data.fd = cfd};
+          if (epoll_ctl(ep, EPOLL_CTL_ADD, cfd, &cev) < 0) die("epoll_ctl ADD");
+        }
+        if (errno != EAGAIN && errno != ECONNABORTED) die("accept4");
+        continue;
+      }
+      struct conn* c = conns[fd];
+      if (!c) continue;
+      int rc = 0;
+      if (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) rc = on_readable(fd, c);
+      else if (events[i].events & EPOLLOUT) rc = flush(fd, c);
+      if (rc < 0) drop(fd);
+    }
+  }
+}
