@@ -30,31 +30,32 @@ enum { CHUNK = 64 * 1024, CHUNKS = 16, MAX_FDS = 65536, IN_CAP = 8192 };
 struct conn {
   char in[IN_CAP];
   size_t in_len;
-  size_t pending; // complete requests not yet answered
-  size_t sent;    // bytes of the current response already sent
+  size_t pending;  // complete requests not yet answered
+  size_t sent;     // bytes of the current response already sent
   int close_after;
   int want_out;
 };
 
-static struct conn* conns[MAX_FDS];
-static char* response;
+static struct conn *conns[MAX_FDS];
+static char *response;
 static size_t response_len;
-static size_t send_max; // bytes per send() call: the whole response, or less
+static size_t send_max;  // bytes per send() call: the whole response, or less
 static int ep;
 
-static void die(const char* what) {
+static void die(const char *what) {
   fprintf(stderr, "ceiling_server: %s: %s\n", what, strerror(errno));
   exit(1);
 }
 
 static void build_response(void) {
-  static const char head[] = "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n"
-                             "transfer-encoding: chunked\r\n\r\n";
-  static const char chunk_head[] = "10000\r\n"; // 64 KiB in hex
+  static const char head[] =
+      "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n"
+      "transfer-encoding: chunked\r\n\r\n";
+  static const char chunk_head[] = "10000\r\n";  // 64 KiB in hex
   response_len = sizeof head - 1 + CHUNKS * (sizeof chunk_head - 1 + CHUNK + 2) + 5;
   response = malloc(response_len);
   if (!response) die("malloc");
-  char* p = response;
+  char *p = response;
   memcpy(p, head, sizeof head - 1);
   p += sizeof head - 1;
   for (int i = 0; i < CHUNKS; i++) {
@@ -71,10 +72,10 @@ static void build_response(void) {
 static void drop(int fd) {
   free(conns[fd]);
   conns[fd] = NULL;
-  close(fd); // also removes it from the epoll set
+  close(fd);  // also removes it from the epoll set
 }
 
-static void set_out(int fd, struct conn* c, int on) {
+static void set_out(int fd, struct conn *c, int on) {
   if (c->want_out == on) return;
   struct epoll_event ev = {.events = EPOLLIN | (on ? EPOLLOUT : 0), .data.fd = fd};
   if (epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev) < 0) die("epoll_ctl MOD");
@@ -83,7 +84,7 @@ static void set_out(int fd, struct conn* c, int on) {
 
 // Sends pending responses until done or the socket is full. Returns -1 when the
 // connection is to be dropped.
-static int flush(int fd, struct conn* c) {
+static int flush(int fd, struct conn *c) {
   while (c->pending) {
     size_t len = response_len - c->sent;
     if (len > send_max) len = send_max;
@@ -107,9 +108,9 @@ static int flush(int fd, struct conn* c) {
 }
 
 // Counts complete request heads (GET, no body) in the input; keeps a partial one.
-static int on_readable(int fd, struct conn* c) {
+static int on_readable(int fd, struct conn *c) {
   for (;;) {
-    if (c->in_len == IN_CAP) return -1; // a head this long is not what wrk sends
+    if (c->in_len == IN_CAP) return -1;  // a head this long is not what wrk sends
     size_t room = IN_CAP - c->in_len;
     ssize_t n = recv(fd, c->in + c->in_len, room, 0);
     if (n == 0) return -1;
@@ -118,8 +119,8 @@ static int on_readable(int fd, struct conn* c) {
       return -1;
     }
     c->in_len += (size_t)n;
-    char* start = c->in;
-    char* end;
+    char *start = c->in;
+    char *end;
     while ((end = memmem(start, c->in_len - (size_t)(start - c->in), "\r\n\r\n", 4))) {
       if (memmem(start, (size_t)(end - start), "onnection: close", 16)) c->close_after = 1;
       c->pending++;
@@ -127,12 +128,12 @@ static int on_readable(int fd, struct conn* c) {
     }
     c->in_len -= (size_t)(start - c->in);
     memmove(c->in, start, c->in_len);
-    if ((size_t)n < room) break; // a short read: the socket is drained
+    if ((size_t)n < room) break;  // a short read: the socket is drained
   }
   return flush(fd, c);
 }
 
-int main(int argc, char** argv) {
+int main(int argc, char **argv) {
   if (argc < 2 || argc > 3) {
     fprintf(stderr, "usage: %s PORT [BYTES_PER_SEND]\n", argv[0]);
     return 2;
@@ -147,7 +148,7 @@ int main(int argc, char** argv) {
   setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(argv[1]))};
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (bind(ls, (struct sockaddr*)&addr, sizeof addr) < 0) die("bind");
+  if (bind(ls, (struct sockaddr *)&addr, sizeof addr) < 0) die("bind");
   if (listen(ls, 1024) < 0) die("listen");
   ep = epoll_create1(0);
   if (ep < 0) die("epoll_create1");
@@ -176,11 +177,13 @@ int main(int argc, char** argv) {
         if (errno != EAGAIN && errno != ECONNABORTED) die("accept4");
         continue;
       }
-      struct conn* c = conns[fd];
+      struct conn *c = conns[fd];
       if (!c) continue;
       int rc = 0;
-      if (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) rc = on_readable(fd, c);
-      else if (events[i].events & EPOLLOUT) rc = flush(fd, c);
+      if (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+        rc = on_readable(fd, c);
+      else if (events[i].events & EPOLLOUT)
+        rc = flush(fd, c);
       if (rc < 0) drop(fd);
     }
   }

@@ -78,7 +78,7 @@ class SendThread final : public IoHandler {
   int event_fd_ = -1;
   DoneHandler handler_ = nullptr;
   void *ctx_ = nullptr;
-  bool failed_ = false;  // the thread could not be started
+  bool failed_ = false;   // the thread could not be started
   pid_t thread_pid_ = 0;  // the process the thread runs in (see stop())
 
   std::mutex mutex_;
