@@ -77,7 +77,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--duration", type=int, default=4)
-    p.add_argument("--servers", default="ceiling,ceiling-64k,ceiling-256k,pronghorn,uvicorn",
+    p.add_argument("--servers", default="ceiling,ceiling-64k,ceiling-256k,ceiling-sendfile,pronghorn,uvicorn",
                    help="ceiling variants and any of bench/run.py's servers; uvicorn is needed for the ratios")
     args = p.parse_args()
     assert asyncio  # the app is a coroutine function; no event loop is needed to drive it
@@ -88,7 +88,10 @@ def main() -> None:
     specs = run.server_specs()
     # The ceiling server sending the whole response per send() call, and in 64 KiB
     # and 256 KiB calls (which of them is fastest differs from run to run).
-    for label, per_send in (("ceiling", 0), ("ceiling-64k", 65536), ("ceiling-256k", 262144)):
+    # ceiling-sendfile sends from a memfd with no copy on the sending side: a floor no
+    # server of Python bytes bodies can reach, shown for how much the send copy weighs.
+    for label, per_send in (("ceiling", 0), ("ceiling-64k", 65536), ("ceiling-256k", 262144),
+                            ("ceiling-sendfile", "sendfile")):
         specs[label] = run.ServerSpec(label, label, label,
                                       lambda _app, port, _w, n=per_send: [str(exe), str(port), str(n)])
     servers = [run.Server(specs[name], wl.app, 1, tmp, WORKLOAD) for name in args.servers.split(",")]
