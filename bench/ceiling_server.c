@@ -64,7 +64,7 @@ static void build_response(void) {
   for (int i = 0; i < CHUNKS; i++) {
     memcpy(p, chunk_head, sizeof chunk_head - 1);
     p += sizeof chunk_head - 1;
-    memset(p, 'x', CHUNK);
+    memset(p, 'y', CHUNK);  // the byte apps.stream sends
     p += CHUNK;
     memcpy(p, "\r\n", 2);
     p += 2;

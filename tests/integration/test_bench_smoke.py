@@ -114,3 +114,88 @@ def test_a_peer_that_is_not_installed_is_reported_missing(tmp_path):
     md = (out / "results.md").read_text()
     assert "| hypercorn |" in md and "missing (hypercorn is not installed)" in md
     assert data["workloads"]["hello"]["servers"]["pronghorn"]["median"]["rps"] > 0
+
+
+def _decode_chunked_responses(raw: bytes):
+    """Splits raw bytes into (head, body) pairs of chunked HTTP/1.1 responses."""
+    out = []
+    while raw:
+        head, sep, raw = raw.partition(b"\r\n\r\n")
+        assert sep, f"incomplete head: {head[:100]!r}"
+        body = b""
+        while True:
+            size_line, _, raw = raw.partition(b"\r\n")
+            size = int(size_line, 16)
+            if size == 0:
+                assert raw.startswith(b"\r\n"), "no CRLF after the last chunk"
+                raw = raw[2:]
+                break
+            body += raw[:size]
+            assert raw[size:size + 2] == b"\r\n", "chunk not followed by CRLF"
+            raw = raw[size + 2:]
+        out.append((head, body))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_download_ceiling(tmp_path):
+    """bench/download_ceiling.py, the measured ceiling of the 1 MiB download (docs/performance.md):
+    its C server sends the bytes apps:stream sends, answers pipelined requests on one kept-alive
+    connection, honours Connection: close, and the script reports every server it measured."""
+    if shutil.which("wrk") is None or shutil.which("cc") is None:
+        pytest.skip("wrk or cc is not installed")
+    import importlib.util
+    import socket
+    import time
+
+    spec = importlib.util.spec_from_file_location("_pronghorn_bench_apps", REPO / "bench" / "apps.py")
+    apps = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(apps)
+    expected = apps.CHUNK * apps.CHUNKS
+
+    exe = tmp_path / "ceiling_server"
+    subprocess.run(["cc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(exe), str(REPO / "bench" / "ceiling_server.c")],
+                   check=True)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([str(exe), str(port)])
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline, "the ceiling server did not listen"
+                time.sleep(0.05)
+        with sock:
+            req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+            sock.sendall(req + req + b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            raw = b""
+            while chunk := sock.recv(1 << 20):  # ends only if the server closes after the third
+                raw += chunk
+    finally:
+        server.kill()
+        server.wait()
+    responses = _decode_chunked_responses(raw)
+    assert len(responses) == 3
+    for head, body in responses:
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"transfer-encoding: chunked" in head.lower()
+        assert body == expected
+
+    proc = subprocess.run(
+        [sys.executable, "download_ceiling.py", "--rounds", "1", "--duration", "1",
+         "--servers", "ceiling,ceiling-sendfile,pronghorn,uvicorn"],
+        cwd=REPO / "bench", capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("ceiling", "ceiling-sendfile", "pronghorn", "uvicorn"):
+        row = [line for line in proc.stdout.splitlines() if line.startswith(f"| {name} |")]
+        assert len(row) == 1, proc.stdout
+        rps = float(row[0].split("|")[2].replace(",", ""))
+        assert rps > 0, row
+    assert "| uvicorn | " in proc.stdout and "| 1.00× |" in proc.stdout
+    assert "apps.stream called alone" in proc.stdout
