@@ -9,7 +9,7 @@
 #
 # Starts `python -m pronghorn APP` (one process) under callgrind with
 # instrumentation off, switches it on once the server answers, drives it with
-# wrk (-c16, DURATION s), dumps, and prints the instructions counted divided by
+# wrk (-c CONNECTIONS, default 16; DURATION s), dumps, and prints the instructions counted divided by
 # the requests wrk completed. The profile stays in OUT (callgrind_annotate it).
 set -euo pipefail
 BENCH_DIR="$(cd "$(dirname "$0")" && pwd)"
@@ -36,7 +36,7 @@ trap 'kill $VG 2>/dev/null || true' EXIT
 for _ in $(seq 120); do curl -s -o /dev/null "http://127.0.0.1:$PORT$URL_PATH" && break; sleep 1; done
 callgrind_control -i on "$VG" > /dev/null
 callgrind_control -z "$VG" > /dev/null
-WRK_ARGS=(-t1 -c16 "-d${DURATION}s")
+WRK_ARGS=(-t1 "-c${CONNECTIONS:-16}" "-d${DURATION}s")
 [[ -n "${WRK_SCRIPT:-}" ]] && WRK_ARGS+=(-s "$WRK_SCRIPT")
 REQUESTS=$(wrk "${WRK_ARGS[@]}" "http://127.0.0.1:$PORT$URL_PATH" | awk '/requests in/ {print $1}')
 callgrind_control -d "$VG" > /dev/null

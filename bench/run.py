@@ -43,7 +43,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 BENCH_DIR = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
@@ -194,15 +194,21 @@ def session_pids(sid: int) -> List[int]:
     return out
 
 
-def tree_cpu_seconds(sid: int) -> float:
-    total = 0
+def tree_cpu_split(sid: int) -> Tuple[float, float]:
+    """(user, system) CPU seconds of every process in the session, reaped children included."""
+    user = system = 0
     for pid in session_pids(sid):
         st = _read_stat(pid)
         if st is None:
             continue
         # utime(14) stime(15) cutime(16) cstime(17) -> rest indices 11..14
-        total += int(st[11]) + int(st[12]) + int(st[13]) + int(st[14])
-    return total / CLK_TCK
+        user += int(st[11]) + int(st[13])
+        system += int(st[12]) + int(st[14])
+    return user / CLK_TCK, system / CLK_TCK
+
+
+def tree_cpu_seconds(sid: int) -> float:
+    return sum(tree_cpu_split(sid))
 
 
 def _status_kib(pid: int, key: str) -> Optional[int]:
@@ -563,14 +569,18 @@ def measure(server: Server, wl: Workload, duration: int, threads: int, script: P
     sampler = RssSampler(server.pid)
     sampler.sample_once()
     sampler.start()
-    cpu0 = tree_cpu_seconds(server.pid)
+    user0, sys0 = tree_cpu_split(server.pid)
     try:
         res = run_wrk(server.port, wl.path, duration, wl.connections, threads, script)
     finally:
-        cpu1 = tree_cpu_seconds(server.pid)
+        user1, sys1 = tree_cpu_split(server.pid)
         sampler.finish()
-    res["cpu_s"] = cpu1 - cpu0
-    res["cpu_us_per_req"] = (res["cpu_s"] / res["requests"] * 1e6) if res["requests"] else None
+    res["cpu_user_s"], res["cpu_sys_s"] = user1 - user0, sys1 - sys0
+    res["cpu_s"] = res["cpu_user_s"] + res["cpu_sys_s"]
+    n = res["requests"]
+    res["cpu_us_per_req"] = (res["cpu_s"] / n * 1e6) if n else None
+    res["cpu_user_us_per_req"] = (res["cpu_user_s"] / n * 1e6) if n else None
+    res["cpu_sys_us_per_req"] = (res["cpu_sys_s"] / n * 1e6) if n else None
     res["worker_peak_rss_kib"] = max(sampler.peak.values()) if sampler.peak else None
     res["worker_hwm_kib"] = max(sampler.hwm.values()) if sampler.hwm else None
     res["workers_seen"] = len(sampler.peak)
