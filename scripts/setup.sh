@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 # g++ and make build the extension; libgtest-dev, clang and libclang-rt-14-dev
 # build the C++ tests and the fuzzer; wrk and curl are test clients.
-DEBIAN_PACKAGES=(g++ make libgtest-dev clang libclang-rt-14-dev wrk curl python3-venv python3-dev procps)
+DEBIAN_PACKAGES=(g++ make libgtest-dev clang libclang-rt-14-dev wrk curl python3-venv python3-dev procps strace)
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

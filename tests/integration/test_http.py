@@ -253,6 +253,22 @@ def test_server_and_date_headers(raw_server):
     assert r.headers["date"].endswith(" GMT")
 
 
+def test_date_header_advances(raw_server):
+    """The Date header is cached by the server (formatted once a second), never left stale:
+    two responses on one kept-alive connection 2.2 s apart carry dates 2-3 s apart, each
+    within a second and a half of the clock."""
+    with httpx.Client(timeout=5) as client:
+        r1 = client.get(f"{raw_server.url}/fixed")
+        t1 = time.time()
+        time.sleep(2.2)
+        r2 = client.get(f"{raw_server.url}/fixed")
+        t2 = time.time()
+    d1 = parsedate_to_datetime(r1.headers["date"]).timestamp()
+    d2 = parsedate_to_datetime(r2.headers["date"]).timestamp()
+    assert 2 <= d2 - d1 <= 3
+    assert abs(d1 - t1) < 1.5 and abs(d2 - t2) < 1.5
+
+
 def test_repeated_response_headers_preserved(raw_server):
     with raw_server.connect() as s:
         s.sendall(b"GET /headers HTTP/1.1\r\nHost: x\r\n\r\n")
