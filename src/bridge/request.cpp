@@ -447,18 +447,17 @@ void runner_finish(RunnerObject *self, PyObject *exc, bool was_cancelled) {
   complete_exchange(self->request, exc, was_cancelled);
 }
 
-// The app's coroutine raised (the exception is set). Cancellation and
-// exceptions that stop the loop (KeyboardInterrupt, SystemExit) go on to the
-// task; any other exception is logged here and ends the task normally, as the
-// done callback did by retrieving it.
+// The app's coroutine raised (the exception is set). Cancellation goes on to
+// the task. Any other exception, KeyboardInterrupt and SystemExit included,
+// is logged here (500 if no response started) and ends the task normally:
+// uvicorn's request cycle catches BaseException the same way, so an app's
+// stray sys.exit() does not stop the worker's loop.
 PySendResult runner_failed(RunnerObject *self, PyObject **result) {
   *result = nullptr;
   PyObject *value = take_exception();
   bool cancelled = value != nullptr && PyObject_TypeCheck(value, reinterpret_cast<PyTypeObject *>(cancelled_error));
-  bool fatal =
-      !cancelled && value != nullptr && !PyObject_TypeCheck(value, reinterpret_cast<PyTypeObject *>(PyExc_Exception));
   runner_finish(self, cancelled ? nullptr : value, cancelled);
-  if (cancelled || fatal) {
+  if (cancelled) {
     // Raised again as it was: the traceback travels on the exception.
     PyErr_SetObject(reinterpret_cast<PyObject *>(Py_TYPE(value)), value);
     Py_DECREF(value);

@@ -72,6 +72,22 @@ def test_exception_after_a_wait_gives_500_and_the_traceback(server_factory, opti
         assert client.get("/sleep0").text == "slept"
 
 
+@pytest.mark.parametrize("options", TASK_KINDS)
+@pytest.mark.parametrize("path", ["/system-exit", "/system-exit-after-wait", "/keyboard-interrupt-after-wait"])
+def test_system_exit_or_keyboard_interrupt_from_the_app_is_an_app_error(server_factory, options, path):
+    """As in uvicorn (whose request cycle catches BaseException): logged with its traceback,
+    answered with a 500, and the server goes on serving; the process does not exit."""
+    srv = server_factory("apps.task_app:app", *options)
+    with httpx.Client(base_url=srv.url, timeout=5) as client:
+        r = client.get(path)
+        assert r.status_code == 500
+        srv.wait_for_log(r"Exception in ASGI application")
+        assert "Traceback" in srv.stderr
+        assert ("KeyboardInterrupt" if "keyboard" in path else "SystemExit") in srv.stderr
+        assert client.get("/sleep0").text == "slept"
+    assert srv.proc.poll() is None
+
+
 def test_an_app_returning_a_generator_based_coroutine_is_served(server_factory):
     # --interface asgi3: a plain function would be taken for ASGI 2, as in uvicorn.
     srv = server_factory("apps.task_app:generator_app", "--interface", "asgi3")

@@ -105,6 +105,14 @@ async def app(scope, receive, send):
 
         results = await asyncio.gather(child(), asyncio.ensure_future(child()))
         await _respond(send, json.dumps(results).encode())
+    elif path == "/system-exit":
+        raise SystemExit(3)
+    elif path == "/system-exit-after-wait":
+        await asyncio.sleep(0.01)
+        raise SystemExit(3)
+    elif path == "/keyboard-interrupt-after-wait":
+        await asyncio.sleep(0.01)
+        raise KeyboardInterrupt
     elif path == "/raise-after-wait":
         await asyncio.sleep(0.01)
         raise ValueError("raised-after-wait marker")
