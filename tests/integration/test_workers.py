@@ -553,6 +553,35 @@ def test_graceful_stop_finishes_inflight_request(start, sig):
         assert f"Finished server process [{pid}]" in srv.stderr
 
 
+def test_graceful_stop_closes_idle_keep_alive_connections(start):
+    """On SIGTERM every worker closes its idle keep-alive connections at once, while a
+    request in flight on another connection is still finished."""
+    from conftest import ResponseReader, is_closed
+
+    srv = start(workers=2)
+    parent = parent_pid(srv)
+    idle = []
+    for _ in range(6):  # the shared accept queue spreads them over the workers
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        s.sendall(b"GET /pid HTTP/1.1\r\nHost: test\r\n\r\n")
+        r = ResponseReader(s).read_response()
+        assert r.status == 200
+        idle.append(s)
+    with ThreadPoolExecutor(1) as pool:
+        fut = pool.submit(get, srv.port, "/sleep?ms=3000", 10.0)
+        time.sleep(0.5)
+        assert not fut.done()
+        t0 = time.monotonic()
+        os.kill(parent, signal.SIGTERM)
+        for s in idle:
+            assert is_closed(s, timeout=3), "an idle keep-alive connection stayed open after SIGTERM"
+            s.close()
+        closed_after = time.monotonic() - t0
+        assert fut.result(timeout=10)["ppid"] == parent
+    assert closed_after < 1.5, f"idle connections closed only after {closed_after:.1f}s (before the drain ended)"
+    assert srv.wait_exit(10) == 0, srv.stderr
+
+
 def test_graceful_shutdown_timeout_bounds_stop(start):
     srv = start("--timeout-graceful-shutdown", "1", workers=2)
     parent = parent_pid(srv)
