@@ -384,25 +384,6 @@ void complete_exchange(RequestObject *self, PyObject *exc, bool was_cancelled) {
   }
 }
 
-// The done callback of a task that runs the app's awaitable directly (when it
-// is not a native coroutine, so no AppRunner wraps it).
-PyObject *request_done(PyObject *op, PyObject *task) {
-  auto *self = reinterpret_cast<RequestObject *>(op);
-  if (PySet_Discard(self->server->tasks, task) < 0) return nullptr;
-  PyObject *cancelled = PyObject_CallMethodNoArgs(task, names.cancelled);
-  if (cancelled == nullptr) return nullptr;
-  bool was_cancelled = cancelled == Py_True;
-  Py_DECREF(cancelled);
-  PyObject *exc = nullptr;
-  if (!was_cancelled) {
-    exc = PyObject_CallMethodNoArgs(task, names.exception);
-    if (exc == nullptr) return nullptr;
-  }
-  complete_exchange(self, exc, was_cancelled);
-  Py_XDECREF(exc);
-  Py_RETURN_NONE;
-}
-
 void request_dealloc(PyObject *op) {
   auto *self = reinterpret_cast<RequestObject *>(op);
   Py_CLEAR(self->receive_waiter);
@@ -414,7 +395,6 @@ void request_dealloc(PyObject *op) {
 
 PyMethodDef receive_def = {"receive", request_receive, METH_NOARGS, "ASGI receive()"};
 PyMethodDef send_def = {"send", request_send, METH_O, "ASGI send(message)"};
-PyMethodDef done_def = {"_done", request_done, METH_O, nullptr};
 
 // ---------------------------------------------------------------- AppRunner
 //
@@ -511,10 +491,22 @@ PyObject *runner_throw(PyObject *op, PyObject *const *args, Py_ssize_t nargs) {
     return nullptr;
   }
   PyObject *throw_method = PyObject_GetAttrString(self->coro, "throw");
-  if (throw_method == nullptr) return nullptr;
-  PyObject *value = PyObject_Vectorcall(throw_method, args, static_cast<size_t>(nargs), nullptr);
-  Py_DECREF(throw_method);
-  if (value != nullptr) return value;  // the app's coroutine caught it and awaits again
+  PyObject *value = nullptr;
+  if (throw_method != nullptr) {
+    value = PyObject_Vectorcall(throw_method, args, static_cast<size_t>(nargs), nullptr);
+    Py_DECREF(throw_method);
+    if (value != nullptr) return value;  // the app's coroutine caught it and awaits again
+  } else if (PyErr_ExceptionMatches(PyExc_AttributeError) && nargs >= 1) {
+    // An __await__ iterator without throw(): as with `await`, the exception
+    // is raised where the app awaited, which ends it.
+    PyErr_Clear();
+    if (PyExceptionInstance_Check(args[0]))
+      PyErr_SetObject(reinterpret_cast<PyObject *>(Py_TYPE(args[0])), args[0]);
+    else
+      PyErr_SetNone(args[0]);
+  } else {
+    return nullptr;
+  }
   PyObject *result = nullptr;
   if (PyErr_ExceptionMatches(PyExc_StopIteration)) {
     PyErr_Clear();
@@ -527,9 +519,16 @@ PyObject *runner_throw(PyObject *op, PyObject *const *args, Py_ssize_t nargs) {
 
 PyObject *runner_close(PyObject *op, PyObject *) {
   auto *self = reinterpret_cast<RunnerObject *>(op);
-  PyObject *r = PyObject_CallMethod(self->coro, "close", nullptr);
-  if (r == nullptr) return nullptr;
-  Py_DECREF(r);
+  PyObject *close = PyObject_GetAttrString(self->coro, "close");
+  if (close == nullptr) {
+    if (!PyErr_ExceptionMatches(PyExc_AttributeError)) return nullptr;
+    PyErr_Clear();  // an __await__ iterator without close(): nothing to close
+  } else {
+    PyObject *r = PyObject_CallNoArgs(close);
+    Py_DECREF(close);
+    if (r == nullptr) return nullptr;
+    Py_DECREF(r);
+  }
   if (!self->finished) runner_finish(self, nullptr, true);
   Py_RETURN_NONE;
 }
@@ -650,23 +649,55 @@ PyObject *create_task(AppServer &server, PyObject *coro, PyObject *context) {
   return task;
 }
 
-// Starts the app's coroutine for `self`: in a RequestTask, or in an asyncio
-// Task (--asyncio-tasks, a task factory, or an awaitable that is not a
-// native coroutine). New reference to the task, or nullptr with an exception
-// set when nothing was started.
-PyObject *run_coroutine(AppServer &server, RequestObject *self, PyObject *coro) {
+// The app's awaitable as an iterator an AppRunner can drive, as `await` would
+// take it: a native coroutine or a generator-based one (types.coroutine) as it
+// is, anything else through its __await__. New reference, or nullptr with the
+// TypeError `await` would raise.
+PyObject *awaitable_iterator(PyObject *awaitable) {
+  if (PyCoro_CheckExact(awaitable)) return Py_NewRef(awaitable);
+  if (PyGen_CheckExact(awaitable)) {
+    PyObject *code = PyObject_GetAttrString(awaitable, "gi_code");
+    PyObject *flags = code == nullptr ? nullptr : PyObject_GetAttrString(code, "co_flags");
+    Py_XDECREF(code);
+    if (flags == nullptr) return nullptr;
+    long value = PyLong_AsLong(flags);
+    Py_DECREF(flags);
+    if (value == -1 && PyErr_Occurred()) return nullptr;
+    if (value & CO_ITERABLE_COROUTINE) return Py_NewRef(awaitable);
+  } else if (Py_TYPE(awaitable)->tp_as_async != nullptr && Py_TYPE(awaitable)->tp_as_async->am_await != nullptr) {
+    PyObject *iterator = Py_TYPE(awaitable)->tp_as_async->am_await(awaitable);
+    if (iterator == nullptr) return nullptr;
+    if (!PyIter_Check(iterator) || PyCoro_CheckExact(iterator)) {
+      PyErr_Format(PyExc_TypeError, "__await__() returned %s",
+                   PyCoro_CheckExact(iterator) ? "a coroutine" : "non-iterator");
+      Py_DECREF(iterator);
+      return nullptr;
+    }
+    return iterator;
+  }
+  PyErr_Format(PyExc_TypeError, "object %.100s can't be used in 'await' expression", Py_TYPE(awaitable)->tp_name);
+  return nullptr;
+}
+
+// Starts the app's awaitable for `self`: a native coroutine in a RequestTask;
+// with --asyncio-tasks, a task factory, or an awaitable that is not a native
+// coroutine, in an AppRunner inside an asyncio Task (asyncio 3.12+ no longer
+// takes a generator-based coroutine for a Task; the runner is a Coroutine).
+// New reference to the task, or nullptr with an exception set when nothing
+// was started.
+PyObject *run_coroutine(AppServer &server, RequestObject *self, PyObject *awaitable) {
   auto *op = reinterpret_cast<PyObject *>(self);
   PyObject *context = nullptr;
   if (server.context_factory != nullptr && (context = PyObject_CallNoArgs(server.context_factory)) == nullptr)
     return nullptr;
   PyObject *task = nullptr;
-  if (server.request_tasks && PyCoro_CheckExact(coro)) {
-    task = start_request_task(server, op, coro, context);
-  } else if (PyCoro_CheckExact(coro)) {
+  if (server.request_tasks && PyCoro_CheckExact(awaitable)) {
+    task = start_request_task(server, op, awaitable, context);
+  } else if (PyObject *iterator = awaitable_iterator(awaitable)) {
     auto *runner = PyObject_GC_New(RunnerObject, &RunnerType);
     if (runner != nullptr) {
       runner->request = reinterpret_cast<RequestObject *>(Py_NewRef(op));
-      runner->coro = Py_NewRef(coro);
+      runner->coro = Py_NewRef(iterator);
       runner->task = nullptr;
       runner->finished = false;
       PyObject_GC_Track(runner);
@@ -681,15 +712,7 @@ PyObject *run_coroutine(AppServer &server, RequestObject *self, PyObject *coro) 
       }
       Py_DECREF(runner);
     }
-  } else {
-    task = create_task(server, coro, context);
-    if (task != nullptr) {
-      PyObject *callback = PyCFunction_New(&done_def, op);
-      PyObject *r = callback == nullptr ? nullptr : PyObject_CallMethodOneArg(task, names.add_done_callback, callback);
-      Py_XDECREF(callback);
-      if (r == nullptr || PySet_Add(server.tasks, task) < 0) Py_CLEAR(task);
-      Py_XDECREF(r);
-    }
+    Py_DECREF(iterator);
   }
   Py_XDECREF(context);
   return task;

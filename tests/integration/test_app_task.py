@@ -88,9 +88,23 @@ def test_system_exit_or_keyboard_interrupt_from_the_app_is_an_app_error(server_f
     assert srv.proc.poll() is None
 
 
-def test_an_app_returning_a_generator_based_coroutine_is_served(server_factory):
+@pytest.mark.parametrize("options", TASK_KINDS)
+@pytest.mark.parametrize("app, body", [("generator_app", "generator"), ("awaitable_app", "awaitable")])
+def test_an_app_returning_an_awaitable_that_is_not_a_coroutine_is_served(server_factory, options, app, body):
+    """What `await app(...)` accepts in uvicorn: a generator-based coroutine (which asyncio
+    3.12+ no longer takes for a Task) and an object with __await__."""
     # --interface asgi3: a plain function would be taken for ASGI 2, as in uvicorn.
-    srv = server_factory("apps.task_app:generator_app", "--interface", "asgi3")
+    srv = server_factory(f"apps.task_app:{app}", "--interface", "asgi3", *options)
+    with httpx.Client(base_url=srv.url, timeout=5) as client:
+        for _ in range(2):
+            r = client.get("/")
+            assert r.status_code == 200
+            assert r.text == body
+
+
+def test_an_app_returning_something_not_awaitable_gets_500(server_factory):
+    srv = server_factory("apps.task_app:not_awaitable_app", "--interface", "asgi3")
     r = httpx.get(srv.url + "/", timeout=5)
-    assert r.status_code == 200
-    assert r.text == "generator"
+    assert r.status_code == 500
+    srv.wait_for_log(r"Exception in ASGI application")
+    assert "TypeError" in srv.stderr and "int" in srv.stderr

@@ -131,3 +131,29 @@ def generator_app(scope, receive, send):
             return None
         return nothing()
     return _generator_based(send)
+
+
+class _AwaitableResponse:
+    """An awaitable that is not a coroutine: __await__ is a generator."""
+
+    def __init__(self, send):
+        self.send = send
+
+    def __await__(self):
+        return (yield from _respond(self.send, b"awaitable").__await__())
+
+
+async def _nothing():
+    return None
+
+
+def awaitable_app(scope, receive, send):
+    if scope["type"] != "http":
+        return _nothing()
+    return _AwaitableResponse(send)
+
+
+def not_awaitable_app(scope, receive, send):
+    if scope["type"] != "http":
+        return _nothing()
+    return 42
