@@ -5,6 +5,7 @@
 #include <cstring>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "bridge/bridge.h"
 #include "engine/log.h"
@@ -868,9 +869,44 @@ PyModuleDef module_def = {
 
 }  // namespace pronghorn::bridge
 
+namespace {
+
+// Python's http.HTTPStatus phrases for the status lines, as uvicorn takes
+// them: they follow the running Python (3.13 renamed several to RFC 9110's
+// names). Kept for the life of the process.
+bool install_python_reason_phrases() {
+  static std::vector<std::string> storage(500);
+  static const char *table[500] = {};
+  PyObject *http = PyImport_ImportModule("http");
+  PyObject *status_type = http == nullptr ? nullptr : PyObject_GetAttrString(http, "HTTPStatus");
+  Py_XDECREF(http);
+  PyObject *members = status_type == nullptr ? nullptr : PySequence_List(status_type);
+  Py_XDECREF(status_type);
+  if (members == nullptr) return false;
+  bool ok = true;
+  for (Py_ssize_t i = 0; ok && i < PyList_GET_SIZE(members); ++i) {
+    PyObject *member = PyList_GET_ITEM(members, i);
+    long code = PyLong_AsLong(member);
+    PyObject *phrase = PyObject_GetAttrString(member, "phrase");
+    const char *text = phrase == nullptr ? nullptr : PyUnicode_AsUTF8(phrase);
+    if (text == nullptr || (code == -1 && PyErr_Occurred())) {
+      ok = false;
+    } else if (code >= 100 && code <= 599) {
+      storage[code - 100] = text;
+      table[code - 100] = storage[code - 100].c_str();
+    }
+    Py_XDECREF(phrase);
+  }
+  Py_DECREF(members);
+  if (ok) pronghorn::http1::install_reason_phrases(table);
+  return ok;
+}
+
+}  // namespace
+
 PyMODINIT_FUNC PyInit__core() {
   using namespace pronghorn::bridge;
-  if (!init_names()) return nullptr;
+  if (!init_names() || !install_python_reason_phrases()) return nullptr;
   fill_ready_type();
   fill_server_type();
   if (PyType_Ready(&ReadyType) < 0 || !init_request_type() || !init_task_type() || PyType_Ready(&ServerType) < 0)

@@ -253,6 +253,21 @@ def test_server_and_date_headers(raw_server):
     assert r.headers["date"].endswith(" GMT")
 
 
+@pytest.mark.parametrize("code", [200, 413, 414, 416, 422, 299])
+def test_reason_phrase_is_pythons(raw_server, code):
+    """Status lines carry the running Python's http.HTTPStatus phrase, as uvicorn's do
+    (Python 3.13 renamed 413, 414, 416 and 422 to RFC 9110's names); none for a code it lacks."""
+    import http
+
+    try:
+        phrase = http.HTTPStatus(code).phrase
+    except ValueError:
+        phrase = ""
+    r = raw_request(raw_server, f"GET /status?code={code} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert r.status == code
+    assert r.reason == phrase
+
+
 def test_date_header_advances(raw_server):
     """The Date header is cached by the server (formatted once a second), never left stale:
     two responses on one kept-alive connection 2.2 s apart carry dates 2-3 s apart, each

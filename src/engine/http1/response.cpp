@@ -6,7 +6,11 @@
 
 namespace pronghorn::http1 {
 
-const char *reason_phrase(int status) {
+namespace {
+
+const char *const *installed_phrases = nullptr;  // 500 entries from status 100, or none
+
+const char *builtin_reason_phrase(int status) {
   switch (status) {
     case 100: return "Continue";
     case 101: return "Switching Protocols";
@@ -72,6 +76,19 @@ const char *reason_phrase(int status) {
     case 511: return "Network Authentication Required";
     default: return "";
   }
+}
+
+}  // namespace
+
+const char *reason_phrase(int status) {
+  if (installed_phrases == nullptr) return builtin_reason_phrase(status);
+  if (status < 100 || status > 599) return "";
+  const char *phrase = installed_phrases[status - 100];
+  return phrase != nullptr ? phrase : "";
+}
+
+void install_reason_phrases(const char *const *phrases) {
+  installed_phrases = phrases;
 }
 
 namespace {

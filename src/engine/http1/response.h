@@ -11,7 +11,18 @@
 
 namespace pronghorn::http1 {
 
+// The reason phrase of `status` for the status line: the installed table when
+// there is one, else the built-in one (RFC names as Python 3.11's
+// http.HTTPStatus has them); "" for a code neither knows.
 const char *reason_phrase(int status);
+
+// Replaces the built-in table for this process: `phrases[i]` is the phrase of
+// status 100 + i (nullptr or "": none), for i < 500. The bridge installs
+// Python's http.HTTPStatus phrases at import, which is where uvicorn takes its
+// status lines from; they changed in Python 3.13 (RFC 9110's names, e.g. 422
+// "Unprocessable Content"). Call before any response is built: not
+// synchronized. The strings must stay valid for the life of the process.
+void install_reason_phrases(const char *const *phrases);
 
 // Headers the server adds to every response, before the app's own.
 struct DefaultHeaders {

@@ -63,6 +63,22 @@ TEST(ResponseHead, StatusLineAndReason) {
   EXPECT_STREQ(reason_phrase(600), "");
 }
 
+TEST(ResponseHead, InstalledReasonPhrasesReplaceTheBuiltInTable) {
+  const char *table[500] = {};
+  table[422 - 100] = "Unprocessable Content";
+  table[200 - 100] = "OK";
+  install_reason_phrases(table);
+  EXPECT_EQ(build(422, {{"content-length", "0"}}).out.rfind("HTTP/1.1 422 Unprocessable Content\r\n", 0), 0u);
+  EXPECT_EQ(build(200, {{"content-length", "0"}}).out.rfind("HTTP/1.1 200 OK\r\n", 0), 0u);
+  // A code the installed table lacks has no phrase, even if the built-in table knows it.
+  EXPECT_STREQ(reason_phrase(404), "");
+  EXPECT_STREQ(reason_phrase(99), "");
+  EXPECT_STREQ(reason_phrase(600), "");
+  install_reason_phrases(nullptr);
+  EXPECT_STREQ(reason_phrase(422), "Unprocessable Entity");
+  EXPECT_STREQ(reason_phrase(404), "Not Found");
+}
+
 TEST(ResponseHead, InvalidStatusIsRejected) {
   for (int status : {-1, 0, 99, 1000, 12345}) {
     SCOPED_TRACE(status);
