@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: C++ unit tests (plain and under ASan+UBSan), a short fuzz run
 # of the HTTP/1 parser, and the pytest integration suite against the installed
-# `pronghorn` command (plain, then with the extension built with ASan+UBSan).
+# `pronghorn` command (plain, on the other CPython versions the machine has,
+# then with the extension built with ASan+UBSan).
 # Does all set-up itself (scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +39,35 @@ fi
 
 echo "== integration tests (pytest)"
 .venv/bin/python -m pytest tests/integration -q -p no:cacheprovider
+
+# The same suite (less the slow benchmark runs) on the other CPython versions
+# this machine has: python3.12 / python3.13 on PATH or under pyenv. A fresh
+# Debian 12 has only 3.11; then each is reported as skipped.
+find_python() {  # prints an interpreter of that version that runs, or nothing
+  local candidate
+  # pyenv's shims on PATH answer only for the selected versions: try its
+  # install directories first, and run each candidate to be sure.
+  for candidate in "$HOME"/.pyenv/versions/"$1".*/bin/"python$1" "$(command -v "python$1" || true)"; do
+    if [[ -n "$candidate" && -x "$candidate" ]] && "$candidate" -c 'import sys' >/dev/null 2>&1; then
+      echo "$candidate"
+      return
+    fi
+  done
+}
+for version in ${PRONGHORN_EXTRA_PYTHONS-3.12 3.13}; do
+  interpreter=$(find_python "$version")
+  if [[ -z "$interpreter" ]]; then
+    echo "== Python $version: not on this machine, skipped"
+    continue
+  fi
+  echo "== integration tests on Python $version ($interpreter)"
+  venv=".venv-$version"
+  [[ -x "$venv/bin/python" ]] || "$interpreter" -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip >/dev/null
+  "$venv/bin/pip" install -q -r requirements-dev.txt
+  PATH="$PWD/$venv/bin:$PATH" "$venv/bin/pip" install -q --no-build-isolation --no-deps .
+  PATH="$PWD/$venv/bin:$PATH" "$venv/bin/python" -m pytest tests/integration -q -p no:cacheprovider -m "not slow"
+done
 
 if [[ "${SKIP_ASAN_INTEGRATION:-0}" != 1 ]]; then
   echo "== integration tests with the extension built under ASan + UBSan"
