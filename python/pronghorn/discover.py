@@ -98,8 +98,11 @@ def pyproject_entrypoint() -> str | None:
         return None
     try:
         import tomllib
-    except ImportError:  # Python < 3.11
-        return None
+    except ImportError:  # Python 3.10: the backport, a dependency there
+        try:
+            import tomli as tomllib
+        except ImportError:
+            return None
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
