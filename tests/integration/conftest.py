@@ -308,6 +308,17 @@ def fastapi_server(tmp_path_factory, fastapi_workdir):
 
 # -- raw socket helpers ------------------------------------------------------------------
 
+def alive(pid: int) -> bool:
+    """Whether pid is a live process (not a zombie), from /proc. The process may exit
+    between the open and the read (ESRCH): that is "not alive" too."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2:].split()[0] not in ("Z", "X")
+
+
 def recv_until_closed(sock: socket.socket, timeout: float = 5.0) -> bytes:
     """Read until EOF (or connection reset). Fails if the peer keeps it open past timeout."""
     sock.settimeout(timeout)

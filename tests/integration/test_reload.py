@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from cli_apps.support import launch, wait_until  # noqa: F401
+from conftest import alive
 
 pytestmark = [pytest.mark.pronghorn_only, pytest.mark.timeout(60)]
 
@@ -63,14 +64,6 @@ def start(launch, tmp_path: Path, *args, tag: str = "v1", wait: bool = True):  #
 
 def detections(srv) -> list[str]:
     return re.findall(rf"{DETECTED} '([^']*)'", srv.stderr)
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1][0] not in "ZX"
-    except FileNotFoundError:
-        return False
 
 
 def test_edit_reloads(launch, tmp_path):

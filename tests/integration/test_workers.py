@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import HERE
+from conftest import HERE, alive
 
 pytestmark = [pytest.mark.pronghorn_only, pytest.mark.timeout(60)]
 
@@ -53,15 +53,6 @@ def proc_ppid(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as f:
         stat = f.read()
     return int(stat[stat.rindex(")") + 2:].split()[1])
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2:].split()[0] not in ("Z", "X")
 
 
 def wait_until(pred, timeout: float, what: str, srv=None, interval: float = 0.02):
