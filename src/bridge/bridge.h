@@ -29,8 +29,7 @@ struct Names {
   PyObject *disconnect_message;   // template {"type": "http.disconnect"}
   PyObject *client_disconnected;  // exception class, subclass of OSError
   PyObject *methods[9];           // GET POST PUT DELETE HEAD OPTIONS PATCH CONNECT TRACE
-  PyObject *set_result, *set_exception, *done, *cancelled, *exception, *add_done_callback, *discard, *add, *error,
-      *exc_info;
+  PyObject *set_result, *set_exception, *done, *error, *exc_info;
 };
 extern Names names;
 

@@ -145,11 +145,6 @@ bool init_names() {
   I(set_result, "set_result")
   I(set_exception, "set_exception")
   I(done, "done")
-  I(cancelled, "cancelled")
-  I(exception, "exception")
-  I(add_done_callback, "add_done_callback")
-  I(discard, "discard")
-  I(add, "add")
   I(error, "error")
   I(exc_info, "exc_info")
 #undef I
