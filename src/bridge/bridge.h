@@ -60,8 +60,9 @@ extern PyTypeObject RequestType;
 void start_request(AppServer &server, http1::Connection &conn, PyObject *scope);
 bool init_request_type();
 // What the server does when the app's coroutine for `request` (a Request
-// object) has ended: with exception `exc` (or nullptr), cancelled, or normally.
-void complete_request(PyObject *request, PyObject *exc, bool cancelled);
+// object) has ended: with exception `exc` (or nullptr), cancelled, or normally
+// with the value `returned` (borrowed; nullptr or None when it returned None).
+void complete_request(PyObject *request, PyObject *exc, bool cancelled, PyObject *returned = nullptr);
 
 // ---- task.cpp ----
 bool init_task_type();

@@ -363,13 +363,27 @@ PyObject *request_send(PyObject *op, PyObject *message) {
 }
 
 // What the server does when the application's coroutine has ended: with an
-// exception `exc` (or nullptr), cancelled, or returned normally.
-void complete_exchange(RequestObject *self, PyObject *exc, bool was_cancelled) {
+// exception `exc` (or nullptr), cancelled, or returned normally (`returned`:
+// its value, borrowed, nullptr for None). The checks and messages are
+// uvicorn's, in its order.
+void complete_exchange(RequestObject *self, PyObject *exc, bool was_cancelled, PyObject *returned = nullptr) {
   AppServer &server = *self->server;
   if (exc != nullptr && exc != Py_None) {
     server.log_exception("Exception in ASGI application\n", exc);
     if (self->conn != nullptr) self->conn->fail_exchange();
   } else if (was_cancelled) {
+    if (self->conn != nullptr) self->conn->close_now(false);
+  } else if (returned != nullptr && returned != Py_None) {
+    // A value other than None: logged, and the connection closed whatever
+    // the response's state.
+    PyObject *text = PyObject_Str(returned);
+    const char *utf8 = text == nullptr ? nullptr : PyUnicode_AsUTF8(text);
+    if (utf8 == nullptr) PyErr_Clear();
+    std::string message = "ASGI callable should return None, but returned '";
+    message += utf8 != nullptr ? utf8 : Py_TYPE(returned)->tp_name;
+    message += "'.";
+    Py_XDECREF(text);
+    server.log_error(message.c_str());
     if (self->conn != nullptr) self->conn->close_now(false);
   } else if (!self->response_started) {
     if (self->conn != nullptr) {
@@ -418,13 +432,13 @@ struct RunnerObject {
 
 PyObject *cancelled_error = nullptr;  // asyncio.CancelledError
 
-void runner_finish(RunnerObject *self, PyObject *exc, bool was_cancelled) {
+void runner_finish(RunnerObject *self, PyObject *exc, bool was_cancelled, PyObject *returned = nullptr) {
   if (self->finished) return;
   self->finished = true;
   if (self->task != nullptr && PySet_Discard(self->request->server->tasks, self->task) < 0)
     PyErr_WriteUnraisable(self->task);
   self->task = nullptr;
-  complete_exchange(self->request, exc, was_cancelled);
+  complete_exchange(self->request, exc, was_cancelled, returned);
 }
 
 // The app's coroutine raised (the exception is set). Cancellation goes on to
@@ -458,8 +472,8 @@ PySendResult runner_am_send(PyObject *op, PyObject *arg, PyObject **result) {
   PySendResult status = PyIter_Send(self->coro, arg, result);
   if (status == PYGEN_NEXT) return status;
   if (status == PYGEN_ERROR) return runner_failed(self, result);
+  runner_finish(self, nullptr, false, *result);
   Py_CLEAR(*result);
-  runner_finish(self, nullptr, false);
   *result = Py_NewRef(Py_None);
   return PYGEN_RETURN;
 }
@@ -509,8 +523,12 @@ PyObject *runner_throw(PyObject *op, PyObject *const *args, Py_ssize_t nargs) {
   }
   PyObject *result = nullptr;
   if (PyErr_ExceptionMatches(PyExc_StopIteration)) {
-    PyErr_Clear();
-    runner_finish(self, nullptr, false);
+    PyObject *stop = take_exception();
+    PyObject *returned = stop == nullptr ? nullptr : PyObject_GetAttrString(stop, "value");
+    if (returned == nullptr) PyErr_Clear();
+    runner_finish(self, nullptr, false, returned);
+    Py_XDECREF(returned);
+    Py_XDECREF(stop);
     return runner_result(PYGEN_RETURN, Py_NewRef(Py_None));
   }
   PySendResult status = runner_failed(self, &result);
@@ -519,6 +537,7 @@ PyObject *runner_throw(PyObject *op, PyObject *const *args, Py_ssize_t nargs) {
 
 PyObject *runner_close(PyObject *op, PyObject *) {
   auto *self = reinterpret_cast<RunnerObject *>(op);
+  if (self->coro == nullptr) Py_RETURN_NONE;  // cleared by the GC
   PyObject *close = PyObject_GetAttrString(self->coro, "close");
   if (close == nullptr) {
     if (!PyErr_ExceptionMatches(PyExc_AttributeError)) return nullptr;
@@ -583,8 +602,8 @@ PyTypeObject RunnerType{};
 
 PyTypeObject RequestType{};
 
-void complete_request(PyObject *request, PyObject *exc, bool cancelled) {
-  complete_exchange(reinterpret_cast<RequestObject *>(request), exc, cancelled);
+void complete_request(PyObject *request, PyObject *exc, bool cancelled, PyObject *returned) {
+  complete_exchange(reinterpret_cast<RequestObject *>(request), exc, cancelled, returned);
 }
 
 void fill_request_type() {

@@ -151,14 +151,15 @@ PyObject *new_cancelled_error(TaskObject *self) {
 }
 
 // The coroutine has ended: record how (`cancelled`: the task's state), tell
-// the request (`app_cancelled`: the app's coroutine was cancelled), then
-// schedule the done callbacks.
-void task_finish(TaskObject *self, PyObject *exc, bool cancelled, bool app_cancelled) {
+// the request (`app_cancelled`: the app's coroutine was cancelled;
+// `returned`: the value it returned, if it did), then schedule the done
+// callbacks.
+void task_finish(TaskObject *self, PyObject *exc, bool cancelled, bool app_cancelled, PyObject *returned = nullptr) {
   self->state = cancelled ? TaskState::Cancelled : TaskState::Finished;
   Py_XSETREF(self->exception, Py_XNewRef(exc));
   if (PySet_Discard(self->task_set, reinterpret_cast<PyObject *>(self)) < 0)
     PyErr_WriteUnraisable(reinterpret_cast<PyObject *>(self));
-  complete_request(self->request, cancelled ? nullptr : exc, app_cancelled);
+  complete_request(self->request, cancelled ? nullptr : exc, app_cancelled, returned);
   PyObject *callbacks = self->callbacks;
   self->callbacks = nullptr;
   if (callbacks != nullptr) {
@@ -312,7 +313,7 @@ void task_step(TaskObject *self, PyObject *exc, bool enter_context) {
     task_finish(self, cancelled, true, false);
     Py_XDECREF(cancelled);
   } else if (status == PYGEN_RETURN) {
-    task_finish(self, nullptr, false, false);
+    task_finish(self, nullptr, false, false, result);
   } else {
     bool cancelled =
         error != nullptr && PyObject_TypeCheck(error, reinterpret_cast<PyTypeObject *>(cancelled_error_type));

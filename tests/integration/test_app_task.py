@@ -8,6 +8,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from conftest import ResponseReader
+
 
 TASK_KINDS = [pytest.param((), id="request-task"), pytest.param(("--asyncio-tasks",), id="asyncio-tasks")]
 
@@ -70,6 +72,21 @@ def test_exception_after_a_wait_gives_500_and_the_traceback(server_factory, opti
         # Logged by the server, not by asyncio as an unretrieved task exception.
         assert "exception was never retrieved" not in srv.stderr
         assert client.get("/sleep0").text == "slept"
+
+
+@pytest.mark.parametrize("options", TASK_KINDS)
+def test_an_app_returning_a_value_is_logged(server_factory, options):
+    """uvicorn's error line: "ASGI callable should return None, but returned '42'." The
+    response was complete before the return, so the connection goes on serving (uvicorn
+    closes it; docs/architecture.md)."""
+    srv = server_factory("apps.task_app:app", *options)
+    with srv.connect() as s:
+        s.sendall(b"GET /returns-value HTTP/1.1\r\nHost: x\r\n\r\n")
+        r = ResponseReader(s).read_response()
+        assert r.status == 200 and r.body == b"answered"
+        srv.wait_for_log(r"ERROR: +ASGI callable should return None, but returned '42'\.")
+        s.sendall(b"GET /sleep0 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert ResponseReader(s).read_response().body == b"slept"
 
 
 @pytest.mark.parametrize("options", TASK_KINDS)

@@ -113,6 +113,9 @@ async def app(scope, receive, send):
     elif path == "/keyboard-interrupt-after-wait":
         await asyncio.sleep(0.01)
         raise KeyboardInterrupt
+    elif path == "/returns-value":
+        await _respond(send, b"answered")
+        return 42
     elif path == "/raise-after-wait":
         await asyncio.sleep(0.01)
         raise ValueError("raised-after-wait marker")
