@@ -32,9 +32,10 @@ enum { CHUNK = 64 * 1024, CHUNKS = 16, MAX_FDS = 65536, IN_CAP = 8192 };
 struct conn {
   char in[IN_CAP];
   size_t in_len;
-  size_t pending;  // complete requests not yet answered
-  size_t sent;     // bytes of the current response already sent
-  int close_after;
+  size_t pending;   // complete requests not yet answered
+  size_t sent;      // bytes of the current response already sent
+  int close_after;  // "Connection: close" seen: no more requests are read
+  int eof;          // the client shut down its side: close once all is sent
   int want_out;
 };
 
@@ -80,7 +81,7 @@ static void drop(int fd) {
 
 static void set_out(int fd, struct conn *c, int on) {
   if (c->want_out == on) return;
-  struct epoll_event ev = {.events = EPOLLIN | (on ? EPOLLOUT : 0), .data.fd = fd};
+  struct epoll_event ev = {.events = (c->eof ? 0 : EPOLLIN) | (on ? EPOLLOUT : 0), .data.fd = fd};
   if (epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev) < 0) die("epoll_ctl MOD");
   c->want_out = on;
 }
@@ -109,11 +110,27 @@ static int flush(int fd, struct conn *c) {
     if (c->sent == response_len) {
       c->sent = 0;
       c->pending--;
-      if (c->close_after && !c->pending) return -1;
+      if ((c->close_after || c->eof) && !c->pending) return -1;
     }
   }
+  if (c->close_after || c->eof) return -1;  // nothing more to send or to read
   set_out(fd, c, 0);
   return 0;
+}
+
+// Whether the request head [head, end) asks for "Connection: close" (any case).
+static int wants_close(char *head, char *end) {
+  char saved = *end;
+  *end = '\0';
+  int close = 0;
+  for (char *line = strcasestr(head, "\nconnection:"); line; line = strcasestr(line + 1, "\nconnection:")) {
+    char *value = line + 12, *eol = strchr(value, '\r');
+    if (eol) *eol = '\0';
+    if (strcasestr(value, "close")) close = 1;
+    if (eol) *eol = '\r';
+  }
+  *end = saved;
+  return close;
 }
 
 // Counts complete request heads (GET, no body) in the input; keeps a partial one.
@@ -122,7 +139,11 @@ static int on_readable(int fd, struct conn *c) {
     if (c->in_len == IN_CAP) return -1;  // a head this long is not what wrk sends
     size_t room = IN_CAP - c->in_len;
     ssize_t n = recv(fd, c->in + c->in_len, room, 0);
-    if (n == 0) return -1;
+    if (n == 0) {  // the client is done sending: answer what it asked, then close
+      c->eof = 1;
+      c->want_out = -1;  // forces set_out to drop EPOLLIN
+      break;
+    }
     if (n < 0) {
       if (errno == EAGAIN) break;
       return -1;
@@ -130,14 +151,14 @@ static int on_readable(int fd, struct conn *c) {
     c->in_len += (size_t)n;
     char *start = c->in;
     char *end;
-    while ((end = memmem(start, c->in_len - (size_t)(start - c->in), "\r\n\r\n", 4))) {
-      if (memmem(start, (size_t)(end - start), "onnection: close", 16)) c->close_after = 1;
+    while (!c->close_after && (end = memmem(start, c->in_len - (size_t)(start - c->in), "\r\n\r\n", 4))) {
+      if (wants_close(start, end)) c->close_after = 1;
       c->pending++;
       start = end + 4;
     }
     c->in_len -= (size_t)(start - c->in);
     memmove(c->in, start, c->in_len);
-    if ((size_t)n < room) break;  // a short read: the socket is drained
+    if ((size_t)n < room || c->close_after) break;  // drained, or nothing more to read
   }
   return flush(fd, c);
 }
@@ -190,7 +211,9 @@ int main(int argc, char **argv) {
           struct epoll_event cev = {.events = EPOLLIN, .data.fd = cfd};
           if (epoll_ctl(ep, EPOLL_CTL_ADD, cfd, &cev) < 0) die("epoll_ctl ADD");
         }
-        if (errno != EAGAIN && errno != ECONNABORTED) die("accept4");
+        // EAGAIN: drained. Anything else but a broken listener (EMFILE, a
+        // network error on one connection...) ends this batch, not the server.
+        if (errno == EBADF || errno == EINVAL) die("accept4");
         continue;
       }
       struct conn *c = conns[fd];
