@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import HERE, ServerProcess, raw_request, recv_until_closed, server_command
+from conftest import HERE, ResponseReader, ServerProcess, raw_request, recv_until_closed, server_command
 
 from pronghorn.config import OPTIONS
 
@@ -376,12 +376,7 @@ def test_limit_concurrency(launch):
         # the limit while it sleeps.
         slow.sendall(b"GET /sleep?s=3 HTTP/1.1\r\nHost: x\r\n\r\n")
         wait_until(lambda: httpx.get(srv.url + "/", timeout=5).status_code == 503, 4, "a 503", srv, interval=0.05)
-        response = b""
-        while b"\r\n\r\n" not in response:
-            chunk = slow.recv(65536)
-            assert chunk, "the slow request's connection closed without a response"
-            response += chunk
-        assert response.startswith(b"HTTP/1.1 200 "), response
+        assert ResponseReader(slow).read_response().status == 200
     finally:
         slow.close()
     # Served again once the slow request's connection is gone (the server may
