@@ -34,6 +34,35 @@ int hex_value(unsigned char c) {
 
 constexpr size_t kMaxLeadingBlankLines = 4;
 
+// RFC 3986 §3.2.2: reg-name = *( unreserved / pct-encoded / sub-delims ).
+bool is_reg_name_char(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         std::string_view("-._~%!$&'()*+,;=").find(static_cast<char>(c)) != std::string_view::npos;
+}
+
+// Host = uri-host [ ":" port ] (RFC 9112 §3.2, RFC 3986 §3.2.2-3.2.3); an
+// empty value is valid (a target without authority). IP literals are checked
+// for their character set, not parsed.
+bool valid_host(std::string_view host) {
+  size_t i = 0;
+  if (!host.empty() && host[0] == '[') {
+    size_t close = host.find(']');
+    if (close == std::string_view::npos || close == 1) return false;
+    for (i = 1; i < close; ++i) {
+      unsigned char c = static_cast<unsigned char>(host[i]);
+      if (c != ':' && !is_reg_name_char(c)) return false;
+    }
+    i = close + 1;
+  } else {
+    while (i < host.size() && is_reg_name_char(static_cast<unsigned char>(host[i]))) ++i;
+  }
+  if (i == host.size()) return true;
+  if (host[i] != ':') return false;
+  for (++i; i < host.size(); ++i)
+    if (host[i] < '0' || host[i] > '9') return false;
+  return true;
+}
+
 }  // namespace
 
 void RequestHead::clear() {
@@ -73,6 +102,11 @@ Result RequestHeadParser::parse(char *buf, size_t len, RequestHead &out) {
     if (newline == nullptr) {
       // A byte of the request itself (not a blank line's CR) makes the parser started.
       if (available > 1 || (available == 1 && start[0] != '\r')) started_ = true;
+      // A CR followed by anything but LF can never end a line: a head that
+      // uses bare CRs only is refused now, not after the header timeout. (A
+      // final CR may still get its LF.)
+      if (available > 1 && memchr(start, '\r', available - 1) != nullptr)
+        return fail(400, "bare CR in request head", len);
       if (!have_request_line_ && available > limits_.max_request_line) {
         // A final CR may end the line (RFC 9112 §2.2: CRLF) with its LF still in
         // flight: it does not count, or a line of exactly max_request_line bytes
@@ -157,9 +191,14 @@ bool RequestHeadParser::parse_request_line(char *line, size_t n) {
   }
   std::string_view method(line, method_.len);
   std::string_view target(line + target_start, target_.len);
-  // RFC 9112 §3.2: origin-form, absolute-form, authority-form (CONNECT only)
-  // and asterisk-form (OPTIONS only).
-  bool ok = target[0] == '/' || (target == "*" && method == "OPTIONS") || method == "CONNECT" ||
+  // RFC 9112 §3.2: origin-form, absolute-form and asterisk-form (OPTIONS
+  // only); authority-form belongs to CONNECT, refused above.
+  // CONNECT asks for a tunnel: this is not a proxy (nginx answers 405 too).
+  if (method == "CONNECT") {
+    fail(405, "CONNECT is not supported", 0);
+    return false;
+  }
+  bool ok = target[0] == '/' || (target == "*" && method == "OPTIONS") ||
             (target.size() > 7 && iequals(target.substr(0, 7), "http://")) ||
             (target.size() > 8 && iequals(target.substr(0, 8), "https://"));
   if (!ok) {
@@ -261,6 +300,8 @@ bool RequestHeadParser::finish(const char *buf, RequestHead &out) {
         if (name == "content-length") {
           // RFC 9112 §6.3 (5) and RFC 9110 §8.6: a list of identical values may be
           // collapsed; differing or malformed values make the length unknowable.
+          // An empty element ("3," or ", 3") is not a list of identical
+          // values but a malformed one: peers would disagree on it.
           bool bad = false, any = false;
           for_each_list_element(value, [&](std::string_view element) {
             any = true;
@@ -284,6 +325,16 @@ bool RequestHeadParser::finish(const char *buf, RequestHead &out) {
             have_length = true;
             length = v;
           });
+          if (!bad) {
+            std::string_view rest = value;
+            while (!rest.empty()) {
+              size_t comma = rest.find(',');
+              if (trim_ows(rest.substr(0, comma)).empty()) bad = true;
+              if (comma == std::string_view::npos) break;
+              rest.remove_prefix(comma + 1);
+              if (rest.empty()) bad = true;  // a trailing comma
+            }
+          }
           if (bad || !any) {
             if (error_.status == 0) error_ = {400, "invalid Content-Length"};
             return false;
@@ -348,6 +399,11 @@ bool RequestHeadParser::finish(const char *buf, RequestHead &out) {
   }
   if (host_count == 0 && version_minor_ == 1) {
     error_ = {400, "missing Host header"};
+    return false;
+  }
+  // RFC 9112 §3.2: a Host that is not a valid uri-host [ ":" port ] MUST get 400.
+  if (host_count == 1 && !valid_host(out.host)) {
+    error_ = {400, "invalid Host header"};
     return false;
   }
   out.keep_alive = version_minor_ == 1 ? !conn_close : (conn_keep_alive && !conn_close);
@@ -423,12 +479,12 @@ Result BodyDecoder::decode(const char *p, size_t len, Output &out) {
       }
       case State::SizeWs:
         // BWS before a chunk extension (RFC 9112 §7.1.1).
+        // Only a chunk extension may follow whitespace: "5 \r\n" is invalid,
+        // and peers disagree on it.
         if (c == ';')
           state_ = State::Ext;
-        else if (c == '\r')
-          state_ = State::SizeLF;
         else if (c != ' ' && c != '\t')
-          return fail("invalid chunk size", i);
+          return fail("whitespace after chunk size", i);
         if (++line_len_ > kMaxChunkLine) return fail("chunk extension too long", i);
         ++i;
         break;
@@ -445,6 +501,7 @@ Result BodyDecoder::decode(const char *p, size_t len, Output &out) {
         if (c != '\n') return fail("bare CR in chunk size line", i);
         ++i;
         state_ = remaining_ == 0 ? State::TrailerStart : State::Data;
+        line_len_ = 0;
         break;
       case State::Data: {
         size_t take = len - i < remaining_ ? len - i : static_cast<size_t>(remaining_);
@@ -474,8 +531,19 @@ Result BodyDecoder::decode(const char *p, size_t len, Output &out) {
           ++i;
           break;
         }
-        state_ = State::Trailer;
+        state_ = State::TrailerName;
         [[fallthrough]];
+      case State::TrailerName:
+        // A trailer field is field-name ":" field-value (RFC 9112 §7.1.2).
+        if (c == ':' && line_len_ > 0) {
+          state_ = State::Trailer;
+        } else if (!is_token_char(c)) {
+          return fail(c == '\r' ? "trailer line without colon" : "invalid character in trailer name", i);
+        }
+        ++line_len_;
+        if (++trailer_bytes_ > kMaxTrailers) return fail("trailer section too large", i);
+        ++i;
+        break;
       case State::Trailer:
         // Trailer fields are read and discarded (RFC 9112 §7.1.2 allows that).
         if (c == '\r')
@@ -490,6 +558,7 @@ Result BodyDecoder::decode(const char *p, size_t len, Output &out) {
       case State::TrailerLF:
         if (c != '\n') return fail("bare CR in trailer section", i);
         state_ = State::TrailerStart;
+        line_len_ = 0;
         ++i;
         break;
       case State::LastLF:

@@ -143,6 +143,7 @@ class BodyDecoder {
     DataCR,
     DataLF,
     TrailerStart,
+    TrailerName,
     Trailer,
     TrailerLF,
     LastLF,

@@ -330,7 +330,7 @@ TEST(RequestHeadParser, AbsoluteFormTarget) {
   EXPECT_EQ(https.head().target, "HTTPS://example.com/");
 }
 
-TEST(RequestHeadParser, AsteriskAndAuthorityForm) {
+TEST(RequestHeadParser, AsteriskFormAndConnect) {
   const std::string input = "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n";
   OneShot p(input);
   ASSERT_EQ(p.result().status, Status::Complete);
@@ -338,9 +338,8 @@ TEST(RequestHeadParser, AsteriskAndAuthorityForm) {
   EXPECT_EQ(p.head().target, "*");
   expect_same_at_every_split(input);
 
-  OneShot connect(std::string("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"));
-  ASSERT_EQ(connect.result().status, Status::Complete);
-  EXPECT_EQ(connect.head().target, "example.com:443");
+  // CONNECT (authority-form) asks for a tunnel: this is not a proxy.
+  expect_rejected("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 405);
 
   expect_rejected("GET * HTTP/1.1\r\nHost: h\r\n\r\n", 400);
   expect_rejected("GET example.com HTTP/1.1\r\nHost: h\r\n\r\n", 400);
@@ -982,6 +981,73 @@ TEST(RequestHeadParser, FragmentInTargetIsRejected) {
   RequestHead head;
   EXPECT_EQ(parser.parse(req.data(), req.size(), head).status, Status::Error);
   EXPECT_EQ(parser.error().status, 400);
+}
+
+}  // namespace
+}  // namespace pronghorn::http1
+
+namespace pronghorn::http1 {
+namespace {
+
+// Cases a hostile-client battery found accepted (issue 14): each is refused
+// with 400 (405 for CONNECT), in one call and byte by byte.
+TEST(RequestHeadParserReject, ContentLengthWithEmptyListElement) {
+  expect_rejected(request_with_header("Content-Length: 3,") + "abc", 400);
+  expect_rejected(request_with_header("Content-Length: ,3") + "abc", 400);
+  expect_rejected(request_with_header("Content-Length: 3,,3") + "abc", 400);
+  expect_rejected(request_with_header("Content-Length: 3, ") + "abc", 400);
+  // A list of identical values stays accepted (RFC 9110 §8.6).
+  OneShot same(request_with_header("Content-Length: 3, 3") + "abc");
+  ASSERT_EQ(same.result().status, Status::Complete) << same.parser().error().reason;
+  EXPECT_EQ(same.head().content_length, 3u);
+}
+
+TEST(RequestHeadParserReject, InvalidHostValues) {
+  for (const char *host : {"a b", "a@b/c", "a, b", "a\tb", "a/b", "a:b", "a:80:90", "[::1", "[]", "a?b", "a#b",
+                           "\"a\"", "a\\b"}) {
+    SCOPED_TRACE(host);
+    expect_rejected(std::string("GET / HTTP/1.1\r\nHost: ") + host + "\r\n\r\n", 400);
+  }
+}
+
+TEST(RequestHeadParser, ValidHostValues) {
+  for (const char *host : {"example.com", "example.com:8080", "127.0.0.1:80", "[::1]", "[::1]:8000", "a-b_c~d",
+                           "xn--bcher-kva.example", "h:", "%41b", "a!$&'()*+,;=b"}) {
+    SCOPED_TRACE(host);
+    std::string input = std::string("GET / HTTP/1.1\r\nHost: ") + host + "\r\n\r\n";
+    OneShot p(input);
+    ASSERT_EQ(p.result().status, Status::Complete) << p.parser().error().reason;
+    EXPECT_EQ(p.head().host, host);
+  }
+  // An empty Host is valid (a target without authority, RFC 9112 §3.2).
+  OneShot empty(std::string("GET / HTTP/1.1\r\nHost:\r\n\r\n"));
+  EXPECT_EQ(empty.result().status, Status::Complete);
+}
+
+TEST(RequestHeadParserReject, HeadWithBareCrsOnly) {
+  // No LF ever comes: refused as soon as a CR is followed by another byte,
+  // not after the header timeout.
+  expect_rejected("GET / HTTP/1.1\rHost: a\r\r", 400);
+  OneShot partial(std::string("GET / HTTP/1.1\rH"));
+  EXPECT_EQ(partial.result().status, Status::Error);
+  // A final CR may still be followed by its LF.
+  OneShot waiting(std::string("GET / HTTP/1.1\r"));
+  EXPECT_EQ(waiting.result().status, Status::Incomplete);
+}
+
+TEST(BodyDecoderReject, WhitespaceAfterChunkSize) {
+  expect_chunked_error("5 \r\nhello\r\n0\r\n\r\n");
+  expect_chunked_error("5\t\r\nhello\r\n0\r\n\r\n");
+  expect_chunked_error("0 \r\n\r\n");
+  // Whitespace before a chunk extension (BWS) stays valid.
+  expect_decodes("5 ;a\r\nhello\r\n0\r\n\r\n", 18, "hello", true);
+}
+
+TEST(BodyDecoderReject, TrailerLineWithoutColon) {
+  expect_chunked_error("0\r\nX-Trailer\r\n\r\n");
+  expect_chunked_error("0\r\nX Trailer: v\r\n\r\n");
+  expect_chunked_error("0\r\n: v\r\n\r\n");
+  expect_decodes("0\r\nX-Trailer:v\r\n\r\n", 18, "", true);
 }
 
 }  // namespace
