@@ -57,6 +57,10 @@ class Lifespan:
             self.error_occurred = True
             if self.startup_failed or self.shutdown_failed:
                 return
+            if isinstance(exc, asyncio.CancelledError) and self.startup_event.is_set():
+                # Cancelled as the worker exits (a forced stop skips lifespan
+                # shutdown): the protocol was supported, nothing to report.
+                return
             if self.mode == "auto":
                 self.logger.info("ASGI 'lifespan' protocol appears unsupported.")
             else:

@@ -116,6 +116,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("asyncio_tasks", "--asyncio-tasks", "flag", False,
            "Run each request in an asyncio.Task, as uvicorn does, instead of Pronghorn's request task "
            "(which starts the app at once and is not listed by asyncio.all_tasks())."),
+    Option("asgi_spec_version", "--asgi-spec-version", "choice", "2.3",
+           "ASGI HTTP spec version the scope advertises. 2.3 (uvicorn's): send() after the client left is "
+           "dropped silently; 2.4: it raises an OSError (Starlette then stops listening for disconnects).",
+           choices=("2.3", "2.4")),
+    Option("asgi_pathsend", "--asgi-pathsend", "flag", False,
+           "Offer the http.response.pathsend extension (zero-copy FileResponse; Starlette's GZipMiddleware "
+           "passes such responses uncompressed, so it is off by default)."),
+    Option("timeout_graceful_streams", "--timeout-graceful-streams", "float", 1.0,
+           "On a graceful stop, responses still streaming with no declared length (event streams) are ended "
+           "after this (s): the app's receive() gets http.disconnect. Capped by --timeout-graceful-shutdown."),
 )
 
 OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
@@ -187,6 +197,9 @@ class Config:
     pid_file: str | None = None
     send_thread: bool | None = None
     asyncio_tasks: bool = False
+    asgi_spec_version: str = "2.3"
+    asgi_pathsend: bool = False
+    timeout_graceful_streams: float = 1.0
     # Set by validate(): parsed --header values.
     header_pairs: list[tuple[str, str]] = field(default_factory=list)
     # Options the user gave explicitly (command line, environment, keyword),
@@ -233,6 +246,7 @@ class Config:
         for name in ("limit_concurrency", "limit_max_requests", "limit_worker_memory", "h11_max_incomplete_event_size"):
             if getattr(self, name) is not None:
                 _at_least(OPTIONS_BY_NAME[name].flag, getattr(self, name), 1)
+        _at_least("--timeout-graceful-streams", self.timeout_graceful_streams, 0)
         for name in ("timeout_graceful_shutdown", "worker_lifetime"):
             if getattr(self, name) is not None:
                 _at_least(OPTIONS_BY_NAME[name].flag, getattr(self, name), 0)

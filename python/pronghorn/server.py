@@ -231,6 +231,8 @@ class Worker:
             send_thread=_use_send_thread(config),
             send_thread_always=config.send_thread is True,
             asyncio_tasks=config.asyncio_tasks,
+            asgi_spec_version=str(config.asgi_spec_version),
+            pathsend=config.asgi_pathsend,
         )
         try:
             if config.fd is not None:
@@ -270,15 +272,25 @@ class Worker:
         return EXIT_OK
 
     async def _drain(self, server) -> None:
-        """Waits for open connections and running tasks, within the graceful timeout."""
+        """Waits for open connections and running tasks, within the graceful timeout.
+
+        Responses still streaming with no declared length (event streams) are
+        ended after --timeout-graceful-streams: they would hold the stop for as
+        long as their clients stay (uvicorn waits for them, or for its timeout)."""
         loop = asyncio.get_running_loop()
         timeout = self.config.timeout_graceful_shutdown
         deadline = None if timeout is None else loop.time() + timeout
+        streams_at = loop.time() + min(self.config.timeout_graceful_streams, timeout if timeout is not None else 1e9)
         said_connections = said_tasks = False
         while not self.force_exit:
             connections, tasks = server.connection_count, server.tasks
             if connections == 0 and not tasks:
                 return
+            if loop.time() >= streams_at:
+                cut = server.cut_streams()
+                if cut:
+                    self.logger.info("Closed %d streaming response(s) to stop.", cut)
+                    continue
             if connections and not said_connections:
                 self.logger.info("Waiting for connections to close. (CTRL+C to force quit)")
                 said_connections = True
@@ -318,7 +330,30 @@ def run_worker(config: Config, logger, app: Any = None, control_fd: int = -1, ma
     try:
         return loop.run_until_complete(worker.serve())
     finally:
-        loop.close()
+        try:
+            _finish_loop(loop)
+        finally:
+            loop.close()
+
+
+def _finish_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """What asyncio.run does before it closes its loop (uvicorn runs in it):
+    tasks the app left running are cancelled and awaited, so that their
+    `finally` blocks run, then async generators and the default executor are
+    shut down."""
+    tasks = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        for task in tasks:
+            if not task.cancelled() and task.exception() is not None:
+                loop.call_exception_handler(
+                    {"message": "unhandled exception during worker shutdown", "exception": task.exception(),
+                     "task": task}
+                )
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.run_until_complete(loop.shutdown_default_executor())
 
 
 def _bind(config: Config, logger) -> str:

@@ -24,7 +24,8 @@ struct Names {
   PyObject *asgi, *http_version, *server, *client, *scheme, *method, *root_path, *raw_path, *query_string, *state,
       *extensions;
   PyObject *v1_1, *v1_0, *scheme_http, *scheme_https, *empty_bytes, *empty_str;
-  PyObject *asgi_template;        // {"version": "3.0", "spec_version": "2.4"}
+  PyObject *asgi_template;        // {"version": "3.0", "spec_version": "2.3"} (uvicorn's)
+  PyObject *asgi_template_2_4;    // {"version": "3.0", "spec_version": "2.4"} (--asgi-spec-version 2.4)
   PyObject *extensions_template;  // {"http.response.pathsend": {}}
   PyObject *disconnect_message;   // template {"type": "http.disconnect"}
   PyObject *client_disconnected;  // exception class, subclass of OSError
@@ -63,6 +64,17 @@ bool init_request_type();
 // object) has ended: with exception `exc` (or nullptr), cancelled, or normally
 // with the value `returned` (borrowed; nullptr or None when it returned None).
 void complete_request(PyObject *request, PyObject *exc, bool cancelled, PyObject *returned = nullptr);
+// The engine serving `request` (a Request object).
+Server &request_engine(PyObject *request);
+// Ends a step of the engine (Server::end_step) around which an app's step
+// ran: sending held heads may call back into Python (a close resolves the
+// app's Futures), so the app's pending exception, if any, is kept aside.
+inline void end_app_step(Server &engine) {
+  PyObject *type = nullptr, *value = nullptr, *tb = nullptr;
+  PyErr_Fetch(&type, &value, &tb);
+  engine.end_step();
+  PyErr_Restore(type, value, tb);
+}
 
 // ---- task.cpp ----
 bool init_task_type();
@@ -91,7 +103,9 @@ struct AppServer final : public RequestDispatcher {
   bool init_scope_template();
   // The `server` tuple for a connection accepted on `local` (new reference).
   PyObject *server_tuple(const SocketAddress &local);
-  void log_exception(const char *message, PyObject *exc);
+  // Error lines of the app's exchanges. The buffered access log is written
+  // first, so that a terminal shows an access line before a later traceback.
+  void log_exception(const char *message, PyObject *exc, const char *level = "error");
   void log_error(const char *message);
 
   Server engine;
@@ -110,6 +124,13 @@ struct AppServer final : public RequestDispatcher {
   PyObject *server_tuple_cache = nullptr;  // the last `server` tuple built ...
   SocketAddress server_tuple_address;      // ... and the address it is for
   bool request_tasks = false;              // run requests in RequestTask (task.cpp), not asyncio.Task
+  // ASGI spec 2.4 (--asgi-spec-version 2.4): send() after the client left
+  // raises ClientDisconnected. With 2.3 (the default, uvicorn's) it returns
+  // and the message is dropped, except for a stream the server cut to stop.
+  bool spec_2_4 = false;
+  bool pathsend = false;               // offer http.response.pathsend (--asgi-pathsend)
+  PyObject *call_soon = nullptr;       // bound loop.call_soon
+  PyObject *flush_callback = nullptr;  // sends held response heads (engine.flush_held_heads)
   bool proxy_headers = false;
   bool trust_all = false;
   std::vector<TrustedNetwork> trusted_networks;

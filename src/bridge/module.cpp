@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "bridge/bridge.h"
+#include "engine/http/target.h"
 #include "engine/log.h"
 #include "engine/net/listener.h"
 
@@ -35,29 +36,12 @@ PyObject *header_name(std::string_view name) {
   return bytes;
 }
 
-int hex_digit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 // Percent-decodes like urllib.parse.unquote: invalid escapes stay as they are,
 // the bytes are decoded as UTF-8 with U+FFFD for invalid sequences.
 PyObject *decode_path(std::string_view prefix, std::string_view raw) {
   std::string out(prefix);
   out.reserve(prefix.size() + raw.size());
-  for (size_t i = 0; i < raw.size(); ++i) {
-    if (raw[i] == '%' && i + 2 < raw.size()) {
-      int hi = hex_digit(raw[i + 1]), lo = hex_digit(raw[i + 2]);
-      if (hi >= 0 && lo >= 0) {
-        out.push_back(static_cast<char>(hi * 16 + lo));
-        i += 2;
-        continue;
-      }
-    }
-    out.push_back(raw[i]);
-  }
+  http::append_percent_decoded(out, raw);
   return PyUnicode_DecodeUTF8(out.data(), static_cast<Py_ssize_t>(out.size()), "replace");
 }
 
@@ -153,10 +137,12 @@ bool init_names() {
   for (int i = 0; i < 9; ++i)
     if ((names.methods[i] = intern(kMethods[i])) == nullptr) return false;
   names.empty_bytes = PyBytes_FromStringAndSize("", 0);
-  names.asgi_template = Py_BuildValue("{ssss}", "version", "3.0", "spec_version", "2.4");
+  names.asgi_template = Py_BuildValue("{ssss}", "version", "3.0", "spec_version", "2.3");
+  names.asgi_template_2_4 = Py_BuildValue("{ssss}", "version", "3.0", "spec_version", "2.4");
   names.extensions_template = Py_BuildValue("{s{}}", "http.response.pathsend");
   names.disconnect_message = Py_BuildValue("{sO}", "type", names.http_disconnect);
-  return names.empty_bytes && names.asgi_template && names.extensions_template && names.disconnect_message;
+  return names.empty_bytes && names.asgi_template && names.asgi_template_2_4 && names.extensions_template &&
+         names.disconnect_message;
 }
 
 PyObject *take_exception() {
@@ -189,10 +175,11 @@ bool AppServer::trusted(const SocketAddress &peer) const {
   return false;
 }
 
-void AppServer::log_exception(const char *message, PyObject *exc) {
+void AppServer::log_exception(const char *message, PyObject *exc, const char *level) {
+  engine.flush_log();
   PyObject *msg = PyUnicode_FromString(message);
   PyObject *kwargs = Py_BuildValue("{sO}", "exc_info", exc != nullptr ? exc : Py_True);
-  PyObject *error = msg && kwargs ? PyObject_GetAttr(logger, names.error) : nullptr;
+  PyObject *error = msg && kwargs ? PyObject_GetAttrString(logger, level) : nullptr;
   PyObject *r = nullptr;
   if (error != nullptr) {
     PyObject *args = PyTuple_Pack(1, msg);
@@ -207,28 +194,15 @@ void AppServer::log_exception(const char *message, PyObject *exc) {
 }
 
 void AppServer::log_error(const char *message) {
+  engine.flush_log();
   PyObject *r = PyObject_CallMethod(logger, "error", "s", message);
   if (r == nullptr) PyErr_WriteUnraisable(logger);
   Py_XDECREF(r);
 }
 
 PyObject *AppServer::build_scope(http1::Connection &conn, const http1::RequestHead &head) {
-  std::string_view target = head.target;
-  // absolute-form (RFC 9112 §3.2.2): the path starts after the authority.
-  if (!target.empty() && target[0] != '/' && target != "*") {
-    size_t scheme_end = target.find("://");
-    if (scheme_end != std::string_view::npos) {
-      size_t path_start = target.find_first_of("/?", scheme_end + 3);
-      target = path_start == std::string_view::npos ? std::string_view("/") : target.substr(path_start);
-    }
-  }
-  std::string_view raw_path = target, query;
-  size_t q = target.find('?');
-  if (q != std::string_view::npos) {
-    raw_path = target.substr(0, q);
-    query = target.substr(q + 1);
-  }
-  if (raw_path.empty()) raw_path = "/";
+  http::TargetParts target = http::split_target(head.target);
+  std::string_view raw_path = target.path, query = target.query;
 
   // A copy of the template has every key already (a fast clone of its
   // table); setting them below replaces values without growing the dict.
@@ -240,7 +214,7 @@ PyObject *AppServer::build_scope(http1::Connection &conn, const http1::RequestHe
     Py_DECREF(value);
     return rc == 0;
   };
-  bool ok = set(names.asgi, PyDict_Copy(names.asgi_template)) &&
+  bool ok = set(names.asgi, PyDict_Copy(spec_2_4 ? names.asgi_template_2_4 : names.asgi_template)) &&
             (head.version_minor == 1 || set(names.http_version, Py_NewRef(names.v1_0))) &&
             set(names.method, method_object(head.method)) && set(names.path, decode_path(root_path_utf8, raw_path));
   if (ok) {
@@ -326,7 +300,7 @@ PyObject *AppServer::build_scope(http1::Connection &conn, const http1::RequestHe
   bool scheme_set = scheme == names.scheme_http ? (Py_DECREF(scheme), true) : set(names.scheme, scheme);
   bool client_set = set(names.client, client);
   ok = scheme_set && client_set && set(names.server, server_tuple(conn.local())) &&
-       set(names.extensions, PyDict_Copy(names.extensions_template));
+       (!pathsend || set(names.extensions, PyDict_Copy(names.extensions_template)));
   if (!ok) {
     Py_DECREF(scope);
     return nullptr;
@@ -347,10 +321,11 @@ bool AppServer::init_scope_template() {
                                   {names.root_path, root_path},     {names.path, Py_None},
                                   {names.raw_path, Py_None},        {names.query_string, names.empty_bytes},
                                   {names.headers, Py_None},         {names.scheme, names.scheme_http},
-                                  {names.client, Py_None},          {names.server, Py_None},
-                                  {names.extensions, Py_None}};
+                                  {names.client, Py_None},          {names.server, Py_None}};
   for (const auto &entry : entries)
     if (PyDict_SetItem(scope_template, entry[0], entry[1]) < 0) return false;
+  // uvicorn's scope has no "extensions": it is there only with pathsend on.
+  if (pathsend && PyDict_SetItem(scope_template, names.extensions, Py_None) < 0) return false;
   if (state != nullptr && PyDict_SetItem(scope_template, names.state, Py_None) < 0) return false;
   return true;
 }
@@ -409,6 +384,8 @@ int server_traverse(PyObject *op, visitproc visit, void *arg) {
     Py_VISIT(s.context_factory);
     Py_VISIT(s.access_logger);
     Py_VISIT(s.scope_template);
+    Py_VISIT(s.call_soon);
+    Py_VISIT(s.flush_callback);
   }
   return 0;
 }
@@ -426,6 +403,8 @@ void release(AppServer *s) {
   Py_CLEAR(s->access_logger);
   Py_CLEAR(s->scope_template);
   Py_CLEAR(s->server_tuple_cache);
+  Py_CLEAR(s->call_soon);
+  Py_CLEAR(s->flush_callback);
 }
 
 int server_clear(PyObject *op) {
@@ -452,6 +431,29 @@ void server_dealloc(PyObject *op) {
 PyObject *server_new(PyTypeObject *type, PyObject *, PyObject *) {
   auto *self = reinterpret_cast<ServerObject *>(type->tp_alloc(type, 0));
   return reinterpret_cast<PyObject *>(self);
+}
+
+// Sends the response heads still held when the event loop's step that
+// started them ended (scheduled with call_soon by schedule_flush).
+PyObject *server_flush_heads(PyObject *op, PyObject *) {
+  AppServer *s = reinterpret_cast<ServerObject *>(op)->server;
+  if (s != nullptr) s->engine.flush_held_heads();
+  Py_RETURN_NONE;
+}
+
+PyMethodDef flush_heads_def = {"_flush_heads", server_flush_heads, METH_NOARGS, nullptr};
+
+// A response head was held outside any step the bridge brackets (an app's
+// own task sent http.response.start): send it when this pass of the loop's
+// ready callbacks is over.
+void schedule_flush(void *ctx) {
+  auto *s = static_cast<AppServer *>(ctx);
+  PyObject *r = PyObject_CallOneArg(s->call_soon, s->flush_callback);
+  if (r == nullptr) {
+    PyErr_WriteUnraisable(s->call_soon);
+    s->engine.flush_held_heads();  // no loop to come back: send them now
+  }
+  Py_XDECREF(r);
 }
 
 // Access records through the user's `pronghorn.access` logger, with uvicorn's
@@ -539,6 +541,8 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
                                  "send_thread",
                                  "send_thread_always",
                                  "asyncio_tasks",
+                                 "asgi_spec_version",
+                                 "pathsend",
                                  nullptr};
   PyObject *app, *loop, *logger, *state = Py_None, *headers = nullptr, *access_logger = Py_None;
   const char *root_path = "", *forwarded = "127.0.0.1";
@@ -547,13 +551,19 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
   Py_ssize_t limit_concurrency = 0, limit_line = 8192, limit_head = 65536, limit_fields = 100;
   int control_fd = -1;
   unsigned long long max_requests = 0;
-  int send_thread = 1, send_thread_always = 0, asyncio_tasks = 0;
-  if (!PyArg_ParseTupleAndKeywords(
-          args, kwargs, "OOO|$OspsddnppOppnnnpiKOppp", const_cast<char **>(kwlist), &app, &loop, &logger, &state,
-          &root_path, &proxy_headers, &forwarded, &keep_alive, &header_read, &limit_concurrency, &server_header,
-          &date_header, &headers, &access_log, &colours, &limit_line, &limit_head, &limit_fields, &reset_ctx,
-          &control_fd, &max_requests, &access_logger, &send_thread, &send_thread_always, &asyncio_tasks))
+  int send_thread = 1, send_thread_always = 0, asyncio_tasks = 0, pathsend = 0;
+  const char *spec_version = "2.3";
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|$OspsddnppOppnnnpiKOpppsp", const_cast<char **>(kwlist), &app,
+                                   &loop, &logger, &state, &root_path, &proxy_headers, &forwarded, &keep_alive,
+                                   &header_read, &limit_concurrency, &server_header, &date_header, &headers,
+                                   &access_log, &colours, &limit_line, &limit_head, &limit_fields, &reset_ctx,
+                                   &control_fd, &max_requests, &access_logger, &send_thread, &send_thread_always,
+                                   &asyncio_tasks, &spec_version, &pathsend))
     return -1;
+  if (std::string_view(spec_version) != "2.3" && std::string_view(spec_version) != "2.4") {
+    PyErr_Format(PyExc_ValueError, "asgi_spec_version must be '2.3' or '2.4', not '%s'", spec_version);
+    return -1;
+  }
   if (self->server != nullptr) {
     PyErr_SetString(PyExc_RuntimeError, "Server already initialised");
     return -1;
@@ -576,6 +586,7 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
   config.control_fd = control_fd;
   config.max_requests = max_requests;
   config.send_thread = send_thread;
+  config.root_path = root_path;
   if (send_thread_always) config.send_thread_min_request_ns = 0;
   if (headers != nullptr && headers != Py_None) {
     PyObject *seq = PySequence_Fast(headers, "headers must be a sequence of (name, value) pairs");
@@ -605,6 +616,15 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
   s->root_path = PyUnicode_FromString(root_path);
   s->root_path_utf8 = root_path;
   s->proxy_headers = proxy_headers;
+  s->spec_2_4 = std::string_view(spec_version) == "2.4";
+  s->pathsend = pathsend;
+  s->call_soon = PyObject_GetAttrString(loop, "call_soon");
+  s->flush_callback = PyCFunction_New(&flush_heads_def, op);
+  if (s->call_soon == nullptr || s->flush_callback == nullptr) {
+    self->server = s;
+    return -1;
+  }
+  s->engine.set_flush_scheduler(schedule_flush, s);
   s->create_task = PyObject_GetAttrString(loop, "create_task");
   s->create_future = PyObject_GetAttrString(loop, "create_future");
   s->tasks = PySet_New(nullptr);
@@ -721,6 +741,15 @@ PyObject *server_close_all(PyObject *op, PyObject *) {
   Py_RETURN_NONE;
 }
 
+PyObject *server_cut_streams(PyObject *op, PyObject *) {
+  AppServer *s = get(reinterpret_cast<ServerObject *>(op));
+  if (s == nullptr) return nullptr;
+  size_t cut = s->engine.cut_streams();
+  s->engine.run_once(0);
+  if (PyErr_Occurred()) return nullptr;
+  return PyLong_FromSize_t(cut);
+}
+
 PyObject *server_notify_ready(PyObject *op, PyObject *) {
   AppServer *s = get(reinterpret_cast<ServerObject *>(op));
   if (s == nullptr) return nullptr;
@@ -777,6 +806,9 @@ PyMethodDef server_methods[] = {
     {"begin_shutdown", server_begin_shutdown, METH_NOARGS, "Stop accepting; close idle connections."},
     {"close_all", server_close_all, METH_NOARGS, "Close every connection now."},
     {"notify_ready", server_notify_ready, METH_NOARGS, "Tell the supervisor this worker is serving."},
+    {"cut_streams", server_cut_streams, METH_NOARGS,
+     "Graceful stop: end the responses of unknown length still streaming (the app gets http.disconnect); "
+     "returns how many."},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -31,10 +31,16 @@ struct RequestObject {
   PyObject_HEAD Observer observer;
   AppServer *server;
   http1::Connection *conn;   // nullptr once the connection let go of us
-  PyObject *receive_waiter;  // pending Future of receive(), or nullptr
-  PyObject *send_waiter;     // pending Future of send(), or nullptr
-  PyObject *unread_message;  // a message whose receive() was cancelled, or nullptr
-  bool disconnected;         // the client went away before the response completed
+  // Futures of receive() calls waiting, oldest first: the first in
+  // receive_waiter, any others in the list more_receive_waiters (several
+  // tasks may wait at once, e.g. one watching for a disconnect while another
+  // reads). Body messages go to the oldest; http.disconnect to all.
+  PyObject *receive_waiter;
+  PyObject *more_receive_waiters;  // list, or nullptr
+  PyObject *send_waiter;           // pending Future of send(), or nullptr
+  PyObject *unread_message;        // a message whose receive() was cancelled, or nullptr
+  bool disconnected;               // the client went away before the response completed
+  bool cut_by_stop;                // ... because a graceful stop ended the stream: send() raises
   bool response_started;
   bool response_complete;
   bool body_delivered;  // the last http.request message (more_body False) was returned
@@ -66,6 +72,18 @@ PyObject *body_message(RequestObject *self) {
   return message;
 }
 
+// The oldest receive() waiter, taken out of the queue (new reference), or nullptr.
+PyObject *take_receive_waiter(RequestObject *self) {
+  PyObject *first = self->receive_waiter;
+  self->receive_waiter = nullptr;
+  PyObject *more = self->more_receive_waiters;
+  if (more != nullptr && PyList_GET_SIZE(more) > 0) {
+    self->receive_waiter = Py_NewRef(PyList_GET_ITEM(more, 0));
+    if (PyList_SetSlice(more, 0, 1, nullptr) < 0) PyErr_WriteUnraisable(more);
+  }
+  return first;
+}
+
 // Resolves a waiter Future unless the application cancelled it meanwhile.
 // Returns false when the waiter was no longer pending.
 bool resolve(PyObject *&waiter, PyObject *method, PyObject *value) {
@@ -93,8 +111,14 @@ void Observer::on_body_ready() {
     PyErr_WriteUnraisable(reinterpret_cast<PyObject *>(self));
     return;
   }
-  if (!resolve(self->receive_waiter, names.set_result, message)) {
-    // The waiter was cancelled: the next receive() returns this message.
+  // To the oldest waiter that is still waiting.
+  bool delivered = false;
+  while (!delivered && self->receive_waiter != nullptr) {
+    PyObject *waiter = take_receive_waiter(self);
+    delivered = resolve(waiter, names.set_result, message);
+  }
+  if (!delivered) {
+    // Every waiter was cancelled: the next receive() returns this message.
     Py_XSETREF(self->unread_message, message);
     return;
   }
@@ -110,18 +134,25 @@ void Observer::on_writable() {
 void Observer::on_detach(bool disconnected) {
   RequestObject *self = owner_;
   self->conn = nullptr;
-  if (disconnected && !self->response_complete) self->disconnected = true;
-  if (self->receive_waiter != nullptr) {
+  if (disconnected && !self->response_complete) {
+    self->disconnected = true;
+    // A graceful stop cut the stream: the app is told by send() too.
+    if (self->server->engine.shutting_down()) self->cut_by_stop = true;
+  }
+  // Every waiting receive() gets http.disconnect.
+  while (self->receive_waiter != nullptr) {
+    PyObject *waiter = take_receive_waiter(self);
     PyObject *message = disconnect_message();
     if (message != nullptr) {
-      resolve(self->receive_waiter, names.set_result, message);
+      resolve(waiter, names.set_result, message);
       Py_DECREF(message);
     } else {
+      Py_DECREF(waiter);
       PyErr_WriteUnraisable(nullptr);
     }
   }
   if (self->send_waiter != nullptr) {
-    if (self->disconnected) {
+    if (self->disconnected && (self->server->spec_2_4 || self->cut_by_stop)) {
       PyObject *text = PyUnicode_FromString("client disconnected");
       PyObject *exc = text == nullptr ? nullptr : PyObject_CallOneArg(names.client_disconnected, text);
       Py_XDECREF(text);
@@ -154,16 +185,28 @@ PyObject *raise_disconnected() {
 // http.disconnect once the response is complete or the client is gone.
 PyObject *request_receive(PyObject *op, PyObject *) {
   auto *self = reinterpret_cast<RequestObject *>(op);
-  if (self->receive_waiter != nullptr) {
+  // Waiters the app cancelled are dropped from the front of the queue.
+  while (self->receive_waiter != nullptr) {
     PyObject *done = PyObject_CallMethodNoArgs(self->receive_waiter, names.done);
     if (done == nullptr) return nullptr;
     bool pending = done == Py_False;
     Py_DECREF(done);
-    if (pending) {
-      PyErr_SetString(PyExc_RuntimeError, "receive() called while another receive() is still waiting.");
+    if (pending) break;
+    Py_DECREF(take_receive_waiter(self));
+  }
+  if (self->receive_waiter != nullptr) {
+    // Another receive() is waiting (uvicorn allows this): this one waits
+    // behind it, for the next body message or for http.disconnect.
+    if (self->conn == nullptr) return ready(disconnect_message());
+    if (self->more_receive_waiters == nullptr && (self->more_receive_waiters = PyList_New(0)) == nullptr)
+      return nullptr;
+    PyObject *future = PyObject_CallNoArgs(self->server->create_future);
+    if (future == nullptr) return nullptr;
+    if (PyList_Append(self->more_receive_waiters, future) < 0) {
+      Py_DECREF(future);
       return nullptr;
     }
-    Py_CLEAR(self->receive_waiter);
+    return future;
   }
   if (self->unread_message != nullptr) {
     PyObject *message = self->unread_message;
@@ -227,7 +270,10 @@ PyObject *finish_write(RequestObject *self, http1::WriteStatus status) {
     case http1::WriteStatus::Blocked:
       if (self->conn == nullptr) return ready_none();
       return new_waiter(self, self->send_waiter);
-    case http1::WriteStatus::Closed: self->disconnected = true; return raise_disconnected();
+    case http1::WriteStatus::Closed:
+      self->disconnected = true;
+      if (!self->server->spec_2_4) return ready_none();
+      return raise_disconnected();
     case http1::WriteStatus::TooLong:
       PyErr_SetString(PyExc_RuntimeError, "Response content longer than Content-Length");
       return nullptr;
@@ -340,6 +386,10 @@ PyObject *send_pathsend(RequestObject *self, PyObject *message) {
 
 PyObject *request_send(PyObject *op, PyObject *message) {
   auto *self = reinterpret_cast<RequestObject *>(op);
+  // After the client left, ASGI 2.3 (uvicorn) drops the message without a
+  // word; 2.4 raises ClientDisconnected (an OSError), as does a stream the
+  // server cut to stop.
+  if (self->disconnected && !self->server->spec_2_4 && !self->cut_by_stop) return ready_none();
   if (!PyDict_Check(message)) {
     PyErr_SetString(PyExc_TypeError, "ASGI messages must be dicts.");
     return nullptr;
@@ -362,6 +412,23 @@ PyObject *request_send(PyObject *op, PyObject *message) {
   return nullptr;
 }
 
+// True when `exc` is, or was raised while handling or because of (its
+// __context__ / __cause__ chain), the ClientDisconnected of our send().
+bool caused_by_disconnect(PyObject *exc) {
+  for (int depth = 0; exc != nullptr && exc != Py_None && depth < 16; ++depth) {
+    if (PyObject_TypeCheck(exc, reinterpret_cast<PyTypeObject *>(names.client_disconnected))) return true;
+    if (!PyExceptionInstance_Check(exc)) return false;
+    PyObject *cause = PyException_GetCause(exc);  // new references
+    PyObject *context = PyException_GetContext(exc);
+    PyObject *next = cause != nullptr ? cause : context;
+    // The chain holds them alive: borrowed use is safe.
+    Py_XDECREF(cause);
+    Py_XDECREF(context);
+    exc = next;
+  }
+  return false;
+}
+
 // What the server does when the application's coroutine has ended: with an
 // exception `exc` (or nullptr), cancelled, or returned normally (`returned`:
 // its value, borrowed, nullptr for None). The checks and messages are
@@ -369,8 +436,16 @@ PyObject *request_send(PyObject *op, PyObject *message) {
 void complete_exchange(RequestObject *self, PyObject *exc, bool was_cancelled, PyObject *returned = nullptr) {
   AppServer &server = *self->server;
   if (exc != nullptr && exc != Py_None) {
-    server.log_exception("Exception in ASGI application\n", exc);
-    if (self->conn != nullptr) self->conn->fail_exchange();
+    if (self->disconnected && caused_by_disconnect(exc)) {
+      // Our own ClientDisconnected (perhaps wrapped, as Starlette's
+      // ClientDisconnect) after the client left is the expected end of the
+      // exchange, not an app error: a client that hangs up must not be able
+      // to fill the log with tracebacks.
+      server.log_exception("ASGI application ended by the client's disconnect\n", exc, "debug");
+    } else {
+      server.log_exception("Exception in ASGI application\n", exc);
+      if (self->conn != nullptr) self->conn->fail_exchange();
+    }
   } else if (was_cancelled) {
     if (self->conn != nullptr) self->conn->close_now(false);
   } else if (returned != nullptr && returned != Py_None) {
@@ -401,6 +476,7 @@ void complete_exchange(RequestObject *self, PyObject *exc, bool was_cancelled, P
 void request_dealloc(PyObject *op) {
   auto *self = reinterpret_cast<RequestObject *>(op);
   Py_CLEAR(self->receive_waiter);
+  Py_CLEAR(self->more_receive_waiters);
   Py_CLEAR(self->send_waiter);
   Py_CLEAR(self->unread_message);
   self->observer.~Observer();
@@ -469,7 +545,11 @@ PySendResult runner_am_send(PyObject *op, PyObject *arg, PyObject **result) {
     *result = nullptr;
     return PYGEN_ERROR;
   }
+  // A step: a response head the app holds when it ends goes out then.
+  Server &engine = self->request->server->engine;
+  engine.begin_step();
   PySendResult status = PyIter_Send(self->coro, arg, result);
+  end_app_step(engine);
   if (status == PYGEN_NEXT) return status;
   if (status == PYGEN_ERROR) return runner_failed(self, result);
   runner_finish(self, nullptr, false, *result);
@@ -601,6 +681,10 @@ PyAsyncMethods runner_async = {runner_await, nullptr, nullptr, runner_am_send};
 PyTypeObject RunnerType{};
 
 PyTypeObject RequestType{};
+
+Server &request_engine(PyObject *request) {
+  return reinterpret_cast<RequestObject *>(request)->server->engine;
+}
 
 void complete_request(PyObject *request, PyObject *exc, bool cancelled, PyObject *returned) {
   complete_exchange(reinterpret_cast<RequestObject *>(request), exc, cancelled, returned);
@@ -750,9 +834,11 @@ void start_request(AppServer &server, http1::Connection &conn, PyObject *scope) 
   self->server = &server;
   self->conn = &conn;
   self->receive_waiter = nullptr;
+  self->more_receive_waiters = nullptr;
   self->send_waiter = nullptr;
   self->unread_message = nullptr;
   self->disconnected = false;
+  self->cut_by_stop = false;
   self->response_started = false;
   self->response_complete = false;
   self->body_delivered = false;

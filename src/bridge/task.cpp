@@ -284,18 +284,24 @@ void task_step(TaskObject *self, PyObject *exc, bool enter_context) {
       PyErr_Format(PyExc_RuntimeError, "Cannot enter into task %R while another task %R is being executed.",
                    reinterpret_cast<PyObject *>(self), other);
     status = PYGEN_ERROR;
-  } else if (thrown == nullptr) {
-    status = PyIter_Send(self->coro, Py_None, &result);
   } else {
-    PyObject *method = PyObject_GetAttrString(self->coro, "throw");
-    result = method == nullptr ? nullptr : PyObject_CallOneArg(method, thrown);
-    Py_XDECREF(method);
-    status = result != nullptr ? PYGEN_NEXT : PYGEN_ERROR;
-    if (status == PYGEN_ERROR && PyErr_ExceptionMatches(PyExc_StopIteration)) {
-      PyErr_Clear();
-      result = Py_NewRef(Py_None);
-      status = PYGEN_RETURN;
+    // A step: a response head the app holds when it ends goes out then.
+    Server &engine = request_engine(self->request);
+    engine.begin_step();
+    if (thrown == nullptr) {
+      status = PyIter_Send(self->coro, Py_None, &result);
+    } else {
+      PyObject *method = PyObject_GetAttrString(self->coro, "throw");
+      result = method == nullptr ? nullptr : PyObject_CallOneArg(method, thrown);
+      Py_XDECREF(method);
+      status = result != nullptr ? PYGEN_NEXT : PYGEN_ERROR;
+      if (status == PYGEN_ERROR && PyErr_ExceptionMatches(PyExc_StopIteration)) {
+        PyErr_Clear();
+        result = Py_NewRef(Py_None);
+        status = PYGEN_RETURN;
+      }
     }
+    end_app_step(engine);
   }
   Py_XDECREF(thrown);
 

@@ -51,6 +51,22 @@ class Buffer {
     start_ += n;
     if (start_ == end_) start_ = end_ = 0;
   }
+  // Gives back memory beyond twice the buffered size, so that a few bytes
+  // left over from a large read do not keep the whole read's allocation.
+  void shrink_to_fit() {
+    size_t n = end_ - start_;
+    if (data_ == nullptr || cap_ <= 4096 || cap_ <= 2 * n) return;
+    if (start_ > 0) {
+      std::memmove(data_, data_ + start_, n);
+      start_ = 0;
+      end_ = n;
+    }
+    size_t want = n < 256 ? 256 : n;
+    char *smaller = static_cast<char *>(std::realloc(data_, want));
+    if (smaller == nullptr) return;  // keeping the larger block is fine
+    data_ = smaller;
+    cap_ = want;
+  }
   // Frees the memory when empty, so idle connections hold none.
   void release_if_empty() {
     if (empty() && data_ != nullptr) {

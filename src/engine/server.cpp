@@ -54,7 +54,7 @@ class Server::Listener final : public IoHandler {
         int err = errno;
         if (err == EAGAIN || err == EWOULDBLOCK) return;
         if (err == EINTR || err == ECONNABORTED) continue;
-        log_errno(LogLevel::Error, err, "accept on fd %d failed", fd_);
+        server_.accept_failed(fd_, err);
         // Out of file descriptors: stop accepting until the next tick instead
         // of spinning on a socket that stays readable.
         if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) pause();
@@ -128,7 +128,48 @@ void Server::adopt(int fd, const sockaddr_storage &addr, socklen_t len, const So
   if (!conn->start()) conn->close_now(false);
 }
 
+void Server::hold_head(http1::Connection *conn) {
+  if (!conn->head_listed) {
+    conn->head_listed = true;
+    held_heads_.push_back(conn);
+  }
+  if (step_depth_ == 0 && !flush_scheduled_ && flush_scheduler_ != nullptr) {
+    flush_scheduled_ = true;
+    flush_scheduler_(flush_scheduler_ctx_);
+  }
+}
+
+void Server::flush_held_heads() {
+  flush_scheduled_ = false;
+  // Sending may close a connection (which unlists it): work on a copy.
+  std::vector<http1::Connection *> held;
+  held.swap(held_heads_);
+  for (http1::Connection *conn : held) conn->head_listed = false;
+  for (http1::Connection *conn : held) conn->send_held_head();
+}
+
+void Server::accept_failed(int fd, int err) {
+  constexpr uint64_t kIntervalMs = 10000;
+  uint64_t now = loop_.now_ms();
+  ++accept_errors_;
+  if (accept_log_ms_ == 0 || now - accept_log_ms_ >= kIntervalMs || err != accept_errno_) {
+    if (accept_errors_ > 1)
+      log_errno(LogLevel::Error, err, "accept on fd %d failed (%llu times in the last %llu s)", fd,
+                static_cast<unsigned long long>(accept_errors_),
+                static_cast<unsigned long long>(accept_log_ms_ == 0 ? 0 : (now - accept_log_ms_ + 999) / 1000));
+    else
+      log_errno(LogLevel::Error, err, "accept on fd %d failed", fd);
+    accept_errors_ = 0;
+    accept_errno_ = err;
+    accept_log_ms_ = now;
+  }
+}
+
 void Server::retire(http1::Connection *conn) {
+  if (conn->head_listed) {
+    conn->head_listed = false;
+    std::erase(held_heads_, conn);
+  }
   if (conn->prev != nullptr)
     conn->prev->next = conn->next;
   else
@@ -144,7 +185,9 @@ void Server::retire(http1::Connection *conn) {
 }
 
 int Server::run_once(int timeout_ms) {
+  begin_step();
   int n = loop_.poll(timeout_ms);
+  end_step();
   for (http1::Connection *conn : graveyard_) delete conn;
   graveyard_.clear();
   flush_log();
@@ -220,6 +263,19 @@ void Server::begin_shutdown() {
     conn->close_when_idle();
     conn = next;
   }
+}
+
+size_t Server::cut_streams() {
+  size_t cut = 0;
+  for (http1::Connection *conn = connections_; conn != nullptr;) {
+    http1::Connection *next = conn->next;
+    if (conn->streaming()) {
+      conn->close_now(true);
+      ++cut;
+    }
+    conn = next;
+  }
+  return cut;
 }
 
 void Server::close_all() {

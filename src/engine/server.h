@@ -19,6 +19,7 @@ namespace pronghorn {
 
 struct ServerConfig {
   http1::Limits limits;
+  std::string root_path;  // --root-path, for the access log's path
   uint64_t keep_alive_timeout_ms = 5000;
   uint64_t header_timeout_ms = 10000;
   size_t limit_concurrency = 0;  // 0: no limit
@@ -84,6 +85,11 @@ class Server final : public IoHandler {
   // Graceful shutdown: stop accepting, close idle connections, close the
   // others once their current response is done.
   void begin_shutdown();
+  // During a graceful stop: closes the connections whose response has
+  // started, has no declared length and is still going (event streams and
+  // other long-lived responses that would hold the stop), as a disconnect
+  // (the app's receive() gets http.disconnect). Returns how many.
+  size_t cut_streams();
   void close_all();
   bool shutting_down() const { return shutting_down_; }
   size_t connection_count() const { return connection_count_; }
@@ -131,6 +137,31 @@ class Server final : public IoHandler {
            (connection_count_ > config_.limit_concurrency || active_requests_ > config_.limit_concurrency);
   }
   void append_log(std::string_view line);
+  // Writes the buffered access log now (before an error line goes to the
+  // log, so that a terminal shows the two in the order they happened).
+  void flush_log();
+
+  // ---- response heads held back (see Connection::start_response) ----
+  // A step is a stretch of code after which no more body bytes can join a
+  // held head in the same write: a pass of run_once(), or a step of a request
+  // task (the bridge brackets those). When the outermost step ends, held
+  // heads are sent. A head held outside any step asks the scheduler (the
+  // bridge: loop.call_soon) to call flush_held_heads() once, soon.
+  void begin_step() { ++step_depth_; }
+  void end_step() {
+    if (--step_depth_ == 0 && !held_heads_.empty()) flush_held_heads();
+  }
+  void hold_head(http1::Connection *conn);
+  void flush_held_heads();
+  void set_flush_scheduler(void (*schedule)(void *ctx), void *ctx) {
+    flush_scheduler_ = schedule;
+    flush_scheduler_ctx_ = ctx;
+  }
+  // A scratch area for reads that are appended to a partly filled buffer.
+  char *read_scratch(size_t n) {
+    if (read_scratch_.size() < n) read_scratch_.resize(n);
+    return read_scratch_.data();
+  }
   // Tells the supervisor (if any) that this worker is ready.
   void notify_ready() { send_control('R'); }
 
@@ -139,7 +170,6 @@ class Server final : public IoHandler {
  private:
   class Listener;
   void update_date();
-  void flush_log();
   void send_control(char message);
 
   ServerConfig config_;
@@ -166,6 +196,22 @@ class Server final : public IoHandler {
   std::string log_buf_;
   uint64_t last_heartbeat_ms_ = 0;
   bool recycle_requested_ = false;
+  std::vector<http1::Connection *> held_heads_;
+  int step_depth_ = 0;
+  bool flush_scheduled_ = false;
+  void (*flush_scheduler_)(void *) = nullptr;
+  void *flush_scheduler_ctx_ = nullptr;
+  std::vector<char> read_scratch_;
+  // Accept failures (EMFILE...) are logged once per interval, with a count.
+  uint64_t accept_errors_ = 0;
+  int accept_errno_ = 0;
+  uint64_t accept_log_ms_ = 0;
+
+ public:
+  // A failed accept(): logged at once, then at most once per interval with
+  // the number of failures since (the condition can last while the worker
+  // keeps serving its connections).
+  void accept_failed(int fd, int err);
 };
 
 }  // namespace pronghorn

@@ -55,6 +55,23 @@ std::string describe_status(int status) {
   return buf;
 }
 
+// The scheduler state of a process (/proc/PID/stat's third field: R, S, D,
+// T, t, Z...), or '?' when it cannot be read.
+char process_state(pid_t pid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  FILE *f = fopen(path, "r");
+  if (f == nullptr) return '?';
+  char buf[512];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  // The command name in parentheses may contain anything: the state follows
+  // the last ')'.
+  const char *close = strrchr(buf, ')');
+  return close != nullptr && close[1] == ' ' && close[2] != '\0' ? close[2] : '?';
+}
+
 struct Worker {
   pid_t pid = 0;
   int fd = -1;  // read end of the control pipe
@@ -733,17 +750,36 @@ void Supervisor::on_tick() {
     if (!w.ready || w.stopping) continue;
     uint64_t timeout_ms = static_cast<uint64_t>(opt_.healthcheck_timeout_s * 1000);
     if (timeout_ms > 0 && now - w.heartbeat_ms > timeout_ms) {
+      double silent_s = static_cast<double>(now - w.heartbeat_ms) / 1000.0;
       if (!w.dumped) {
         w.dumped = true;
         w.dump_ms = now;
-        log(LogLevel::Error,
-            "Worker [%d] has not answered for %.1f s: its event loop is blocked (a blocking call in an async "
-            "endpoint?). Its Python stack follows.",
-            w.pid, static_cast<double>(now - w.heartbeat_ms) / 1000.0);
+        // Say what the process is doing: only a running (or sleeping)
+        // process can run the handler that dumps its Python stack.
+        char state = process_state(w.pid);
+        if (state == 'T' || state == 't') {
+          log(LogLevel::Error,
+              "Worker [%d] has not answered for %.1f s: the process is stopped (state %c: SIGSTOP or a "
+              "debugger), so no Python stack can be dumped.",
+              w.pid, silent_s, state);
+        } else if (state == 'D') {
+          log(LogLevel::Error,
+              "Worker [%d] has not answered for %.1f s: the process is in uninterruptible sleep (state D: "
+              "waiting on a disk or a network file system); its Python stack follows if it wakes.",
+              w.pid, silent_s);
+        } else if (state == 'Z' || state == '?') {
+          log(LogLevel::Error, "Worker [%d] has not answered for %.1f s and has exited.", w.pid, silent_s);
+        } else {
+          log(LogLevel::Error,
+              "Worker [%d] has not answered for %.1f s: its event loop is blocked (a blocking call in an async "
+              "endpoint?). Its Python stack follows.",
+              w.pid, silent_s);
+        }
         kill(w.pid, SIGUSR2);
       } else if (now - w.dump_ms >= kStackDumpGraceMs) {
-        log(LogLevel::Error, "Killing worker [%d]: event loop blocked for %.1f s; starting a replacement", w.pid,
-            static_cast<double>(now - w.heartbeat_ms) / 1000.0);
+        char state = process_state(w.pid);
+        log(LogLevel::Error, "Killing worker [%d]: %s for %.1f s; starting a replacement", w.pid,
+            state == 'T' || state == 't' ? "stopped" : "event loop blocked", silent_s);
         w.stopping = true;
         pid_t pid = w.pid;
         kill(pid, SIGKILL);

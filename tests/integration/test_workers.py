@@ -642,6 +642,26 @@ def test_blocked_event_loop_is_dumped_and_replaced(start):
     wait_pid_serves(srv.port, replacement)
 
 
+def test_stopped_worker_is_reported_as_stopped_and_replaced(start):
+    """A worker stopped with SIGSTOP cannot dump its stack: the log says it is stopped,
+    not that a stack follows, and it is replaced."""
+    srv = start("--timeout-worker-healthcheck", "1", workers=2)
+    first = started_pids(srv)
+    victim = first[0]
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        m = srv.wait_for_log(rf"ERROR:    Worker \[{victim}\] has not answered for (\d+\.\d) s: (.*)", timeout=10)
+        assert "the process is stopped (state T" in m.group(2), m.group(0)
+        assert "stack follows" not in m.group(2)
+        srv.wait_for_log(rf"ERROR:    Killing worker \[{victim}\]: stopped for \d+\.\d s; starting a replacement",
+                         timeout=5)
+        wait_until(lambda: not alive(victim), 5, "the stopped worker to be gone", srv)
+        wait_ready_workers(srv, 3)
+    finally:
+        if alive(victim):
+            os.kill(victim, signal.SIGCONT)
+
+
 # -- preload --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("preload", [True, False])

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdio>
 
+#include "engine/http/target.h"
 #include "engine/log.h"
 #include "engine/server.h"
 
@@ -88,7 +89,7 @@ void Connection::update_interest() {
     case Phase::Head:
       // After a graceful stop began, a connection that served a request reads
       // nothing more (its next request would not be served).
-      reading = !(stop_after_response_ && exchanges_ > 0);
+      reading = !(stop_after_response_ && exchanges_ > 0) && !pipeline_paused_;
       break;
     case Phase::Lingering: reading = true; break;
     case Phase::Active:
@@ -156,18 +157,32 @@ void Connection::handle_readable() {
     process_input();
     return;
   }
-  char *dst = in_.prepare(kReadSize);
+  // With nothing buffered, read straight into the input buffer (no copy);
+  // otherwise (a head arriving in pieces) read into the server's scratch
+  // buffer and append only what came, so that the input buffer grows by
+  // what is needed and a slow head costs its own size, not 64 KiB or more.
+  bool direct = in_.empty();
+  char *dst = direct ? in_.prepare(kReadSize) : server_.read_scratch(kReadSize);
   ssize_t n = read_some(dst, kReadSize);
-  if (n < 0) return;
+  if (n < 0) {
+    if (!closed_) in_.release_if_empty();
+    return;
+  }
   if (phase_ == Phase::Lingering || phase_ == Phase::Closing) {
     in_.consume(in_.size());
     in_.release_if_empty();
     return;
   }
-  in_.commit(static_cast<size_t>(n));
+  if (direct)
+    in_.commit(static_cast<size_t>(n));
+  else
+    in_.append(dst, static_cast<size_t>(n));
   process_input();
-  // Idle and long-running connections hold no read buffer.
-  if (!closed_) in_.release_if_empty();
+  if (closed_) return;
+  // Idle and long-running connections hold no read buffer, and a partial
+  // head keeps only its own size.
+  in_.release_if_empty();
+  in_.shrink_to_fit();
 }
 
 void Connection::process_input() {
@@ -196,6 +211,12 @@ void Connection::process_once() {
     if (phase_ == Phase::Head) {
       // After a graceful stop began, only a connection's first request is served.
       if (in_.empty() || (stop_after_response_ && exchanges_ > 0)) return;
+      if (out_bytes_ > server_.config().write_high_water) {
+        // Responses to earlier requests are still queued: the next one waits
+        // until they drain (flush() resumes), and reading stops meanwhile.
+        pipeline_paused_ = true;
+        return;
+      }
       Result r = parser_.parse(in_.data(), in_.size(), head_);
       if (r.status == Status::Incomplete) {
         if (deadline_kind_ != Deadline::Header) set_deadline(Deadline::Header, server_.config().header_timeout_ms);
@@ -259,8 +280,12 @@ void Connection::begin_exchange(size_t head_len) {
   body_done_ = decoder_.done();
   if (server_.config().access_log) {
     method_.assign(head_.method);
-    target_.assign(head_.target);
+    target_.clear();
+    http::append_log_target(target_, server_.config().root_path, head_.target);
   }
+  // Nothing serves an upgrade yet: the request goes to the app as plain HTTP
+  // (uvicorn does the same, with this warning).
+  if (head_.upgrade) log(LogLevel::Warning, "Unsupported upgrade request.");
   set_deadline(Deadline::None, 0);
   parser_.reset();
   // The head's views stay valid: consume() moves an index, and nothing writes
@@ -356,6 +381,10 @@ const char *Connection::start_response(int status, const HeaderList &headers) {
   keep_alive_ = plan_.keep_alive;
   response_ = ResponseState::Started;
   head_pending_ = true;
+  // Held to go out with the first body bytes in one write; if the step of
+  // the event loop ends first, the server sends it alone (uvicorn writes it
+  // at http.response.start: a slow stream's client sees the head at once).
+  server_.hold_head(this);
   if (server_.config().access_log) write_access_log(status);
   return nullptr;
 }
@@ -512,7 +541,25 @@ void Connection::fail_exchange() {
     finish_response();
     return;
   }
-  if (response_ == ResponseState::Started) close_now(false);
+  if (response_ == ResponseState::Started) {
+    // The client gets what was sent, then the close (an unfinished body):
+    // the head, if still held, and any queued output go out first.
+    send_held_head();
+    if (closed_) return;
+    response_ = ResponseState::Done;
+    server_.request_finished();
+    detach_observer(false);
+    if (closed_) return;
+    keep_alive_ = false;
+    begin_close(false);
+  }
+}
+
+void Connection::send_held_head() {
+  if (!head_pending_ || closed_) return;
+  head_pending_ = false;
+  iovec iov{head_buf_.data(), head_buf_.size()};
+  send_iov(&iov, 1);
 }
 
 void Connection::close_when_idle() {
@@ -718,6 +765,10 @@ void Connection::flush() {
   if (wants_writable_ && out_bytes_ <= server_.config().write_low_water) {
     wants_writable_ = false;
     if (observer_ != nullptr) observer_->on_writable();
+  }
+  if (pipeline_paused_ && !closed_ && out_bytes_ <= server_.config().write_low_water) {
+    pipeline_paused_ = false;
+    process_input();
   }
   if (closed_ || !out_.empty()) return;
   // The idle keep-alive time counts from when the response has gone out.

@@ -83,12 +83,25 @@ class Connection final : public IoHandler {
   const char *start_response(int status, const HeaderList &headers);
   bool response_started() const { return response_ != ResponseState::NotStarted; }
   bool response_complete() const { return response_ == ResponseState::Done; }
+  // A response has started, has no declared length (chunked or delimited by
+  // the close) and is not complete: a stream, as a graceful stop sees it.
+  bool streaming() const {
+    return !closed_ && phase_ == Phase::Active && response_ == ResponseState::Started &&
+           (plan_.framing == Framing::Chunked || plan_.framing == Framing::CloseDelimited);
+  }
   WriteStatus write_body(const char *data, size_t len, bool more);
   // Sends [offset, offset+len) of file_fd (taking ownership of the fd) as the
   // rest of the body.
   WriteStatus send_file(int file_fd, uint64_t offset, uint64_t len);
-  // The application failed: 500 if nothing was sent yet, else close.
+  // The application failed: 500 if nothing was sent yet; else what was sent
+  // goes out (a head held back included, as uvicorn has sent it at
+  // http.response.start) and the connection closes.
   void fail_exchange();
+  // Sends the response head that start_response() held back to go out with
+  // the first body bytes, if it is still held (the server calls this when
+  // the step of the event loop that started the response ends).
+  void send_held_head();
+  bool head_listed = false;  // in the server's list of held heads
   // Stops after the current response (graceful shutdown); closes now if idle.
   void close_when_idle();
   void close_now(bool disconnected);
@@ -160,6 +173,10 @@ class Connection final : public IoHandler {
   bool stop_after_response_ = false;
   bool head_method_ = false;
   bool head_pending_ = false;  // response head built but not yet written
+  // The next pipelined request waits while this connection's unsent output
+  // is above the high-water mark (a client that sends and never reads must
+  // not make the server buffer responses without bound).
+  bool pipeline_paused_ = false;
   bool wants_writable_ = false;
   bool send_in_flight_ = false;
   bool linger_ = false;
@@ -180,7 +197,7 @@ class Connection final : public IoHandler {
   ResponsePlan plan_;
   std::string head_buf_;
   uint64_t body_sent_ = 0;
-  std::string method_, target_;  // for the access log
+  std::string method_, target_;  // for the access log (target_: uvicorn's quoted path and query)
 
   std::deque<OutChunk> out_;
   size_t out_bytes_ = 0;
