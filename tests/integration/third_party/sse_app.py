@@ -6,6 +6,9 @@ Routes:
   /polling?id=ID    the documented pattern: the generator checks ``await request.is_disconnected()``
                     before each event (one every 0.1 s) and stops when it is True
   /finite?n=N       N events, then the end of the response
+  /plain?id=ID      not SSE: Starlette's own StreamingResponse, a line "tick N" every 0.2 s, forever
+                    (with ASGI spec 2.4 Starlette stops listening for http.disconnect and relies on
+                    send() raising OSError)
 
 Each generator appends lines "ROUTE ID start|closed|disconnected MONOTONIC_TIME [DETAIL]" to the
 file named by PRONGHORN_TEST_SSE_LOG (and prints them to stdout), "closed" from its finally block,
@@ -22,7 +25,7 @@ import time
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse
+from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
 LOG = os.environ.get("PRONGHORN_TEST_SSE_LOG")
@@ -106,6 +109,26 @@ async def finite(request: Request):
     return EventSourceResponse(events(), ping=0)
 
 
+async def plain(request: Request):
+    ident = request.query_params.get("id", "-")
+
+    async def lines():
+        record("plain", ident, "start")
+        i = 0
+        try:
+            while True:
+                yield f"tick {i}\n".encode()
+                i += 1
+                await asyncio.sleep(0.2)
+        except BaseException as e:
+            record("plain", ident, "interrupted", type(e).__name__)
+            raise
+        finally:
+            record("plain", ident, "closed")
+
+    return StreamingResponse(lines(), media_type="text/plain")
+
+
 async def root(request: Request):
     return PlainTextResponse("sse app")
 
@@ -116,4 +139,5 @@ app = Starlette(routes=[
     Route("/delayed", delayed),
     Route("/polling", polling),
     Route("/finite", finite),
+    Route("/plain", plain),
 ])
