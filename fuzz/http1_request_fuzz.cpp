@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "engine/http/target.h"
 #include "engine/http1/parser.h"
 
 using pronghorn::http1::BodyDecoder;
@@ -79,6 +80,28 @@ void check_head(const RequestHead &head, const char *buf, size_t len, const Limi
       CHECK(h.value.back() != ' ' && h.value.back() != '\t');
     }
   }
+  // The target rules the bridge and the access log use (engine/http/target.h).
+  pronghorn::http::TargetParts parts = pronghorn::http::split_target(head.target);
+  CHECK(!parts.path.empty());
+  std::string logged;
+  pronghorn::http::append_log_target(logged, "/root", head.target);
+  size_t query_at = parts.query.empty() ? logged.size() : logged.size() - parts.query.size() - 1;
+  for (size_t i = 0; i < query_at; ++i) {
+    char c = logged[i];
+    bool safe = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+                c == '-' || c == '~' || c == '/';
+    if (c == '%') {
+      CHECK(i + 2 < query_at);
+      i += 2;
+    } else {
+      CHECK(safe);
+    }
+  }
+  std::string decoded;
+  pronghorn::http::append_percent_decoded(decoded, parts.path);
+  CHECK(decoded.size() <= parts.path.size());
+  std::string text = pronghorn::http::utf8_with_replacement(decoded);
+  CHECK(pronghorn::http::utf8_with_replacement(text) == text);  // valid UTF-8: unchanged
   if (head.framing != BodyFraming::Length) CHECK(head.content_length == 0);
   if (head.framing == BodyFraming::None) CHECK(!head.expect_continue);
   if (head.version_minor == 1) {
@@ -173,7 +196,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   CHECK(r.status == one.status);
   if (r.status == Status::Error) {
     int status = parser.error().status;
-    CHECK(status == 400 || status == 414 || status == 431 || status == 501 || status == 505);
+    CHECK(status == 400 || status == 405 || status == 414 || status == 431 || status == 501 || status == 505);
     CHECK(status == one_parser.error().status);
     CHECK(parser.error().reason != nullptr && parser.error().reason[0] != '\0');
     return 0;

@@ -99,14 +99,21 @@ Result RequestHeadParser::parse(char *buf, size_t len, RequestHead &out) {
     char *start = buf + pos_;
     size_t available = len - pos_;
     char *newline = static_cast<char *>(memchr(start, '\n', available));
+    // RFC 9112 §2.2: a bare CR must be rejected or replaced; we reject. A CR
+    // followed by anything but LF can never end a line, so a head of bare
+    // CRs is refused as soon as one is seen, not after the header timeout.
+    // The same bytes are scanned whether the line is complete or not (those
+    // before the length limit that applies to it, checked first), so that
+    // the status does not depend on how reads split a line.
+    size_t length_limit = limits_.max_head - pos_;
+    if (!have_request_line_ && limits_.max_request_line < length_limit) length_limit = limits_.max_request_line;
+    size_t bare_cr_scan = newline != nullptr ? static_cast<size_t>(newline - start) : available;
+    bare_cr_scan = bare_cr_scan > 0 ? bare_cr_scan - 1 : 0;  // a final CR may be followed by its LF
+    if (bare_cr_scan > length_limit) bare_cr_scan = length_limit;
+    if (memchr(start, '\r', bare_cr_scan) != nullptr) return fail(400, "bare CR in request head", len);
     if (newline == nullptr) {
       // A byte of the request itself (not a blank line's CR) makes the parser started.
       if (available > 1 || (available == 1 && start[0] != '\r')) started_ = true;
-      // A CR followed by anything but LF can never end a line: a head that
-      // uses bare CRs only is refused now, not after the header timeout. (A
-      // final CR may still get its LF.)
-      if (available > 1 && memchr(start, '\r', available - 1) != nullptr)
-        return fail(400, "bare CR in request head", len);
       if (!have_request_line_ && available > limits_.max_request_line) {
         // A final CR may end the line (RFC 9112 §2.2: CRLF) with its LF still in
         // flight: it does not count, or a line of exactly max_request_line bytes
@@ -132,8 +139,6 @@ Result RequestHeadParser::parse(char *buf, size_t len, RequestHead &out) {
     // which lets a front end and this server disagree on where a line ends.
     if (newline == start || newline[-1] != '\r') return fail(400, "bare LF in request head", len);
     size_t n = line_with_lf - 2;
-    // RFC 9112 §2.2: a bare CR must be rejected or replaced; we reject.
-    if (memchr(start, '\r', n) != nullptr) return fail(400, "bare CR in request head", len);
     pos_ += line_with_lf;
     ++line_count_;
 
