@@ -101,6 +101,45 @@ def test_smuggling_rejected(raw_server, name):
     assert b"404" not in resp and b"smuggled" not in resp
 
 
+# Found accepted by a hostile-client battery (issue 14): each gets 400 before the app runs.
+STRICT = {
+    "cl_trailing_comma": b"POST /strict HTTP/1.1\r\nHost: x\r\nContent-Length: 3,\r\n\r\nabc",
+    "cl_leading_comma": b"POST /strict HTTP/1.1\r\nHost: x\r\nContent-Length: ,3\r\n\r\nabc",
+    "chunk_size_then_space": b"POST /strict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             b"5 \r\nhello\r\n0\r\n\r\n",
+    "trailer_without_colon": b"POST /strict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             b"5\r\nhello\r\n0\r\nX-Trailer\r\n\r\n",
+    "host_space": b"GET /strict HTTP/1.1\r\nHost: a b\r\n\r\n",
+    "host_userinfo_path": b"GET /strict HTTP/1.1\r\nHost: a@b/c\r\n\r\n",
+    "host_list": b"GET /strict HTTP/1.1\r\nHost: a, b\r\n\r\n",
+    "host_tab": b"GET /strict HTTP/1.1\r\nHost: a\tb\r\n\r\n",
+    "host_slash": b"GET /strict HTTP/1.1\r\nHost: a/b\r\n\r\n",
+}
+
+
+@pytest.mark.pronghorn_only
+@pytest.mark.parametrize("name", list(STRICT))
+def test_strict_framing_and_host_400(raw_server, name):
+    _expect_error_and_close(raw_server, STRICT[name])
+    time.sleep(0.3)  # the access log is written in batches
+    assert "/strict" not in raw_server.stdout, "the app was called"
+    assert "Invalid HTTP request received" in raw_server.stderr
+
+
+@pytest.mark.pronghorn_only
+def test_connect_405(raw_server):
+    resp = _expect_error_and_close(raw_server, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+                                   status=405)
+    assert b"Method Not Allowed" in resp
+
+
+@pytest.mark.pronghorn_only
+def test_head_of_bare_crs_answered_at_once(raw_server):
+    t0 = time.monotonic()
+    _expect_error_and_close(raw_server, b"GET /strict HTTP/1.1\rHost: x\r\r", timeout=3)
+    assert time.monotonic() - t0 < 2.0  # not the 10 s header timeout
+
+
 @pytest.mark.pronghorn_only
 def test_http2_request_line_505(raw_server):
     _expect_error_and_close(raw_server, b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", status=505)

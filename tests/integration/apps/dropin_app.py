@@ -10,6 +10,7 @@ Raw ASGI routes:
   /background?out=FILE  leaves a task running that writes FILE in its `finally`, answers at once
   /slow?delay=F         answers after F seconds
   /echo                 echoes the request body
+  /big?n=N              N bytes with content-length
 Starlette routes (under /st):
   /st/stream?out=FILE   StreamingResponse of a generator that yields every 0.1 s; its `finally`
                         writes the time it ran to FILE
@@ -151,6 +152,11 @@ async def app(scope, receive, send):
         await asyncio.sleep(float(q.get("delay", "1")))
         await send(start)
         await send({"type": "http.response.body", "body": b"slow done"})
+    elif path == "/big":
+        n = int(q.get("n", "102400"))
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/octet-stream"), (b"content-length", str(n).encode())]})
+        await send({"type": "http.response.body", "body": b"b" * n})
     elif path == "/echo":
         body = b""
         while True:
