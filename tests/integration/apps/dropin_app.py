@@ -108,12 +108,15 @@ async def app(scope, receive, send):
     start = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
 
     if path == "/stream-watched":
-        received: list[list] = []
+        received: list[list] = []  # per watcher
+        in_order: list[str] = []  # body bytes in the order the watchers received them
 
         async def watch(slot: list) -> None:
             while True:
                 message = await receive()
-                slot.append([message["type"], message.get("body", b"").decode("latin-1"), message.get("more_body")])
+                body = message.get("body", b"").decode("latin-1")
+                slot.append([message["type"], body, message.get("more_body")])
+                in_order.append(body)
                 if message["type"] == "http.disconnect":
                     return
 
@@ -126,7 +129,7 @@ async def app(scope, receive, send):
         while not all(w.done() for w in watchers):
             await send({"type": "http.response.body", "body": b"tick\n", "more_body": True})
             await asyncio.sleep(0.05)
-        _write(q["out"], received)
+        _write(q["out"], {"watchers": received, "body": "".join(in_order)})
     elif path == "/slow-head":
         await send(start)
         await asyncio.sleep(float(q.get("delay", "2")))
