@@ -102,8 +102,8 @@ def server_specs() -> Dict[str, ServerSpec]:
     gworker = _gunicorn_worker_class()
     gunicorn_extra = _gunicorn_extra_args() if _has("gunicorn") else []
 
-    def pronghorn(*extra: str) -> Callable[[str, int, int], List[str]]:
-        return lambda app, port, w: [PY, "-m", "pronghorn", app, "--host", HOST, "--port", str(port),
+    def pronghorn(*extra: str, python: str = PY) -> Callable[[str, int, int], List[str]]:
+        return lambda app, port, w: [python, "-m", "pronghorn", app, "--host", HOST, "--port", str(port),
                                      "--workers", str(w), "--no-access-log", "--lifespan", "off",
                                      "--loop", "uvloop", "--log-level", "warning",
                                      "--timeout-keep-alive", str(KEEP_ALIVE_S), *extra]
@@ -116,6 +116,13 @@ def server_specs() -> Dict[str, ServerSpec]:
         **{f"pronghorn-{flag}": ServerSpec(f"pronghorn-{flag}", "pronghorn", "pronghorn", pronghorn(f"--{flag}"),
                                            note=f"--loop uvloop --lifespan off --{flag}")
            for flag in ("send-thread", "no-send-thread", "asyncio-tasks")},
+        # Another build of Pronghorn (an earlier commit installed in its own venv), for
+        # before/after comparisons in one interleaved run: PRONGHORN_BASE_PYTHON=/path/venv/bin/python
+        # and --servers pronghorn,pronghorn-base.
+        **({"pronghorn-base": ServerSpec("pronghorn-base", "pronghorn", "pronghorn",
+                                         pronghorn(python=os.environ["PRONGHORN_BASE_PYTHON"]),
+                                         note="PRONGHORN_BASE_PYTHON's build, --loop uvloop --lifespan off")}
+           if os.environ.get("PRONGHORN_BASE_PYTHON") else {}),
         "uvicorn": ServerSpec(
             "uvicorn", "uvicorn", "uvicorn",
             lambda app, port, w: [PY, "-m", "uvicorn", app, "--host", HOST, "--port", str(port),
@@ -893,7 +900,8 @@ def write_chart(data: dict, out: Path) -> Optional[str]:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--servers", help=f"comma-separated subset of {','.join(ALL_SERVERS)} and the variants "
-                                     "pronghorn-send-thread, pronghorn-no-send-thread, pronghorn-asyncio-tasks (default: all; smoke: "
+                                     "pronghorn-send-thread, pronghorn-no-send-thread, pronghorn-asyncio-tasks, pronghorn-base "
+                                     "(with PRONGHORN_BASE_PYTHON) (default: all; smoke: "
                                      f"{','.join(SMOKE_SERVERS)})")
     p.add_argument("--workloads", help="comma-separated subset of " + ",".join(w.name for w in WORKLOADS))
     p.add_argument("--rounds", type=int, default=3)
