@@ -141,11 +141,14 @@ void Server::hold_head(http1::Connection *conn) {
 
 void Server::flush_held_heads() {
   flush_scheduled_ = false;
-  // Sending may close a connection (which unlists it): work on a copy.
-  std::vector<http1::Connection *> held;
-  held.swap(held_heads_);
-  for (http1::Connection *conn : held) conn->head_listed = false;
-  for (http1::Connection *conn : held) conn->send_held_head();
+  // Each is unlisted before its head is sent: a send that closes a
+  // connection unlists that one (Server::retire), not the one in hand.
+  while (!held_heads_.empty()) {
+    http1::Connection *conn = held_heads_.back();
+    held_heads_.pop_back();
+    conn->head_listed = false;
+    conn->send_held_head();
+  }
 }
 
 void Server::accept_failed(int fd, int err) {

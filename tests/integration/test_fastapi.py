@@ -100,9 +100,17 @@ def test_file_response_head(client):
     assert r.content == b""
 
 
+def test_pathsend_not_offered_by_default(client):
+    """As under uvicorn: Starlette's FileResponse sends the file as body messages (so that
+    its GZipMiddleware compresses it)."""
+    assert client.get("/pathsend-offered").json() == {"pathsend": False}
+
+
 @pytest.mark.pronghorn_only
-def test_pathsend_offered_to_starlette(client):
-    assert client.get("/pathsend-offered").json() == {"pathsend": True}
+def test_pathsend_offered_to_starlette_with_the_option(server_factory, fastapi_workdir):
+    srv = server_factory("apps.fastapi_app:app", "--asgi-pathsend",
+                         env={"PRONGHORN_TEST_WORKDIR": str(fastapi_workdir)})
+    assert httpx.get(f"{srv.url}/pathsend-offered", timeout=10).json() == {"pathsend": True}
 
 
 def test_background_task(client, fastapi_workdir):
