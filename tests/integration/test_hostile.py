@@ -42,6 +42,7 @@ def test_pipelined_flood_is_bounded_and_delivered(server_factory):
             assert resp.status == 200, i
             assert len(resp.body) == size, i
     grown_mib = (peak - before) / 1024
+    print(f"pipelined flood: the worker grew by {grown_mib:.1f} MiB")
     assert grown_mib < 16, f"the worker grew by {grown_mib:.1f} MiB while the client did not read"
 
 
@@ -61,6 +62,7 @@ def test_slow_heads_cost_little_memory(server_factory):
             s.sendall(b"Host: x\r\nX-Slow: 1\r\n")
         after = _settle_rss(srv)
         per_connection_kib = (after - before) / len(socks)
+        print(f"slow heads: {per_connection_kib:.2f} KiB per connection")
         assert per_connection_kib < 8, f"{per_connection_kib:.1f} KiB per slow connection"
         # The heads can still be completed and answered.
         for s in socks[:20]:
