@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/http1/connection.h"
+#include "engine/http/exchange.h"
 #include "engine/server.h"
 
 namespace pronghorn::bridge {
@@ -58,7 +58,7 @@ struct AppServer;
 extern PyTypeObject RequestType;
 // Creates the request object for an exchange, attaches it to the connection
 // and starts the application task. Errors are handled inside (500).
-void start_request(AppServer &server, http1::Connection &conn, PyObject *scope);
+void start_request(AppServer &server, http::Exchange &exchange, PyObject *scope);
 bool init_request_type();
 // What the server does when the app's coroutine for `request` (a Request
 // object) has ended: with exception `exc` (or nullptr), cancelled, or normally
@@ -97,9 +97,9 @@ struct TrustedNetwork {
 // The Python-facing server: owns the engine and what ASGI needs.
 struct AppServer final : public RequestDispatcher {
   explicit AppServer(ServerConfig config) : engine(std::move(config)) {}
-  void on_request(http1::Connection &conn, const http1::RequestHead &head) override;
+  void on_request(http::Exchange &exchange, const http::RequestHead &head) override;
   bool trusted(const SocketAddress &peer) const;
-  PyObject *build_scope(http1::Connection &conn, const http1::RequestHead &head);
+  PyObject *build_scope(http::Exchange &exchange, const http::RequestHead &head);
   bool init_scope_template();
   // The `server` tuple for a connection accepted on `local` (new reference).
   PyObject *server_tuple(const SocketAddress &local);

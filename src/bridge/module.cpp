@@ -45,6 +45,12 @@ PyObject *decode_path(std::string_view prefix, std::string_view raw) {
   return PyUnicode_DecodeUTF8(out.data(), static_cast<Py_ssize_t>(out.size()), "replace");
 }
 
+PyObject *http_version_object(std::string_view version) {
+  if (version == "1.0") return Py_NewRef(names.v1_0);
+  if (version == "1.1") return Py_NewRef(names.v1_1);
+  return PyUnicode_FromStringAndSize(version.data(), static_cast<Py_ssize_t>(version.size()));
+}
+
 PyObject *method_object(std::string_view method) {
   static const char *const kMethods[] = {"GET",     "POST",  "PUT",     "DELETE", "HEAD",
                                          "OPTIONS", "PATCH", "CONNECT", "TRACE"};
@@ -200,7 +206,7 @@ void AppServer::log_error(const char *message) {
   Py_XDECREF(r);
 }
 
-PyObject *AppServer::build_scope(http1::Connection &conn, const http1::RequestHead &head) {
+PyObject *AppServer::build_scope(http::Exchange &exchange, const http::RequestHead &head) {
   http::TargetParts target = http::split_target(head.target);
   std::string_view raw_path = target.path, query = target.query;
 
@@ -215,7 +221,7 @@ PyObject *AppServer::build_scope(http1::Connection &conn, const http1::RequestHe
     return rc == 0;
   };
   bool ok = set(names.asgi, PyDict_Copy(spec_2_4 ? names.asgi_template_2_4 : names.asgi_template)) &&
-            (head.version_minor == 1 || set(names.http_version, Py_NewRef(names.v1_0))) &&
+            (head.http_version == "1.1" || set(names.http_version, http_version_object(head.http_version))) &&
             set(names.method, method_object(head.method)) && set(names.path, decode_path(root_path_utf8, raw_path));
   if (ok) {
     PyObject *raw = nullptr;
@@ -234,7 +240,7 @@ PyObject *AppServer::build_scope(http1::Connection &conn, const http1::RequestHe
   PyObject *headers = ok ? PyList_New(static_cast<Py_ssize_t>(head.headers.size())) : nullptr;
   if (headers != nullptr) {
     Py_ssize_t i = 0;
-    for (const http1::Header &h : head.headers) {
+    for (const http::Header &h : head.headers) {
       if (proxy_headers) {
         if (h.name == "x-forwarded-for")
           forwarded_for = h.value;
@@ -258,7 +264,7 @@ PyObject *AppServer::build_scope(http1::Connection &conn, const http1::RequestHe
   // Proxy headers count only when the direct peer is trusted.
   PyObject *scheme = Py_NewRef(names.scheme_http);
   PyObject *client = nullptr;
-  if (ok && proxy_headers && (!forwarded_for.empty() || !forwarded_proto.empty()) && trusted(conn.peer())) {
+  if (ok && proxy_headers && (!forwarded_for.empty() || !forwarded_proto.empty()) && trusted(exchange.peer())) {
     std::string_view proto = trim(forwarded_proto);
     if (proto == "https" || proto == "wss") Py_SETREF(scheme, Py_NewRef(names.scheme_https));
     if (!forwarded_for.empty()) {
@@ -289,7 +295,7 @@ PyObject *AppServer::build_scope(http1::Connection &conn, const http1::RequestHe
       }
     }
   }
-  if (client == nullptr) client = address_tuple(conn.peer());
+  if (client == nullptr) client = address_tuple(exchange.peer());
   if (!ok) {
     Py_XDECREF(scheme);
     Py_XDECREF(client);
@@ -299,7 +305,7 @@ PyObject *AppServer::build_scope(http1::Connection &conn, const http1::RequestHe
   // set() consumes its value: call both, then combine.
   bool scheme_set = scheme == names.scheme_http ? (Py_DECREF(scheme), true) : set(names.scheme, scheme);
   bool client_set = set(names.client, client);
-  ok = scheme_set && client_set && set(names.server, server_tuple(conn.local())) &&
+  ok = scheme_set && client_set && set(names.server, server_tuple(exchange.local())) &&
        (!pathsend || set(names.extensions, PyDict_Copy(names.extensions_template)));
   if (!ok) {
     Py_DECREF(scope);
@@ -342,16 +348,16 @@ PyObject *AppServer::server_tuple(const SocketAddress &local) {
   return Py_NewRef(server_tuple_cache);
 }
 
-void AppServer::on_request(http1::Connection &conn, const http1::RequestHead &head) {
-  PyObject *scope = build_scope(conn, head);
+void AppServer::on_request(http::Exchange &exchange, const http::RequestHead &head) {
+  PyObject *scope = build_scope(exchange, head);
   if (scope == nullptr) {
     PyObject *exc = take_exception();
     log_exception("Cannot build the ASGI scope\n", exc);
     Py_XDECREF(exc);
-    conn.fail_exchange();
+    exchange.fail();
     return;
   }
-  start_request(*this, conn, scope);
+  start_request(*this, exchange, scope);
   Py_DECREF(scope);
 }
 

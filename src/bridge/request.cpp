@@ -16,7 +16,7 @@ namespace {
 
 struct RequestObject;
 
-class Observer final : public http1::ExchangeObserver {
+class Observer final : public http::ExchangeObserver {
  public:
   explicit Observer(RequestObject *owner) : owner_(owner) {}
   void on_body_ready() override;
@@ -30,7 +30,7 @@ class Observer final : public http1::ExchangeObserver {
 struct RequestObject {
   PyObject_HEAD Observer observer;
   AppServer *server;
-  http1::Connection *conn;   // nullptr once the connection let go of us
+  http::Exchange *conn;      // nullptr once the exchange let go of us
   // Futures of receive() calls waiting, oldest first: the first in
   // receive_waiter, any others in the list more_receive_waiters (several
   // tasks may wait at once, e.g. one watching for a disconnect while another
@@ -52,7 +52,7 @@ PyObject *disconnect_message() {
 
 // Builds the next http.request message from the connection's body buffer.
 PyObject *body_message(RequestObject *self) {
-  http1::Connection &conn = *self->conn;
+  http::Exchange &conn = *self->conn;
   Buffer &buf = conn.body_buffer();
   PyObject *body = buf.empty() ? Py_NewRef(names.empty_bytes)
                                : PyBytes_FromStringAndSize(buf.data(), static_cast<Py_ssize_t>(buf.size()));
@@ -214,7 +214,7 @@ PyObject *request_receive(PyObject *op, PyObject *) {
     return ready(message);
   }
   if (self->conn == nullptr) return ready(disconnect_message());
-  http1::Connection &conn = *self->conn;
+  http::Exchange &conn = *self->conn;
   if (!self->body_delivered) {
     if (!conn.body_buffer().empty() || conn.body_complete()) {
       PyObject *message = body_message(self);
@@ -236,7 +236,7 @@ PyObject *request_receive(PyObject *op, PyObject *) {
 // Fills `out` with views into the header bytes. `*keep` receives the sequence
 // that owns them (a new list when `headers` is not a list or tuple): the caller
 // releases it only after the views are used.
-bool parse_headers(PyObject *headers, http1::HeaderList &out, PyObject **keep) {
+bool parse_headers(PyObject *headers, http::HeaderList &out, PyObject **keep) {
   *keep = nullptr;
   if (headers == nullptr || headers == Py_None) return true;
   PyObject *seq = PySequence_Fast(headers, "ASGI 'headers' must be an iterable of [name, value] pairs.");
@@ -264,20 +264,20 @@ bool parse_headers(PyObject *headers, http1::HeaderList &out, PyObject **keep) {
   return true;
 }
 
-PyObject *finish_write(RequestObject *self, http1::WriteStatus status) {
+PyObject *finish_write(RequestObject *self, http::WriteStatus status) {
   switch (status) {
-    case http1::WriteStatus::Ok: return ready_none();
-    case http1::WriteStatus::Blocked:
+    case http::WriteStatus::Ok: return ready_none();
+    case http::WriteStatus::Blocked:
       if (self->conn == nullptr) return ready_none();
       return new_waiter(self, self->send_waiter);
-    case http1::WriteStatus::Closed:
+    case http::WriteStatus::Closed:
       self->disconnected = true;
       if (!self->server->spec_2_4) return ready_none();
       return raise_disconnected();
-    case http1::WriteStatus::TooLong:
+    case http::WriteStatus::TooLong:
       PyErr_SetString(PyExc_RuntimeError, "Response content longer than Content-Length");
       return nullptr;
-    case http1::WriteStatus::TooShort:
+    case http::WriteStatus::TooShort:
       PyErr_SetString(PyExc_RuntimeError, "Response content shorter than Content-Length");
       return nullptr;
   }
@@ -297,7 +297,7 @@ PyObject *send_start(RequestObject *self, PyObject *message) {
   }
   long status = PyLong_AsLong(status_obj);
   if (status == -1 && PyErr_Occurred()) return nullptr;
-  http1::HeaderList headers;
+  http::HeaderList headers;
   PyObject *headers_obj = PyDict_GetItemWithError(message, names.headers);
   if (headers_obj == nullptr && PyErr_Occurred()) return nullptr;
   PyObject *keep = nullptr;
@@ -331,7 +331,7 @@ PyObject *send_body(RequestObject *self, PyObject *message) {
   PyObject *body = PyDict_GetItemWithError(message, names.body);
   if (body == nullptr && PyErr_Occurred()) return nullptr;
   if (!more) self->response_complete = true;
-  http1::WriteStatus status;
+  http::WriteStatus status;
   if (body == nullptr) {
     status = self->conn->write_body(nullptr, 0, more);
   } else if (PyBytes_Check(body)) {
@@ -444,10 +444,10 @@ void complete_exchange(RequestObject *self, PyObject *exc, bool was_cancelled, P
       server.log_exception("ASGI application ended by the client's disconnect\n", exc, "debug");
     } else {
       server.log_exception("Exception in ASGI application\n", exc);
-      if (self->conn != nullptr) self->conn->fail_exchange();
+      if (self->conn != nullptr) self->conn->fail();
     }
   } else if (was_cancelled) {
-    if (self->conn != nullptr) self->conn->close_now(false);
+    if (self->conn != nullptr) self->conn->abort();
   } else if (returned != nullptr && returned != Py_None) {
     // A value other than None: logged, and the connection closed whatever
     // the response's state.
@@ -459,16 +459,16 @@ void complete_exchange(RequestObject *self, PyObject *exc, bool was_cancelled, P
     message += "'.";
     Py_XDECREF(text);
     server.log_error(message.c_str());
-    if (self->conn != nullptr) self->conn->close_now(false);
+    if (self->conn != nullptr) self->conn->abort();
   } else if (!self->response_started) {
     if (self->conn != nullptr) {
       server.log_error("ASGI callable returned without starting response.");
-      self->conn->fail_exchange();
+      self->conn->fail();
     }
   } else if (!self->response_complete) {
     if (self->conn != nullptr) {
       server.log_error("ASGI callable returned without completing response.");
-      self->conn->close_now(false);
+      self->conn->abort();
     }
   }
 }
@@ -823,11 +823,11 @@ PyObject *run_coroutine(AppServer &server, RequestObject *self, PyObject *awaita
 
 }  // namespace
 
-void start_request(AppServer &server, http1::Connection &conn, PyObject *scope) {
+void start_request(AppServer &server, http::Exchange &conn, PyObject *scope) {
   auto *self = PyObject_New(RequestObject, &RequestType);
   if (self == nullptr) {
     server.log_exception("Cannot create request", nullptr);
-    conn.fail_exchange();
+    conn.fail();
     return;
   }
   new (&self->observer) Observer(self);
@@ -858,7 +858,7 @@ void start_request(AppServer &server, http1::Connection &conn, PyObject *scope) 
     log_app_exception(server);
     self->conn = nullptr;  // receive/send, if the app kept them, must not reach the connection
     Py_DECREF(op);
-    conn.fail_exchange();
+    conn.fail();
     return;
   }
   // The connection holds our reference until on_detach(). Attached before the
@@ -868,7 +868,7 @@ void start_request(AppServer &server, http1::Connection &conn, PyObject *scope) 
   Py_DECREF(coro);
   if (task == nullptr) {
     log_app_exception(server);
-    if (self->conn != nullptr) self->conn->fail_exchange();  // detaches: may free `self`
+    if (self->conn != nullptr) self->conn->fail();  // detaches: may free `self`
     return;
   }
   Py_DECREF(task);

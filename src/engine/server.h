@@ -49,16 +49,7 @@ struct ServerConfig {
   void *access_ctx = nullptr;
 };
 
-class RequestDispatcher {
- public:
-  // A request head arrived. The views in `head` are valid only during this
-  // call. The dispatcher attaches an ExchangeObserver or answers at once
-  // (conn.fail_exchange()).
-  virtual void on_request(http1::Connection &conn, const http1::RequestHead &head) = 0;
-
- protected:
-  ~RequestDispatcher() = default;
-};
+using http::RequestDispatcher;
 
 class Server final : public IoHandler {
  public:

@@ -308,7 +308,7 @@ void Connection::begin_exchange(size_t head_len) {
   // may run now (its first step is eager) and read them without waiting.
   // The head's views stay valid: the decoder only moves in_'s read index.
   if (!body_done_ && !decode_buffered_body()) return;
-  server_.dispatcher()->on_request(*this, head_);
+  server_.dispatcher()->on_request(*this, static_cast<const http::RequestHead &>(head_));
 }
 
 void Connection::end_exchange() {
@@ -529,7 +529,7 @@ WriteStatus Connection::send_file(int file_fd, uint64_t offset, uint64_t len) {
   return WriteStatus::Ok;
 }
 
-void Connection::fail_exchange() {
+void Connection::fail() {
   if (closed_) return;
   if (response_ == ResponseState::NotStarted) {
     keep_alive_ = false;

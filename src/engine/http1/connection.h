@@ -32,31 +32,12 @@ class Server;
 
 namespace pronghorn::http1 {
 
-// The application side of one exchange (the ASGI bridge's request object).
-class ExchangeObserver {
- public:
-  // Body bytes, or the end of the body, can be taken from the connection.
-  virtual void on_body_ready() = 0;
-  // Queued output fell below the low-water mark after a Blocked write.
-  virtual void on_writable() = 0;
-  // The connection drops its reference to the observer, because the response
-  // is complete (disconnected == false) or the client is gone (true). Called
-  // exactly once per attach().
-  virtual void on_detach(bool disconnected) = 0;
+using http::ExchangeObserver;
+using http::WriteStatus;
 
- protected:
-  ~ExchangeObserver() = default;
-};
-
-enum class WriteStatus {
-  Ok,       // accepted
-  Blocked,  // accepted, but the caller should wait for on_writable()
-  Closed,   // the client is gone; nothing was sent
-  TooLong,  // more bytes than content-length: logged, connection closed
-  TooShort  // final write ended before content-length: logged, connection closed
-};
-
-class Connection final : public IoHandler {
+// HTTP/1 carries one exchange at a time: the connection is the Exchange of
+// its current request.
+class Connection final : public IoHandler, public http::Exchange {
  public:
   Connection(Server &server, std::unique_ptr<ByteStream> stream, SocketAddress peer, const SocketAddress *local);
   ~Connection();
@@ -67,20 +48,20 @@ class Connection final : public IoHandler {
   void on_io(uint32_t events) override;
   void on_tick(uint64_t now_ms);
 
-  // ---- used by the application side during an exchange ----
-  void attach(ExchangeObserver *observer) { observer_ = observer; }
+  // ---- http::Exchange: used by the application side during an exchange ----
+  void attach(ExchangeObserver *observer) override { observer_ = observer; }
   bool open() const { return !closed_; }
-  const SocketAddress &peer() const { return peer_; }
-  const SocketAddress &local() const { return *local_; }
+  const SocketAddress &peer() const override { return peer_; }
+  const SocketAddress &local() const override { return *local_; }
 
   // Unread body bytes. The application copies them out, consumes them, and
   // calls body_taken(), which resumes reading and sends 100 Continue.
-  Buffer &body_buffer() { return body_buf_; }
-  bool body_complete() const { return body_done_; }
-  void body_taken();
+  Buffer &body_buffer() override { return body_buf_; }
+  bool body_complete() const override { return body_done_; }
+  void body_taken() override;
 
   // Returns nullptr, or the reason the response head is invalid.
-  const char *start_response(int status, const HeaderList &headers);
+  const char *start_response(int status, const HeaderList &headers) override;
   bool response_started() const { return response_ != ResponseState::NotStarted; }
   bool response_complete() const { return response_ == ResponseState::Done; }
   // A response has started, has no declared length (chunked or delimited by
@@ -89,14 +70,16 @@ class Connection final : public IoHandler {
     return !closed_ && phase_ == Phase::Active && response_ == ResponseState::Started &&
            (plan_.framing == Framing::Chunked || plan_.framing == Framing::CloseDelimited);
   }
-  WriteStatus write_body(const char *data, size_t len, bool more);
+  WriteStatus write_body(const char *data, size_t len, bool more) override;
   // Sends [offset, offset+len) of file_fd (taking ownership of the fd) as the
   // rest of the body.
-  WriteStatus send_file(int file_fd, uint64_t offset, uint64_t len);
+  WriteStatus send_file(int file_fd, uint64_t offset, uint64_t len) override;
   // The application failed: 500 if nothing was sent yet; else what was sent
   // goes out (a head held back included, as uvicorn has sent it at
   // http.response.start) and the connection closes.
-  void fail_exchange();
+  void fail() override;
+  // The application ended without finishing: the connection closes now.
+  void abort() override { close_now(false); }
   // Sends the response head that start_response() held back to go out with
   // the first body bytes, if it is still held (the server calls this when
   // the step of the event loop that started the response ends).

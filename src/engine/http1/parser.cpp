@@ -68,6 +68,7 @@ bool valid_host(std::string_view host) {
 void RequestHead::clear() {
   method = {};
   target = {};
+  http_version = "1.1";
   version_minor = 1;
   headers.clear();
   framing = BodyFraming::None;
@@ -267,6 +268,7 @@ bool RequestHeadParser::finish(const char *buf, RequestHead &out) {
   out.method = view(method_);
   out.target = view(target_);
   out.version_minor = version_minor_;
+  out.http_version = version_minor_ == 1 ? "1.1" : "1.0";
   out.headers.reserve(headers_.size());
 
   bool have_length = false, have_te = false, chunked_final = false, other_coding = false;

@@ -15,6 +15,8 @@
 #include <string_view>
 #include <vector>
 
+#include "engine/http/exchange.h"
+
 namespace pronghorn::http1 {
 
 enum class Status { Complete, Incomplete, Error };
@@ -39,24 +41,18 @@ struct Limits {
 
 enum class BodyFraming { None, Length, Chunked };
 
-struct Header {
-  std::string_view name;   // lowercased in place
-  std::string_view value;  // surrounding whitespace removed
-};
+using Header = http::Header;  // names lowercased in place
 
-// The parsed request head. Every view points into the buffer given to parse();
+// The parsed request head: the protocol-neutral part the application sees,
+// and HTTP/1's framing. Every view points into the buffer given to parse();
 // it stays valid as long as those bytes are neither moved nor overwritten.
-struct RequestHead {
-  std::string_view method;
-  std::string_view target;
+// `upgrade`: Connection: upgrade together with an Upgrade header.
+struct RequestHead : http::RequestHead {
   int version_minor = 1;  // HTTP/1.<minor>, 0 or 1
-  std::vector<Header> headers;
   BodyFraming framing = BodyFraming::None;
   uint64_t content_length = 0;
   bool keep_alive = true;
   bool expect_continue = false;
-  bool upgrade = false;  // Connection: upgrade together with an Upgrade header
-  std::string_view host;
 
   void clear();
 };

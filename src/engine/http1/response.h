@@ -9,6 +9,8 @@
 #include <utility>
 #include <vector>
 
+#include "engine/http/exchange.h"
+
 namespace pronghorn::http1 {
 
 // The reason phrase of `status` for the status line: the installed table when
@@ -53,7 +55,7 @@ struct RequestContext {
 // Appends the response head for `status` and `headers` to `out`, and fills `plan`.
 // Returns nullptr on success, or a message naming the invalid header (the
 // caller raises it to the app; nothing was appended then).
-using HeaderList = std::vector<std::pair<std::string_view, std::string_view>>;
+using HeaderList = http::HeaderList;
 const char *build_response_head(std::string &out, int status, const HeaderList &headers, const DefaultHeaders &defaults,
                                 const RequestContext &request, ResponsePlan &plan);
 

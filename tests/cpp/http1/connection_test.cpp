@@ -39,7 +39,7 @@ enum class Mode {
 
 class TestExchange final : public ExchangeObserver {
  public:
-  TestExchange(Connection &c, const RequestHead &head, Mode mode) : conn(&c), mode_(mode) {
+  TestExchange(Connection &c, const http::RequestHead &head, Mode mode) : conn(&c), mode_(mode) {
     method = head.method;
     target = head.target;
     for (const Header &h : head.headers) headers.emplace_back(h.name, h.value);
@@ -99,7 +99,9 @@ class TestExchange final : public ExchangeObserver {
 
 class TestDispatcher final : public RequestDispatcher {
  public:
-  void on_request(Connection &conn, const RequestHead &head) override {
+  void on_request(http::Exchange &exchange, const http::RequestHead &head) override {
+    // HTTP/1's exchange is its connection.
+    Connection &conn = static_cast<Connection &>(exchange);
     exchanges.push_back(std::make_unique<TestExchange>(conn, head, mode));
     TestExchange &ex = *exchanges.back();
     conn.attach(&ex);
@@ -779,7 +781,7 @@ TEST_F(ConnectionTest, FailExchangeGives500) {
   client->pump_for(50);
   ASSERT_EQ(dispatcher_.exchanges.size(), 1u);
   TestExchange &ex = *dispatcher_.exchanges[0];
-  ex.conn->fail_exchange();
+  ex.conn->fail();
   EXPECT_EQ(ex.detach_calls, 1);
   EXPECT_FALSE(ex.disconnected);
   std::string all = client->read_until_eof();
@@ -798,7 +800,7 @@ TEST_F(ConnectionTest, FailExchangeAfterResponseStartClosesWithoutA500) {
   TestExchange &ex = *dispatcher_.exchanges[0];
   ASSERT_EQ(ex.conn->start_response(200, {}), nullptr);
   EXPECT_EQ(ex.conn->write_body("part", 4, true), WriteStatus::Ok);
-  ex.conn->fail_exchange();
+  ex.conn->fail();
   std::string all = client->read_until_eof();
   EXPECT_TRUE(client->eof());
   EXPECT_EQ(all.rfind("HTTP/1.1 200 OK\r\n", 0), 0u);

@@ -1,0 +1,102 @@
+// One request and its response, whatever the protocol: the contract between
+// a protocol session (HTTP/1 today; an HTTP/2 stream later) and the
+// application side (the ASGI bridge). The bridge talks to an Exchange only,
+// never to a protocol's connection type.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "engine/buffer.h"
+#include "engine/net/listener.h"
+
+namespace pronghorn::http {
+
+struct Header {
+  std::string_view name;   // lowercased
+  std::string_view value;  // surrounding whitespace removed
+};
+
+// The request as a protocol hands it over. The views are valid only during
+// RequestDispatcher::on_request.
+struct RequestHead {
+  std::string_view method;
+  std::string_view target;              // request-target as sent (origin-, absolute- or asterisk-form)
+  std::string_view http_version = "1.1";  // "1.0", "1.1" ("2" for HTTP/2)
+  std::vector<Header> headers;
+  std::string_view host;
+  bool upgrade = false;  // the client asks to switch protocols (HTTP/1: Connection: upgrade + Upgrade)
+};
+
+// Response header fields as the application gives them.
+using HeaderList = std::vector<std::pair<std::string_view, std::string_view>>;
+
+// The application side of one exchange (the ASGI bridge's request object).
+class ExchangeObserver {
+ public:
+  // Body bytes, or the end of the body, can be taken from the exchange.
+  virtual void on_body_ready() = 0;
+  // Queued output fell below the low-water mark after a Blocked write.
+  virtual void on_writable() = 0;
+  // The exchange drops its reference to the observer, because the response
+  // is complete (disconnected == false) or the client is gone (true). Called
+  // exactly once per attach().
+  virtual void on_detach(bool disconnected) = 0;
+
+ protected:
+  ~ExchangeObserver() = default;
+};
+
+enum class WriteStatus {
+  Ok,       // accepted
+  Blocked,  // accepted, but the caller should wait for on_writable()
+  Closed,   // the client is gone; nothing was sent
+  TooLong,  // more bytes than content-length: logged, connection closed
+  TooShort  // final write ended before content-length: logged, connection closed
+};
+
+// Return contracts: start_response() returns nullptr or the reason the head
+// is invalid (nothing was sent); the writes return a WriteStatus; fail() and
+// abort() may detach the observer (and so free it) before they return.
+class Exchange {
+ public:
+  virtual void attach(ExchangeObserver *observer) = 0;
+  virtual const SocketAddress &peer() const = 0;
+  virtual const SocketAddress &local() const = 0;
+
+  // Unread body bytes. The application copies them out, consumes them, and
+  // calls body_taken(), which lets the protocol read on (and, in HTTP/1,
+  // sends 100 Continue).
+  virtual Buffer &body_buffer() = 0;
+  virtual bool body_complete() const = 0;
+  virtual void body_taken() = 0;
+
+  virtual const char *start_response(int status, const HeaderList &headers) = 0;
+  virtual WriteStatus write_body(const char *data, size_t len, bool more) = 0;
+  // Sends [offset, offset+len) of file_fd (taking ownership of the fd) as the
+  // rest of the body.
+  virtual WriteStatus send_file(int file_fd, uint64_t offset, uint64_t len) = 0;
+  // The application failed: 500 if nothing was sent yet; else what was sent
+  // goes out and the exchange ends unfinished (HTTP/1: the connection closes).
+  virtual void fail() = 0;
+  // The application ended without finishing the response (cancelled, or a
+  // value returned): the exchange ends unfinished at once.
+  virtual void abort() = 0;
+
+ protected:
+  ~Exchange() = default;
+};
+
+// Receives each request a protocol session has read.
+class RequestDispatcher {
+ public:
+  // The dispatcher attaches an ExchangeObserver or answers at once (fail()).
+  virtual void on_request(Exchange &exchange, const RequestHead &head) = 0;
+
+ protected:
+  ~RequestDispatcher() = default;
+};
+
+}  // namespace pronghorn::http
