@@ -9,6 +9,7 @@
 
 #include "bridge/bridge.h"
 #include "engine/http/target.h"
+#include "engine/http1/response.h"
 #include "engine/log.h"
 #include "engine/net/listener.h"
 

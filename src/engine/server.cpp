@@ -10,7 +10,9 @@
 #include <cerrno>
 #include <ctime>
 
+#include "engine/http1/session.h"
 #include "engine/log.h"
+#include "engine/net/transport.h"
 
 namespace pronghorn {
 
@@ -79,7 +81,7 @@ Server::~Server() {
   close_all();
   // Lets the sends in flight finish; their connections are then released.
   send_thread_.stop();
-  for (http1::Connection *conn : graveyard_) delete conn;
+  for (Session *session : graveyard_) delete session;
   graveyard_.clear();
   flush_log();
 }
@@ -88,7 +90,7 @@ bool Server::open() {
   if (!loop_.open(this, kTickMs)) return false;
   if (config_.send_thread)
     send_thread_open_ = send_thread_.open(
-        loop_, [](void *, SendThread::Done &done) { static_cast<http1::Connection *>(done.owner)->on_send_done(done); },
+        loop_, [](void *, SendThread::Done &done) { static_cast<Transport *>(done.owner)->on_send_done(done); },
         nullptr);
   // The thread itself starts with the first job: until then the process
   // stays single-threaded, which glibc rewards (no atomics in malloc/free;
@@ -120,18 +122,29 @@ void Server::adopt(int fd, const sockaddr_storage &addr, socklen_t len, const So
   }
   SocketAddress peer = address_of(addr, len);
   if (local->is_unix) peer.is_unix = true;
-  auto *conn = new http1::Connection(*this, std::make_unique<SocketStream>(fd), std::move(peer), local);
-  conn->next = connections_;
-  if (connections_ != nullptr) connections_->prev = conn;
-  connections_ = conn;
-  ++connection_count_;
-  if (!conn->start()) conn->close_now(false);
+  start_session(std::make_unique<Transport>(*this, std::make_unique<SocketStream>(fd), std::move(peer), local));
 }
 
-void Server::hold_head(http1::Connection *conn) {
-  if (!conn->head_listed) {
-    conn->head_listed = true;
-    held_heads_.push_back(conn);
+Session *Server::start_session(std::unique_ptr<Transport> transport) {
+  Transport &t = *transport;
+  auto *session = new http1::Session(*this, std::move(transport));
+  // A send in flight when the session closed: it is freed once reported.
+  t.set_release([](void *ctx) { static_cast<Session *>(ctx)->on_released(); }, static_cast<Session *>(session));
+  session->next = sessions_;
+  if (sessions_ != nullptr) sessions_->prev = session;
+  sessions_ = session;
+  ++connection_count_;
+  if (!session->start()) {
+    session->close_now(false);
+    return nullptr;
+  }
+  return session;
+}
+
+void Server::hold_head(Session *session) {
+  if (!session->head_listed) {
+    session->head_listed = true;
+    held_heads_.push_back(session);
   }
   if (step_depth_ == 0 && !flush_scheduled_ && flush_scheduler_ != nullptr) {
     flush_scheduled_ = true;
@@ -144,10 +157,10 @@ void Server::flush_held_heads() {
   // Each is unlisted before its head is sent: a send that closes a
   // connection unlists that one (Server::retire), not the one in hand.
   while (!held_heads_.empty()) {
-    http1::Connection *conn = held_heads_.back();
+    Session *session = held_heads_.back();
     held_heads_.pop_back();
-    conn->head_listed = false;
-    conn->send_held_head();
+    session->head_listed = false;
+    session->send_held_head();
   }
 }
 
@@ -168,30 +181,31 @@ void Server::accept_failed(int fd, int err) {
   }
 }
 
-void Server::retire(http1::Connection *conn) {
-  if (conn->head_listed) {
-    conn->head_listed = false;
-    std::erase(held_heads_, conn);
+void Server::retire(Session *session) {
+  if (session->head_listed) {
+    session->head_listed = false;
+    std::erase(held_heads_, session);
   }
-  if (conn->prev != nullptr)
-    conn->prev->next = conn->next;
+  if (session->prev != nullptr)
+    session->prev->next = session->next;
   else
-    connections_ = conn->next;
-  if (conn->next != nullptr) conn->next->prev = conn->prev;
-  conn->prev = conn->next = nullptr;
+    sessions_ = session->next;
+  if (session->next != nullptr) session->next->prev = session->prev;
+  session->prev = session->next = nullptr;
   --connection_count_;
-  // The send thread still uses its fd: on_send_done() releases it.
-  if (conn->send_in_flight()) return;
+  // The send thread still uses its fd: the transport releases the session
+  // when the send is reported.
+  if (session->send_in_flight()) return;
   // Freed after the current batch of events: a later event in the same batch
   // may still point at it.
-  graveyard_.push_back(conn);
+  graveyard_.push_back(session);
 }
 
 int Server::run_once(int timeout_ms) {
   begin_step();
   int n = loop_.poll(timeout_ms);
   end_step();
-  for (http1::Connection *conn : graveyard_) delete conn;
+  for (Session *session : graveyard_) delete session;
   graveyard_.clear();
   flush_log();
   return n;
@@ -227,10 +241,10 @@ void Server::on_io(uint32_t) {
       sample_loop_cost(static_cast<uint64_t>(cpu.tv_sec) * 1000000000u + static_cast<uint64_t>(cpu.tv_nsec),
                        requests_served_, now);
   }
-  for (http1::Connection *conn = connections_; conn != nullptr;) {
-    http1::Connection *next = conn->next;  // on_tick may retire conn
-    conn->on_tick(now);
-    conn = next;
+  for (Session *session = sessions_; session != nullptr;) {
+    Session *next = session->next;  // on_tick may retire it
+    session->on_tick(now);
+    session = next;
   }
   if (!shutting_down_)
     for (auto &listener : listeners_) listener->resume();
@@ -261,22 +275,22 @@ void Server::begin_shutdown() {
   if (shutting_down_) return;
   shutting_down_ = true;
   for (auto &listener : listeners_) listener->stop();
-  for (http1::Connection *conn = connections_; conn != nullptr;) {
-    http1::Connection *next = conn->next;
-    conn->close_when_idle();
-    conn = next;
+  for (Session *session = sessions_; session != nullptr;) {
+    Session *next = session->next;
+    session->close_when_idle();
+    session = next;
   }
 }
 
 size_t Server::cut_streams() {
   size_t cut = 0;
-  for (http1::Connection *conn = connections_; conn != nullptr;) {
-    http1::Connection *next = conn->next;
-    if (conn->streaming()) {
-      conn->close_now(true);
+  for (Session *session = sessions_; session != nullptr;) {
+    Session *next = session->next;
+    if (session->streaming()) {
+      session->close_now(true);
       ++cut;
     }
-    conn = next;
+    session = next;
   }
   return cut;
 }
@@ -284,7 +298,7 @@ size_t Server::cut_streams() {
 void Server::close_all() {
   shutting_down_ = true;
   for (auto &listener : listeners_) listener->stop();
-  while (connections_ != nullptr) connections_->close_now(true);
+  while (sessions_ != nullptr) sessions_->close_now(true);
 }
 
 void Server::update_date() {

@@ -10,12 +10,16 @@
 #include <utility>
 #include <vector>
 
-#include "engine/http1/connection.h"
+#include "engine/http/exchange.h"
+#include "engine/http1/parser.h"
+#include "engine/session.h"
 #include "engine/loop.h"
 #include "engine/net/listener.h"
 #include "engine/net/send_thread.h"
 
 namespace pronghorn {
+
+class Transport;
 
 struct ServerConfig {
   http1::Limits limits;
@@ -94,10 +98,13 @@ class Server final : public IoHandler {
   RequestDispatcher *dispatcher() { return dispatcher_; }
   std::string_view date() const { return date_; }
   void adopt(int fd, const sockaddr_storage &addr, socklen_t len, const SocketAddress *local);
+  // Starts a session of the listener's protocol (HTTP/1 today) on a
+  // transport; nullptr when it could not start (it is closed then).
+  Session *start_session(std::unique_ptr<Transport> transport);
   // Unlinks a closed connection; it is freed after the current batch of
   // events, or, with a send in flight, once release() says the send is done.
-  void retire(http1::Connection *conn);
-  void release(http1::Connection *conn) { graveyard_.push_back(conn); }
+  void retire(Session *session);
+  void release(Session *session) { graveyard_.push_back(session); }
   SendThread *send_thread() { return send_thread_open_ ? &send_thread_ : nullptr; }
   // For a small write with nothing queued: through the send thread?
   bool prefer_send_thread() const {
@@ -132,7 +139,7 @@ class Server final : public IoHandler {
   // log, so that a terminal shows the two in the order they happened).
   void flush_log();
 
-  // ---- response heads held back (see Connection::start_response) ----
+  // ---- response heads held back (see http1::Session::start_response) ----
   // A step is a stretch of code after which no more body bytes can join a
   // held head in the same write: a pass of run_once(), or a step of a request
   // task (the bridge brackets those). When the outermost step ends, held
@@ -142,7 +149,7 @@ class Server final : public IoHandler {
   void end_step() {
     if (--step_depth_ == 0 && !held_heads_.empty()) flush_held_heads();
   }
-  void hold_head(http1::Connection *conn);
+  void hold_head(Session *session);
   void flush_held_heads();
   void set_flush_scheduler(void (*schedule)(void *ctx), void *ctx) {
     flush_scheduler_ = schedule;
@@ -176,8 +183,8 @@ class Server final : public IoHandler {
   RequestDispatcher *dispatcher_ = nullptr;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<SocketAddress> listen_addresses_;
-  http1::Connection *connections_ = nullptr;  // intrusive list head
-  std::vector<http1::Connection *> graveyard_;
+  Session *sessions_ = nullptr;  // intrusive list head
+  std::vector<Session *> graveyard_;
   size_t connection_count_ = 0;
   size_t active_requests_ = 0;
   uint64_t requests_served_ = 0;
@@ -187,7 +194,7 @@ class Server final : public IoHandler {
   std::string log_buf_;
   uint64_t last_heartbeat_ms_ = 0;
   bool recycle_requested_ = false;
-  std::vector<http1::Connection *> held_heads_;
+  std::vector<Session *> held_heads_;
   int step_depth_ = 0;
   bool flush_scheduled_ = false;
   void (*flush_scheduler_)(void *) = nullptr;

@@ -1,4 +1,4 @@
-#include "engine/http1/connection.h"
+#include "engine/http1/session.h"
 
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -14,56 +14,41 @@
 namespace pronghorn::http1 {
 
 namespace {
-constexpr size_t kReadSize = 64 * 1024;
 constexpr size_t kBodyReadSize = 256 * 1024;
 constexpr uint64_t kWriteStallMs = 60000;  // no byte accepted by the socket for this long
 constexpr uint64_t kLingerMs = 2000;
-constexpr size_t kMaxIov = 16;
-// Writes up to this size go through the send thread when nothing is queued.
-// Larger ones (streamed downloads) are written here: copying them for the
-// thread would cost what it saves, and their pace is the client's anyway.
-constexpr size_t kMaxThreadedSend = 64 * 1024;
-
-size_t total_size(const iovec *iov, int count) {
-  size_t total = 0;
-  for (int i = 0; i < count; ++i) total += iov[i].iov_len;
-  return total;
-}
 }  // namespace
 
-Connection::Connection(Server &server, std::unique_ptr<ByteStream> stream, SocketAddress peer,
-                       const SocketAddress *local)
-    : server_(server),
-      stream_(std::move(stream)),
-      peer_(std::move(peer)),
-      local_(local),
-      parser_(server.config().limits) {}
-
-Connection::~Connection() {
-  for (OutChunk &chunk : out_)
-    if (chunk.file_fd >= 0) ::close(chunk.file_fd);
+Session::Session(Server &server, std::unique_ptr<Transport> transport)
+    : server_(server), transport_(std::move(transport)), in_(transport_->input()), parser_(server.config().limits) {
+  transport_->set_handler(this);
 }
 
-bool Connection::start() {
-  interest_ = EPOLLIN;
-  if (!server_.loop().add(stream_->fd(), interest_, this)) return false;
+Session::~Session() = default;
+
+void Session::on_released() {
+  server_.release(this);
+}
+
+bool Session::start() {
+  if (!transport_->start()) return false;
   set_deadline(Deadline::KeepAlive, server_.config().keep_alive_timeout_ms);
   return true;
 }
 
-void Connection::set_deadline(Deadline kind, uint64_t ms) {
+void Session::set_deadline(Deadline kind, uint64_t ms) {
   deadline_kind_ = kind;
   deadline_ms_ = kind == Deadline::None ? 0 : server_.loop().now_ms() + ms;
 }
 
-void Connection::on_tick(uint64_t now_ms) {
+void Session::on_tick(uint64_t now_ms) {
   // A send in flight finishes within microseconds (the thread never waits).
-  if (closed_ || send_in_flight_) return;
-  if (!out_.empty()) {
+  if (closed_ || transport_->send_in_flight()) return;
+  if (!transport_->output_idle()) {
     // A response is still going out: no idle timer applies while the client
     // keeps reading; only a client that stops reading altogether is dropped.
-    if (now_ms - last_write_ms_ >= kWriteStallMs) {
-      log(LogLevel::Debug, "%s:%d - client read nothing for %llu s; closing", peer_.host.c_str(), peer_.port,
+    if (now_ms - transport_->last_write_ms() >= kWriteStallMs) {
+      log(LogLevel::Debug, "%s:%d - client read nothing for %llu s; closing", peer().host.c_str(), peer().port,
           static_cast<unsigned long long>(kWriteStallMs / 1000));
       close_now(true);
     }
@@ -74,7 +59,7 @@ void Connection::on_tick(uint64_t now_ms) {
     case Deadline::KeepAlive: close_now(false); break;
     case Deadline::Header:
       // A client that sends a head too slowly (slowloris) gets 408 and a close.
-      log(LogLevel::Debug, "%s:%d - request head not received within the timeout", peer_.host.c_str(), peer_.port);
+      log(LogLevel::Debug, "%s:%d - request head not received within the timeout", peer().host.c_str(), peer().port);
       reject({408, "request head timeout"});
       break;
     case Deadline::Linger: close_now(false); break;
@@ -82,7 +67,7 @@ void Connection::on_tick(uint64_t now_ms) {
   }
 }
 
-void Connection::update_interest() {
+void Session::update_interest() {
   if (closed_) return;
   bool reading = false;
   switch (phase_) {
@@ -101,31 +86,12 @@ void Connection::update_interest() {
       break;
     case Phase::Closing: reading = false; break;
   }
-  bool writing = !out_.empty() && !send_in_flight_;
-  uint32_t want = (reading ? EPOLLIN : 0u) | (writing ? static_cast<uint32_t>(EPOLLOUT) : 0u);
-  if (want != interest_) {
-    interest_ = want;
-    server_.loop().modify(stream_->fd(), want, this);
-  }
+  transport_->set_reading(reading);
 }
 
-void Connection::on_io(uint32_t events) {
-  if (closed_) return;
-  if (events & EPOLLOUT) flush();
-  if (closed_) return;
-  if (events & EPOLLIN) {
-    handle_readable();
-  } else if (events & (EPOLLERR | EPOLLHUP)) {
-    close_now(true);
-  }
-}
-
-ssize_t Connection::read_some(char *dst, size_t len) {
-  ssize_t n = stream_->read(dst, len);
+ssize_t Session::read_result(ssize_t n) {
   if (n == kWouldBlock) return -1;
   if (n == kFailed) {
-    int err = errno;
-    if (err != ECONNRESET) log_errno(LogLevel::Debug, err, "recv from %s:%d failed", peer_.host.c_str(), peer_.port);
     close_now(true);
     return -1;
   }
@@ -133,7 +99,7 @@ ssize_t Connection::read_some(char *dst, size_t len) {
     // End of stream. uvicorn treats a half-close as a disconnect too; but a
     // response that is complete and still queued is sent before closing.
     bool in_flight = phase_ == Phase::Active && response_ != ResponseState::Done;
-    if (!in_flight && (!out_.empty() || send_in_flight_) && phase_ != Phase::Lingering) {
+    if (!in_flight && !transport_->output_idle() && phase_ != Phase::Lingering) {
       begin_close(false);
       return -1;
     }
@@ -143,13 +109,13 @@ ssize_t Connection::read_some(char *dst, size_t len) {
   return n;
 }
 
-void Connection::handle_readable() {
+void Session::on_readable() {
   if (phase_ == Phase::Active && !body_done_ && !discard_body_ && in_.empty() && decoder_.length_framed()) {
     // Content-Length body with nothing else buffered: read straight into the
     // body buffer, skipping the copy through the input buffer.
     uint64_t left = decoder_.remaining();
     size_t want = left < kBodyReadSize ? static_cast<size_t>(left) : kBodyReadSize;
-    ssize_t n = read_some(body_buf_.prepare(want), want);
+    ssize_t n = read_result(transport_->read_into(body_buf_.prepare(want), want));
     if (n < 0) return;
     body_buf_.commit(static_cast<size_t>(n));
     if (decoder_.skip_length(static_cast<size_t>(n))) body_done_ = true;
@@ -157,13 +123,7 @@ void Connection::handle_readable() {
     process_input();
     return;
   }
-  // With nothing buffered, read straight into the input buffer (no copy);
-  // otherwise (a head arriving in pieces) read into the server's scratch
-  // buffer and append only what came, so that the input buffer grows by
-  // what is needed and a slow head costs its own size, not 64 KiB or more.
-  bool direct = in_.empty();
-  char *dst = direct ? in_.prepare(kReadSize) : server_.read_scratch(kReadSize);
-  ssize_t n = read_some(dst, kReadSize);
+  ssize_t n = read_result(transport_->read_input());
   if (n < 0) {
     if (!closed_) in_.release_if_empty();
     return;
@@ -173,19 +133,11 @@ void Connection::handle_readable() {
     in_.release_if_empty();
     return;
   }
-  if (direct)
-    in_.commit(static_cast<size_t>(n));
-  else
-    in_.append(dst, static_cast<size_t>(n));
   process_input();
-  if (closed_) return;
-  // Idle and long-running connections hold no read buffer, and a partial
-  // head keeps only its own size.
-  in_.release_if_empty();
-  in_.shrink_to_fit();
+  if (!closed_) transport_->trim_input();
 }
 
-void Connection::process_input() {
+void Session::process_input() {
   // begin_exchange() calls into the application, which may complete the
   // response at once and come back here: run again instead of recursing.
   if (processing_) {
@@ -206,14 +158,14 @@ void Connection::process_input() {
   }
 }
 
-void Connection::process_once() {
+void Session::process_once() {
   while (!closed_) {
     if (phase_ == Phase::Head) {
       // After a graceful stop began, only a connection's first request is served.
       if (in_.empty() || (stop_after_response_ && exchanges_ > 0)) return;
-      if (out_bytes_ > server_.config().write_high_water) {
+      if (transport_->queued_bytes() > server_.config().write_high_water) {
         // Responses to earlier requests are still queued: the next one waits
-        // until they drain (flush() resumes), and reading stops meanwhile.
+        // until they drain (on_output_progress() resumes), and reading stops meanwhile.
         pipeline_paused_ = true;
         return;
       }
@@ -236,7 +188,7 @@ void Connection::process_once() {
   }
 }
 
-bool Connection::decode_buffered_body() {
+bool Session::decode_buffered_body() {
   while (!body_done_ && !in_.empty()) {
     if (!discard_body_ && body_buf_.size() >= server_.config().body_high_water) return true;
     BodyDecoder::Output out;
@@ -259,7 +211,7 @@ bool Connection::decode_buffered_body() {
   return true;
 }
 
-void Connection::begin_exchange(size_t head_len) {
+void Session::begin_exchange(size_t head_len) {
   phase_ = Phase::Active;
   response_ = ResponseState::NotStarted;
   discard_body_ = false;
@@ -311,7 +263,7 @@ void Connection::begin_exchange(size_t head_len) {
   server_.dispatcher()->on_request(*this, static_cast<const http::RequestHead &>(head_));
 }
 
-void Connection::end_exchange() {
+void Session::end_exchange() {
   phase_ = Phase::Head;
   body_buf_.consume(body_buf_.size());
   body_buf_.release_if_empty();
@@ -323,13 +275,13 @@ void Connection::end_exchange() {
                in_.empty() ? server_.config().keep_alive_timeout_ms : server_.config().header_timeout_ms);
 }
 
-void Connection::detach_observer(bool disconnected) {
+void Session::detach_observer(bool disconnected) {
   ExchangeObserver *observer = observer_;
   observer_ = nullptr;
   if (observer != nullptr) observer->on_detach(disconnected);
 }
 
-void Connection::finish_response() {
+void Session::finish_response() {
   response_ = ResponseState::Done;
   server_.request_finished();
   detach_observer(false);
@@ -358,7 +310,7 @@ void Connection::finish_response() {
   if (phase_ != Phase::Closing) process_input();
 }
 
-void Connection::body_taken() {
+void Session::body_taken() {
   if (closed_ || phase_ != Phase::Active) return;
   if (expect_continue_ && !continue_sent_ && !body_done_ && response_ == ResponseState::NotStarted) {
     // RFC 9110 §10.1.1: the interim 100 goes out when the app asks for the body.
@@ -369,7 +321,7 @@ void Connection::body_taken() {
   process_input();
 }
 
-const char *Connection::start_response(int status, const HeaderList &headers) {
+const char *Session::start_response(int status, const HeaderList &headers) {
   DefaultHeaders defaults;
   defaults.date = server_.config().date_header ? server_.date() : std::string_view();
   defaults.server = server_.config().server_header;
@@ -389,15 +341,16 @@ const char *Connection::start_response(int status, const HeaderList &headers) {
   return nullptr;
 }
 
-void Connection::write_access_log(int status) {
+void Session::write_access_log(int status) {
   const ServerConfig &config = server_.config();
   if (config.access_hook != nullptr) {
-    config.access_hook(config.access_ctx, peer_, method_, target_, version_minor_, status);
+    config.access_hook(config.access_ctx, peer(), method_, target_, version_minor_, status);
     return;
   }
   // uvicorn's access line: 'INFO:     127.0.0.1:51234 - "GET / HTTP/1.1" 200 OK'
   bool colours = config.access_log_colours;
   std::string line(level_prefix(LogLevel::Info, colours));
+  const SocketAddress &peer_ = peer();
   if (peer_.is_unix || peer_.host.empty()) {
     line.append("unix socket");
   } else {
@@ -420,7 +373,7 @@ void Connection::write_access_log(int status) {
   server_.append_log(line);
 }
 
-WriteStatus Connection::write_body(const char *data, size_t len, bool more) {
+WriteStatus Session::write_body(const char *data, size_t len, bool more) {
   if (closed_) return WriteStatus::Closed;
   iovec iov[4];
   int count = 0;
@@ -473,14 +426,14 @@ WriteStatus Connection::write_body(const char *data, size_t len, bool more) {
     finish_response();
     return WriteStatus::Ok;
   }
-  if (out_bytes_ > server_.config().write_high_water) {
+  if (transport_->queued_bytes() > server_.config().write_high_water) {
     wants_writable_ = true;
     return WriteStatus::Blocked;
   }
   return WriteStatus::Ok;
 }
 
-WriteStatus Connection::send_file(int file_fd, uint64_t offset, uint64_t len) {
+WriteStatus Session::send_file(int file_fd, uint64_t offset, uint64_t len) {
   if (closed_) {
     ::close(file_fd);
     return WriteStatus::Closed;
@@ -510,26 +463,20 @@ WriteStatus Connection::send_file(int file_fd, uint64_t offset, uint64_t len) {
       return WriteStatus::Closed;
     }
   }
-  if (out_.empty()) last_write_ms_ = server_.loop().now_ms();
-  OutChunk chunk;
-  chunk.file_fd = file_fd;
-  chunk.file_off = static_cast<off_t>(offset);
-  chunk.file_left = len;
-  out_.push_back(std::move(chunk));
+  if (!transport_->send_file(file_fd, offset, len)) return WriteStatus::Closed;
   if (chunked) {
-    OutChunk tail;
-    tail.data.assign("\r\n0\r\n\r\n");
-    out_bytes_ += tail.data.size();
-    out_.push_back(std::move(tail));
+    static const char kTail[] = "\r\n0\r\n\r\n";
+    iovec tail{const_cast<char *>(kTail), sizeof kTail - 1};
+    if (!transport_->send(&tail, 1)) return WriteStatus::Closed;
   }
   body_sent_ += len;
-  flush();
+  transport_->flush();
   if (closed_) return WriteStatus::Closed;
   finish_response();
   return WriteStatus::Ok;
 }
 
-void Connection::fail() {
+void Session::fail() {
   if (closed_) return;
   if (response_ == ResponseState::NotStarted) {
     keep_alive_ = false;
@@ -555,18 +502,18 @@ void Connection::fail() {
   }
 }
 
-void Connection::send_held_head() {
+void Session::send_held_head() {
   if (!head_pending_ || closed_) return;
   head_pending_ = false;
   iovec iov{head_buf_.data(), head_buf_.size()};
   send_iov(&iov, 1);
 }
 
-void Connection::close_when_idle() {
+void Session::close_when_idle() {
   stop_after_response_ = true;
   if (closed_) return;
   if (phase_ != Phase::Head || !in_.empty()) return;
-  if (!out_.empty() || send_in_flight_) {
+  if (!transport_->output_idle()) {
     // The last response is still going out: close once it has.
     if (exchanges_ > 0) begin_close(false);
     return;
@@ -580,14 +527,14 @@ void Connection::close_when_idle() {
   // Accepted but not read yet: its client sent a request, or is about to, and
   // will not retry it. Serve what is already there (with Connection: close);
   // give one that sent nothing a short grace period.
-  handle_readable();
+  on_readable();
   if (!closed_ && phase_ == Phase::Head && in_.empty())
     set_deadline(Deadline::KeepAlive, std::min<uint64_t>(1000, server_.config().keep_alive_timeout_ms));
 }
 
-void Connection::reject(const ParseError &error) {
+void Session::reject(const ParseError &error) {
   log(LogLevel::Warning, "Invalid HTTP request received from %s:%d: %s (%d)",
-      peer_.is_unix ? "unix" : peer_.host.c_str(), peer_.port, error.reason, error.status);
+      peer().is_unix ? "unix" : peer().host.c_str(), peer().port, error.reason, error.status);
   // Between exchanges response_ still says Done from the previous one: only a
   // response of the current exchange counts as started.
   bool started = phase_ == Phase::Active && response_ != ResponseState::NotStarted;
@@ -606,19 +553,19 @@ void Connection::reject(const ParseError &error) {
   begin_close(true);
 }
 
-void Connection::begin_close(bool linger) {
+void Session::begin_close(bool linger) {
   phase_ = Phase::Closing;
   linger_ = linger;
   set_deadline(Deadline::None, 0);  // pending output is bounded by the write-stall rule
   in_.consume(in_.size());
-  if (out_.empty() && !send_in_flight_) {
+  if (transport_->output_idle()) {
     after_flush();
   } else {
     update_interest();
   }
 }
 
-void Connection::after_flush() {
+void Session::after_flush() {
   if (phase_ != Phase::Closing) return;
   if (!linger_) {
     close_now(false);
@@ -627,169 +574,41 @@ void Connection::after_flush() {
   // Lingering close: half-close, then read and drop what the client still
   // sends, so that closing with unread data does not reset the connection
   // before the client has read our response.
-  stream_->shutdown_write();
+  transport_->shutdown_write();
   phase_ = Phase::Lingering;
   set_deadline(Deadline::Linger, kLingerMs);
   update_interest();
 }
 
-bool Connection::send_iov(iovec *iov, int count) {
+bool Session::send_iov(iovec *iov, int count) {
   if (closed_) return false;
-  size_t written = 0;
-  if (out_.empty() && !send_in_flight_) {
-    if (server_.prefer_send_thread() && stream_->raw_send_fd() >= 0) {
-      size_t total = total_size(iov, count);
-      if (total <= kMaxThreadedSend && send_via_thread(iov, count, total)) return true;
-    }
-    ssize_t n = stream_->writev(iov, count);
-    if (n == kFailed) {
-      int err = errno;
-      if (err != EPIPE && err != ECONNRESET)
-        log_errno(LogLevel::Warning, err, "send to %s:%d failed", peer_.host.c_str(), peer_.port);
-      close_now(true);
-      return false;
-    }
-    if (n > 0) written = static_cast<size_t>(n);
-  }
-  // Queue what the socket did not take.
-  std::string rest;
-  for (int i = 0; i < count; ++i) {
-    size_t len = iov[i].iov_len;
-    if (written >= len) {
-      written -= len;
-      continue;
-    }
-    rest.append(static_cast<const char *>(iov[i].iov_base) + written, len - written);
-    written = 0;
-  }
-  if (!rest.empty()) {
-    if (out_.empty()) last_write_ms_ = server_.loop().now_ms();
-    out_bytes_ += rest.size();
-    OutChunk chunk;
-    chunk.data = std::move(rest);
-    out_.push_back(std::move(chunk));
-    update_interest();
-  }
-  return true;
+  return transport_->send(iov, count);
 }
 
-bool Connection::send_via_thread(const iovec *iov, int count, size_t total) {
-  std::string data;
-  data.reserve(total);
-  for (int i = 0; i < count; ++i) data.append(static_cast<const char *>(iov[i].iov_base), iov[i].iov_len);
-  if (!server_.send_thread()->submit(SendThread::Job{this, stream_->raw_send_fd(), std::move(data)})) return false;
-  send_in_flight_ = true;
-  out_bytes_ += total;
-  last_write_ms_ = server_.loop().now_ms();
-  return true;
-}
-
-void Connection::on_send_done(SendThread::Done &done) {
-  send_in_flight_ = false;
-  if (closed_) {
-    // Closed while the send was in flight: the fd can be closed now.
-    server_.release(this);
-    return;
-  }
-  out_bytes_ -= done.written;
-  if (done.error != 0) {
-    if (done.error != EPIPE && done.error != ECONNRESET)
-      log_errno(LogLevel::Warning, done.error, "send to %s:%d failed", peer_.host.c_str(), peer_.port);
-    close_now(true);
-    return;
-  }
-  last_write_ms_ = server_.loop().now_ms();
-  if (done.written < done.data.size()) {
-    // The socket was full: the rest goes first, by EPOLLOUT, from here.
-    OutChunk rest;
-    rest.data = std::move(done.data);
-    rest.off = done.written;
-    out_.push_front(std::move(rest));
-  }
-  flush();
-}
-
-void Connection::flush() {
-  // The send thread owns the socket's write side until its send is done.
-  if (send_in_flight_) return;
-  while (!out_.empty()) {
-    OutChunk &front = out_.front();
-    if (front.file_fd >= 0) {
-      size_t want = front.file_left < (1u << 20) ? static_cast<size_t>(front.file_left) : (1u << 20);
-      ssize_t n = stream_->send_file(front.file_fd, &front.file_off, want);
-      if (n == kWouldBlock) break;
-      if (n == kFailed || n == 0) {
-        int err = n == 0 ? EIO : errno;
-        if (err != EPIPE && err != ECONNRESET)
-          log_errno(LogLevel::Warning, err, "sendfile to %s:%d failed", peer_.host.c_str(), peer_.port);
-        close_now(true);
-        return;
-      }
-      last_write_ms_ = server_.loop().now_ms();
-      front.file_left -= static_cast<uint64_t>(n);
-      if (front.file_left == 0) {
-        ::close(front.file_fd);
-        out_.pop_front();
-      }
-      continue;
-    }
-    iovec iov[kMaxIov];
-    int count = 0;
-    for (auto it = out_.begin(); it != out_.end() && count < static_cast<int>(kMaxIov) && it->file_fd < 0; ++it)
-      iov[count++] = {it->data.data() + it->off, it->data.size() - it->off};
-    ssize_t n = stream_->writev(iov, count);
-    if (n == kWouldBlock) break;
-    if (n == kFailed) {
-      int err = errno;
-      if (err != EPIPE && err != ECONNRESET)
-        log_errno(LogLevel::Warning, err, "send to %s:%d failed", peer_.host.c_str(), peer_.port);
-      close_now(true);
-      return;
-    }
-    size_t written = static_cast<size_t>(n);
-    if (written > 0) last_write_ms_ = server_.loop().now_ms();
-    out_bytes_ -= written;
-    while (written > 0) {
-      OutChunk &chunk = out_.front();
-      size_t left = chunk.data.size() - chunk.off;
-      if (written >= left) {
-        written -= left;
-        out_.pop_front();
-      } else {
-        chunk.off += written;
-        written = 0;
-      }
-    }
-  }
-  update_interest();
-  if (wants_writable_ && out_bytes_ <= server_.config().write_low_water) {
+void Session::on_output_progress() {
+  if (closed_) return;
+  size_t queued = transport_->queued_bytes();
+  if (wants_writable_ && queued <= server_.config().write_low_water) {
     wants_writable_ = false;
     if (observer_ != nullptr) observer_->on_writable();
   }
-  if (pipeline_paused_ && !closed_ && out_bytes_ <= server_.config().write_low_water) {
+  if (pipeline_paused_ && !closed_ && queued <= server_.config().write_low_water) {
     pipeline_paused_ = false;
     process_input();
   }
-  if (closed_ || !out_.empty()) return;
+  if (closed_ || !transport_->output_idle()) return;
   // The idle keep-alive time counts from when the response has gone out.
   if (phase_ == Phase::Head && in_.empty() && deadline_kind_ == Deadline::KeepAlive)
     set_deadline(Deadline::KeepAlive, server_.config().keep_alive_timeout_ms);
   after_flush();
 }
 
-void Connection::close_now(bool disconnected) {
+void Session::close_now(bool disconnected) {
   if (closed_) return;
   closed_ = true;
   if (phase_ == Phase::Active && response_ != ResponseState::Done) server_.request_finished();
   detach_observer(disconnected);
-  server_.loop().remove(stream_->fd());
-  // With a send in flight the fd stays open (its number must not be reused)
-  // until on_send_done(); the destructor closes it.
-  if (!send_in_flight_) stream_.reset();
-  for (OutChunk &chunk : out_)
-    if (chunk.file_fd >= 0) ::close(chunk.file_fd);
-  out_.clear();
-  out_bytes_ = 0;
+  transport_->close();
   server_.retire(this);
 }
 

@@ -1,5 +1,7 @@
-// One HTTP/1.1 connection: the state machine that drives the request codec
-// (parser.h) and the response codec (response.h) over a ByteStream.
+// The HTTP/1.1 session: the state machine that drives the request codec
+// (parser.h) and the response codec (response.h) over a Transport. HTTP/1
+// carries one exchange at a time, so the session is also the http::Exchange
+// of its current request.
 //
 // Life of an exchange: the head is parsed, the server's RequestDispatcher gets
 // it (phase Active), the application pulls body bytes through body_buffer()
@@ -19,12 +21,11 @@
 #include <string>
 
 #include "engine/buffer.h"
+#include "engine/http/exchange.h"
 #include "engine/http1/parser.h"
 #include "engine/http1/response.h"
-#include "engine/loop.h"
-#include "engine/net/listener.h"
-#include "engine/net/send_thread.h"
-#include "engine/net/stream.h"
+#include "engine/net/transport.h"
+#include "engine/session.h"
 
 namespace pronghorn {
 class Server;
@@ -35,24 +36,38 @@ namespace pronghorn::http1 {
 using http::ExchangeObserver;
 using http::WriteStatus;
 
-// HTTP/1 carries one exchange at a time: the connection is the Exchange of
-// its current request.
-class Connection final : public IoHandler, public http::Exchange {
+class Session final : public pronghorn::Session, public http::Exchange, private TransportHandler {
  public:
-  Connection(Server &server, std::unique_ptr<ByteStream> stream, SocketAddress peer, const SocketAddress *local);
-  ~Connection();
-  Connection(const Connection &) = delete;
-  Connection &operator=(const Connection &) = delete;
+  Session(Server &server, std::unique_ptr<Transport> transport);
+  ~Session() override;
+  Session(const Session &) = delete;
+  Session &operator=(const Session &) = delete;
 
-  bool start();
-  void on_io(uint32_t events) override;
-  void on_tick(uint64_t now_ms);
+  // ---- pronghorn::Session ----
+  bool start() override;
+  void on_tick(uint64_t now_ms) override;
+  // Stops after the current response (graceful shutdown); closes now if idle.
+  void close_when_idle() override;
+  void close_now(bool disconnected) override;
+  // A response has started, has no declared length (chunked or delimited by
+  // the close) and is not complete: a stream, as a graceful stop sees it.
+  bool streaming() const override {
+    return !closed_ && phase_ == Phase::Active && response_ == ResponseState::Started &&
+           (plan_.framing == Framing::Chunked || plan_.framing == Framing::CloseDelimited);
+  }
+  // Sends the response head that start_response() held back to go out with
+  // the first body bytes, if it is still held (the server calls this when
+  // the step of the event loop that started the response ends).
+  void send_held_head() override;
+  bool send_in_flight() const override { return transport_->send_in_flight(); }
+  void on_released() override;
+  Transport &transport() { return *transport_; }
 
   // ---- http::Exchange: used by the application side during an exchange ----
   void attach(ExchangeObserver *observer) override { observer_ = observer; }
   bool open() const { return !closed_; }
-  const SocketAddress &peer() const override { return peer_; }
-  const SocketAddress &local() const override { return *local_; }
+  const SocketAddress &peer() const override { return transport_->peer(); }
+  const SocketAddress &local() const override { return transport_->local(); }
 
   // Unread body bytes. The application copies them out, consumes them, and
   // calls body_taken(), which resumes reading and sends 100 Continue.
@@ -64,12 +79,6 @@ class Connection final : public IoHandler, public http::Exchange {
   const char *start_response(int status, const HeaderList &headers) override;
   bool response_started() const { return response_ != ResponseState::NotStarted; }
   bool response_complete() const { return response_ == ResponseState::Done; }
-  // A response has started, has no declared length (chunked or delimited by
-  // the close) and is not complete: a stream, as a graceful stop sees it.
-  bool streaming() const {
-    return !closed_ && phase_ == Phase::Active && response_ == ResponseState::Started &&
-           (plan_.framing == Framing::Chunked || plan_.framing == Framing::CloseDelimited);
-  }
   WriteStatus write_body(const char *data, size_t len, bool more) override;
   // Sends [offset, offset+len) of file_fd (taking ownership of the fd) as the
   // rest of the body.
@@ -80,33 +89,20 @@ class Connection final : public IoHandler, public http::Exchange {
   void fail() override;
   // The application ended without finishing: the connection closes now.
   void abort() override { close_now(false); }
-  // Sends the response head that start_response() held back to go out with
-  // the first body bytes, if it is still held (the server calls this when
-  // the step of the event loop that started the response ends).
-  void send_held_head();
-  bool head_listed = false;  // in the server's list of held heads
-  // Stops after the current response (graceful shutdown); closes now if idle.
-  void close_when_idle();
-  void close_now(bool disconnected);
-
-  // A send handed to the server's SendThread has finished (loop thread).
-  void on_send_done(SendThread::Done &done);
-  // While true the socket's write side belongs to the send thread: nothing
-  // else is written, and the fd stays open even after close_now().
-  bool send_in_flight() const { return send_in_flight_; }
-
-  // Intrusive list of the server's connections.
-  Connection *prev = nullptr;
-  Connection *next = nullptr;
 
  private:
+  // ---- TransportHandler ----
+  void on_readable() override;
+  void on_output_progress() override;
+  void on_transport_failed() override { close_now(true); }
+
   enum class Phase { Head, Active, Closing, Lingering };
   enum class ResponseState { NotStarted, Started, Done };
   enum class Deadline { None, KeepAlive, Header, Linger };
 
-  void handle_readable();
-  // Reads into dst; returns the byte count, or -1 (nothing to read, or closed).
-  ssize_t read_some(char *dst, size_t len);
+  // Judges what a read returned: the byte count, or -1 (nothing to read, or
+  // the end of the stream or a failure, handled here).
+  ssize_t read_result(ssize_t n);
   void process_input();
   void process_once();
   // Moves decodable body bytes from the input buffer to the body buffer (up
@@ -120,27 +116,13 @@ class Connection final : public IoHandler, public http::Exchange {
   void begin_close(bool linger);
   void after_flush();
   bool send_iov(iovec *iov, int count);
-  // Hands a small write to the server's SendThread (the caller checked it
-  // may); false: write it here.
-  bool send_via_thread(const iovec *iov, int count, size_t total);
-  void flush();
   void update_interest();
   void detach_observer(bool disconnected);
   void set_deadline(Deadline kind, uint64_t ms);
   void write_access_log(int status);
 
-  struct OutChunk {
-    std::string data;
-    size_t off = 0;
-    int file_fd = -1;
-    off_t file_off = 0;
-    uint64_t file_left = 0;
-  };
-
   Server &server_;
-  std::unique_ptr<ByteStream> stream_;
-  SocketAddress peer_;
-  const SocketAddress *local_;
+  std::unique_ptr<Transport> transport_;
 
   Phase phase_ = Phase::Head;
   ResponseState response_ = ResponseState::NotStarted;
@@ -161,17 +143,14 @@ class Connection final : public IoHandler, public http::Exchange {
   // not make the server buffer responses without bound).
   bool pipeline_paused_ = false;
   bool wants_writable_ = false;
-  bool send_in_flight_ = false;
   bool linger_ = false;
   int version_minor_ = 1;
   uint32_t exchanges_ = 0;  // requests received on this connection
-  uint32_t interest_ = 0;
 
   Deadline deadline_kind_ = Deadline::None;
   uint64_t deadline_ms_ = 0;
-  uint64_t last_write_ms_ = 0;  // when the socket last took queued bytes
 
-  Buffer in_;
+  Buffer &in_;  // the transport's input buffer
   RequestHeadParser parser_;
   RequestHead head_;
   BodyDecoder decoder_;
@@ -181,9 +160,6 @@ class Connection final : public IoHandler, public http::Exchange {
   std::string head_buf_;
   uint64_t body_sent_ = 0;
   std::string method_, target_;  // for the access log (target_: uvicorn's quoted path and query)
-
-  std::deque<OutChunk> out_;
-  size_t out_bytes_ = 0;
 
   ExchangeObserver *observer_ = nullptr;
 };

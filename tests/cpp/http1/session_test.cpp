@@ -1,6 +1,6 @@
-// Engine-level tests: a real pronghorn::Server on 127.0.0.1, driven by
-// run_once() from the test thread, and real client sockets.
-#include "engine/http1/connection.h"
+// Engine-level tests of the HTTP/1 session: a real pronghorn::Server on
+// 127.0.0.1, driven by run_once() from the test thread, and real client sockets.
+#include "engine/http1/session.h"
 
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -39,7 +39,7 @@ enum class Mode {
 
 class TestExchange final : public ExchangeObserver {
  public:
-  TestExchange(Connection &c, const http::RequestHead &head, Mode mode) : conn(&c), mode_(mode) {
+  TestExchange(Session &c, const http::RequestHead &head, Mode mode) : conn(&c), mode_(mode) {
     method = head.method;
     target = head.target;
     for (const Header &h : head.headers) headers.emplace_back(h.name, h.value);
@@ -84,7 +84,7 @@ class TestExchange final : public ExchangeObserver {
   }
   void respond_echo() { respond(200, method + " " + target + " " + body); }
 
-  Connection *conn;
+  Session *conn;
   std::string method, target, body;
   std::string body_at_dispatch;  // what the body buffer held when on_request ran
   bool complete_at_dispatch = false;
@@ -101,7 +101,7 @@ class TestDispatcher final : public RequestDispatcher {
  public:
   void on_request(http::Exchange &exchange, const http::RequestHead &head) override {
     // HTTP/1's exchange is its connection.
-    Connection &conn = static_cast<Connection &>(exchange);
+    Session &conn = static_cast<Session &>(exchange);
     exchanges.push_back(std::make_unique<TestExchange>(conn, head, mode));
     TestExchange &ex = *exchanges.back();
     conn.attach(&ex);
@@ -289,7 +289,7 @@ class Client {
 
 // ----------------------------------------------------------------- fixture
 
-class ConnectionTest : public ::testing::Test {
+class SessionTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() { set_log_level(LogLevel::Critical); }
   static void TearDownTestSuite() { set_log_level(LogLevel::Info); }
@@ -336,7 +336,7 @@ class ConnectionTest : public ::testing::Test {
   int port_ = 0;
 };
 
-TEST_F(ConnectionTest, SimpleGet) {
+TEST_F(SessionTest, SimpleGet) {
   start();
   auto client = connect();
   client->send("GET /hello?x=1 HTTP/1.1\r\nHost: example.com\r\nX-Test: Yes\r\n\r\n");
@@ -367,7 +367,7 @@ TEST_F(ConnectionTest, SimpleGet) {
   EXPECT_EQ(server_->requests_served(), 1u);
 }
 
-TEST_F(ConnectionTest, KeepAliveSequentialRequests) {
+TEST_F(SessionTest, KeepAliveSequentialRequests) {
   start();
   auto client = connect();
   client->send("GET /one HTTP/1.1\r\nHost: h\r\n\r\n");
@@ -383,7 +383,7 @@ TEST_F(ConnectionTest, KeepAliveSequentialRequests) {
   EXPECT_TRUE(client->pending().empty()) << "stray bytes after the responses";
 }
 
-TEST_F(ConnectionTest, PipelinedRequestsAnsweredInOrder) {
+TEST_F(SessionTest, PipelinedRequestsAnsweredInOrder) {
   start();
   auto client = connect();
   client->send(
@@ -400,7 +400,7 @@ TEST_F(ConnectionTest, PipelinedRequestsAnsweredInOrder) {
   EXPECT_EQ(server_->connection_count(), 1u);
 }
 
-TEST_F(ConnectionTest, PipelinedRequestWaitsForTheCurrentResponse) {
+TEST_F(SessionTest, PipelinedRequestWaitsForTheCurrentResponse) {
   start();
   dispatcher_.mode = Mode::Defer;
   auto client = connect();
@@ -421,7 +421,7 @@ TEST_F(ConnectionTest, PipelinedRequestWaitsForTheCurrentResponse) {
   EXPECT_EQ(r2.body, "second");
 }
 
-TEST_F(ConnectionTest, SmugglingRequestGets400AndClose) {
+TEST_F(SessionTest, SmugglingRequestGets400AndClose) {
   start();
   auto client = connect();
   client->send(
@@ -441,7 +441,7 @@ TEST_F(ConnectionTest, SmugglingRequestGets400AndClose) {
   EXPECT_EQ(server_->connection_count(), 0u);
 }
 
-TEST_F(ConnectionTest, InvalidChunkedBodyGets400) {
+TEST_F(SessionTest, InvalidChunkedBodyGets400) {
   start();
   dispatcher_.mode = Mode::Defer;
   auto client = connect();
@@ -458,7 +458,7 @@ TEST_F(ConnectionTest, InvalidChunkedBodyGets400) {
 
 // An invalid body that arrives with the head is found before dispatch: the
 // app is not started for a request that is already known to be bad.
-TEST_F(ConnectionTest, InvalidChunkedBodyWithTheHeadGets400WithoutDispatch) {
+TEST_F(SessionTest, InvalidChunkedBodyWithTheHeadGets400WithoutDispatch) {
   start();
   dispatcher_.mode = Mode::Defer;
   auto client = connect();
@@ -471,7 +471,7 @@ TEST_F(ConnectionTest, InvalidChunkedBodyWithTheHeadGets400WithoutDispatch) {
 
 // Body bytes that came with the head are in the body buffer when the
 // dispatcher runs, so an app started at once reads them without waiting.
-TEST_F(ConnectionTest, BodyArrivingWithTheHeadIsBufferedBeforeDispatch) {
+TEST_F(SessionTest, BodyArrivingWithTheHeadIsBufferedBeforeDispatch) {
   start();
   dispatcher_.mode = Mode::Defer;
   auto client = connect();
@@ -493,7 +493,7 @@ TEST_F(ConnectionTest, BodyArrivingWithTheHeadIsBufferedBeforeDispatch) {
 
 // An invalid second request on a keep-alive connection still gets its 400
 // (the first exchange's finished response does not count as started).
-TEST_F(ConnectionTest, InvalidSecondRequestOnKeepAliveGets400) {
+TEST_F(SessionTest, InvalidSecondRequestOnKeepAliveGets400) {
   start();
   auto client = connect();
   client->send("GET /ok HTTP/1.1\r\nHost: h\r\n\r\n");
@@ -504,7 +504,7 @@ TEST_F(ConnectionTest, InvalidSecondRequestOnKeepAliveGets400) {
   EXPECT_EQ(all.rfind("HTTP/1.1 400 Bad Request\r\n", 0), 0u) << testing::PrintToString(all);
 }
 
-TEST_F(ConnectionTest, ChunkedRequestBodyIsReassembled) {
+TEST_F(SessionTest, ChunkedRequestBodyIsReassembled) {
   start();
   auto client = connect();
   const std::string request =
@@ -524,7 +524,7 @@ TEST_F(ConnectionTest, ChunkedRequestBodyIsReassembled) {
   EXPECT_EQ(next.body, "GET /next ");
 }
 
-TEST_F(ConnectionTest, LargeContentLengthBody) {
+TEST_F(SessionTest, LargeContentLengthBody) {
   start();
   auto client = connect();
   std::string body(600 * 1024, 'b');  // above body_high_water: reading pauses and resumes
@@ -536,7 +536,7 @@ TEST_F(ConnectionTest, LargeContentLengthBody) {
   EXPECT_TRUE(r.body == "PUT /big " + body) << "body corrupted";
 }
 
-TEST_F(ConnectionTest, ExpectContinueSentOnlyWhenBodyIsTaken) {
+TEST_F(SessionTest, ExpectContinueSentOnlyWhenBodyIsTaken) {
   start();
   dispatcher_.mode = Mode::Defer;
   auto client = connect();
@@ -565,7 +565,7 @@ TEST_F(ConnectionTest, ExpectContinueSentOnlyWhenBodyIsTaken) {
   EXPECT_TRUE(client->pending().empty());
 }
 
-TEST_F(ConnectionTest, ExpectContinueNotSentWhenTheAppAnswersFirst) {
+TEST_F(SessionTest, ExpectContinueNotSentWhenTheAppAnswersFirst) {
   start();
   dispatcher_.mode = Mode::Defer;
   auto client = connect();
@@ -578,7 +578,7 @@ TEST_F(ConnectionTest, ExpectContinueNotSentWhenTheAppAnswersFirst) {
   EXPECT_EQ(all.find("100 Continue"), std::string::npos);
 }
 
-TEST_F(ConnectionTest, HeadGetsHeadersButNoBody) {
+TEST_F(SessionTest, HeadGetsHeadersButNoBody) {
   start();
   auto client = connect();
   client->send("HEAD /h HTTP/1.1\r\nHost: h\r\n\r\nGET /g HTTP/1.1\r\nHost: h\r\n\r\n");
@@ -591,7 +591,7 @@ TEST_F(ConnectionTest, HeadGetsHeadersButNoBody) {
   EXPECT_EQ(get.body, "GET /g ");
 }
 
-TEST_F(ConnectionTest, ChunkedResponseWithoutContentLength) {
+TEST_F(SessionTest, ChunkedResponseWithoutContentLength) {
   start();
   dispatcher_.mode = Mode::Defer;
   auto client = connect();
@@ -610,7 +610,7 @@ TEST_F(ConnectionTest, ChunkedResponseWithoutContentLength) {
   EXPECT_EQ(raw.substr(body_at + 4), "5\r\nhello\r\n7\r\n world!\r\n0\r\n\r\n");
 }
 
-TEST_F(ConnectionTest, Http10ResponseIsCloseDelimited) {
+TEST_F(SessionTest, Http10ResponseIsCloseDelimited) {
   start();
   dispatcher_.mode = Mode::Defer;
   auto client = connect();
@@ -628,7 +628,7 @@ TEST_F(ConnectionTest, Http10ResponseIsCloseDelimited) {
   EXPECT_EQ(raw.substr(raw.find("\r\n\r\n") + 4), "abcdef");
 }
 
-TEST_F(ConnectionTest, ContentLengthMismatchClosesTheConnection) {
+TEST_F(SessionTest, ContentLengthMismatchClosesTheConnection) {
   start();
   dispatcher_.mode = Mode::Defer;
   auto client = connect();
@@ -644,7 +644,7 @@ TEST_F(ConnectionTest, ContentLengthMismatchClosesTheConnection) {
   EXPECT_EQ(server_->active_requests(), 0u);
 }
 
-TEST_F(ConnectionTest, ClientDisconnectDetachesTheObserver) {
+TEST_F(SessionTest, ClientDisconnectDetachesTheObserver) {
   start();
   dispatcher_.mode = Mode::Defer;
   auto client = connect();
@@ -662,7 +662,7 @@ TEST_F(ConnectionTest, ClientDisconnectDetachesTheObserver) {
   EXPECT_EQ(server_->connection_count(), 0u);
 }
 
-TEST_F(ConnectionTest, KeepAliveTimeoutClosesIdleConnection) {
+TEST_F(SessionTest, KeepAliveTimeoutClosesIdleConnection) {
   ServerConfig config = quiet_config();
   config.keep_alive_timeout_ms = 300;
   start(std::move(config));
@@ -681,7 +681,7 @@ TEST_F(ConnectionTest, KeepAliveTimeoutClosesIdleConnection) {
   EXPECT_EQ(server_->connection_count(), 0u);
 }
 
-TEST_F(ConnectionTest, IdleNewConnectionIsClosedAfterKeepAliveTimeout) {
+TEST_F(SessionTest, IdleNewConnectionIsClosedAfterKeepAliveTimeout) {
   ServerConfig config = quiet_config();
   config.keep_alive_timeout_ms = 300;
   start(std::move(config));
@@ -691,7 +691,7 @@ TEST_F(ConnectionTest, IdleNewConnectionIsClosedAfterKeepAliveTimeout) {
   EXPECT_TRUE(all.empty()) << all;
 }
 
-TEST_F(ConnectionTest, SlowHeadGets408) {
+TEST_F(SessionTest, SlowHeadGets408) {
   ServerConfig config = quiet_config();
   config.header_timeout_ms = 300;
   start(std::move(config));
@@ -708,7 +708,7 @@ TEST_F(ConnectionTest, SlowHeadGets408) {
   EXPECT_TRUE(dispatcher_.exchanges.empty());
 }
 
-TEST_F(ConnectionTest, LimitConcurrencyGives503) {
+TEST_F(SessionTest, LimitConcurrencyGives503) {
   ServerConfig config = quiet_config();
   config.limit_concurrency = 1;
   start(std::move(config));
@@ -734,7 +734,7 @@ TEST_F(ConnectionTest, LimitConcurrencyGives503) {
   EXPECT_EQ(server_->active_requests(), 0u);
 }
 
-TEST_F(ConnectionTest, UnreadBodyIsDiscardedBeforeTheNextRequest) {
+TEST_F(SessionTest, UnreadBodyIsDiscardedBeforeTheNextRequest) {
   start();
   dispatcher_.mode = Mode::Defer;
   auto client = connect();
@@ -757,7 +757,7 @@ TEST_F(ConnectionTest, UnreadBodyIsDiscardedBeforeTheNextRequest) {
 // After a response that left the request body unread, the connection drops the
 // rest of the body within the header timeout: a client that never sends it
 // cannot hold the connection forever.
-TEST_F(ConnectionTest, UnsentBodyAfterResponseTimesOut) {
+TEST_F(SessionTest, UnsentBodyAfterResponseTimesOut) {
   ServerConfig config = quiet_config();
   config.keep_alive_timeout_ms = 200;
   config.header_timeout_ms = 200;
@@ -773,7 +773,7 @@ TEST_F(ConnectionTest, UnsentBodyAfterResponseTimesOut) {
   EXPECT_TRUE(client->eof()) << "the connection waits for the unsent body without a timeout";
 }
 
-TEST_F(ConnectionTest, FailExchangeGives500) {
+TEST_F(SessionTest, FailExchangeGives500) {
   start();
   dispatcher_.mode = Mode::Defer;
   auto client = connect();
@@ -790,7 +790,7 @@ TEST_F(ConnectionTest, FailExchangeGives500) {
   EXPECT_EQ(server_->active_requests(), 0u);
 }
 
-TEST_F(ConnectionTest, FailExchangeAfterResponseStartClosesWithoutA500) {
+TEST_F(SessionTest, FailExchangeAfterResponseStartClosesWithoutA500) {
   start();
   dispatcher_.mode = Mode::Defer;
   auto client = connect();
@@ -808,7 +808,7 @@ TEST_F(ConnectionTest, FailExchangeAfterResponseStartClosesWithoutA500) {
   EXPECT_EQ(all.find("0\r\n\r\n"), std::string::npos) << "a failed response must not look complete";
 }
 
-TEST_F(ConnectionTest, GracefulShutdown) {
+TEST_F(SessionTest, GracefulShutdown) {
   start();
   dispatcher_.mode = Mode::Defer;
   auto idle = connect();
@@ -836,7 +836,7 @@ TEST_F(ConnectionTest, GracefulShutdown) {
 
 // A request that reached the socket before the graceful stop, but was not read
 // yet, is served (with Connection: close) instead of being dropped.
-TEST_F(ConnectionTest, GracefulShutdownServesUnreadFirstRequest) {
+TEST_F(SessionTest, GracefulShutdownServesUnreadFirstRequest) {
   start();
   auto client = connect();
   client->pump_for(30);  // accepted, nothing to read yet
@@ -852,7 +852,7 @@ TEST_F(ConnectionTest, GracefulShutdownServesUnreadFirstRequest) {
 }
 
 // An idle keep-alive connection that already served a request closes at once.
-TEST_F(ConnectionTest, GracefulShutdownClosesIdleKeepAlive) {
+TEST_F(SessionTest, GracefulShutdownClosesIdleKeepAlive) {
   start();
   auto client = connect();
   client->send("GET /a HTTP/1.1\r\nHost: h\r\n\r\n");
@@ -865,7 +865,7 @@ TEST_F(ConnectionTest, GracefulShutdownClosesIdleKeepAlive) {
 
 // A large response still going out when the keep-alive (or header) timeout
 // passes is not cut: idle timers only start once the queued output is sent.
-TEST_F(ConnectionTest, SlowReaderGetsWholeResponseDespiteKeepAliveTimeout) {
+TEST_F(SessionTest, SlowReaderGetsWholeResponseDespiteKeepAliveTimeout) {
   ServerConfig config = quiet_config();
   config.keep_alive_timeout_ms = 200;
   config.header_timeout_ms = 200;
@@ -894,7 +894,7 @@ TEST_F(ConnectionTest, SlowReaderGetsWholeResponseDespiteKeepAliveTimeout) {
   EXPECT_GT(ms_since(start_time), 400) << "the read was not slow enough to test anything";
 }
 
-TEST_F(ConnectionTest, WriteBackpressure) {
+TEST_F(SessionTest, WriteBackpressure) {
   start();
   dispatcher_.mode = Mode::Defer;
   auto client = connect(/*rcvbuf=*/16 * 1024);
@@ -1021,14 +1021,14 @@ void expect_pipelined_responses_to_slow_reader(Server &server, TestDispatcher &d
   EXPECT_TRUE(got.empty());
 }
 
-TEST_F(ConnectionTest, SmallResponsesToASlowReaderArriveWholeAndInOrder) {
+TEST_F(SessionTest, SmallResponsesToASlowReaderArriveWholeAndInOrder) {
   start();
   dispatcher_.mode = Mode::Defer;
   auto client = connect(/*rcvbuf=*/4096);
   expect_pipelined_responses_to_slow_reader(*server_, dispatcher_, *client);
 }
 
-TEST_F(ConnectionTest, WithoutSendThreadSmallResponsesToASlowReaderArriveWholeAndInOrder) {
+TEST_F(SessionTest, WithoutSendThreadSmallResponsesToASlowReaderArriveWholeAndInOrder) {
   ServerConfig config = quiet_config();
   config.send_thread = false;
   start(std::move(config));
@@ -1038,7 +1038,7 @@ TEST_F(ConnectionTest, WithoutSendThreadSmallResponsesToASlowReaderArriveWholeAn
   expect_pipelined_responses_to_slow_reader(*server_, dispatcher_, *client);
 }
 
-TEST_F(ConnectionTest, CloseWithASendInFlightKeepsItsBytesAndItsFd) {
+TEST_F(SessionTest, CloseWithASendInFlightKeepsItsBytesAndItsFd) {
   start();
   ASSERT_NE(server_->send_thread(), nullptr);
   dispatcher_.mode = Mode::Defer;
@@ -1071,7 +1071,7 @@ TEST_F(ConnectionTest, CloseWithASendInFlightKeepsItsBytesAndItsFd) {
   EXPECT_EQ(r.head.find("partial"), std::string::npos);
 }
 
-TEST_F(ConnectionTest, GracefulStopWithAResponseInFlightSendsItThenCloses) {
+TEST_F(SessionTest, GracefulStopWithAResponseInFlightSendsItThenCloses) {
   start();
   dispatcher_.mode = Mode::Defer;
   auto client = connect();
@@ -1092,7 +1092,7 @@ TEST_F(ConnectionTest, GracefulStopWithAResponseInFlightSendsItThenCloses) {
   EXPECT_EQ(server_->connection_count(), 0u);
 }
 
-TEST_F(ConnectionTest, ConnectionCloseRequest) {
+TEST_F(SessionTest, ConnectionCloseRequest) {
   start();
   auto client = connect();
   client->send("GET /bye HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
