@@ -20,6 +20,7 @@ class Lifespan:
         self.startup_failed = False
         self.shutdown_failed = False
         self.error_occurred = False
+        self.closing = False  # set when the worker exits without lifespan shutdown (a forced stop)
         self.task: asyncio.Task | None = None
 
     async def startup(self) -> bool:
@@ -57,9 +58,9 @@ class Lifespan:
             self.error_occurred = True
             if self.startup_failed or self.shutdown_failed:
                 return
-            if isinstance(exc, asyncio.CancelledError) and self.startup_event.is_set():
-                # Cancelled as the worker exits (a forced stop skips lifespan
-                # shutdown): the protocol was supported, nothing to report.
+            if isinstance(exc, asyncio.CancelledError) and self.closing:
+                # Cancelled as the worker exits after a forced stop (which
+                # skips lifespan shutdown): nothing to report.
                 return
             if self.mode == "auto":
                 self.logger.info("ASGI 'lifespan' protocol appears unsupported.")

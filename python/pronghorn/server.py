@@ -170,6 +170,10 @@ class Worker:
         self.max_requests = max_requests
         self.stop_event: asyncio.Event | None = None
         self.force_exit = False
+        # Kept until the loop is finished: request tasks cancelled then still
+        # reach the engine.
+        self.server = None
+        self.signals: list[int] = []
 
     def _on_signal(self) -> None:
         if self.stop_event is not None and self.stop_event.is_set():
@@ -189,10 +193,11 @@ class Worker:
             # of the group: the parent owns it (it sends SIGTERM, then SIGKILL
             # on a second Ctrl+C), so a worker ignores SIGINT.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-            loop.add_signal_handler(signal.SIGTERM, self._on_signal)
+            self.signals = [signal.SIGTERM]
         else:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, self._on_signal)
+            self.signals = [signal.SIGINT, signal.SIGTERM]
+        for sig in self.signals:
+            loop.add_signal_handler(sig, self._on_signal)
         logger.info("Started server process [%d]", os.getpid())
 
         state: dict = {}
@@ -234,6 +239,7 @@ class Worker:
             asgi_spec_version=str(config.asgi_spec_version),
             pathsend=config.asgi_pathsend,
         )
+        self.server = server
         try:
             if config.fd is not None:
                 where = server.listen_fd(config.fd)
@@ -264,8 +270,11 @@ class Worker:
         await self._drain(server)
         server.stop()
         server.close_all()
-        if lifespan is not None and not self.force_exit:
-            await lifespan.shutdown()
+        if lifespan is not None:
+            if self.force_exit:
+                lifespan.closing = True  # its task is cancelled at exit: not an error
+            else:
+                await lifespan.shutdown()
         if config.uds and self.control_fd < 0 and os.path.exists(config.uds):
             os.unlink(config.uds)
         logger.info("Finished server process [%d]", os.getpid())
@@ -280,7 +289,12 @@ class Worker:
         loop = asyncio.get_running_loop()
         timeout = self.config.timeout_graceful_shutdown
         deadline = None if timeout is None else loop.time() + timeout
-        streams_at = loop.time() + min(self.config.timeout_graceful_streams, timeout if timeout is not None else 1e9)
+        # Streams are ended a moment before the deadline at the latest, so
+        # that their tasks see the disconnect before they would be cancelled.
+        streams_grace = self.config.timeout_graceful_streams
+        if timeout is not None:
+            streams_grace = min(streams_grace, max(0.0, timeout - 0.25))
+        streams_at = loop.time() + streams_grace
         said_connections = said_tasks = False
         while not self.force_exit:
             connections, tasks = server.connection_count, server.tasks
@@ -290,6 +304,7 @@ class Worker:
                 cut = server.cut_streams()
                 if cut:
                     self.logger.info("Closed %d streaming response(s) to stop.", cut)
+                    await asyncio.sleep(0.05)  # their tasks see the disconnect
                     continue
             if connections and not said_connections:
                 self.logger.info("Waiting for connections to close. (CTRL+C to force quit)")
@@ -330,30 +345,46 @@ def run_worker(config: Config, logger, app: Any = None, control_fd: int = -1, ma
     try:
         return loop.run_until_complete(worker.serve())
     finally:
+        # The stop signals act as before the loop ran again: a further Ctrl+C
+        # (or SIGTERM) ends the clean-up instead of being swallowed.
+        for sig in worker.signals:
+            loop.remove_signal_handler(sig)
         try:
-            _finish_loop(loop)
+            _finish_loop(loop, logger, 1.0 if worker.force_exit else _FINISH_TIMEOUT)
+        except KeyboardInterrupt:
+            pass
         finally:
+            worker.server = None
             loop.close()
 
 
-def _finish_loop(loop: asyncio.AbstractEventLoop) -> None:
+_FINISH_TIMEOUT = 5.0  # seconds for the app's cancelled tasks, and for the executor's threads
+
+
+def _finish_loop(loop: asyncio.AbstractEventLoop, logger, timeout: float) -> None:
     """What asyncio.run does before it closes its loop (uvicorn runs in it):
     tasks the app left running are cancelled and awaited, so that their
     `finally` blocks run, then async generators and the default executor are
-    shut down."""
+    shut down. Bounded: a task that ignores its cancellation, or a thread
+    stuck in a blocking call, does not hold the worker's exit."""
     tasks = [task for task in asyncio.all_tasks(loop) if not task.done()]
     for task in tasks:
         task.cancel()
     if tasks:
-        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-        for task in tasks:
+        done, pending = loop.run_until_complete(asyncio.wait(tasks, timeout=timeout))
+        if pending:
+            logger.warning("%d task(s) did not end within %.0f s of their cancellation at exit.", len(pending), timeout)
+        for task in done:
             if not task.cancelled() and task.exception() is not None:
                 loop.call_exception_handler(
                     {"message": "unhandled exception during worker shutdown", "exception": task.exception(),
                      "task": task}
                 )
     loop.run_until_complete(loop.shutdown_asyncgens())
-    loop.run_until_complete(loop.shutdown_default_executor())
+    try:
+        loop.run_until_complete(asyncio.wait_for(loop.shutdown_default_executor(), timeout))
+    except asyncio.TimeoutError:
+        logger.warning("The default executor's threads did not end within %.0f s at exit.", timeout)
 
 
 def _bind(config: Config, logger) -> str:

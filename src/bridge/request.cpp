@@ -21,7 +21,7 @@ class Observer final : public http::ExchangeObserver {
   explicit Observer(RequestObject *owner) : owner_(owner) {}
   void on_body_ready() override;
   void on_writable() override;
-  void on_detach(bool disconnected) override;
+  void on_detach(http::Detach why) override;
 
  private:
   RequestObject *owner_;
@@ -131,13 +131,13 @@ void Observer::on_writable() {
   resolve(self->send_waiter, names.set_result, Py_None);
 }
 
-void Observer::on_detach(bool disconnected) {
+void Observer::on_detach(http::Detach why) {
   RequestObject *self = owner_;
   self->conn = nullptr;
-  if (disconnected && !self->response_complete) {
+  if (why != http::Detach::Complete && !self->response_complete) {
     self->disconnected = true;
     // A graceful stop cut the stream: the app is told by send() too.
-    if (self->server->engine.shutting_down()) self->cut_by_stop = true;
+    if (why == http::Detach::ServerStop) self->cut_by_stop = true;
   }
   // Every waiting receive() gets http.disconnect.
   while (self->receive_waiter != nullptr) {
@@ -200,6 +200,17 @@ PyObject *request_receive(PyObject *op, PyObject *) {
     if (self->conn == nullptr) return ready(disconnect_message());
     if (self->more_receive_waiters == nullptr && (self->more_receive_waiters = PyList_New(0)) == nullptr)
       return nullptr;
+    // Waiters cancelled meanwhile leave the queue here, so that a poll such
+    // as Starlette's is_disconnected() (a receive() cancelled at once, on
+    // every event of a stream) does not pile them up.
+    PyObject *more = self->more_receive_waiters;
+    for (Py_ssize_t i = PyList_GET_SIZE(more) - 1; i >= 0; --i) {
+      PyObject *done = PyObject_CallMethodNoArgs(PyList_GET_ITEM(more, i), names.done);
+      if (done == nullptr) return nullptr;
+      bool finished = done == Py_True;
+      Py_DECREF(done);
+      if (finished && PyList_SetSlice(more, i, i + 1, nullptr) < 0) return nullptr;
+    }
     PyObject *future = PyObject_CallNoArgs(self->server->create_future);
     if (future == nullptr) return nullptr;
     if (PyList_Append(self->more_receive_waiters, future) < 0) {
@@ -414,10 +425,23 @@ PyObject *request_send(PyObject *op, PyObject *message) {
 
 // True when `exc` is, or was raised while handling or because of (its
 // __context__ / __cause__ chain), the ClientDisconnected of our send().
-bool caused_by_disconnect(PyObject *exc) {
-  for (int depth = 0; exc != nullptr && exc != Py_None && depth < 16; ++depth) {
+bool caused_by_disconnect(PyObject *exc, int depth = 0) {
+  for (; exc != nullptr && exc != Py_None && depth < 16; ++depth) {
     if (PyObject_TypeCheck(exc, reinterpret_cast<PyTypeObject *>(names.client_disconnected))) return true;
     if (!PyExceptionInstance_Check(exc)) return false;
+#if PY_VERSION_HEX >= 0x030B0000
+    // A task group (anyio, asyncio.TaskGroup) wraps its children's errors:
+    // a group is a disconnect when every error in it is.
+    if (PyObject_TypeCheck(exc, reinterpret_cast<PyTypeObject *>(PyExc_BaseExceptionGroup))) {
+      PyObject *members = PyObject_GetAttrString(exc, "exceptions");
+      bool all = members != nullptr && PyTuple_Check(members) && PyTuple_GET_SIZE(members) > 0;
+      for (Py_ssize_t i = 0; all && i < PyTuple_GET_SIZE(members); ++i)
+        all = caused_by_disconnect(PyTuple_GET_ITEM(members, i), depth + 1);
+      Py_XDECREF(members);
+      if (members == nullptr) PyErr_Clear();
+      if (all) return true;
+    }
+#endif
     PyObject *cause = PyException_GetCause(exc);  // new references
     PyObject *context = PyException_GetContext(exc);
     PyObject *next = cause != nullptr ? cause : context;
@@ -587,7 +611,11 @@ PyObject *runner_throw(PyObject *op, PyObject *const *args, Py_ssize_t nargs) {
   PyObject *throw_method = PyObject_GetAttrString(self->coro, "throw");
   PyObject *value = nullptr;
   if (throw_method != nullptr) {
+    // A step, as in am_send: a head held when it ends goes out then.
+    Server &engine = self->request->server->engine;
+    engine.begin_step();
     value = PyObject_Vectorcall(throw_method, args, static_cast<size_t>(nargs), nullptr);
+    end_app_step(engine);
     Py_DECREF(throw_method);
     if (value != nullptr) return value;  // the app's coroutine caught it and awaits again
   } else if (PyErr_ExceptionMatches(PyExc_AttributeError) && nargs >= 1) {

@@ -12,6 +12,8 @@ namespace {
 
 LogLevel g_level = LogLevel::Info;
 LogSink g_sink = nullptr;
+void (*g_before_problem)(void *) = nullptr;
+void *g_before_problem_ctx = nullptr;
 
 void stderr_sink(LogLevel level, std::string_view message) {
   static const bool colours = isatty(2) == 1;
@@ -36,10 +38,16 @@ void vlog(LogLevel level, int err, const char *fmt, va_list ap) {
     message += std::to_string(err);
     message += ")";
   }
+  if (level >= LogLevel::Warning && g_before_problem != nullptr) g_before_problem(g_before_problem_ctx);
   (g_sink ? g_sink : stderr_sink)(level, message);
 }
 
 }  // namespace
+
+void set_log_before_problem(void (*hook)(void *ctx), void *ctx) {
+  g_before_problem = hook;
+  g_before_problem_ctx = ctx;
+}
 
 void set_log_level(LogLevel level) {
   g_level = level;

@@ -15,6 +15,11 @@ using LogSink = void (*)(LogLevel level, std::string_view message);
 void set_log_level(LogLevel level);
 bool log_enabled(LogLevel level);
 void set_log_sink(LogSink sink);  // nullptr restores the stderr sink
+// Called before each line at Warning or above is written: the server writes
+// its buffered access log there, so that a terminal shows the access line of
+// a request before a later warning or error about it. One per process (the
+// last set wins); nullptr removes it.
+void set_log_before_problem(void (*hook)(void *ctx), void *ctx);
 
 void log(LogLevel level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 // Appends ": <strerror(err)> (errno <err>)" to the message.

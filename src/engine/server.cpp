@@ -78,6 +78,7 @@ class Server::Listener final : public IoHandler {
 Server::Server(ServerConfig config) : config_(std::move(config)) {}
 
 Server::~Server() {
+  set_log_before_problem(nullptr, nullptr);
   close_all();
   // Lets the sends in flight finish; their connections are then released.
   send_thread_.stop();
@@ -98,6 +99,7 @@ bool Server::open() {
   if (config_.control_fd >= 0 && fcntl(config_.control_fd, F_SETFL, O_NONBLOCK) < 0)
     log_errno(LogLevel::Warning, errno, "fcntl(O_NONBLOCK) on the control pipe failed");
   update_date();
+  set_log_before_problem([](void *ctx) { static_cast<Server *>(ctx)->flush_log(); }, this);
   return true;
 }
 
@@ -164,21 +166,30 @@ void Server::flush_held_heads() {
   }
 }
 
+namespace {
+constexpr uint64_t kAcceptLogIntervalMs = 10000;
+}
+
 void Server::accept_failed(int fd, int err) {
-  constexpr uint64_t kIntervalMs = 10000;
   uint64_t now = loop_.now_ms();
-  ++accept_errors_;
-  if (accept_log_ms_ == 0 || now - accept_log_ms_ >= kIntervalMs || err != accept_errno_) {
-    if (accept_errors_ > 1)
-      log_errno(LogLevel::Error, err, "accept on fd %d failed (%llu times in the last %llu s)", fd,
-                static_cast<unsigned long long>(accept_errors_),
-                static_cast<unsigned long long>(accept_log_ms_ == 0 ? 0 : (now - accept_log_ms_ + 999) / 1000));
-    else
-      log_errno(LogLevel::Error, err, "accept on fd %d failed", fd);
-    accept_errors_ = 0;
-    accept_errno_ = err;
-    accept_log_ms_ = now;
+  accept_fd_ = fd;
+  if (accept_log_ms_ != 0 && now - accept_log_ms_ < kAcceptLogIntervalMs && err == accept_errno_) {
+    ++accept_errors_;  // reported by the tick when the interval is over
+    return;
   }
+  report_accept_failures(now);
+  log_errno(LogLevel::Error, err, "accept on fd %d failed", fd);
+  accept_errno_ = err;
+  accept_log_ms_ = now;
+}
+
+void Server::report_accept_failures(uint64_t now) {
+  if (accept_errors_ == 0) return;
+  log_errno(LogLevel::Error, accept_errno_, "accept on fd %d failed %llu more times in the last %llu s", accept_fd_,
+            static_cast<unsigned long long>(accept_errors_),
+            static_cast<unsigned long long>((now - accept_log_ms_ + 999) / 1000));
+  accept_errors_ = 0;
+  accept_log_ms_ = now;
 }
 
 void Server::retire(Session *session) {
@@ -248,6 +259,7 @@ void Server::on_io(uint32_t) {
   }
   if (!shutting_down_)
     for (auto &listener : listeners_) listener->resume();
+  if (accept_errors_ > 0 && now - accept_log_ms_ >= kAcceptLogIntervalMs) report_accept_failures(now);
   flush_log();
 }
 
@@ -287,7 +299,7 @@ size_t Server::cut_streams() {
   for (Session *session = sessions_; session != nullptr;) {
     Session *next = session->next;
     if (session->streaming()) {
-      session->close_now(true);
+      session->cut_for_stop();
       ++cut;
     }
     session = next;

@@ -201,13 +201,15 @@ class Server final : public IoHandler {
   void *flush_scheduler_ctx_ = nullptr;
   std::vector<char> read_scratch_;
   // Accept failures (EMFILE...) are logged once per interval, with a count.
-  uint64_t accept_errors_ = 0;
+  uint64_t accept_errors_ = 0;  // failures not logged yet
   int accept_errno_ = 0;
+  int accept_fd_ = -1;
   uint64_t accept_log_ms_ = 0;
+  void report_accept_failures(uint64_t now);
 
  public:
-  // A failed accept(): logged at once, then at most once per interval with
-  // the number of failures since (the condition can last while the worker
+  // A failed accept(): logged at once, then the failures of each interval
+  // as one line with their count (the condition can last while the worker
   // keeps serving its connections).
   void accept_failed(int fd, int err);
 };

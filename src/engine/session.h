@@ -24,6 +24,9 @@ class Session {
   // Closes now; `disconnected`: as if the client had gone (the application
   // is told so).
   virtual void close_now(bool disconnected) = 0;
+  // Graceful stop: ends a streaming response (streaming()) now; the
+  // application is told the server stopped it.
+  virtual void cut_for_stop() = 0;
   // Sends a response head held back to go out with the first body bytes
   // (see Server::hold_head).
   virtual void send_held_head() = 0;

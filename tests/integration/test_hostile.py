@@ -4,6 +4,7 @@ running out of file descriptors is logged once per interval while the worker goe
 from __future__ import annotations
 
 import re
+import signal
 import socket
 import time
 
@@ -44,6 +45,34 @@ def test_pipelined_flood_is_bounded_and_delivered(server_factory):
     grown_mib = (peak - before) / 1024
     print(f"pipelined flood: the worker grew by {grown_mib:.1f} MiB")
     assert grown_mib < 16, f"the worker grew by {grown_mib:.1f} MiB while the client did not read"
+
+
+def test_graceful_stop_with_a_paused_pipeline(server_factory):
+    """A client has pipelined requests waiting behind unread responses when the server is
+    stopped: the queued responses go out, the waiting requests are dropped, and the worker
+    stops at once, without a false 408."""
+    srv = server_factory(APP)
+    size = 300 * 1024
+    with srv.connect(timeout=30) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        s.sendall(f"GET /big?n={size} HTTP/1.1\r\nHost: x\r\n\r\n".encode() * 20)
+        time.sleep(0.5)
+        srv.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        reader = ResponseReader(s, timeout=10)
+        got = 0
+        while True:
+            try:
+                resp = reader.read_response()
+            except (EOFError, ConnectionError):
+                break
+            assert resp.status == 200 and len(resp.body) == size
+            got += 1
+        assert 1 <= got < 20
+    t0 = time.monotonic()
+    assert srv.wait_exit(10) == 0
+    assert time.monotonic() - t0 < 3
+    assert "408" not in srv.stderr and "Invalid HTTP request" not in srv.stderr, srv.stderr
 
 
 def test_slow_heads_cost_little_memory(server_factory):

@@ -131,6 +131,7 @@ def test_connect_405(raw_server):
     resp = _expect_error_and_close(raw_server, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
                                    status=405)
     assert b"Method Not Allowed" in resp
+    assert b"\r\nallow: GET, HEAD, POST" in resp  # RFC 9110 §15.5.6
 
 
 @pytest.mark.pronghorn_only

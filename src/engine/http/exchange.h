@@ -33,6 +33,13 @@ struct RequestHead {
 // Response header fields as the application gives them.
 using HeaderList = std::vector<std::pair<std::string_view, std::string_view>>;
 
+// Why an exchange let go of its observer.
+enum class Detach {
+  Complete,    // the response is complete
+  ClientGone,  // the client went away (or the connection failed) first
+  ServerStop   // a graceful stop ended the exchange (a stream cut to stop)
+};
+
 // The application side of one exchange (the ASGI bridge's request object).
 class ExchangeObserver {
  public:
@@ -40,10 +47,9 @@ class ExchangeObserver {
   virtual void on_body_ready() = 0;
   // Queued output fell below the low-water mark after a Blocked write.
   virtual void on_writable() = 0;
-  // The exchange drops its reference to the observer, because the response
-  // is complete (disconnected == false) or the client is gone (true). Called
+  // The exchange drops its reference to the observer (see Detach). Called
   // exactly once per attach().
-  virtual void on_detach(bool disconnected) = 0;
+  virtual void on_detach(Detach why) = 0;
 
  protected:
   ~ExchangeObserver() = default;

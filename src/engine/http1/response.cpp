@@ -266,6 +266,9 @@ std::string error_response(int status, bool keep_alive) {
   out.append("content-type: text/plain; charset=utf-8\r\ncontent-length: ");
   std::string_view body_view(body);
   out.append(std::to_string(body_view.size()));
+  // RFC 9110 §15.5.6: a 405 lists the methods that are allowed (405 is the
+  // answer to CONNECT; the application decides the rest).
+  if (status == 405) out.append("\r\nallow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH");
   out.append(keep_alive ? "\r\n\r\n" : "\r\nconnection: close\r\n\r\n");
   out.append(body_view);
   return out;

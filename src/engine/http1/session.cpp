@@ -134,7 +134,13 @@ void Session::on_readable() {
     return;
   }
   process_input();
-  if (!closed_) transport_->trim_input();
+  if (closed_) return;
+  // Between requests, a partial head keeps only its own size; while a body
+  // flows the read buffer stays for the next read.
+  if (phase_ == Phase::Head)
+    transport_->trim_input();
+  else
+    in_.release_if_empty();
 }
 
 void Session::process_input() {
@@ -278,7 +284,15 @@ void Session::end_exchange() {
 void Session::detach_observer(bool disconnected) {
   ExchangeObserver *observer = observer_;
   observer_ = nullptr;
-  if (observer != nullptr) observer->on_detach(disconnected);
+  if (observer != nullptr)
+    observer->on_detach(!disconnected ? http::Detach::Complete
+                        : cut_for_stop_ ? http::Detach::ServerStop
+                                        : http::Detach::ClientGone);
+}
+
+void Session::cut_for_stop() {
+  cut_for_stop_ = true;
+  close_now(true);
 }
 
 void Session::finish_response() {
@@ -498,7 +512,9 @@ void Session::fail() {
     detach_observer(false);
     if (closed_) return;
     keep_alive_ = false;
-    begin_close(false);
+    // As after any response: linger if request bytes may still come, so
+    // that the client reads what was sent before it sees a reset.
+    begin_close(!body_done_ || !in_.empty());
   }
 }
 
@@ -512,6 +528,12 @@ void Session::send_held_head() {
 void Session::close_when_idle() {
   stop_after_response_ = true;
   if (closed_) return;
+  if (phase_ == Phase::Head && exchanges_ > 0 && pipeline_paused_) {
+    // Pipelined requests were waiting for queued responses to drain: they
+    // will not be served now. Close once the queued responses have gone out.
+    begin_close(false);
+    return;
+  }
   if (phase_ != Phase::Head || !in_.empty()) return;
   if (!transport_->output_idle()) {
     // The last response is still going out: close once it has.
@@ -594,6 +616,8 @@ void Session::on_output_progress() {
   }
   if (pipeline_paused_ && !closed_ && queued <= server_.config().write_low_water) {
     pipeline_paused_ = false;
+    // The header timeout of the waiting request counts from now.
+    if (phase_ == Phase::Head) set_deadline(Deadline::Header, server_.config().header_timeout_ms);
     process_input();
   }
   if (closed_ || !transport_->output_idle()) return;

@@ -49,6 +49,7 @@ class Session final : public pronghorn::Session, public http::Exchange, private 
   // Stops after the current response (graceful shutdown); closes now if idle.
   void close_when_idle() override;
   void close_now(bool disconnected) override;
+  void cut_for_stop() override;
   // A response has started, has no declared length (chunked or delimited by
   // the close) and is not complete: a stream, as a graceful stop sees it.
   bool streaming() const override {
@@ -142,6 +143,7 @@ class Session final : public pronghorn::Session, public http::Exchange, private 
   // is above the high-water mark (a client that sends and never reads must
   // not make the server buffer responses without bound).
   bool pipeline_paused_ = false;
+  bool cut_for_stop_ = false;  // a graceful stop ended the stream (Detach::ServerStop)
   bool wants_writable_ = false;
   bool linger_ = false;
   int version_minor_ = 1;

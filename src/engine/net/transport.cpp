@@ -81,11 +81,12 @@ ssize_t Transport::read_into(char *dst, size_t len) {
 }
 
 ssize_t Transport::read_input() {
-  // With nothing buffered, read straight into the input buffer (no copy);
-  // otherwise (a head arriving in pieces) read into the server's scratch
+  // With nothing buffered, or a full-size read buffer (a body flowing), read
+  // straight into the input buffer (no copy); otherwise (a head arriving in
+  // pieces, its buffer shrunk to its size) read into the server's scratch
   // buffer and append only what came, so that the input buffer grows by
   // what is needed and a slow head costs its own size, not 64 KiB or more.
-  bool direct = in_.empty();
+  bool direct = in_.empty() || in_.capacity() >= kReadSize;
   char *dst = direct ? in_.prepare(kReadSize) : server_.read_scratch(kReadSize);
   ssize_t n = read_into(dst, kReadSize);
   if (n <= 0) return n;

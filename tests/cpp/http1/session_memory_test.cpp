@@ -34,9 +34,9 @@ class App final : public http::RequestDispatcher, public http::ExchangeObserver 
   }
   void on_body_ready() override {}
   void on_writable() override {}
-  void on_detach(bool was_disconnected) override {
+  void on_detach(http::Detach why) override {
     ++detached;
-    disconnected = was_disconnected;
+    disconnected = why != http::Detach::Complete;
     current = nullptr;
   }
 

@@ -55,9 +55,9 @@ class TestExchange final : public ExchangeObserver {
     if (conn != nullptr && !responded && conn->body_complete()) respond_echo();
   }
   void on_writable() override { ++writable_calls; }
-  void on_detach(bool was_disconnected) override {
+  void on_detach(http::Detach why) override {
     ++detach_calls;
-    disconnected = was_disconnected;
+    disconnected = why != http::Detach::Complete;
     conn = nullptr;
   }
 

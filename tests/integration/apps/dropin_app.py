@@ -11,6 +11,10 @@ Raw ASGI routes:
   /slow?delay=F         answers after F seconds
   /echo                 echoes the request body
   /big?n=N              N bytes with content-length
+  /short-body           declares content-length 100 and sends 5 bytes
+  /poll-disconnected?n=N
+                        Starlette's request.is_disconnected() N times while a watcher task waits in
+                        receive(); answers how many asyncio Futures are alive afterwards
 Starlette routes (under /st):
   /st/stream?out=FILE   StreamingResponse of a generator that yields every 0.1 s; its `finally`
                         writes the time it ran to FILE
@@ -160,6 +164,24 @@ async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/octet-stream"), (b"content-length", str(n).encode())]})
         await send({"type": "http.response.body", "body": b"b" * n})
+    elif path == "/short-body":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]})
+        await send({"type": "http.response.body", "body": b"short"})
+    elif path == "/poll-disconnected":
+        import gc
+
+        from starlette.requests import Request
+
+        watcher = asyncio.ensure_future(receive())
+        await asyncio.sleep(0)
+        request = Request(scope, receive)
+        for _ in range(int(q.get("n", "2000"))):
+            assert not await request.is_disconnected()
+        gc.collect()
+        alive = sum(1 for o in gc.get_objects() if isinstance(o, asyncio.Future))
+        await send(start)
+        await send({"type": "http.response.body", "body": str(alive).encode()})
+        watcher.cancel()
     elif path == "/echo":
         body = b""
         while True:
