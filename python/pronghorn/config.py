@@ -35,7 +35,6 @@ class Option:
         return "PRONGHORN_" + self.flag.lstrip("-").replace("-", "_").upper()
 
 
-_NOT_BUILT_TLS = "TLS is not built yet"
 _NOT_BUILT_WS = "WebSocket support is not built yet"
 
 OPTIONS: tuple[Option, ...] = (
@@ -86,13 +85,18 @@ OPTIONS: tuple[Option, ...] = (
            "Maximum time to wait for graceful shutdown (s)."),
     Option("timeout_worker_healthcheck", "--timeout-worker-healthcheck", "float", 30.0,
            "Replace a worker whose event loop has not answered this long (s). uvicorn: 5."),
-    Option("ssl_keyfile", "--ssl-keyfile", "str", None, "SSL key file.", refused=_NOT_BUILT_TLS),
-    Option("ssl_certfile", "--ssl-certfile", "str", None, "SSL certificate file.", refused=_NOT_BUILT_TLS),
-    Option("ssl_keyfile_password", "--ssl-keyfile-password", "str", None, "SSL keyfile password.", refused=_NOT_BUILT_TLS),
-    Option("ssl_version", "--ssl-version", "int", 17, "SSL version.", refused=_NOT_BUILT_TLS),
-    Option("ssl_cert_reqs", "--ssl-cert-reqs", "int", 0, "Client certificate requirement.", refused=_NOT_BUILT_TLS),
-    Option("ssl_ca_certs", "--ssl-ca-certs", "str", None, "CA certificates file.", refused=_NOT_BUILT_TLS),
-    Option("ssl_ciphers", "--ssl-ciphers", "str", "TLSv1", "Ciphers to use.", refused=_NOT_BUILT_TLS),
+    Option("ssl_keyfile", "--ssl-keyfile", "str", None, "SSL key file (PEM; may be encrypted).", metavar="PATH"),
+    Option("ssl_certfile", "--ssl-certfile", "str", None, "SSL certificate file (PEM, with its chain).", metavar="PATH"),
+    Option("ssl_keyfile_password", "--ssl-keyfile-password", "str", None, "SSL keyfile password."),
+    Option("ssl_version", "--ssl-version", "int", 17,
+           "SSL version (Python's ssl.PROTOCOL_* number): 17, 2 or 16: TLS 1.2 and 1.3; 5: TLS 1.2 only. "
+           "TLS 1.0/1.1 are refused."),
+    Option("ssl_cert_reqs", "--ssl-cert-reqs", "int", 0,
+           "Client certificate: 0 not asked, 1 asked (checked if given), 2 required."),
+    Option("ssl_ca_certs", "--ssl-ca-certs", "str", None, "CA certificates file, for client certificates.", metavar="PATH"),
+    Option("ssl_ciphers", "--ssl-ciphers", "str", "TLSv1",
+           "OpenSSL cipher list for TLS 1.2. uvicorn's default 'TLSv1' means Pronghorn's modern list "
+           "(ECDHE/DHE with AES-GCM or ChaCha20-Poly1305)."),
     Option("headers", "--header", "list", None, "Default response header as name:value (repeatable).", metavar="NAME:VALUE"),
     Option("app_dir", "--app-dir", "str", "", "Look for APP in this directory (added to sys.path). [default: .]"),
     Option("h11_max_incomplete_event_size", "--h11-max-incomplete-event-size", "int", None,
@@ -199,6 +203,9 @@ class Config:
     asyncio_tasks: bool = False
     asgi_spec_version: str = "2.3"
     asgi_pathsend: bool = False
+    # Made once in the process that starts the workers: every worker derives
+    # the same session-ticket keys from it, so a ticket resumes on any of them.
+    tls_ticket_secret: bytes = field(default_factory=lambda: os.urandom(32))
     timeout_graceful_streams: float = 1.0
     # Set by validate(): parsed --header values.
     header_pairs: list[tuple[str, str]] = field(default_factory=list)
@@ -217,12 +224,27 @@ class Config:
             or bool(self.worker_lifetime)
         )
 
+    def _validate_tls(self) -> None:
+        if not self.ssl_certfile:
+            if self.ssl_keyfile:
+                raise ConfigError("--ssl-keyfile needs --ssl-certfile")
+            return
+        if self.ssl_version in (3, 4):
+            raise ConfigError(f"--ssl-version {self.ssl_version}: TLS 1.0 and 1.1 are not supported (TLS 1.2 and 1.3 are)")
+        if self.ssl_version not in (2, 5, 16, 17):
+            raise ConfigError(f"--ssl-version {self.ssl_version}: use 17 (TLS 1.2 and 1.3) or 5 (TLS 1.2 only)")
+        if self.ssl_cert_reqs not in (0, 1, 2):
+            raise ConfigError(f"--ssl-cert-reqs {self.ssl_cert_reqs}: must be 0, 1 or 2")
+        if self.ssl_cert_reqs and not self.ssl_ca_certs:
+            raise ConfigError("--ssl-cert-reqs 1 or 2 needs --ssl-ca-certs (the CAs client certificates must chain to)")
+
     def validate(self) -> "Config":
         """Checks ranges, conflicts and files; raises ConfigError with one line."""
         for o in OPTIONS:
             value = getattr(self, o.name)
             if o.refused and (o.name in self.given or (value != o.default and value not in (None, False))):
                 raise ConfigError(f"{o.flag}: {o.refused}")
+        self._validate_tls()
         if self.ws not in ("auto", "none"):
             raise ConfigError(f"--ws {self.ws}: {_NOT_BUILT_WS}")
         if self.interface == "wsgi":
@@ -279,6 +301,27 @@ class Config:
                 raise ConfigError(f"--reload-dir: {d!r} is not a directory")
         self.header_pairs = [_parse_header(h) for h in self.headers or ()]
         return self
+
+
+def tls_spec(config: "Config") -> dict | None:
+    """The TLS options as the engine takes them (_core.Server(tls=...)), or None."""
+    if not config.ssl_certfile:
+        return None
+    min_version = max_version = 0
+    if config.ssl_version == 5:  # ssl.PROTOCOL_TLSv1_2
+        min_version = max_version = 0x0303  # TLS 1.2 only
+    return {
+        "certfile": config.ssl_certfile,
+        "keyfile": config.ssl_keyfile,
+        "password": config.ssl_keyfile_password,
+        "ca_certs": config.ssl_ca_certs,
+        "ciphers": "" if config.ssl_ciphers in (None, "", "TLSv1") else config.ssl_ciphers,
+        "cert_reqs": int(config.ssl_cert_reqs),
+        "min_version": min_version,
+        "max_version": max_version,
+        "alpn": ["http/1.1"],
+        "ticket_secret": config.tls_ticket_secret,
+    }
 
 
 def _why_unreadable(path: str) -> str:

@@ -17,7 +17,7 @@ import traceback
 from typing import Any
 
 from pronghorn import _logging
-from pronghorn.config import Config, ConfigError, reload_patterns
+from pronghorn.config import Config, ConfigError, reload_patterns, tls_spec
 
 EXIT_OK = 0
 EXIT_IMPORT_ERROR = 1
@@ -154,9 +154,9 @@ def _use_send_thread(config: Config) -> bool:
     return (config.workers or 1) < len(os.sched_getaffinity(0))
 
 
-def _url(host: str, port: int) -> str:
+def _url(host: str, port: int, tls: bool = False) -> str:
     shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}"
+    return f"{'https' if tls else 'http'}://{shown}:{port}"
 
 
 class Worker:
@@ -238,6 +238,7 @@ class Worker:
             asyncio_tasks=config.asyncio_tasks,
             asgi_spec_version=str(config.asgi_spec_version),
             pathsend=config.asgi_pathsend,
+            tls=tls_spec(config),
         )
         self.server = server
         try:
@@ -249,7 +250,7 @@ class Worker:
                 message = f"Pronghorn running on unix socket {config.uds} (Press CTRL+C to quit)"
             else:
                 host, port = server.listen_tcp(config.host, config.port, config.backlog, config.reuse_port)
-                message = f"Pronghorn running on {_url(config.host, port)} (Press CTRL+C to quit)"
+                message = f"Pronghorn running on {_url(config.host, port, bool(config.ssl_certfile))} (Press CTRL+C to quit)"
         except OSError:
             # The engine logged the failing call with its errno.
             if lifespan is not None:
@@ -399,7 +400,7 @@ def _bind(config: Config, logger) -> str:
     fd, _host, port = _core.bind_tcp(config.host, config.port, config.backlog, config.reuse_port)
     config.fd = fd
     config.port = port
-    return f"Pronghorn running on {_url(config.host, port)} (Press CTRL+C to quit)"
+    return f"Pronghorn running on {_url(config.host, port, bool(config.ssl_certfile))} (Press CTRL+C to quit)"
 
 
 SD_LISTEN_FDS_START = 3
@@ -431,6 +432,16 @@ def run(config: Config) -> int:
     _systemd_socket(config)
 
     _core.set_log_level(logger.getEffectiveLevel())
+    tls = tls_spec(config)
+    if tls is not None:
+        # The certificate and key are read and checked here, before any
+        # worker starts: a bad path, a wrong password or a key that does not
+        # match stops the server with one line (exit 1).
+        try:
+            _core.check_tls(tls)
+        except ValueError as exc:
+            logger.error("TLS: %s", exc)
+            return EXIT_IMPORT_ERROR
     if not config.supervised:
         if config.pid_file:
             with open(config.pid_file, "w") as f:

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "engine/http/exchange.h"
+#include "engine/net/tls.h"
 #include "engine/server.h"
 
 namespace pronghorn::bridge {
@@ -129,6 +130,9 @@ struct AppServer final : public RequestDispatcher {
   // and the message is dropped, except for a stream the server cut to stop.
   bool spec_2_4 = false;
   bool pathsend = false;               // offer http.response.pathsend (--asgi-pathsend)
+  bool tls = false;                    // the listeners speak TLS (scope: https, the TLS extension)
+  PyObject *server_cert = nullptr;     // PEM of the TLS certificate (str), for the TLS extension
+  PyObject *tls_extensions(const TlsInfo &tls);
   PyObject *call_soon = nullptr;       // bound loop.call_soon
   PyObject *flush_callback = nullptr;  // sends held response heads (engine.flush_held_heads)
   bool proxy_headers = false;

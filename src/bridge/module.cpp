@@ -11,6 +11,7 @@
 #include "engine/http/target.h"
 #include "engine/http1/response.h"
 #include "engine/log.h"
+#include "engine/net/tls.h"
 #include "engine/net/listener.h"
 
 namespace pronghorn::bridge {
@@ -263,7 +264,8 @@ PyObject *AppServer::build_scope(http::Exchange &exchange, const http::RequestHe
   ok = ok && set(names.headers, headers);
 
   // Proxy headers count only when the direct peer is trusted.
-  PyObject *scheme = Py_NewRef(names.scheme_http);
+  const TlsInfo *tls = exchange.tls();
+  PyObject *scheme = Py_NewRef(tls != nullptr ? names.scheme_https : names.scheme_http);
   PyObject *client = nullptr;
   if (ok && proxy_headers && (!forwarded_for.empty() || !forwarded_proto.empty()) && trusted(exchange.peer())) {
     std::string_view proto = trim(forwarded_proto);
@@ -307,7 +309,8 @@ PyObject *AppServer::build_scope(http::Exchange &exchange, const http::RequestHe
   bool scheme_set = scheme == names.scheme_http ? (Py_DECREF(scheme), true) : set(names.scheme, scheme);
   bool client_set = set(names.client, client);
   ok = scheme_set && client_set && set(names.server, server_tuple(exchange.local())) &&
-       (!pathsend || set(names.extensions, PyDict_Copy(names.extensions_template)));
+       (tls != nullptr ? set(names.extensions, tls_extensions(*tls))
+                       : (!pathsend || set(names.extensions, PyDict_Copy(names.extensions_template))));
   if (!ok) {
     Py_DECREF(scope);
     return nullptr;
@@ -317,6 +320,43 @@ PyObject *AppServer::build_scope(http::Exchange &exchange, const http::RequestHe
     return nullptr;
   }
   return scope;
+}
+
+// The scope's extensions over TLS: the ASGI TLS extension, and pathsend
+// when offered. New reference.
+PyObject *AppServer::tls_extensions(const TlsInfo &tls) {
+  PyObject *extensions = pathsend ? PyDict_Copy(names.extensions_template) : PyDict_New();
+  PyObject *chain = extensions == nullptr ? nullptr : PyList_New(0);
+  if (chain == nullptr) {
+    Py_XDECREF(extensions);
+    return nullptr;
+  }
+  bool ok = true;
+  for (const std::string &pem : tls.client_cert_chain) {
+    PyObject *item = PyUnicode_FromStringAndSize(pem.data(), static_cast<Py_ssize_t>(pem.size()));
+    ok = ok && item != nullptr && PyList_Append(chain, item) == 0;
+    Py_XDECREF(item);
+  }
+  auto text_or_none = [](const std::string &s) {
+    return s.empty() ? Py_NewRef(Py_None) : PyUnicode_FromStringAndSize(s.data(), static_cast<Py_ssize_t>(s.size()));
+  };
+  PyObject *name = text_or_none(tls.client_cert_name);
+  PyObject *error = text_or_none(tls.client_cert_error);
+  PyObject *info = ok && name != nullptr && error != nullptr
+                       ? Py_BuildValue("{sOsOsOsOsisi}", "server_cert", server_cert ? server_cert : Py_None,
+                                       "client_cert_chain", chain, "client_cert_name", name, "client_cert_error",
+                                       error, "tls_version", tls.version, "cipher_suite", tls.cipher_suite)
+                       : nullptr;
+  Py_XDECREF(name);
+  Py_XDECREF(error);
+  Py_DECREF(chain);
+  if (info == nullptr || PyDict_SetItemString(extensions, "tls", info) < 0) {
+    Py_XDECREF(info);
+    Py_DECREF(extensions);
+    return nullptr;
+  }
+  Py_DECREF(info);
+  return extensions;
 }
 
 bool AppServer::init_scope_template() {
@@ -332,7 +372,7 @@ bool AppServer::init_scope_template() {
   for (const auto &entry : entries)
     if (PyDict_SetItem(scope_template, entry[0], entry[1]) < 0) return false;
   // uvicorn's scope has no "extensions": it is there only with pathsend on.
-  if (pathsend && PyDict_SetItem(scope_template, names.extensions, Py_None) < 0) return false;
+  if ((pathsend || tls) && PyDict_SetItem(scope_template, names.extensions, Py_None) < 0) return false;
   if (state != nullptr && PyDict_SetItem(scope_template, names.state, Py_None) < 0) return false;
   return true;
 }
@@ -412,6 +452,7 @@ void release(AppServer *s) {
   Py_CLEAR(s->server_tuple_cache);
   Py_CLEAR(s->call_soon);
   Py_CLEAR(s->flush_callback);
+  Py_CLEAR(s->server_cert);
 }
 
 int server_clear(PyObject *op) {
@@ -438,6 +479,69 @@ void server_dealloc(PyObject *op) {
 PyObject *server_new(PyTypeObject *type, PyObject *, PyObject *) {
   auto *self = reinterpret_cast<ServerObject *>(type->tp_alloc(type, 0));
   return reinterpret_cast<PyObject *>(self);
+}
+
+// TlsOptions from the dict server.py builds from the --ssl-* options:
+// certfile, keyfile, password, ca_certs, ciphers (str), cert_reqs,
+// min_version, max_version (int), alpn (list of str), ticket_secret (bytes).
+bool tls_options_from(PyObject *spec, TlsOptions &options) {
+  if (!PyDict_Check(spec)) {
+    PyErr_SetString(PyExc_TypeError, "tls must be a dict");
+    return false;
+  }
+  auto text = [spec](const char *key, std::string &out) {
+    PyObject *value = PyDict_GetItemString(spec, key);  // borrowed
+    if (value == nullptr || value == Py_None) return true;
+    if (PyBytes_Check(value)) {
+      out.assign(PyBytes_AS_STRING(value), static_cast<size_t>(PyBytes_GET_SIZE(value)));
+      return true;
+    }
+    PyObject *encoded = PyUnicode_EncodeFSDefault(value);
+    if (encoded == nullptr) return false;
+    out.assign(PyBytes_AS_STRING(encoded), static_cast<size_t>(PyBytes_GET_SIZE(encoded)));
+    Py_DECREF(encoded);
+    return true;
+  };
+  auto number = [spec](const char *key, int &out) {
+    PyObject *value = PyDict_GetItemString(spec, key);
+    if (value == nullptr || value == Py_None) return true;
+    long v = PyLong_AsLong(value);
+    if (v == -1 && PyErr_Occurred()) return false;
+    out = static_cast<int>(v);
+    return true;
+  };
+  if (!text("certfile", options.certfile) || !text("keyfile", options.keyfile) ||
+      !text("password", options.password) || !text("ca_certs", options.ca_certs) ||
+      !text("ciphers", options.ciphers) || !text("ticket_secret", options.ticket_secret) ||
+      !number("cert_reqs", options.cert_reqs) || !number("min_version", options.min_version) ||
+      !number("max_version", options.max_version))
+    return false;
+  PyObject *alpn = PyDict_GetItemString(spec, "alpn");
+  if (alpn != nullptr && alpn != Py_None) {
+    PyObject *seq = PySequence_Fast(alpn, "alpn must be a list of str");
+    if (seq == nullptr) return false;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); ++i) {
+      const char *name = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(seq, i));
+      if (name == nullptr) {
+        Py_DECREF(seq);
+        return false;
+      }
+      options.alpn.emplace_back(name);
+    }
+    Py_DECREF(seq);
+  }
+  return true;
+}
+
+// nullptr with ValueError(one line saying what is wrong) when the files or
+// options do not make a context.
+std::unique_ptr<TlsContext> make_tls_context(PyObject *spec) {
+  TlsOptions options;
+  if (!tls_options_from(spec, options)) return nullptr;
+  std::string error;
+  std::unique_ptr<TlsContext> context = TlsContext::create(options, error);
+  if (context == nullptr) PyErr_SetString(PyExc_ValueError, error.c_str());
+  return context;
 }
 
 // Sends the response heads still held when the event loop's step that
@@ -550,6 +654,7 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
                                  "asyncio_tasks",
                                  "asgi_spec_version",
                                  "pathsend",
+                                 "tls",
                                  nullptr};
   PyObject *app, *loop, *logger, *state = Py_None, *headers = nullptr, *access_logger = Py_None;
   const char *root_path = "", *forwarded = "127.0.0.1";
@@ -560,13 +665,16 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
   unsigned long long max_requests = 0;
   int send_thread = 1, send_thread_always = 0, asyncio_tasks = 0, pathsend = 0;
   const char *spec_version = "2.3";
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|$OspsddnppOppnnnpiKOpppsp", const_cast<char **>(kwlist), &app,
+  PyObject *tls = Py_None;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|$OspsddnppOppnnnpiKOpppspO", const_cast<char **>(kwlist), &app,
                                    &loop, &logger, &state, &root_path, &proxy_headers, &forwarded, &keep_alive,
                                    &header_read, &limit_concurrency, &server_header, &date_header, &headers,
                                    &access_log, &colours, &limit_line, &limit_head, &limit_fields, &reset_ctx,
                                    &control_fd, &max_requests, &access_logger, &send_thread, &send_thread_always,
-                                   &asyncio_tasks, &spec_version, &pathsend))
+                                   &asyncio_tasks, &spec_version, &pathsend, &tls))
     return -1;
+  std::unique_ptr<TlsContext> tls_context;
+  if (tls != Py_None && (tls_context = make_tls_context(tls)) == nullptr) return -1;
   if (std::string_view(spec_version) != "2.3" && std::string_view(spec_version) != "2.4") {
     PyErr_Format(PyExc_ValueError, "asgi_spec_version must be '2.3' or '2.4', not '%s'", spec_version);
     return -1;
@@ -625,6 +733,7 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
   s->proxy_headers = proxy_headers;
   s->spec_2_4 = std::string_view(spec_version) == "2.4";
   s->pathsend = pathsend;
+  s->tls = tls_context != nullptr;
   s->call_soon = PyObject_GetAttrString(loop, "call_soon");
   s->flush_callback = PyCFunction_New(&flush_heads_def, op);
   if (s->call_soon == nullptr || s->flush_callback == nullptr) {
@@ -660,6 +769,11 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
   if (!s->engine.open()) {
     PyErr_SetString(PyExc_OSError, "cannot create the event loop (see the log)");
     return -1;
+  }
+  if (tls_context != nullptr) {
+    s->server_cert = PyUnicode_FromString(tls_context->server_cert_pem().c_str());
+    if (s->server_cert == nullptr) return -1;
+    s->engine.set_tls(std::move(tls_context));
   }
   return 0;
 }
@@ -875,7 +989,16 @@ PyObject *set_sink(PyObject *, PyObject *arg) {
   Py_RETURN_NONE;
 }
 
+// _core.check_tls(spec): builds the TLS context once, as a worker would, so
+// that the parent can stop with a one-line error before any worker starts.
+PyObject *py_check_tls(PyObject *, PyObject *spec) {
+  std::unique_ptr<TlsContext> context = make_tls_context(spec);
+  if (context == nullptr) return nullptr;
+  Py_RETURN_NONE;
+}
+
 PyMethodDef module_methods[] = {
+    {"check_tls", py_check_tls, METH_O, "Raise ValueError (one line) when the TLS options cannot make a context."},
     {"set_log_sink", set_sink, METH_O,
      "Route the engine's log lines to a callable(level, message), or None for stderr."},
     {"set_log_level", set_level, METH_O, "Set the engine's log level (a logging module level number)."},

@@ -12,6 +12,7 @@
 
 #include "engine/http1/session.h"
 #include "engine/log.h"
+#include "engine/net/tls.h"
 #include "engine/net/transport.h"
 
 namespace pronghorn {
@@ -23,7 +24,8 @@ constexpr int kAcceptBatch = 64;
 
 class Server::Listener final : public IoHandler {
  public:
-  Listener(Server &server, int fd) : server_(server), fd_(fd), address_(local_address(fd)) {}
+  Listener(Server &server, int fd, const TlsContext *tls)
+      : server_(server), fd_(fd), address_(local_address(fd)), tls_(tls) {}
   ~Listener() { stop(); }
 
   bool start() {
@@ -62,7 +64,7 @@ class Server::Listener final : public IoHandler {
         if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) pause();
         return;
       }
-      server_.adopt(fd, addr, len, &address_);
+      server_.adopt(fd, addr, len, &address_, tls_);
     }
   }
 
@@ -72,6 +74,7 @@ class Server::Listener final : public IoHandler {
   Server &server_;
   int fd_;
   SocketAddress address_;
+  const TlsContext *tls_;  // nullptr: plain HTTP/1
   bool registered_ = false;
 };
 
@@ -104,14 +107,19 @@ bool Server::open() {
 }
 
 bool Server::add_listener(int fd) {
-  auto listener = std::make_unique<Listener>(*this, fd);
+  auto listener = std::make_unique<Listener>(*this, fd, tls_.get());
   if (!listener->start()) return false;
   listen_addresses_.push_back(listener->address());
   listeners_.push_back(std::move(listener));
   return true;
 }
 
-void Server::adopt(int fd, const sockaddr_storage &addr, socklen_t len, const SocketAddress *local) {
+void Server::set_tls(std::unique_ptr<TlsContext> context) {
+  tls_ = std::move(context);
+}
+
+void Server::adopt(int fd, const sockaddr_storage &addr, socklen_t len, const SocketAddress *local,
+                   const TlsContext *tls) {
   if (shutting_down_) {
     ::close(fd);
     return;
@@ -124,7 +132,14 @@ void Server::adopt(int fd, const sockaddr_storage &addr, socklen_t len, const So
   }
   SocketAddress peer = address_of(addr, len);
   if (local->is_unix) peer.is_unix = true;
-  start_session(std::make_unique<Transport>(*this, std::make_unique<SocketStream>(fd), std::move(peer), local));
+  std::unique_ptr<ByteStream> stream;
+  if (tls != nullptr) {
+    stream = TlsStream::create(*tls, fd);
+    if (stream == nullptr) return;  // logged, fd closed
+  } else {
+    stream = std::make_unique<SocketStream>(fd);
+  }
+  start_session(std::make_unique<Transport>(*this, std::move(stream), std::move(peer), local));
 }
 
 Session *Server::start_session(std::unique_ptr<Transport> transport) {

@@ -20,6 +20,7 @@
 namespace pronghorn {
 
 class Transport;
+class TlsContext;
 
 struct ServerConfig {
   http1::Limits limits;
@@ -64,8 +65,13 @@ class Server final : public IoHandler {
 
   // Creates the loop. Returns false (logged) on failure.
   bool open();
-  // Takes ownership of a listening fd and starts accepting from it.
+  // Takes ownership of a listening fd and starts accepting from it: plain
+  // HTTP/1, or TLS (then HTTP/1; ALPN chooses once HTTP/2 exists) when a TLS
+  // context was set before.
   bool add_listener(int fd);
+  // Connections of listeners added from now on speak TLS with this context.
+  void set_tls(std::unique_ptr<TlsContext> context);
+  const TlsContext *tls() const { return tls_.get(); }
   int epoll_fd() const { return loop_.fd(); }
   void set_dispatcher(RequestDispatcher *dispatcher) { dispatcher_ = dispatcher; }
   void set_access_hook(decltype(ServerConfig::access_hook) hook, void *ctx) {
@@ -97,7 +103,8 @@ class Server final : public IoHandler {
   const ServerConfig &config() const { return config_; }
   RequestDispatcher *dispatcher() { return dispatcher_; }
   std::string_view date() const { return date_; }
-  void adopt(int fd, const sockaddr_storage &addr, socklen_t len, const SocketAddress *local);
+  void adopt(int fd, const sockaddr_storage &addr, socklen_t len, const SocketAddress *local,
+             const TlsContext *tls = nullptr);
   // Starts a session of the listener's protocol (HTTP/1 today) on a
   // transport; nullptr when it could not start (it is closed then).
   Session *start_session(std::unique_ptr<Transport> transport);
@@ -181,6 +188,7 @@ class Server final : public IoHandler {
   uint64_t cost_base_ms_ = 0;
   uint32_t loop_busy_permille_ = 0;
   RequestDispatcher *dispatcher_ = nullptr;
+  std::unique_ptr<TlsContext> tls_;  // before listeners_: they point at it
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<SocketAddress> listen_addresses_;
   Session *sessions_ = nullptr;  // intrusive list head

@@ -11,6 +11,7 @@
 
 #include "engine/buffer.h"
 #include "engine/net/listener.h"
+#include "engine/net/stream.h"
 
 namespace pronghorn::http {
 
@@ -71,6 +72,8 @@ class Exchange {
   virtual void attach(ExchangeObserver *observer) = 0;
   virtual const SocketAddress &peer() const = 0;
   virtual const SocketAddress &local() const = 0;
+  // The connection's TLS parameters (net/tls.h), or nullptr over plain TCP.
+  virtual const TlsInfo *tls() const = 0;
 
   // Unread body bytes. The application copies them out, consumes them, and
   // calls body_taken(), which lets the protocol read on (and, in HTTP/1,

@@ -69,6 +69,7 @@ class Session final : public pronghorn::Session, public http::Exchange, private 
   bool open() const { return !closed_; }
   const SocketAddress &peer() const override { return transport_->peer(); }
   const SocketAddress &local() const override { return transport_->local(); }
+  const TlsInfo *tls() const override { return transport_->tls(); }
 
   // Unread body bytes. The application copies them out, consumes them, and
   // calls body_taken(), which resumes reading and sends 100 Continue.

@@ -10,6 +10,8 @@
 
 namespace pronghorn {
 
+struct TlsInfo;
+
 // Return contract of every ByteStream call: n >= 0 bytes transferred (0 from
 // read() means end of stream), kWouldBlock, or kFailed with errno set.
 constexpr ssize_t kWouldBlock = -1;
@@ -28,6 +30,9 @@ class ByteStream {
   // (SendThread), or -1 when bytes must go through writev() (a stream that
   // transforms them, such as TLS, or a test double).
   virtual int raw_send_fd() const { return -1; }
+  // The TLS parameters of the connection (TlsStream, once its handshake is
+  // done), or nullptr.
+  virtual const TlsInfo *tls_info() const { return nullptr; }
 };
 
 // A connected, non-blocking socket (TCP or Unix). Owns and closes the fd.

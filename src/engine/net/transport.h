@@ -58,6 +58,7 @@ class Transport final : public IoHandler {
 
   const SocketAddress &peer() const { return peer_; }
   const SocketAddress &local() const { return *local_; }
+  const TlsInfo *tls() const { return stream_ != nullptr ? stream_->tls_info() : nullptr; }
 
   // ---- reading ----
   Buffer &input() { return in_; }

@@ -1,0 +1,109 @@
+// TLS with OpenSSL: a context built once per worker from the certificate
+// files (TlsContext), and a ByteStream that runs one connection's TLS over its
+// socket (TlsStream). No TLS code of our own: OpenSSL does the protocol; this
+// only configures it and adapts its calls to the ByteStream contract.
+//
+// The stream uses OpenSSL's socket BIO (SSL_set_fd): records go straight to
+// and from the socket, with no copy through memory BIOs; OpenSSL's
+// "want read / want write" both map to kWouldBlock, which is enough because
+// the transport keeps reading while a session waits for bytes and retries
+// queued writes on EPOLLOUT.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/net/stream.h"
+
+typedef struct ssl_ctx_st SSL_CTX;
+typedef struct ssl_st SSL;
+
+namespace pronghorn {
+
+struct TlsOptions {
+  std::string certfile;
+  std::string keyfile;          // empty: the key is in certfile
+  std::string password;         // for an encrypted key
+  std::string ca_certs;         // CA file for client certificates
+  std::string ciphers;          // OpenSSL cipher list for TLS 1.2; empty: a modern default
+  int cert_reqs = 0;            // 0 none, 1 optional, 2 required (Python's ssl.CERT_*)
+  int min_version = 0;          // 0: TLS 1.2; else an OpenSSL version constant (TLS1_2_VERSION...)
+  int max_version = 0;          // 0: the highest OpenSSL has (TLS 1.3)
+  std::vector<std::string> alpn;  // protocols offered, by preference ("http/1.1")
+  // Session tickets: every worker derives the same key for the same period
+  // from this secret (made once in the parent), so a ticket issued by one
+  // worker resumes on another, and keys rotate with the period.
+  std::string ticket_secret;
+  unsigned ticket_period_s = 3600;
+};
+
+// What the ASGI TLS extension reports about a connection.
+struct TlsInfo {
+  int version = 0;             // e.g. 0x0304 for TLS 1.3
+  int cipher_suite = 0;        // IANA two-byte cipher suite id
+  std::string alpn;            // negotiated protocol, or empty
+  std::string server_name;     // SNI, or empty
+  std::vector<std::string> client_cert_chain;  // PEM, leaf first
+  std::string client_cert_name;                // RFC 4514 subject of the leaf, or empty
+  std::string client_cert_error;               // verification error, or empty
+};
+
+class TlsContext {
+ public:
+  // Builds the context; on failure returns nullptr and sets `error` to one
+  // line naming what is wrong (a missing file, a wrong password, a key that
+  // does not match the certificate...).
+  static std::unique_ptr<TlsContext> create(const TlsOptions &options, std::string &error);
+  ~TlsContext();
+  TlsContext(const TlsContext &) = delete;
+  TlsContext &operator=(const TlsContext &) = delete;
+
+  SSL_CTX *ctx() const { return ctx_; }
+  const std::string &server_cert_pem() const { return server_cert_pem_; }
+  const TlsOptions &options() const { return options_; }
+
+ private:
+  TlsContext() = default;
+  SSL_CTX *ctx_ = nullptr;
+  std::string server_cert_pem_;
+  TlsOptions options_;
+  std::string alpn_wire_;  // the server's preference list in ALPN wire format
+
+  friend struct TlsCallbacks;
+};
+
+// One TLS connection over a connected non-blocking socket (owns the fd).
+class TlsStream final : public ByteStream {
+ public:
+  // nullptr (logged) if OpenSSL cannot make the connection object.
+  static std::unique_ptr<TlsStream> create(const TlsContext &context, int fd);
+  ~TlsStream() override;
+
+  ssize_t read(char *buf, size_t len) override;
+  ssize_t writev(const iovec *iov, int count) override;
+  // Reads the file and encrypts it in bounded chunks (no kernel TLS here).
+  ssize_t send_file(int file_fd, off_t *offset, size_t len) override;
+  // Sends close_notify, then half-closes the socket.
+  void shutdown_write() override;
+  int fd() const override { return fd_; }
+  // Only OpenSSL may write to this socket: no send thread.
+  int raw_send_fd() const override { return -1; }
+  const TlsInfo *tls_info() const override;
+  bool handshake_done() const;
+
+ private:
+  TlsStream(const TlsContext &context, SSL *ssl, int fd) : context_(context), ssl_(ssl), fd_(fd) {}
+  ssize_t result(int ret, size_t done);
+
+  const TlsContext &context_;
+  SSL *ssl_;
+  int fd_;
+  std::string gather_;  // iovecs joined, so that small pieces share a record
+  mutable std::unique_ptr<TlsInfo> info_;
+  bool failed_logged_ = false;
+  bool shut_ = false;
+};
+
+}  // namespace pronghorn
