@@ -46,7 +46,7 @@ APP_NOT_FOUND_EXIT = 3 if IS_UVICORN else 1
 STOP_TIMEOUT = 15.0
 
 RUNNING_RE = re.compile(r"(?:Pronghorn|Uvicorn) running on (?:unix socket |socket )?(\S+)")
-HTTP_URL_RE = re.compile(r"http://(\[[^\]]+\]|[^:/]+):(\d+)")
+HTTP_URL_RE = re.compile(r"https?://(\[[^\]]+\]|[^:/]+):(\d+)")
 
 
 def pytest_configure(config):

@@ -169,6 +169,10 @@ std::unique_ptr<TlsContext> TlsContext::create(const TlsOptions &options, std::s
   const std::string &keyfile = options.keyfile.empty() ? options.certfile : options.keyfile;
   if (SSL_CTX_use_PrivateKey_file(ctx, keyfile.c_str(), SSL_FILETYPE_PEM) != 1) {
     std::string reason = openssl_error();
+    if (reason == "key values mismatch") {
+      error = "the private key in " + keyfile + " does not match the certificate in " + options.certfile;
+      return nullptr;
+    }
     if (reason == "bad decrypt" || reason.find("password") != std::string::npos)
       reason += options.password.empty() ? " (the key is encrypted: give --ssl-keyfile-password)" : " (wrong password?)";
     error = "cannot load the private key from " + keyfile + ": " + reason;
