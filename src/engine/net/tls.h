@@ -75,6 +75,8 @@ class TlsContext {
 };
 
 // One TLS connection over a connected non-blocking socket (owns the fd).
+// OpenSSL writes to the socket with write(2), not send(MSG_NOSIGNAL): the
+// process must ignore SIGPIPE, as every Python process does (the workers).
 class TlsStream final : public ByteStream {
  public:
   // nullptr (logged) if OpenSSL cannot make the connection object.

@@ -1,0 +1,240 @@
+// TlsStream against an OpenSSL client in memory: the client's records are
+// carried to the server's socket (one end of a socketpair) in pieces of
+// every size from one byte up, so each TLS record arrives split at every
+// byte boundary; the server side is the engine's TlsStream as a session uses it.
+#include "engine/net/tls.h"
+
+#include <gtest/gtest.h>
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <memory>
+#include <string>
+
+namespace pronghorn {
+namespace {
+
+// A self-signed P-256 certificate for "localhost", written to temporary files.
+struct TestCertificate {
+  std::string dir, cert, key;
+  TestCertificate() {
+    char templ[] = "/tmp/pronghorn-tls-test-XXXXXX";
+    dir = mkdtemp(templ);
+    cert = dir + "/cert.pem";
+    key = dir + "/key.pem";
+    EVP_PKEY *pkey = EVP_EC_gen("P-256");
+    X509 *x509 = X509_new();
+    ASN1_INTEGER_set(X509_get_serialNumber(x509), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x509), 0);
+    X509_gmtime_adj(X509_getm_notAfter(x509), 3600);
+    X509_set_pubkey(x509, pkey);
+    X509_NAME *name = X509_get_subject_name(x509);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char *>("localhost"), -1, -1,
+                               0);
+    X509_set_issuer_name(x509, name);
+    X509_sign(x509, pkey, EVP_sha256());
+    FILE *f = fopen(cert.c_str(), "w");
+    PEM_write_X509(f, x509);
+    fclose(f);
+    f = fopen(key.c_str(), "w");
+    PEM_write_PrivateKey(f, pkey, nullptr, nullptr, 0, nullptr, nullptr);
+    fclose(f);
+    X509_free(x509);
+    EVP_PKEY_free(pkey);
+  }
+  ~TestCertificate() {
+    unlink(cert.c_str());
+    unlink(key.c_str());
+    rmdir(dir.c_str());
+  }
+};
+
+const TestCertificate &certificate() {
+  static TestCertificate c;
+  return c;
+}
+
+// One connection: the engine's TlsStream on one end of a socketpair, an
+// OpenSSL client over memory BIOs on the other; the test carries the bytes.
+class Pair {
+ public:
+  Pair(const TlsContext &context, size_t piece) : piece_(piece) {
+    int fds[2];
+    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds), 0);
+    client_fd_ = fds[1];
+    server = TlsStream::create(context, fds[0]);
+    client_ctx_ = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_set_verify(client_ctx_, SSL_VERIFY_NONE, nullptr);
+    const unsigned char alpn[] = "\x08http/1.1";
+    SSL_CTX_set_alpn_protos(client_ctx_, alpn, sizeof alpn - 1);
+    client_ = SSL_new(client_ctx_);
+    in_ = BIO_new(BIO_s_mem());
+    out_ = BIO_new(BIO_s_mem());
+    SSL_set_bio(client_, in_, out_);
+    SSL_set_tlsext_host_name(client_, "localhost");
+    SSL_set_connect_state(client_);
+  }
+  ~Pair() {
+    SSL_free(client_);
+    SSL_CTX_free(client_ctx_);
+    close(client_fd_);
+  }
+
+  // Moves what the client wrote to the server's socket, `piece` bytes at a
+  // time, letting the server read after each piece; and what the server
+  // wrote back into the client. Returns the plaintext the server read.
+  std::string carry() {
+    std::string plain;
+    char buf[16384];
+    for (int round = 0; round < 64; ++round) {
+      bool moved = false;
+      char *data = nullptr;
+      long pending = BIO_get_mem_data(out_, &data);
+      std::string bytes(data, pending > 0 ? static_cast<size_t>(pending) : 0);
+      (void)BIO_reset(out_);
+      for (size_t at = 0; at < bytes.size(); at += piece_) {
+        size_t n = std::min(piece_, bytes.size() - at);
+        EXPECT_EQ(write(client_fd_, bytes.data() + at, n), static_cast<ssize_t>(n));
+        moved = true;
+        while (true) {
+          ssize_t got = server->read(buf, sizeof buf);
+          if (got <= 0) {
+            last_read = got;
+            break;
+          }
+          plain.append(buf, static_cast<size_t>(got));
+        }
+      }
+      ssize_t back;
+      while ((back = read(client_fd_, buf, sizeof buf)) > 0) {
+        BIO_write(in_, buf, static_cast<int>(back));
+        moved = true;
+      }
+      SSL_do_handshake(client_);
+      ERR_clear_error();
+      if (!moved && BIO_ctrl_pending(out_) == 0) break;
+    }
+    return plain;
+  }
+
+  bool client_done() const { return SSL_is_init_finished(client_) == 1; }
+  void client_write(const std::string &text) {
+    size_t done = 0;
+    ASSERT_EQ(SSL_write_ex(client_, text.data(), text.size(), &done), 1);
+  }
+  std::string client_read(int *ssl_error = nullptr) {
+    std::string plain;
+    char buf[16384];
+    size_t n = 0;
+    int ret;
+    while ((ret = SSL_read_ex(client_, buf, sizeof buf, &n)) == 1) plain.append(buf, n);
+    if (ssl_error != nullptr) *ssl_error = SSL_get_error(client_, ret);
+    ERR_clear_error();
+    return plain;
+  }
+  void raw_client_send(const std::string &bytes) {
+    ASSERT_EQ(write(client_fd_, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+  }
+
+  std::unique_ptr<TlsStream> server;
+  ssize_t last_read = 0;
+
+ private:
+  size_t piece_;
+  int client_fd_ = -1;
+  SSL_CTX *client_ctx_ = nullptr;
+  SSL *client_ = nullptr;
+  BIO *in_ = nullptr;   // owned by client_
+  BIO *out_ = nullptr;  // owned by client_
+};
+
+std::unique_ptr<TlsContext> context() {
+  signal(SIGPIPE, SIG_IGN);  // as in the server (Python ignores it): a closed peer is an EPIPE
+  TlsOptions options;
+  options.certfile = certificate().cert;
+  options.keyfile = certificate().key;
+  options.alpn = {"http/1.1"};
+  std::string error;
+  auto ctx = TlsContext::create(options, error);
+  EXPECT_NE(ctx, nullptr) << error;
+  return ctx;
+}
+
+TEST(TlsStream, HandshakeAndRequestSplitAtEveryByteBoundary) {
+  auto ctx = context();
+  ASSERT_NE(ctx, nullptr);
+  const std::string request = "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+  for (size_t piece : {1u, 2u, 3u, 7u, 64u, 1000u, 100000u}) {
+    SCOPED_TRACE(piece);
+    Pair pair(*ctx, piece);
+    ASSERT_NE(pair.server, nullptr);
+    pair.carry();
+    ASSERT_TRUE(pair.client_done());
+    ASSERT_TRUE(pair.server->handshake_done());
+    pair.client_write(request);
+    EXPECT_EQ(pair.carry(), request);
+    // The response, in pieces as a session writes it (head, chunk size, body, CRLF).
+    std::string head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n", size = "5\r\n", body = "hello",
+                crlf = "\r\n0\r\n\r\n";
+    iovec iov[] = {{head.data(), head.size()}, {size.data(), size.size()}, {body.data(), body.size()},
+                   {crlf.data(), crlf.size()}};
+    ssize_t n = pair.server->writev(iov, 4);
+    ASSERT_EQ(n, static_cast<ssize_t>(head.size() + size.size() + body.size() + crlf.size()));
+    pair.carry();
+    EXPECT_EQ(pair.client_read(), head + size + body + crlf);
+    const TlsInfo *info = pair.server->tls_info();
+    ASSERT_NE(info, nullptr);
+    EXPECT_EQ(info->version, TLS1_3_VERSION);
+    EXPECT_EQ(info->alpn, "http/1.1");
+    EXPECT_EQ(info->server_name, "localhost");
+  }
+}
+
+TEST(TlsStream, CloseNotifyOnShutdown) {
+  auto ctx = context();
+  Pair pair(*ctx, 16);
+  pair.carry();
+  ASSERT_TRUE(pair.server->handshake_done());
+  pair.server->shutdown_write();
+  pair.carry();
+  int error = 0;
+  EXPECT_EQ(pair.client_read(&error), "");
+  EXPECT_EQ(error, SSL_ERROR_ZERO_RETURN);  // close_notify, not a truncation
+}
+
+TEST(TlsStream, PlainHttpIsAFailedHandshake) {
+  auto ctx = context();
+  Pair pair(*ctx, 1);
+  pair.raw_client_send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+  char buf[256];
+  ssize_t n = pair.server->read(buf, sizeof buf);
+  EXPECT_EQ(n, kFailed);
+  EXPECT_EQ(errno, EPROTO);
+  EXPECT_FALSE(pair.server->handshake_done());
+  EXPECT_EQ(pair.server->tls_info(), nullptr);
+}
+
+TEST(TlsContext, ErrorsNameTheProblem) {
+  std::string error;
+  TlsOptions options;
+  options.certfile = "/nonexistent/cert.pem";
+  EXPECT_EQ(TlsContext::create(options, error), nullptr);
+  EXPECT_NE(error.find("cannot load the certificate from /nonexistent/cert.pem"), std::string::npos) << error;
+  options.certfile = certificate().cert;
+  options.keyfile = certificate().key;
+  options.ciphers = "NO-SUCH-CIPHER";
+  EXPECT_EQ(TlsContext::create(options, error), nullptr);
+  EXPECT_NE(error.find("invalid --ssl-ciphers"), std::string::npos) << error;
+}
+
+}  // namespace
+}  // namespace pronghorn
