@@ -53,7 +53,7 @@ STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
-ALL_SERVERS = ["pronghorn", "uvicorn", "granian", "hypercorn", "gunicorn"]
+ALL_SERVERS = ["pronghorn", "uvicorn", "granian", "hypercorn", "gunicorn", "nginx"]
 SMOKE_SERVERS = ["pronghorn", "uvicorn"]
 IDLE_CONNECTIONS = 1000
 
@@ -72,6 +72,10 @@ class ServerSpec:
     build: Callable[[str, int, int], List[str]]   # (app, port, workers) -> argv
     multi_only: bool = False     # only for the --workers 2 workloads
     note: str = ""
+    # Options that make it serve TLS with the certificate in a directory (cert.pem, key.pem);
+    # None: it cannot serve TLS here.
+    tls_args: Optional[Callable[[Path], List[str]]] = None
+    tls_only: bool = False       # only for the TLS workloads (nginx: the physical limit)
     extra_versions: Dict[str, str] = field(default_factory=dict)
 
 
@@ -110,7 +114,7 @@ def server_specs() -> Dict[str, ServerSpec]:
 
     specs = {
         "pronghorn": ServerSpec("pronghorn", "pronghorn", "pronghorn", pronghorn(),
-                                note="--loop uvloop --lifespan off"),
+                                note="--loop uvloop --lifespan off", tls_args=_uvicorn_tls),
         # Variants for measuring the send thread's choice and the request task
         # (docs/performance.md); only run when named in --servers.
         **{f"pronghorn-{flag}": ServerSpec(f"pronghorn-{flag}", "pronghorn", "pronghorn", pronghorn(f"--{flag}"),
@@ -129,20 +133,22 @@ def server_specs() -> Dict[str, ServerSpec]:
                                   "--workers", str(w), "--no-access-log", "--lifespan", "off",
                                   "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
                                   "--timeout-keep-alive", str(KEEP_ALIVE_S)],
-            note="--loop uvloop --http httptools --lifespan off"),
+            note="--loop uvloop --http httptools --lifespan off", tls_args=_uvicorn_tls),
         "granian": ServerSpec(
             "granian", "granian", "granian",
             lambda app, port, w: [PY, "-m", "granian", "--interface", "asgi", "--host", HOST,
                                   "--port", str(port), "--workers", str(w), "--no-access-log",
                                   "--log-level", "warning",
                                   "--http1-header-read-timeout", str(KEEP_ALIVE_S * 1000), app],
-            note="--interface asgi, default loop and runtime"),
+            note="--interface asgi, default loop and runtime",
+            tls_args=lambda d: ["--ssl-certificate", str(d / "cert.pem"), "--ssl-keyfile", str(d / "key.pem")]),
         "hypercorn": ServerSpec(
             "hypercorn", "hypercorn", "hypercorn",
             lambda app, port, w: [PY, "-m", "hypercorn", "-b", f"{HOST}:{port}", "-w", str(w),
                                   "-k", hyper_loop, "--log-level", "warning",
                                   "--keep-alive", str(KEEP_ALIVE_S), app],
-            note=f"-k {hyper_loop}"),
+            note=f"-k {hyper_loop}",
+            tls_args=lambda d: ["--certfile", str(d / "cert.pem"), "--keyfile", str(d / "key.pem")]),
         "gunicorn": ServerSpec(
             "gunicorn", "gunicorn", "gunicorn",
             lambda app, port, w: [PY, "-m", "gunicorn", "-b", f"{HOST}:{port}", "-w", str(w),
@@ -150,8 +156,53 @@ def server_specs() -> Dict[str, ServerSpec]:
                                   "--log-level", "warning", "--keep-alive", str(KEEP_ALIVE_S),
                                   *gunicorn_extra, app],
             multi_only=True, note=f"-k {gworker}"),
+        # The physical limit for the TLS workloads: Debian's nginx, one worker, no Python.
+        "nginx": ServerSpec("nginx", "nginx", "nginx", _nginx_command, tls_only=True,
+                            note="one worker, `return 200` / a static file", tls_args=lambda d: []),
     }
     return specs
+
+
+def _uvicorn_tls(d: Path) -> List[str]:
+    return ["--ssl-certfile", str(d / "cert.pem"), "--ssl-keyfile", str(d / "key.pem")]
+
+
+NGINX_DIR: Optional[Path] = None  # set in main(): the certificate, the config, the static file
+
+
+def _nginx_command(app: str, port: int, workers: int) -> List[str]:
+    """nginx with a config for this port: TLS, `return 200` with hello's body, and the 1 MiB
+    body of apps:stream as a static file."""
+    d = NGINX_DIR
+    body = d / "stream.bin"
+    if not body.exists():
+        body.write_bytes(b"y" * (1 << 20))
+    conf = d / f"nginx-{port}.conf"
+    location = (f"location / {{ default_type application/octet-stream; alias {body}; }}" if app == "apps:stream"
+                else 'location / { default_type text/plain; return 200 "Hello, world!"; }')
+    # As root, nginx's worker would switch to "nobody", which cannot read the temporary directory.
+    user = "user root;" if os.geteuid() == 0 else ""
+    conf.write_text(f"""{user}
+worker_processes 1;
+daemon off;
+pid {d}/nginx-{port}.pid;
+error_log {d}/nginx-{port}.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_timeout {KEEP_ALIVE_S}s;
+  keepalive_requests 1000000;
+  client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};
+  server {{
+    listen {HOST}:{port} ssl;
+    ssl_certificate {d}/cert.pem;
+    ssl_certificate_key {d}/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    {location}
+  }}
+}}
+""")
+    return ["nginx", "-c", str(conf), "-e", str(d / f"nginx-{port}.err")]
 
 
 def _gunicorn_extra_args() -> List[str]:
@@ -164,6 +215,8 @@ def _gunicorn_extra_args() -> List[str]:
 
 
 def server_missing_reason(spec: ServerSpec) -> Optional[str]:
+    if spec.name == "nginx":
+        return None if shutil.which("nginx") else "nginx is not installed (Debian: nginx-light)"
     if not _has(spec.module):
         return f"{spec.package} is not installed"
     if spec.name == "gunicorn":
@@ -305,8 +358,8 @@ class ServerFailed(RuntimeError):
 
 
 class Server:
-    def __init__(self, spec: ServerSpec, app: str, workers: int, logdir: Path, tag: str):
-        self.spec, self.app, self.workers = spec, app, workers
+    def __init__(self, spec: ServerSpec, app: str, workers: int, logdir: Path, tag: str, tls: bool = False):
+        self.spec, self.app, self.workers, self.tls = spec, app, workers, tls
         self.log_path = logdir / f"{tag}-{spec.name}.log"
         self.proc: Optional[subprocess.Popen] = None
         self.port = 0
@@ -316,6 +369,8 @@ class Server:
         for _attempt in range(2):      # a free port can be taken between probe and bind: retry once
             self.port = free_port()
             cmd = self.spec.build(self.app, self.port, self.workers)
+            if self.tls:
+                cmd += self.spec.tls_args(NGINX_DIR)
             env = dict(os.environ)
             env["PYTHONPATH"] = str(BENCH_DIR) + os.pathsep + env.get("PYTHONPATH", "")
             env.pop("WEB_CONCURRENCY", None)
@@ -340,7 +395,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise ServerFailed(f"exited with status {self.proc.returncode}: {self.log_tail()}")
             try:
-                status = http_get_status(self.port, "/", timeout=2.0)
+                status = http_get_status(self.port, "/", timeout=2.0, tls=self.tls)
                 if status is not None:
                     # all the workers up too (the root answers alone only when it is the worker)
                     if self.workers <= 1 or len(worker_pids(self.proc.pid)) >= self.workers:
@@ -432,13 +487,21 @@ def _read_response(sock: socket.socket) -> bytes:
 
 
 def http_get_status(port: int, path: str, timeout: float, method: str = "GET", body: bytes = b"",
-                    content_type: Optional[str] = None) -> Optional[int]:
+                    content_type: Optional[str] = None, tls: bool = False) -> Optional[int]:
     head = f"{method} {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n"
     if body or method != "GET":
         head += f"Content-Length: {len(body)}\r\n"
     if content_type:
         head += f"Content-Type: {content_type}\r\n"
-    with socket.create_connection((HOST, port), timeout=timeout) as s:
+    with socket.create_connection((HOST, port), timeout=timeout) as raw:
+        s = raw
+        if tls:
+            import ssl
+
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            s = ctx.wrap_socket(raw)
         s.sendall(head.encode() + b"\r\n" + body)
         head = _read_response(s)
     m = re.match(rb"HTTP/1\.[01] (\d{3})", head)
@@ -460,8 +523,11 @@ end
 """
 
 
-def lua_script(method: str, body: Optional[str], content_type: Optional[str], delay_ms: int = 0) -> str:
+def lua_script(method: str, body: Optional[str], content_type: Optional[str], delay_ms: int = 0,
+               close: bool = False) -> str:
     parts = []
+    if close:
+        parts.append('wrk.headers["Connection"] = "close"')
     if delay_ms:
         parts.append(f"delay = function() return {delay_ms} end")
     if method != "GET":
@@ -473,9 +539,10 @@ def lua_script(method: str, body: Optional[str], content_type: Optional[str], de
     return "\n".join(parts) + "\n" + LUA_DONE
 
 
-def run_wrk(port: int, path: str, duration: int, connections: int, threads: int, script: Path) -> dict:
+def run_wrk(port: int, path: str, duration: int, connections: int, threads: int, script: Path,
+            tls: bool = False) -> dict:
     cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--latency",
-           "--timeout", "10s", "-s", str(script), f"http://{HOST}:{port}{path}"]
+           "--timeout", "10s", "-s", str(script), f"{'https' if tls else 'http'}://{HOST}:{port}{path}"]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     except subprocess.TimeoutExpired:
@@ -505,6 +572,8 @@ class Workload:
     idle: bool = False
     delay_ms: int = 0                 # wrk delay() between a connection's requests (a trickle)
     py_body: bytes = b""              # the same body, for the check request before measuring
+    tls: bool = False                 # over TLS (the servers with tls_args, and nginx)
+    close: bool = False               # a new connection per request (Connection: close): handshake-bound
 
 
 POST_JSON = '{"name":"widget","price":9.99,"quantity":3,"tags":["a","b","c"]}'
@@ -525,6 +594,10 @@ WORKLOADS = [
     Workload("hello_w2", "Raw ASGI hello world (--workers 2)", "apps:hello", workers=2, connections=128),
     Workload("fastapi_json_w2", "FastAPI small JSON (--workers 2)", "apps:fastapi_app", path="/json", workers=2,
              connections=128),
+    Workload("tls_hello", "Raw ASGI hello world over TLS, keep-alive", "apps:hello", tls=True),
+    Workload("tls_new_conn", "Raw ASGI hello world over TLS, a new connection (handshake) per request", "apps:hello",
+             tls=True, close=True, connections=16),
+    Workload("tls_stream_1m", "1 MiB streamed download over TLS", "apps:stream", tls=True, connections=16),
 ]
 
 
@@ -566,7 +639,7 @@ def count_alive(socks: List[socket.socket]) -> int:
 
 def check_workload(server: Server, wl: Workload) -> None:
     """One request of the workload must answer 200 before it is measured."""
-    status = http_get_status(server.port, wl.path, 15.0, wl.method, wl.py_body, wl.content_type)
+    status = http_get_status(server.port, wl.path, 15.0, wl.method, wl.py_body, wl.content_type, tls=wl.tls)
     if status != 200:
         raise ServerFailed(f"check request {wl.method} {wl.path} answered {status}: {server.log_tail(3)}")
 
@@ -578,7 +651,7 @@ def measure(server: Server, wl: Workload, duration: int, threads: int, script: P
     sampler.start()
     user0, sys0 = tree_cpu_split(server.pid)
     try:
-        res = run_wrk(server.port, wl.path, duration, wl.connections, threads, script)
+        res = run_wrk(server.port, wl.path, duration, wl.connections, threads, script, tls=wl.tls)
     finally:
         user1, sys1 = tree_cpu_split(server.pid)
         sampler.finish()
@@ -637,7 +710,7 @@ def summarize(runs: List[dict]) -> dict:
 
 def run_workload(wl: Workload, servers: List[ServerSpec], args, logdir: Path, tmp: Path) -> dict:
     script = tmp / f"{wl.name}.lua"
-    script.write_text(lua_script(wl.method, wl.body, wl.content_type, wl.delay_ms))
+    script.write_text(lua_script(wl.method, wl.body, wl.content_type, wl.delay_ms, wl.close))
     result: dict = {"title": wl.title, "app": wl.app, "path": wl.path, "method": wl.method,
                     "delay_ms": wl.delay_ms,
                     "workers": wl.workers, "connections": wl.connections, "servers": {}}
@@ -647,12 +720,12 @@ def run_workload(wl: Workload, servers: List[ServerSpec], args, logdir: Path, tm
     try:
         if not wl.idle:
             for spec in servers:
-                srv = Server(spec, wl.app, wl.workers, logdir, wl.name)
+                srv = Server(spec, wl.app, wl.workers, logdir, wl.name, tls=wl.tls)
                 try:
                     srv.start()
                     check_workload(srv, wl)
                     if args.warmup > 0:
-                        run_wrk(srv.port, wl.path, args.warmup, wl.connections, args.threads, script)
+                        run_wrk(srv.port, wl.path, args.warmup, wl.connections, args.threads, script, tls=wl.tls)
                     running[spec.name] = srv
                 except Exception as e:  # noqa: BLE001
                     failed[spec.name] = f"start/warm-up: {e}"
@@ -998,9 +1071,18 @@ def main(argv=None) -> int:
         tmp = Path(tmpd)
         logdir = tmp / "logs"
         logdir.mkdir()
+        global NGINX_DIR
+        NGINX_DIR = tmp / "tls"
+        NGINX_DIR.mkdir()
+        if any(w.tls for w in workloads):
+            # One certificate for every server (ECDSA P-256: the common choice for speed).
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                            "-nodes", "-keyout", str(NGINX_DIR / "key.pem"), "-out", str(NGINX_DIR / "cert.pem"),
+                            "-days", "2", "-subj", "/CN=localhost"], check=True, capture_output=True)
         try:
             for wl in workloads:
-                servers = [s for s in available if wl.workers > 1 or not s.multi_only]
+                servers = [s for s in available if (wl.workers > 1 or not s.multi_only) and
+                           (s.tls_args is not None if wl.tls else not s.tls_only)]
                 log(f"workload {wl.name}: {wl.title} — servers {', '.join(s.name for s in servers)}")
                 data["workloads"][wl.name] = run_workload(wl, servers, args, logdir, tmp)
         finally:

@@ -33,6 +33,12 @@ class ByteStream {
   // The TLS parameters of the connection (TlsStream, once its handshake is
   // done), or nullptr.
   virtual const TlsInfo *tls_info() const { return nullptr; }
+  // Bytes the stream itself holds for the socket (TLS records not sent yet),
+  // and the call that sends them: n >= 0 sent, kWouldBlock, or kFailed.
+  virtual size_t pending_output() const { return 0; }
+  virtual ssize_t flush_pending() { return 0; }
+  // Frees buffers kept for speed while the connection was busy (idle now).
+  virtual void release_buffers() {}
 };
 
 // A connected, non-blocking socket (TCP or Unix). Owns and closes the fd.

@@ -29,7 +29,15 @@ constexpr const char *kModernCiphers =
     "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
     "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305";
 
-constexpr size_t kMaxGather = 64 * 1024;    // bytes joined for one SSL_write
+// A write encrypts what it is given (up to kMaxGather) at once and keeps
+// the records the socket does not take, as asyncio's SSL transport does:
+// the plaintext is not copied into the transport's queue, and the
+// session's flow control still sees them (Transport::queued_bytes counts
+// pending_output()), so a slow reader holds at most about the high-water
+// mark plus one write.
+constexpr size_t kMaxGather = 1024 * 1024;         // plaintext taken per writev call
+constexpr size_t kMaxPendingCipher = 1024 * 1024;  // records held before plaintext waits
+constexpr size_t kSmallPiece = 4096;        // smaller pieces are joined into one record
 constexpr size_t kFileChunk = 64 * 1024;    // bytes of a file read and encrypted per call
 
 // The last OpenSSL error as text (and the queue emptied).
@@ -102,28 +110,35 @@ struct TlsCallbacks {
     auto *context = static_cast<TlsContext *>(SSL_CTX_get_app_data(ctx));
     const TlsOptions &options = context->options_;
     uint64_t period = static_cast<uint64_t>(time(nullptr)) / std::max(1u, options.ticket_period_s);
-    auto keys_for = [&](uint64_t p, unsigned char name[32], unsigned char aes[32], unsigned char hmac[32]) {
-      derive(options.ticket_secret, "pronghorn ticket name", p, name);
-      derive(options.ticket_secret, "pronghorn ticket aes", p, aes);
-      derive(options.ticket_secret, "pronghorn ticket hmac", p, hmac);
-    };
-    unsigned char name[32], aes[32], hmac_key[32];
+    // Derived once per period (HMACs cost microseconds; a handshake issues
+    // two tickets): the current keys and the previous period's.
+    auto &keys = context->ticket_keys_;
+    if (!keys.valid || keys.period != period) {
+      for (int k = 0; k < 2; ++k) {
+        uint64_t p = period - static_cast<uint64_t>(k);
+        derive(options.ticket_secret, "pronghorn ticket name", p, keys.name[k]);
+        derive(options.ticket_secret, "pronghorn ticket aes", p, keys.aes[k]);
+        derive(options.ticket_secret, "pronghorn ticket hmac", p, keys.hmac[k]);
+      }
+      keys.period = period;
+      keys.valid = true;
+    }
+    int which = 0;
     int result = 1;
     if (encrypt) {
-      keys_for(period, name, aes, hmac_key);
-      memcpy(key_name, name, 16);
+      memcpy(key_name, keys.name[0], 16);
       if (RAND_bytes(iv, EVP_MAX_IV_LENGTH) != 1) return -1;
-      if (EVP_EncryptInit_ex(cipher, EVP_aes_256_cbc(), nullptr, aes, iv) != 1) return -1;
+      if (EVP_EncryptInit_ex(cipher, EVP_aes_256_cbc(), nullptr, keys.aes[0], iv) != 1) return -1;
     } else {
-      keys_for(period, name, aes, hmac_key);
-      if (memcmp(key_name, name, 16) != 0) {
-        keys_for(period - 1, name, aes, hmac_key);
-        if (memcmp(key_name, name, 16) != 0) return 0;  // unknown key: a full handshake
-        result = 2;                                     // valid, but issue a ticket under today's key
+      if (memcmp(key_name, keys.name[0], 16) != 0) {
+        if (memcmp(key_name, keys.name[1], 16) != 0) return 0;  // unknown key: a full handshake
+        which = 1;
+        result = 2;  // valid, but issue a ticket under the current key
       }
-      if (EVP_DecryptInit_ex(cipher, EVP_aes_256_cbc(), nullptr, aes, iv) != 1) return -1;
+      if (EVP_DecryptInit_ex(cipher, EVP_aes_256_cbc(), nullptr, keys.aes[which], iv) != 1) return -1;
     }
-    OSSL_PARAM params[] = {OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, hmac_key, sizeof hmac_key),
+    unsigned char *hmac_key = keys.hmac[which];
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, hmac_key, 32),
                            OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, const_cast<char *>("SHA256"), 0),
                            OSSL_PARAM_construct_end()};
     if (EVP_MAC_CTX_set_params(mac, params) != 1) return -1;
@@ -154,7 +169,7 @@ std::unique_ptr<TlsContext> TlsContext::create(const TlsOptions &options, std::s
   SSL_CTX_set_min_proto_version(ctx, std::max(options.min_version, TLS1_2_VERSION));
   SSL_CTX_set_max_proto_version(ctx, options.max_version);
   SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   const std::string &ciphers = options.ciphers.empty() ? std::string(kModernCiphers) : options.ciphers;
   if (SSL_CTX_set_cipher_list(ctx, ciphers.c_str()) != 1) {
     error = "invalid --ssl-ciphers '" + options.ciphers + "': " + openssl_error();
@@ -211,22 +226,70 @@ TlsContext::~TlsContext() {
   if (ctx_ != nullptr) SSL_CTX_free(ctx_);
 }
 
+// The write side's BIO: OpenSSL's records are appended to the stream's
+// cipher_ buffer (never "would block"); TlsStream sends them.
+struct CipherBio {
+  static BIO_METHOD *method() {
+    static BIO_METHOD *m = [] {
+      BIO_METHOD *bm = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "pronghorn cipher out");
+      BIO_meth_set_write_ex(bm, write_ex);
+      BIO_meth_set_ctrl(bm, ctrl);
+      return bm;
+    }();
+    return m;
+  }
+  static int write_ex(BIO *bio, const char *data, size_t len, size_t *written) {
+    auto *stream = static_cast<TlsStream *>(BIO_get_data(bio));
+    stream->cipher_.append(data, len);
+    *written = len;
+    return 1;
+  }
+  static long ctrl(BIO *, int cmd, long, void *) { return cmd == BIO_CTRL_FLUSH ? 1 : 0; }
+};
+
 std::unique_ptr<TlsStream> TlsStream::create(const TlsContext &context, int fd) {
   SSL *ssl = SSL_new(context.ctx());
-  if (ssl == nullptr || SSL_set_fd(ssl, fd) != 1) {
+  BIO *rbio = ssl == nullptr ? nullptr : BIO_new_socket(fd, BIO_NOCLOSE);
+  BIO *wbio = rbio == nullptr ? nullptr : BIO_new(CipherBio::method());
+  if (wbio == nullptr) {
     log(LogLevel::Error, "cannot start TLS on fd %d: %s", fd, openssl_error().c_str());
+    if (rbio != nullptr) BIO_free(rbio);
     if (ssl != nullptr) SSL_free(ssl);
     ::close(fd);
     return nullptr;
   }
+  std::unique_ptr<TlsStream> stream(new TlsStream(context, ssl, fd));
+  BIO_set_data(wbio, stream.get());
+  BIO_set_init(wbio, 1);
+  SSL_set_bio(ssl, rbio, wbio);
   SSL_set_accept_state(ssl);
-  return std::unique_ptr<TlsStream>(new TlsStream(context, ssl, fd));
+  return stream;
+}
+
+ssize_t TlsStream::flush_pending() {
+  size_t sent = 0;
+  while (!cipher_.empty()) {
+    ssize_t n = ::send(fd_, cipher_.data(), cipher_.size(), MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return sent > 0 ? static_cast<ssize_t>(sent) : kWouldBlock;
+      return kFailed;
+    }
+    cipher_.consume(static_cast<size_t>(n));
+    sent += static_cast<size_t>(n);
+  }
+  // The buffer's memory stays while the connection is busy (freeing and
+  // reallocating it per write costs page faults); release_buffers() frees it.
+  return static_cast<ssize_t>(sent);
 }
 
 TlsStream::~TlsStream() {
   // close_notify for a connection closed in good order (a graceful stop, a
   // keep-alive timeout), best effort: the socket is non-blocking.
-  if (!shut_ && !failed_logged_ && SSL_is_init_finished(ssl_)) SSL_shutdown(ssl_);
+  if (!shut_ && !failed_logged_ && send_errno_ == 0 && SSL_is_init_finished(ssl_)) {
+    SSL_shutdown(ssl_);
+    flush_pending();
+  }
   SSL_free(ssl_);
   ERR_clear_error();
   ::close(fd_);
@@ -264,34 +327,84 @@ ssize_t TlsStream::result(int ret, size_t done) {
   }
 }
 
+void TlsStream::release_buffers() {
+  if (cipher_.capacity() > 256 * 1024) cipher_.release_if_empty();
+  if (gather_.capacity() > 4096) std::string().swap(gather_);
+}
+
 ssize_t TlsStream::read(char *buf, size_t len) {
   size_t done = 0;
   ERR_clear_error();
   errno = 0;
   int ret = SSL_read_ex(ssl_, buf, len, &done);
-  return result(ret, done);
+  ssize_t n = result(ret, done);
+  // Reading may have made records to send (the handshake's flights, session
+  // tickets, alerts): send them now; what the socket does not take waits
+  // for EPOLLOUT (the transport sees pending_output()).
+  if (!cipher_.empty() && flush_pending() == kFailed && n >= 0) return kFailed;
+  return n;
+}
+
+ssize_t TlsStream::write_plain(const char *data, size_t len) {
+  // With partial writes on, SSL_write_ex returns after each record: go on
+  // until the piece is all encrypted (the write BIO never blocks).
+  size_t total = 0;
+  while (total < len) {
+    size_t done = 0;
+    ERR_clear_error();
+    errno = 0;
+    int ret = SSL_write_ex(ssl_, data + total, len - total, &done);
+    ssize_t n = result(ret, done);
+    if (n <= 0) {
+      if (total > 0) break;
+      return n == 0 ? kFailed : n;
+    }
+    total += static_cast<size_t>(n);
+  }
+  return static_cast<ssize_t>(total);
 }
 
 ssize_t TlsStream::writev(const iovec *iov, int count) {
-  // Small pieces (a head, a chunk size, the body, CRLF) are joined so that
-  // they travel in one record. A retry after "want write" passes the same
-  // leading bytes again (the transport queues them in order), as OpenSSL
-  // requires with partial writes.
-  gather_.clear();
-  for (int i = 0; i < count && gather_.size() < kMaxGather; ++i) {
-    size_t take = std::min(iov[i].iov_len, kMaxGather - gather_.size());
-    gather_.append(static_cast<const char *>(iov[i].iov_base), take);
+  // Small pieces (a head, a chunk size, CRLF) are joined so that they share
+  // a record; a large piece (a body) is encrypted from where it is, with no
+  // copy. A retry after "want write" passes the same leading bytes again
+  // (the transport keeps them queued in order), as OpenSSL requires with
+  // partial writes.
+  // Records the socket has not taken yet go first; no more plaintext is
+  // taken while they are many.
+  if (!cipher_.empty() && flush_pending() == kFailed) return kFailed;
+  if (cipher_.size() > kMaxPendingCipher) return kWouldBlock;
+  size_t total = 0;
+  int i = 0;
+  while (i < count && total < kMaxGather && cipher_.size() <= kMaxPendingCipher) {
+    ssize_t n;
+    size_t wanted;
+    if (iov[i].iov_len >= kSmallPiece) {
+      wanted = iov[i].iov_len;
+      n = write_plain(static_cast<const char *>(iov[i].iov_base), wanted);
+      ++i;
+    } else {
+      gather_.clear();
+      for (; i < count && iov[i].iov_len < kSmallPiece && gather_.size() < kMaxGather; ++i)
+        gather_.append(static_cast<const char *>(iov[i].iov_base), iov[i].iov_len);
+      wanted = gather_.size();
+      n = write_plain(gather_.data(), wanted);
+    }
+    if (n < 0) {
+      if (total == 0) return n;
+      break;
+    }
+    total += static_cast<size_t>(n);
+    if (static_cast<size_t>(n) < wanted) break;
   }
-  if (gather_.empty()) return 0;
-  size_t done = 0;
-  ERR_clear_error();
-  errno = 0;
-  int ret = SSL_write_ex(ssl_, gather_.data(), gather_.size(), &done);
-  ssize_t n = result(ret, done);
-  return n == 0 ? kFailed : n;
+  // The records of the whole call leave in one send() (or wait for EPOLLOUT).
+  if (flush_pending() == kFailed) return kFailed;
+  return static_cast<ssize_t>(total);
 }
 
 ssize_t TlsStream::send_file(int file_fd, off_t *offset, size_t len) {
+  if (!cipher_.empty() && flush_pending() == kFailed) return kFailed;
+  if (cipher_.size() > kMaxPendingCipher) return kWouldBlock;
   size_t want = std::min(len, kFileChunk);
   gather_.resize(want);
   ssize_t got = ::pread(file_fd, gather_.data(), want, *offset);
@@ -302,12 +415,18 @@ ssize_t TlsStream::send_file(int file_fd, off_t *offset, size_t len) {
   errno = 0;
   int ret = SSL_write_ex(ssl_, gather_.data(), static_cast<size_t>(got), &done);
   ssize_t n = result(ret, done);
-  if (n > 0) *offset += n;
+  if (n > 0) {
+    *offset += n;
+    if (flush_pending() == kFailed) return kFailed;
+  }
   return n == 0 ? kFailed : n;
 }
 
 void TlsStream::shutdown_write() {
-  if (!shut_ && SSL_is_init_finished(ssl_)) SSL_shutdown(ssl_);
+  if (!shut_ && SSL_is_init_finished(ssl_)) {
+    SSL_shutdown(ssl_);
+    flush_pending();
+  }
   shut_ = true;
   ERR_clear_error();
   ::shutdown(fd_, SHUT_WR);

@@ -3,11 +3,13 @@
 // socket (TlsStream). No TLS code of our own: OpenSSL does the protocol; this
 // only configures it and adapts its calls to the ByteStream contract.
 //
-// The stream uses OpenSSL's socket BIO (SSL_set_fd): records go straight to
-// and from the socket, with no copy through memory BIOs; OpenSSL's
-// "want read / want write" both map to kWouldBlock, which is enough because
-// the transport keeps reading while a session waits for bytes and retries
-// queued writes on EPOLLOUT.
+// Reading uses OpenSSL's socket BIO: records come straight from the socket.
+// Writing goes through a BIO of ours that collects the records in a buffer
+// (cipher_), sent with one send() per call: OpenSSL's socket BIO makes one
+// write(2) per 16 KiB record, which on a 1 MiB download costs more than the
+// encryption. What the socket does not take stays in cipher_ (bounded: no
+// plaintext is taken while it is over kMaxPendingCipher); the transport sees
+// it through pending_output() and flushes it on EPOLLOUT.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/buffer.h"
 #include "engine/net/stream.h"
 
 typedef struct ssl_ctx_st SSL_CTX;
@@ -70,6 +73,11 @@ class TlsContext {
   std::string server_cert_pem_;
   TlsOptions options_;
   std::string alpn_wire_;  // the server's preference list in ALPN wire format
+  struct TicketKeys {      // [0]: the current period's, [1]: the previous one's
+    bool valid = false;
+    uint64_t period = 0;
+    unsigned char name[2][32], aes[2][32], hmac[2][32];
+  } ticket_keys_;
 
   friend struct TlsCallbacks;
 };
@@ -93,16 +101,23 @@ class TlsStream final : public ByteStream {
   // Only OpenSSL may write to this socket: no send thread.
   int raw_send_fd() const override { return -1; }
   const TlsInfo *tls_info() const override;
+  size_t pending_output() const override { return cipher_.size(); }
+  ssize_t flush_pending() override;
+  void release_buffers() override;
   bool handshake_done() const;
 
  private:
   TlsStream(const TlsContext &context, SSL *ssl, int fd) : context_(context), ssl_(ssl), fd_(fd) {}
   ssize_t result(int ret, size_t done);
+  ssize_t write_plain(const char *data, size_t len);
+  friend struct CipherBio;
 
   const TlsContext &context_;
   SSL *ssl_;
   int fd_;
   std::string gather_;  // iovecs joined, so that small pieces share a record
+  Buffer cipher_;       // records OpenSSL wrote that the socket has not taken yet
+  int send_errno_ = 0;  // a failed send(): reported by the next call
   mutable std::unique_ptr<TlsInfo> info_;
   bool failed_logged_ = false;
   bool shut_ = false;

@@ -61,7 +61,7 @@ void Transport::set_reading(bool reading) {
 
 void Transport::update_interest() {
   if (closed_) return;
-  bool writing = !out_.empty() && !send_in_flight_;
+  bool writing = (!out_.empty() || stream_->pending_output() > 0) && !send_in_flight_;
   uint32_t want = (reading_ ? EPOLLIN : 0u) | (writing ? static_cast<uint32_t>(EPOLLOUT) : 0u);
   if (want != interest_) {
     interest_ = want;
@@ -76,6 +76,8 @@ ssize_t Transport::read_into(char *dst, size_t len) {
     int err = errno;
     if (err != ECONNRESET) log_errno(LogLevel::Debug, err, "recv from %s:%d failed", peer_.host.c_str(), peer_.port);
     errno = err;
+  } else if (stream_->pending_output() > 0) {
+    update_interest();  // the stream has bytes of its own to send (TLS handshake records)
   }
   return n;
 }
@@ -102,6 +104,7 @@ void Transport::trim_input() {
   // head keeps only its own size.
   in_.release_if_empty();
   in_.shrink_to_fit();
+  if (output_idle()) stream_->release_buffers();
 }
 
 void Transport::fail(int err, const char *what) {
@@ -123,7 +126,12 @@ bool Transport::send(iovec *iov, int count) {
       fail(errno, "send");
       return false;
     }
-    if (n > 0) written = static_cast<size_t>(n);
+    if (n > 0) {
+      written = static_cast<size_t>(n);
+      last_write_ms_ = server_.loop().now_ms();
+    }
+    // A TLS stream may hold records the socket did not take: write interest.
+    if (stream_->pending_output() > 0) update_interest();
   }
   // Queue what the socket did not take.
   std::string rest;
@@ -199,7 +207,15 @@ void Transport::on_send_done(SendThread::Done &done) {
 void Transport::flush() {
   // The send thread owns the socket's write side until its send is done.
   if (send_in_flight_ || closed_) return;
-  while (!out_.empty()) {
+  if (stream_->pending_output() > 0) {
+    ssize_t n = stream_->flush_pending();
+    if (n == kFailed) {
+      fail(errno, "send");
+      return;
+    }
+    if (n > 0) last_write_ms_ = server_.loop().now_ms();
+  }
+  while (!out_.empty() && stream_->pending_output() == 0) {
     OutChunk &front = out_.front();
     if (front.file_fd >= 0) {
       size_t want = front.file_left < kMaxFileSend ? static_cast<size_t>(front.file_left) : kMaxFileSend;

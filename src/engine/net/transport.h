@@ -78,8 +78,11 @@ class Transport final : public IoHandler {
   bool send(iovec *iov, int count);
   // Queues [offset, offset+len) of file_fd (owned from now on) after what is queued.
   bool send_file(int file_fd, uint64_t offset, uint64_t len);
-  size_t queued_bytes() const { return out_bytes_; }
-  bool output_idle() const { return out_.empty() && !send_in_flight_; }
+  // Queued here, plus what the stream holds for the socket (TLS records).
+  size_t queued_bytes() const { return out_bytes_ + (stream_ != nullptr ? stream_->pending_output() : 0); }
+  bool output_idle() const {
+    return out_.empty() && !send_in_flight_ && (stream_ == nullptr || stream_->pending_output() == 0);
+  }
   // Tries to write what is queued (also called on EPOLLOUT).
   void flush();
   void shutdown_write() { stream_->shutdown_write(); }
