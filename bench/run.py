@@ -178,7 +178,8 @@ def _nginx_command(app: str, port: int, workers: int) -> List[str]:
     if not body.exists():
         body.write_bytes(b"y" * (1 << 20))
     conf = d / f"nginx-{port}.conf"
-    location = (f"location / {{ default_type application/octet-stream; alias {body}; }}" if app == "apps:stream"
+    location = (f"location / {{ default_type application/octet-stream; root {d}; try_files /stream.bin =404; }}"
+                if app == "apps:stream"
                 else 'location / { default_type text/plain; return 200 "Hello, world!"; }')
     # As root, nginx's worker would switch to "nobody", which cannot read the temporary directory.
     user = "user root;" if os.geteuid() == 0 else ""

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "engine/http/exchange.h"
+#include "engine/http/forwarded.h"
 #include "engine/net/tls.h"
 #include "engine/server.h"
 
@@ -88,18 +89,10 @@ bool request_tasks_available();
 // set when the task could not be created (the coroutine did not start).
 PyObject *start_request_task(AppServer &server, PyObject *request, PyObject *coro, PyObject *context);
 
-// A network (address, prefix) for --forwarded-allow-ips.
-struct TrustedNetwork {
-  int family;
-  unsigned char addr[16];
-  int prefix;
-};
-
 // The Python-facing server: owns the engine and what ASGI needs.
 struct AppServer final : public RequestDispatcher {
   explicit AppServer(ServerConfig config) : engine(std::move(config)) {}
   void on_request(http::Exchange &exchange, const http::RequestHead &head) override;
-  bool trusted(const SocketAddress &peer) const;
   PyObject *build_scope(http::Exchange &exchange, const http::RequestHead &head);
   bool init_scope_template();
   // The `server` tuple for a connection accepted on `local` (new reference).
@@ -136,8 +129,7 @@ struct AppServer final : public RequestDispatcher {
   PyObject *call_soon = nullptr;       // bound loop.call_soon
   PyObject *flush_callback = nullptr;  // sends held response heads (engine.flush_held_heads)
   bool proxy_headers = false;
-  bool trust_all = false;
-  std::vector<TrustedNetwork> trusted_networks;
+  http::ForwardedTrust forwarded;  // --forwarded-allow-ips
 };
 
 }  // namespace pronghorn::bridge

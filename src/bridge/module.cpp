@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "bridge/bridge.h"
+#include "engine/http/forwarded.h"
 #include "engine/http/target.h"
 #include "engine/http1/response.h"
 #include "engine/log.h"
@@ -79,28 +80,6 @@ PyObject *address_tuple(const SocketAddress &addr) {
   return pair;
 }
 
-bool parse_ip(std::string_view text, int &family, unsigned char *out) {
-  char buf[INET6_ADDRSTRLEN + 1];
-  if (text.size() >= sizeof buf) return false;
-  memcpy(buf, text.data(), text.size());
-  buf[text.size()] = '\0';
-  if (inet_pton(AF_INET, buf, out) == 1) {
-    family = AF_INET;
-    return true;
-  }
-  if (inet_pton(AF_INET6, buf, out) == 1) {
-    family = AF_INET6;
-    return true;
-  }
-  return false;
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
 }  // namespace
 
 bool init_names() {
@@ -161,26 +140,6 @@ PyObject *take_exception() {
   Py_XDECREF(type);
   Py_XDECREF(tb);
   return value;
-}
-
-bool AppServer::trusted(const SocketAddress &peer) const {
-  if (trust_all) return true;
-  if (peer.is_unix) return false;
-  int family = 0;
-  unsigned char addr[16];
-  if (!parse_ip(peer.host, family, addr)) return false;
-  for (const TrustedNetwork &net : trusted_networks) {
-    if (net.family != family) continue;
-    int bits = net.prefix;
-    int i = 0;
-    for (; bits >= 8; bits -= 8, ++i)
-      if (addr[i] != net.addr[i]) break;
-    if (bits >= 8) continue;
-    if (bits == 0) return true;
-    unsigned char mask = static_cast<unsigned char>(0xff << (8 - bits));
-    if ((addr[i] & mask) == (net.addr[i] & mask)) return true;
-  }
-  return false;
 }
 
 void AppServer::log_exception(const char *message, PyObject *exc, const char *level) {
@@ -267,36 +226,11 @@ PyObject *AppServer::build_scope(http::Exchange &exchange, const http::RequestHe
   const TlsInfo *tls = exchange.tls();
   PyObject *scheme = Py_NewRef(tls != nullptr ? names.scheme_https : names.scheme_http);
   PyObject *client = nullptr;
-  if (ok && proxy_headers && (!forwarded_for.empty() || !forwarded_proto.empty()) && trusted(exchange.peer())) {
-    std::string_view proto = trim(forwarded_proto);
-    if (proto == "https" || proto == "wss") Py_SETREF(scheme, Py_NewRef(names.scheme_https));
-    if (!forwarded_for.empty()) {
-      // The client is the nearest address, from the right, that is not a trusted proxy.
-      std::vector<std::string_view> hops;
-      std::string_view rest = forwarded_for;
-      while (true) {
-        size_t comma = rest.find(',');
-        std::string_view hop = trim(rest.substr(0, comma));
-        if (!hop.empty()) hops.push_back(hop);
-        if (comma == std::string_view::npos) break;
-        rest.remove_prefix(comma + 1);
-      }
-      std::string_view chosen;
-      if (!hops.empty()) {
-        chosen = hops.front();
-        if (!trust_all) {
-          for (auto it = hops.rbegin(); it != hops.rend(); ++it) {
-            SocketAddress hop_addr;
-            hop_addr.host = std::string(*it);
-            if (!trusted(hop_addr)) {
-              chosen = *it;
-              break;
-            }
-          }
-        }
-        client = Py_BuildValue("(s#i)", chosen.data(), static_cast<Py_ssize_t>(chosen.size()), 0);
-      }
-    }
+  if (ok && proxy_headers && (!forwarded_for.empty() || !forwarded_proto.empty()) &&
+      forwarded.trusted(exchange.peer())) {
+    if (http::ForwardedTrust::secure_proto(forwarded_proto)) Py_SETREF(scheme, Py_NewRef(names.scheme_https));
+    std::string_view chosen = forwarded.client(forwarded_for);
+    if (!chosen.empty()) client = Py_BuildValue("(s#i)", chosen.data(), static_cast<Py_ssize_t>(chosen.size()), 0);
   }
   if (client == nullptr) client = address_tuple(exchange.peer());
   if (!ok) {
@@ -581,47 +515,15 @@ void access_hook(void *ctx, const SocketAddress &peer, std::string_view method, 
 }
 
 bool parse_trusted(AppServer &s, const char *spec) {
-  std::string_view rest(spec);
-  while (!rest.empty()) {
-    size_t comma = rest.find(',');
-    std::string_view item = trim(rest.substr(0, comma));
-    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
-    if (item.empty()) continue;
-    if (item == "*") {
-      s.trust_all = true;
-      continue;
-    }
-    TrustedNetwork net{};
-    std::string_view ip = item;
-    int prefix = -1;
-    size_t slash = item.find('/');
-    if (slash != std::string_view::npos) {
-      ip = item.substr(0, slash);
-      prefix = 0;
-      for (char c : item.substr(slash + 1)) {
-        if (c < '0' || c > '9' || prefix > 128) {
-          prefix = 1000;
-          break;
-        }
-        prefix = prefix * 10 + (c - '0');
-      }
-    }
-    if (!parse_ip(ip, net.family, net.addr)) {
-      // uvicorn accepts host names here too; they never match a peer address.
-      log(LogLevel::Warning, "forwarded-allow-ips: ignoring '%.*s', not an IP address or network",
-          static_cast<int>(item.size()), item.data());
-      continue;
-    }
-    int max = net.family == AF_INET ? 32 : 128;
-    if (prefix == -1) prefix = max;
-    if (prefix > max) {
-      PyErr_Format(PyExc_ValueError, "invalid network in forwarded-allow-ips: %.*s", static_cast<int>(item.size()),
-                   item.data());
-      return false;
-    }
-    net.prefix = prefix;
-    s.trusted_networks.push_back(net);
+  std::string error;
+  std::vector<std::string> ignored;
+  if (!s.forwarded.parse(spec, error, ignored)) {
+    PyErr_SetString(PyExc_ValueError, error.c_str());
+    return false;
   }
+  // uvicorn accepts host names here too; they never match a peer address.
+  for (const std::string &item : ignored)
+    log(LogLevel::Warning, "forwarded-allow-ips: ignoring '%s', not an IP address or network", item.c_str());
   return true;
 }
 

@@ -1,15 +1,10 @@
 #include "engine/http/target.h"
 
+#include "engine/text.h"
+
 namespace pronghorn::http {
 
 namespace {
-
-int hex_digit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
 
 // Length of the valid UTF-8 sequence at s[i], or 0; `*subpart` gets the
 // length of the longest prefix of a valid sequence (at least 1) when invalid.
@@ -72,7 +67,7 @@ TargetParts split_target(std::string_view target) {
 void append_percent_decoded(std::string &out, std::string_view raw) {
   for (size_t i = 0; i < raw.size(); ++i) {
     if (raw[i] == '%' && i + 2 < raw.size()) {
-      int hi = hex_digit(raw[i + 1]), lo = hex_digit(raw[i + 2]);
+      int hi = hex_digit(static_cast<unsigned char>(raw[i + 1])), lo = hex_digit(static_cast<unsigned char>(raw[i + 2]));
       if (hi >= 0 && lo >= 0) {
         out.push_back(static_cast<char>(hi * 16 + lo));
         i += 2;

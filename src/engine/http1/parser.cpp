@@ -2,15 +2,11 @@
 
 #include <cstring>
 
+#include "engine/text.h"
+
 namespace pronghorn::http1 {
 
 namespace {
-
-std::string_view trim_ows(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
 
 // Calls fn(element) for each non-empty element of a comma-separated list
 // (RFC 9110 §5.6.1: empty elements are allowed and ignored).
@@ -23,13 +19,6 @@ void for_each_list_element(std::string_view value, Fn &&fn) {
     if (comma == std::string_view::npos) return;
     value.remove_prefix(comma + 1);
   }
-}
-
-int hex_value(unsigned char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
 }
 
 constexpr size_t kMaxLeadingBlankLines = 4;
@@ -463,7 +452,7 @@ Result BodyDecoder::decode(const char *p, size_t len, Output &out) {
     unsigned char c = static_cast<unsigned char>(p[i]);
     switch (state_) {
       case State::Size: {
-        int v = hex_value(c);
+        int v = hex_digit(c);
         if (v >= 0) {
           // 15 hex digits keep the size below 2^60: no overflow is possible.
           if (++size_digits_ > 15) return fail("chunk size too large", i);
