@@ -441,3 +441,14 @@ def test_graceful_stop_sends_close_notify(server_factory, certs):
     finally:
         s.close()
     assert srv.wait_exit(10) == 0
+
+
+@pytest.mark.pronghorn_only
+@pytest.mark.parametrize("args,message", [
+    (("--ssl-version", "3"), "TLS 1.0 and 1.1 are not supported"),
+    (("--ssl-cert-reqs", "2"), "--ssl-cert-reqs 1 or 2 needs --ssl-ca-certs"),
+])
+def test_tls_option_errors_exit_2(server_factory, certs, args, message):
+    srv = server_factory(RAW, *_tls_args(certs), *args, wait=False)
+    assert srv.wait_exit(20) == 2
+    assert message in srv.stderr
