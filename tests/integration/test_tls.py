@@ -365,6 +365,7 @@ def test_half_open_handshake_flood_does_not_stop_a_client(server_factory, certs)
 
 
 @pytest.mark.pronghorn_only
+@pytest.mark.slow
 def test_many_handshakes_leak_no_fds_or_memory(server_factory, certs):
     srv = server_factory(RAW, *_tls_args(certs))
     ctx = _client_context(certs)
@@ -383,18 +384,19 @@ def test_many_handshakes_leak_no_fds_or_memory(server_factory, certs):
     handshakes(300)  # warm-up: allocator and OpenSSL caches
     time.sleep(0.5)
     fds, rss = len(os.listdir(f"/proc/{srv.pid}/fd")), srv.rss_kib()
-    handshakes(1500)
+    handshakes(10_000)
     time.sleep(0.5)
     assert len(os.listdir(f"/proc/{srv.pid}/fd")) <= fds + 2
     grown = (srv.rss_kib() - rss) / 1024
-    print(f"1,500 handshakes: fds {fds} -> {len(os.listdir(f'/proc/{srv.pid}/fd'))}, RSS +{grown:.1f} MiB")
+    print(f"10,000 handshakes: fds {fds} -> {len(os.listdir(f'/proc/{srv.pid}/fd'))}, RSS +{grown:.1f} MiB")
     assert grown < 8, f"RSS grew by {grown:.1f} MiB"
 
 
 @pytest.mark.pronghorn_only
+@pytest.mark.slow
 def test_large_file_over_tls_keeps_memory_flat(server_factory, certs, tmp_path):
     f = tmp_path / "big.bin"
-    size = 192 * 1024 * 1024
+    size = 1024 * 1024 * 1024  # 1 GiB
     with open(f, "wb") as out:
         out.truncate(size)  # sparse: zeros
     srv = server_factory(RAW, *_tls_args(certs), "--asgi-pathsend")
@@ -406,11 +408,11 @@ def test_large_file_over_tls_keeps_memory_flat(server_factory, certs, tmp_path):
             assert r.status_code == 200
             for chunk in r.iter_raw(1 << 20):
                 got += len(chunk)
-                if got % (16 << 20) < (1 << 20):
+                if got % (64 << 20) < (1 << 20):
                     peak = max(peak, srv.rss_kib())
     assert got == size
     grown = (peak - before) / 1024
-    print(f"192 MiB over TLS: RSS +{grown:.1f} MiB")
+    print(f"1 GiB over TLS: RSS +{grown:.1f} MiB")
     assert grown < 16, f"RSS grew by {grown:.1f} MiB while sending a file over TLS"
 
 
