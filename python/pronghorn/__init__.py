@@ -7,7 +7,12 @@ from typing import Any
 from pronghorn._core import ClientDisconnected
 from pronghorn.config import Config, ConfigError
 
-__version__ = "0.1.0"
+try:  # the version is written once, in pyproject.toml
+    from importlib.metadata import PackageNotFoundError, version as _version
+
+    __version__ = _version("pronghorn")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 __all__ = ["ClientDisconnected", "Config", "ConfigError", "run", "__version__"]
 
 
