@@ -12,10 +12,10 @@
 #include <string>
 #include <vector>
 
+#include "engine/engine.h"
 #include "engine/http/exchange.h"
 #include "engine/http/forwarded.h"
 #include "engine/net/tls.h"
-#include "engine/server.h"
 
 namespace pronghorn::bridge {
 
@@ -67,11 +67,11 @@ bool init_request_type();
 // with the value `returned` (borrowed; nullptr or None when it returned None).
 void complete_request(PyObject *request, PyObject *exc, bool cancelled, PyObject *returned = nullptr);
 // The engine serving `request` (a Request object).
-Server &request_engine(PyObject *request);
-// Ends a step of the engine (Server::end_step) around which an app's step
+Engine &request_engine(PyObject *request);
+// Ends a step of the engine (Engine::end_step) around which an app's step
 // ran: sending held heads may call back into Python (a close resolves the
 // app's Futures), so the app's pending exception, if any, is kept aside.
-inline void end_app_step(Server &engine) {
+inline void end_app_step(Engine &engine) {
   PyObject *type = nullptr, *value = nullptr, *tb = nullptr;
   PyErr_Fetch(&type, &value, &tb);
   engine.end_step();
@@ -91,7 +91,7 @@ PyObject *start_request_task(AppServer &server, PyObject *request, PyObject *cor
 
 // The Python-facing server: owns the engine and what ASGI needs.
 struct AppServer final : public RequestDispatcher {
-  explicit AppServer(ServerConfig config) : engine(std::move(config)) {}
+  explicit AppServer(EngineConfig config) : engine(std::move(config)) {}
   void on_request(http::Exchange &exchange, const http::RequestHead &head) override;
   PyObject *build_scope(http::Exchange &exchange, const http::RequestHead &head);
   bool init_scope_template();
@@ -102,7 +102,7 @@ struct AppServer final : public RequestDispatcher {
   void log_exception(const char *message, PyObject *exc, const char *level = "error");
   void log_error(const char *message);
 
-  Server engine;
+  Engine engine;
   PyObject *app = nullptr;
   PyObject *loop = nullptr;
   PyObject *create_task = nullptr;    // bound loop.create_task
@@ -122,9 +122,9 @@ struct AppServer final : public RequestDispatcher {
   // raises ClientDisconnected. With 2.3 (the default, uvicorn's) it returns
   // and the message is dropped, except for a stream the server cut to stop.
   bool spec_2_4 = false;
-  bool pathsend = false;               // offer http.response.pathsend (--asgi-pathsend)
-  bool tls = false;                    // the listeners speak TLS (scope: https, the TLS extension)
-  PyObject *server_cert = nullptr;     // PEM of the TLS certificate (str), for the TLS extension
+  bool pathsend = false;            // offer http.response.pathsend (--asgi-pathsend)
+  bool tls = false;                 // the listeners speak TLS (scope: https, the TLS extension)
+  PyObject *server_cert = nullptr;  // PEM of the TLS certificate (str), for the TLS extension
   PyObject *tls_extensions(const TlsInfo &tls);
   PyObject *call_soon = nullptr;       // bound loop.call_soon
   PyObject *flush_callback = nullptr;  // sends held response heads (engine.flush_held_heads)

@@ -12,8 +12,8 @@
 #include "engine/http/target.h"
 #include "engine/http1/response.h"
 #include "engine/log.h"
-#include "engine/net/tls.h"
 #include "engine/net/listener.h"
+#include "engine/net/tls.h"
 
 namespace pronghorn::bridge {
 
@@ -278,8 +278,8 @@ PyObject *AppServer::tls_extensions(const TlsInfo &tls) {
   PyObject *error = text_or_none(tls.client_cert_error);
   PyObject *info = ok && name != nullptr && error != nullptr
                        ? Py_BuildValue("{sOsOsOsOsisi}", "server_cert", server_cert ? server_cert : Py_None,
-                                       "client_cert_chain", chain, "client_cert_name", name, "client_cert_error",
-                                       error, "tls_version", tls.version, "cipher_suite", tls.cipher_suite)
+                                       "client_cert_chain", chain, "client_cert_name", name, "client_cert_error", error,
+                                       "tls_version", tls.version, "cipher_suite", tls.cipher_suite)
                        : nullptr;
   Py_XDECREF(name);
   Py_XDECREF(error);
@@ -444,11 +444,10 @@ bool tls_options_from(PyObject *spec, TlsOptions &options) {
     out = static_cast<int>(v);
     return true;
   };
-  if (!text("certfile", options.certfile) || !text("keyfile", options.keyfile) ||
-      !text("password", options.password) || !text("ca_certs", options.ca_certs) ||
-      !text("ciphers", options.ciphers) || !text("ticket_secret", options.ticket_secret) ||
-      !number("cert_reqs", options.cert_reqs) || !number("min_version", options.min_version) ||
-      !number("max_version", options.max_version))
+  if (!text("certfile", options.certfile) || !text("keyfile", options.keyfile) || !text("password", options.password) ||
+      !text("ca_certs", options.ca_certs) || !text("ciphers", options.ciphers) ||
+      !text("ticket_secret", options.ticket_secret) || !number("cert_reqs", options.cert_reqs) ||
+      !number("min_version", options.min_version) || !number("max_version", options.max_version))
     return false;
   PyObject *alpn = PyDict_GetItemString(spec, "alpn");
   if (alpn != nullptr && alpn != Py_None) {
@@ -589,7 +588,7 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
     PyErr_SetString(PyExc_ValueError, "invalid request limits");
     return -1;
   }
-  ServerConfig config;
+  EngineConfig config;
   config.limits.max_request_line = static_cast<size_t>(limit_line);
   config.limits.max_head = static_cast<size_t>(limit_head);
   config.limits.max_headers = static_cast<size_t>(limit_fields);

@@ -30,7 +30,7 @@ class Observer final : public http::ExchangeObserver {
 struct RequestObject {
   PyObject_HEAD Observer observer;
   AppServer *server;
-  http::Exchange *conn;      // nullptr once the exchange let go of us
+  http::Exchange *conn;  // nullptr once the exchange let go of us
   // Futures of receive() calls waiting, oldest first: the first in
   // receive_waiter, any others in the list more_receive_waiters (several
   // tasks may wait at once, e.g. one watching for a disconnect while another
@@ -385,7 +385,7 @@ PyObject *send_pathsend(RequestObject *self, PyObject *message) {
     return nullptr;
   }
   Py_DECREF(encoded);
-  struct stat st{};
+  struct stat st {};
   if (fstat(fd, &st) < 0) {
     PyErr_SetFromErrno(PyExc_OSError);
     close(fd);
@@ -570,7 +570,7 @@ PySendResult runner_am_send(PyObject *op, PyObject *arg, PyObject **result) {
     return PYGEN_ERROR;
   }
   // A step: a response head the app holds when it ends goes out then.
-  Server &engine = self->request->server->engine;
+  Engine &engine = self->request->server->engine;
   engine.begin_step();
   PySendResult status = PyIter_Send(self->coro, arg, result);
   end_app_step(engine);
@@ -612,7 +612,7 @@ PyObject *runner_throw(PyObject *op, PyObject *const *args, Py_ssize_t nargs) {
   PyObject *value = nullptr;
   if (throw_method != nullptr) {
     // A step, as in am_send: a head held when it ends goes out then.
-    Server &engine = self->request->server->engine;
+    Engine &engine = self->request->server->engine;
     engine.begin_step();
     value = PyObject_Vectorcall(throw_method, args, static_cast<size_t>(nargs), nullptr);
     end_app_step(engine);
@@ -710,7 +710,7 @@ PyTypeObject RunnerType{};
 
 PyTypeObject RequestType{};
 
-Server &request_engine(PyObject *request) {
+Engine &request_engine(PyObject *request) {
   return reinterpret_cast<RequestObject *>(request)->server->engine;
 }
 

@@ -286,7 +286,7 @@ void task_step(TaskObject *self, PyObject *exc, bool enter_context) {
     status = PYGEN_ERROR;
   } else {
     // A step: a response head the app holds when it ends goes out then.
-    Server &engine = request_engine(self->request);
+    Engine &engine = request_engine(self->request);
     engine.begin_step();
     if (thrown == nullptr) {
       status = PyIter_Send(self->coro, Py_None, &result);

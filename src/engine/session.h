@@ -28,7 +28,7 @@ class Session {
   // application is told the server stopped it.
   virtual void cut_for_stop() = 0;
   // Sends a response head held back to go out with the first body bytes
-  // (see Server::hold_head).
+  // (see Engine::hold_head).
   virtual void send_held_head() = 0;
   // The transport's fd is still in use by the send thread: the session is
   // freed only once the send is reported.

@@ -241,7 +241,7 @@ void Supervisor::watch_tree(const std::string &dir) {
         strcmp(name, "site-packages") == 0 || strcmp(name, "venv") == 0)
       continue;
     std::string path = dir + "/" + name;
-    struct stat st{};
+    struct stat st {};
     if (entry->d_type == DT_DIR ||
         (entry->d_type == DT_UNKNOWN && lstat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)))
       watch_tree(path);

@@ -24,7 +24,7 @@ struct Header {
 // RequestDispatcher::on_request.
 struct RequestHead {
   std::string_view method;
-  std::string_view target;              // request-target as sent (origin-, absolute- or asterisk-form)
+  std::string_view target;                // request-target as sent (origin-, absolute- or asterisk-form)
   std::string_view http_version = "1.1";  // "1.0", "1.1" ("2" for HTTP/2)
   std::vector<Header> headers;
   std::string_view host;

@@ -67,7 +67,8 @@ TargetParts split_target(std::string_view target) {
 void append_percent_decoded(std::string &out, std::string_view raw) {
   for (size_t i = 0; i < raw.size(); ++i) {
     if (raw[i] == '%' && i + 2 < raw.size()) {
-      int hi = hex_digit(static_cast<unsigned char>(raw[i + 1])), lo = hex_digit(static_cast<unsigned char>(raw[i + 2]));
+      int hi = hex_digit(static_cast<unsigned char>(raw[i + 1])),
+          lo = hex_digit(static_cast<unsigned char>(raw[i + 2]));
       if (hi >= 0 && lo >= 0) {
         out.push_back(static_cast<char>(hi * 16 + lo));
         i += 2;

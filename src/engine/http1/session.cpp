@@ -7,9 +7,9 @@
 #include <cerrno>
 #include <cstdio>
 
+#include "engine/engine.h"
 #include "engine/http/target.h"
 #include "engine/log.h"
-#include "engine/server.h"
 
 namespace pronghorn::http1 {
 
@@ -19,7 +19,7 @@ constexpr uint64_t kWriteStallMs = 60000;  // no byte accepted by the socket for
 constexpr uint64_t kLingerMs = 2000;
 }  // namespace
 
-Session::Session(Server &server, std::unique_ptr<Transport> transport)
+Session::Session(Engine &server, std::unique_ptr<Transport> transport)
     : server_(server), transport_(std::move(transport)), in_(transport_->input()), parser_(server.config().limits) {
   transport_->set_handler(this);
 }
@@ -285,7 +285,7 @@ void Session::detach_observer(bool disconnected) {
   ExchangeObserver *observer = observer_;
   observer_ = nullptr;
   if (observer != nullptr)
-    observer->on_detach(!disconnected ? http::Detach::Complete
+    observer->on_detach(!disconnected   ? http::Detach::Complete
                         : cut_for_stop_ ? http::Detach::ServerStop
                                         : http::Detach::ClientGone);
 }
@@ -356,7 +356,7 @@ const char *Session::start_response(int status, const HeaderList &headers) {
 }
 
 void Session::write_access_log(int status) {
-  const ServerConfig &config = server_.config();
+  const EngineConfig &config = server_.config();
   if (config.access_hook != nullptr) {
     config.access_hook(config.access_ctx, peer(), method_, target_, version_minor_, status);
     return;

@@ -28,7 +28,7 @@
 #include "engine/session.h"
 
 namespace pronghorn {
-class Server;
+class Engine;
 }
 
 namespace pronghorn::http1 {
@@ -38,7 +38,7 @@ using http::WriteStatus;
 
 class Session final : public pronghorn::Session, public http::Exchange, private TransportHandler {
  public:
-  Session(Server &server, std::unique_ptr<Transport> transport);
+  Session(Engine &server, std::unique_ptr<Transport> transport);
   ~Session() override;
   Session(const Session &) = delete;
   Session &operator=(const Session &) = delete;
@@ -123,7 +123,7 @@ class Session final : public pronghorn::Session, public http::Exchange, private 
   void set_deadline(Deadline kind, uint64_t ms);
   void write_access_log(int status);
 
-  Server &server_;
+  Engine &server_;
   std::unique_ptr<Transport> transport_;
 
   Phase phase_ = Phase::Head;

@@ -100,7 +100,7 @@ int listen_unix(const std::string &path, int backlog) {
   }
   addr.sun_family = AF_UNIX;
   memcpy(addr.sun_path, path.data(), path.size());
-  struct stat st{};
+  struct stat st {};
   // A stale socket file from an earlier run would make bind fail with EADDRINUSE.
   if (lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) unlink(path.c_str());
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

@@ -23,10 +23,10 @@ class MemoryStream final : public ByteStream {
  public:
   // ---- the peer's side ----
   void peer_send(std::string_view bytes) { inbound_.append(bytes); }
-  void peer_close() { peer_closed_ = true; }         // end of stream after what is queued
-  void peer_reset() { reset_ = true; }               // reads and writes fail with ECONNRESET
-  std::string &written() { return written_; }        // what the server wrote, for the peer to take
-  bool write_shut() const { return write_shut_; }    // the server half-closed
+  void peer_close() { peer_closed_ = true; }       // end of stream after what is queued
+  void peer_reset() { reset_ = true; }             // reads and writes fail with ECONNRESET
+  std::string &written() { return written_; }      // what the server wrote, for the peer to take
+  bool write_shut() const { return write_shut_; }  // the server half-closed
   // How many more bytes the "socket" takes before writes would block.
   void set_write_capacity(size_t bytes) { capacity_ = bytes; }
   size_t inbound_left() const { return inbound_.size() - inbound_off_; }

@@ -37,8 +37,8 @@ constexpr const char *kModernCiphers =
 // mark plus one write.
 constexpr size_t kMaxGather = 1024 * 1024;         // plaintext taken per writev call
 constexpr size_t kMaxPendingCipher = 1024 * 1024;  // records held before plaintext waits
-constexpr size_t kSmallPiece = 4096;        // smaller pieces are joined into one record
-constexpr size_t kFileChunk = 64 * 1024;    // bytes of a file read and encrypted per call
+constexpr size_t kSmallPiece = 4096;               // smaller pieces are joined into one record
+constexpr size_t kFileChunk = 64 * 1024;           // bytes of a file read and encrypted per call
 
 // The last OpenSSL error as text (and the queue emptied).
 std::string openssl_error() {
@@ -189,7 +189,8 @@ std::unique_ptr<TlsContext> TlsContext::create(const TlsOptions &options, std::s
       return nullptr;
     }
     if (reason == "bad decrypt" || reason.find("password") != std::string::npos)
-      reason += options.password.empty() ? " (the key is encrypted: give --ssl-keyfile-password)" : " (wrong password?)";
+      reason +=
+          options.password.empty() ? " (the key is encrypted: give --ssl-keyfile-password)" : " (wrong password?)";
     error = "cannot load the private key from " + keyfile + ": " + reason;
     return nullptr;
   }

@@ -27,13 +27,13 @@ namespace pronghorn {
 
 struct TlsOptions {
   std::string certfile;
-  std::string keyfile;          // empty: the key is in certfile
-  std::string password;         // for an encrypted key
-  std::string ca_certs;         // CA file for client certificates
-  std::string ciphers;          // OpenSSL cipher list for TLS 1.2; empty: a modern default
-  int cert_reqs = 0;            // 0 none, 1 optional, 2 required (Python's ssl.CERT_*)
-  int min_version = 0;          // 0: TLS 1.2; else an OpenSSL version constant (TLS1_2_VERSION...)
-  int max_version = 0;          // 0: the highest OpenSSL has (TLS 1.3)
+  std::string keyfile;            // empty: the key is in certfile
+  std::string password;           // for an encrypted key
+  std::string ca_certs;           // CA file for client certificates
+  std::string ciphers;            // OpenSSL cipher list for TLS 1.2; empty: a modern default
+  int cert_reqs = 0;              // 0 none, 1 optional, 2 required (Python's ssl.CERT_*)
+  int min_version = 0;            // 0: TLS 1.2; else an OpenSSL version constant (TLS1_2_VERSION...)
+  int max_version = 0;            // 0: the highest OpenSSL has (TLS 1.3)
   std::vector<std::string> alpn;  // protocols offered, by preference ("http/1.1")
   // Session tickets: every worker derives the same key for the same period
   // from this secret (made once in the parent), so a ticket issued by one
@@ -44,10 +44,10 @@ struct TlsOptions {
 
 // What the ASGI TLS extension reports about a connection.
 struct TlsInfo {
-  int version = 0;             // e.g. 0x0304 for TLS 1.3
-  int cipher_suite = 0;        // IANA two-byte cipher suite id
-  std::string alpn;            // negotiated protocol, or empty
-  std::string server_name;     // SNI, or empty
+  int version = 0;                             // e.g. 0x0304 for TLS 1.3
+  int cipher_suite = 0;                        // IANA two-byte cipher suite id
+  std::string alpn;                            // negotiated protocol, or empty
+  std::string server_name;                     // SNI, or empty
   std::vector<std::string> client_cert_chain;  // PEM, leaf first
   std::string client_cert_name;                // RFC 4514 subject of the leaf, or empty
   std::string client_cert_error;               // verification error, or empty

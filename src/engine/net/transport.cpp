@@ -5,8 +5,8 @@
 
 #include <cerrno>
 
+#include "engine/engine.h"
 #include "engine/log.h"
-#include "engine/server.h"
 
 namespace pronghorn {
 
@@ -26,8 +26,7 @@ size_t total_size(const iovec *iov, int count) {
 }
 }  // namespace
 
-Transport::Transport(Server &server, std::unique_ptr<ByteStream> stream, SocketAddress peer,
-                     const SocketAddress *local)
+Transport::Transport(Engine &server, std::unique_ptr<ByteStream> stream, SocketAddress peer, const SocketAddress *local)
     : server_(server), stream_(std::move(stream)), peer_(std::move(peer)), local_(local) {}
 
 Transport::~Transport() {

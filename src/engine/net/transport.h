@@ -28,7 +28,7 @@
 
 namespace pronghorn {
 
-class Server;
+class Engine;
 
 // The session side of a transport.
 class TransportHandler {
@@ -46,7 +46,7 @@ class TransportHandler {
 
 class Transport final : public IoHandler {
  public:
-  Transport(Server &server, std::unique_ptr<ByteStream> stream, SocketAddress peer, const SocketAddress *local);
+  Transport(Engine &server, std::unique_ptr<ByteStream> stream, SocketAddress peer, const SocketAddress *local);
   ~Transport();
   Transport(const Transport &) = delete;
   Transport &operator=(const Transport &) = delete;
@@ -116,7 +116,7 @@ class Transport final : public IoHandler {
   void update_interest();
   void fail(int err, const char *what);
 
-  Server &server_;
+  Engine &server_;
   std::unique_ptr<ByteStream> stream_;
   SocketAddress peer_;
   const SocketAddress *local_;

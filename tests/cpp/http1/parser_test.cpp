@@ -1003,8 +1003,8 @@ TEST(RequestHeadParserReject, ContentLengthWithEmptyListElement) {
 }
 
 TEST(RequestHeadParserReject, InvalidHostValues) {
-  for (const char *host : {"a b", "a@b/c", "a, b", "a\tb", "a/b", "a:b", "a:80:90", "[::1", "[]", "a?b", "a#b",
-                           "\"a\"", "a\\b"}) {
+  for (const char *host :
+       {"a b", "a@b/c", "a, b", "a\tb", "a/b", "a:b", "a:80:90", "[::1", "[]", "a?b", "a#b", "\"a\"", "a\\b"}) {
     SCOPED_TRACE(host);
     expect_rejected(std::string("GET / HTTP/1.1\r\nHost: ") + host + "\r\n\r\n", 400);
   }

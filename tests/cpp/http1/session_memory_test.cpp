@@ -7,10 +7,10 @@
 #include <string>
 #include <vector>
 
+#include "engine/engine.h"
 #include "engine/http1/session.h"
 #include "engine/net/memory_stream.h"
 #include "engine/net/transport.h"
-#include "engine/server.h"
 
 namespace pronghorn::http1 {
 namespace {
@@ -51,18 +51,18 @@ class App final : public http::RequestDispatcher, public http::ExchangeObserver 
 class MemorySessionTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ServerConfig config;
+    EngineConfig config;
     config.date_header = false;
     config.server_header = false;
     config.access_log = false;
     config.send_thread = false;
-    server = std::make_unique<Server>(config);
+    server = std::make_unique<Engine>(config);
     ASSERT_TRUE(server->open());
     server->set_dispatcher(&app);
     auto owned = std::make_unique<MemoryStream>();
     stream = owned.get();
-    auto transport = std::make_unique<Transport>(*server, std::move(owned), SocketAddress{false, "10.0.0.1", 1234},
-                                                 &local);
+    auto transport =
+        std::make_unique<Transport>(*server, std::move(owned), SocketAddress{false, "10.0.0.1", 1234}, &local);
     this->transport = transport.get();
     session = server->start_session(std::move(transport));
     ASSERT_NE(session, nullptr);
@@ -86,7 +86,7 @@ class MemorySessionTest : public ::testing::Test {
 
   SocketAddress local{false, "127.0.0.1", 8000};
   App app;
-  std::unique_ptr<Server> server;
+  std::unique_ptr<Engine> server;
   MemoryStream *stream = nullptr;
   Transport *transport = nullptr;
   pronghorn::Session *session = nullptr;

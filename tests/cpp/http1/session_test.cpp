@@ -1,4 +1,4 @@
-// Engine-level tests of the HTTP/1 session: a real pronghorn::Server on
+// Engine-level tests of the HTTP/1 session: a real pronghorn::Engine on
 // 127.0.0.1, driven by run_once() from the test thread, and real client sockets.
 #include "engine/http1/session.h"
 
@@ -17,9 +17,9 @@
 #include <utility>
 #include <vector>
 
+#include "engine/engine.h"
 #include "engine/log.h"
 #include "engine/net/listener.h"
-#include "engine/server.h"
 
 namespace pronghorn::http1 {
 namespace {
@@ -171,7 +171,7 @@ size_t parse_response(const std::string &buf, bool no_body, HttpResponse &r) {
 
 class Client {
  public:
-  Client(Server &server, int port, int rcvbuf = 0) : server_(server) {
+  Client(Engine &server, int port, int rcvbuf = 0) : server_(server) {
     fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     EXPECT_GE(fd_, 0);
     if (rcvbuf > 0) setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
@@ -280,7 +280,7 @@ class Client {
   int fd() const { return fd_; }
 
  private:
-  Server &server_;
+  Engine &server_;
   int fd_ = -1;
   std::string pending_;
   bool eof_ = false;
@@ -294,8 +294,8 @@ class SessionTest : public ::testing::Test {
   static void SetUpTestSuite() { set_log_level(LogLevel::Critical); }
   static void TearDownTestSuite() { set_log_level(LogLevel::Info); }
 
-  static ServerConfig quiet_config() {
-    ServerConfig config;
+  static EngineConfig quiet_config() {
+    EngineConfig config;
     config.access_log = false;
     // Small writes always through the send thread (when it is on), whatever
     // direct sends cost here; the choice itself is tested on its own.
@@ -303,8 +303,8 @@ class SessionTest : public ::testing::Test {
     return config;
   }
 
-  void start(ServerConfig config = quiet_config()) {
-    server_ = std::make_unique<Server>(std::move(config));
+  void start(EngineConfig config = quiet_config()) {
+    server_ = std::make_unique<Engine>(std::move(config));
     ASSERT_TRUE(server_->open());
     server_->set_dispatcher(&dispatcher_);
     int fd = listen_tcp("127.0.0.1", 0, 128, false);
@@ -332,7 +332,7 @@ class SessionTest : public ::testing::Test {
 
   // Declared first: destroyed after the server, whose connections point at it.
   TestDispatcher dispatcher_;
-  std::unique_ptr<Server> server_;
+  std::unique_ptr<Engine> server_;
   int port_ = 0;
 };
 
@@ -663,7 +663,7 @@ TEST_F(SessionTest, ClientDisconnectDetachesTheObserver) {
 }
 
 TEST_F(SessionTest, KeepAliveTimeoutClosesIdleConnection) {
-  ServerConfig config = quiet_config();
+  EngineConfig config = quiet_config();
   config.keep_alive_timeout_ms = 300;
   start(std::move(config));
   auto client = connect();
@@ -682,7 +682,7 @@ TEST_F(SessionTest, KeepAliveTimeoutClosesIdleConnection) {
 }
 
 TEST_F(SessionTest, IdleNewConnectionIsClosedAfterKeepAliveTimeout) {
-  ServerConfig config = quiet_config();
+  EngineConfig config = quiet_config();
   config.keep_alive_timeout_ms = 300;
   start(std::move(config));
   auto client = connect();
@@ -692,7 +692,7 @@ TEST_F(SessionTest, IdleNewConnectionIsClosedAfterKeepAliveTimeout) {
 }
 
 TEST_F(SessionTest, SlowHeadGets408) {
-  ServerConfig config = quiet_config();
+  EngineConfig config = quiet_config();
   config.header_timeout_ms = 300;
   start(std::move(config));
   auto client = connect();
@@ -709,7 +709,7 @@ TEST_F(SessionTest, SlowHeadGets408) {
 }
 
 TEST_F(SessionTest, LimitConcurrencyGives503) {
-  ServerConfig config = quiet_config();
+  EngineConfig config = quiet_config();
   config.limit_concurrency = 1;
   start(std::move(config));
   dispatcher_.mode = Mode::Defer;
@@ -758,7 +758,7 @@ TEST_F(SessionTest, UnreadBodyIsDiscardedBeforeTheNextRequest) {
 // rest of the body within the header timeout: a client that never sends it
 // cannot hold the connection forever.
 TEST_F(SessionTest, UnsentBodyAfterResponseTimesOut) {
-  ServerConfig config = quiet_config();
+  EngineConfig config = quiet_config();
   config.keep_alive_timeout_ms = 200;
   config.header_timeout_ms = 200;
   start(std::move(config));
@@ -866,7 +866,7 @@ TEST_F(SessionTest, GracefulShutdownClosesIdleKeepAlive) {
 // A large response still going out when the keep-alive (or header) timeout
 // passes is not cut: idle timers only start once the queued output is sent.
 TEST_F(SessionTest, SlowReaderGetsWholeResponseDespiteKeepAliveTimeout) {
-  ServerConfig config = quiet_config();
+  EngineConfig config = quiet_config();
   config.keep_alive_timeout_ms = 200;
   config.header_timeout_ms = 200;
   start(std::move(config));
@@ -935,9 +935,9 @@ TEST_F(SessionTest, WriteBackpressure) {
 
 TEST(SendThreadChoice, ThreadOnlyWhileTheLoopIsBusyWithCostlyRequests) {
   set_log_level(LogLevel::Critical);
-  ServerConfig config;
+  EngineConfig config;
   config.send_thread_min_request_ns = 50000;
-  Server server(std::move(config));
+  Engine server(std::move(config));
   ASSERT_TRUE(server.open());
   ASSERT_NE(server.send_thread(), nullptr);
   EXPECT_FALSE(server.prefer_send_thread()) << "no measurement yet: direct";
@@ -963,15 +963,15 @@ TEST(SendThreadChoice, ThreadOnlyWhileTheLoopIsBusyWithCostlyRequests) {
   EXPECT_EQ(server.loop_busy_permille(), 80u);
   EXPECT_FALSE(server.prefer_send_thread());
 
-  ServerConfig always = config;
+  EngineConfig always = config;
   always.send_thread_min_request_ns = 0;
-  Server eager(std::move(always));
+  Engine eager(std::move(always));
   ASSERT_TRUE(eager.open());
   EXPECT_TRUE(eager.prefer_send_thread()) << "0: always, without a measurement";
 
-  ServerConfig off;
+  EngineConfig off;
   off.send_thread = false;
-  Server without(std::move(off));
+  Engine without(std::move(off));
   ASSERT_TRUE(without.open());
   without.sample_loop_cost(0, 0, 0);
   without.sample_loop_cost(150 * ms, 1000, 200);
@@ -981,7 +981,7 @@ TEST(SendThreadChoice, ThreadOnlyWhileTheLoopIsBusyWithCostlyRequests) {
 
 // Small responses go out through the send thread; a client that reads
 // slowly makes those sends partial, and the rest must follow, in order.
-void expect_pipelined_responses_to_slow_reader(Server &server, TestDispatcher &dispatcher, Client &client) {
+void expect_pipelined_responses_to_slow_reader(Engine &server, TestDispatcher &dispatcher, Client &client) {
   // More than the server's socket buffer can take (tcp_wmem's maximum is
   // 4 MiB by default) while the client reads nothing.
   constexpr int kRequests = 120;
@@ -1029,7 +1029,7 @@ TEST_F(SessionTest, SmallResponsesToASlowReaderArriveWholeAndInOrder) {
 }
 
 TEST_F(SessionTest, WithoutSendThreadSmallResponsesToASlowReaderArriveWholeAndInOrder) {
-  ServerConfig config = quiet_config();
+  EngineConfig config = quiet_config();
   config.send_thread = false;
   start(std::move(config));
   EXPECT_EQ(server_->send_thread(), nullptr);

@@ -185,8 +185,8 @@ TEST(TlsStream, HandshakeAndRequestSplitAtEveryByteBoundary) {
     // The response, in pieces as a session writes it (head, chunk size, body, CRLF).
     std::string head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n", size = "5\r\n", body = "hello",
                 crlf = "\r\n0\r\n\r\n";
-    iovec iov[] = {{head.data(), head.size()}, {size.data(), size.size()}, {body.data(), body.size()},
-                   {crlf.data(), crlf.size()}};
+    iovec iov[] = {
+        {head.data(), head.size()}, {size.data(), size.size()}, {body.data(), body.size()}, {crlf.data(), crlf.size()}};
     ssize_t n = pair.server->writev(iov, 4);
     ASSERT_EQ(n, static_cast<ssize_t>(head.size() + size.size() + body.size() + crlf.size()));
     pair.carry();

@@ -1,4 +1,4 @@
-#include "engine/server.h"
+#include "engine/engine.h"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -22,9 +22,9 @@ constexpr int kTickMs = 200;
 constexpr int kAcceptBatch = 64;
 }  // namespace
 
-class Server::Listener final : public IoHandler {
+class Engine::Listener final : public IoHandler {
  public:
-  Listener(Server &server, int fd, const TlsContext *tls)
+  Listener(Engine &server, int fd, const TlsContext *tls)
       : server_(server), fd_(fd), address_(local_address(fd)), tls_(tls) {}
   ~Listener() { stop(); }
 
@@ -71,16 +71,16 @@ class Server::Listener final : public IoHandler {
   const SocketAddress &address() const { return address_; }
 
  private:
-  Server &server_;
+  Engine &server_;
   int fd_;
   SocketAddress address_;
   const TlsContext *tls_;  // nullptr: plain HTTP/1
   bool registered_ = false;
 };
 
-Server::Server(ServerConfig config) : config_(std::move(config)) {}
+Engine::Engine(EngineConfig config) : config_(std::move(config)) {}
 
-Server::~Server() {
+Engine::~Engine() {
   set_log_before_problem(nullptr, nullptr);
   close_all();
   // Lets the sends in flight finish; their connections are then released.
@@ -90,8 +90,8 @@ Server::~Server() {
   flush_log();
 }
 
-bool Server::open() {
-  if (!loop_.open(this, kTickMs)) return false;
+bool Engine::open() {
+  if (!loop_.open(&tick_handler_, kTickMs)) return false;
   if (config_.send_thread)
     send_thread_open_ = send_thread_.open(
         loop_, [](void *, SendThread::Done &done) { static_cast<Transport *>(done.owner)->on_send_done(done); },
@@ -102,11 +102,11 @@ bool Server::open() {
   if (config_.control_fd >= 0 && fcntl(config_.control_fd, F_SETFL, O_NONBLOCK) < 0)
     log_errno(LogLevel::Warning, errno, "fcntl(O_NONBLOCK) on the control pipe failed");
   update_date();
-  set_log_before_problem([](void *ctx) { static_cast<Server *>(ctx)->flush_log(); }, this);
+  set_log_before_problem([](void *ctx) { static_cast<Engine *>(ctx)->flush_log(); }, this);
   return true;
 }
 
-bool Server::add_listener(int fd) {
+bool Engine::add_listener(int fd) {
   auto listener = std::make_unique<Listener>(*this, fd, tls_.get());
   if (!listener->start()) return false;
   listen_addresses_.push_back(listener->address());
@@ -114,11 +114,11 @@ bool Server::add_listener(int fd) {
   return true;
 }
 
-void Server::set_tls(std::unique_ptr<TlsContext> context) {
+void Engine::set_tls(std::unique_ptr<TlsContext> context) {
   tls_ = std::move(context);
 }
 
-void Server::adopt(int fd, const sockaddr_storage &addr, socklen_t len, const SocketAddress *local,
+void Engine::adopt(int fd, const sockaddr_storage &addr, socklen_t len, const SocketAddress *local,
                    const TlsContext *tls) {
   if (shutting_down_) {
     ::close(fd);
@@ -142,7 +142,7 @@ void Server::adopt(int fd, const sockaddr_storage &addr, socklen_t len, const So
   start_session(std::make_unique<Transport>(*this, std::move(stream), std::move(peer), local));
 }
 
-Session *Server::start_session(std::unique_ptr<Transport> transport) {
+Session *Engine::start_session(std::unique_ptr<Transport> transport) {
   Transport &t = *transport;
   auto *session = new http1::Session(*this, std::move(transport));
   // A send in flight when the session closed: it is freed once reported.
@@ -158,7 +158,7 @@ Session *Server::start_session(std::unique_ptr<Transport> transport) {
   return session;
 }
 
-void Server::hold_head(Session *session) {
+void Engine::hold_head(Session *session) {
   if (!session->head_listed) {
     session->head_listed = true;
     held_heads_.push_back(session);
@@ -169,10 +169,10 @@ void Server::hold_head(Session *session) {
   }
 }
 
-void Server::flush_held_heads() {
+void Engine::flush_held_heads() {
   flush_scheduled_ = false;
   // Each is unlisted before its head is sent: a send that closes a
-  // connection unlists that one (Server::retire), not the one in hand.
+  // connection unlists that one (Engine::retire), not the one in hand.
   while (!held_heads_.empty()) {
     Session *session = held_heads_.back();
     held_heads_.pop_back();
@@ -185,7 +185,7 @@ namespace {
 constexpr uint64_t kAcceptLogIntervalMs = 10000;
 }
 
-void Server::accept_failed(int fd, int err) {
+void Engine::accept_failed(int fd, int err) {
   uint64_t now = loop_.now_ms();
   accept_fd_ = fd;
   if (accept_log_ms_ != 0 && now - accept_log_ms_ < kAcceptLogIntervalMs && err == accept_errno_) {
@@ -198,7 +198,7 @@ void Server::accept_failed(int fd, int err) {
   accept_log_ms_ = now;
 }
 
-void Server::report_accept_failures(uint64_t now) {
+void Engine::report_accept_failures(uint64_t now) {
   if (accept_errors_ == 0) return;
   log_errno(LogLevel::Error, accept_errno_, "accept on fd %d failed %llu more times in the last %llu s", accept_fd_,
             static_cast<unsigned long long>(accept_errors_),
@@ -207,7 +207,7 @@ void Server::report_accept_failures(uint64_t now) {
   accept_log_ms_ = now;
 }
 
-void Server::retire(Session *session) {
+void Engine::retire(Session *session) {
   if (session->head_listed) {
     session->head_listed = false;
     std::erase(held_heads_, session);
@@ -227,7 +227,7 @@ void Server::retire(Session *session) {
   graveyard_.push_back(session);
 }
 
-int Server::run_once(int timeout_ms) {
+int Engine::run_once(int timeout_ms) {
   begin_step();
   int n = loop_.poll(timeout_ms);
   end_step();
@@ -237,7 +237,7 @@ int Server::run_once(int timeout_ms) {
   return n;
 }
 
-void Server::send_control(char message) {
+void Engine::send_control(char message) {
   if (config_.control_fd < 0) return;
   // Never blocks: a full pipe means the supervisor is behind, and a lost
   // heartbeat is repaired by the next one.
@@ -248,7 +248,7 @@ void Server::send_control(char message) {
   }
 }
 
-void Server::on_io(uint32_t) {
+void Engine::tick() {
   update_date();
   uint64_t now = loop_.now_ms();
   // The heartbeat comes from this tick, which runs only while the asyncio
@@ -278,7 +278,7 @@ void Server::on_io(uint32_t) {
   flush_log();
 }
 
-void Server::sample_loop_cost(uint64_t thread_cpu_ns, uint64_t requests, uint64_t now_ms) {
+void Engine::sample_loop_cost(uint64_t thread_cpu_ns, uint64_t requests, uint64_t now_ms) {
   constexpr uint64_t kMinRequests = 64;  // fewer: too few to say
   // The first sample is only a base: the thread's CPU time so far is start-up.
   if (!cost_base_set_ || requests < cost_base_requests_ || thread_cpu_ns < cost_base_cpu_ns_) {
@@ -298,7 +298,7 @@ void Server::sample_loop_cost(uint64_t thread_cpu_ns, uint64_t requests, uint64_
   cost_base_ms_ = now_ms;
 }
 
-void Server::begin_shutdown() {
+void Engine::begin_shutdown() {
   if (shutting_down_) return;
   shutting_down_ = true;
   for (auto &listener : listeners_) listener->stop();
@@ -309,7 +309,7 @@ void Server::begin_shutdown() {
   }
 }
 
-size_t Server::cut_streams() {
+size_t Engine::cut_streams() {
   size_t cut = 0;
   for (Session *session = sessions_; session != nullptr;) {
     Session *next = session->next;
@@ -322,13 +322,13 @@ size_t Server::cut_streams() {
   return cut;
 }
 
-void Server::close_all() {
+void Engine::close_all() {
   shutting_down_ = true;
   for (auto &listener : listeners_) listener->stop();
   while (sessions_ != nullptr) sessions_->close_now(true);
 }
 
-void Server::update_date() {
+void Engine::update_date() {
   time_t now = time(nullptr);
   if (now == date_second_) return;
   date_second_ = now;
@@ -344,12 +344,12 @@ void Server::update_date() {
   date_.assign(buf, static_cast<size_t>(n));
 }
 
-void Server::append_log(std::string_view line) {
+void Engine::append_log(std::string_view line) {
   log_buf_.append(line);
   if (log_buf_.size() > 64 * 1024) flush_log();
 }
 
-void Server::flush_log() {
+void Engine::flush_log() {
   size_t off = 0;
   while (off < log_buf_.size()) {
     ssize_t n = ::write(1, log_buf_.data() + off, log_buf_.size() - off);

@@ -1,4 +1,4 @@
-// The engine's server: listening sockets, the connections accepted from them,
+// The Engine: listening sockets, the sessions on the connections accepted from them,
 // the periodic tick (timeouts, the cached Date header, log flushing) and
 // graceful shutdown. It knows nothing of Python: requests are handed to a
 // RequestDispatcher, which the ASGI bridge implements.
@@ -12,17 +12,17 @@
 
 #include "engine/http/exchange.h"
 #include "engine/http1/parser.h"
-#include "engine/session.h"
 #include "engine/loop.h"
 #include "engine/net/listener.h"
 #include "engine/net/send_thread.h"
+#include "engine/session.h"
 
 namespace pronghorn {
 
 class Transport;
 class TlsContext;
 
-struct ServerConfig {
+struct EngineConfig {
   http1::Limits limits;
   std::string root_path;  // --root-path, for the access log's path
   uint64_t keep_alive_timeout_ms = 5000;
@@ -56,12 +56,12 @@ struct ServerConfig {
 
 using http::RequestDispatcher;
 
-class Server final : public IoHandler {
+class Engine final {
  public:
-  explicit Server(ServerConfig config);
-  ~Server();
-  Server(const Server &) = delete;
-  Server &operator=(const Server &) = delete;
+  explicit Engine(EngineConfig config);
+  ~Engine();
+  Engine(const Engine &) = delete;
+  Engine &operator=(const Engine &) = delete;
 
   // Creates the loop. Returns false (logged) on failure.
   bool open();
@@ -74,7 +74,7 @@ class Server final : public IoHandler {
   const TlsContext *tls() const { return tls_.get(); }
   int epoll_fd() const { return loop_.fd(); }
   void set_dispatcher(RequestDispatcher *dispatcher) { dispatcher_ = dispatcher; }
-  void set_access_hook(decltype(ServerConfig::access_hook) hook, void *ctx) {
+  void set_access_hook(decltype(EngineConfig::access_hook) hook, void *ctx) {
     config_.access_hook = hook;
     config_.access_ctx = ctx;
   }
@@ -100,7 +100,7 @@ class Server final : public IoHandler {
 
   // ---- for connections ----
   EventLoop &loop() { return loop_; }
-  const ServerConfig &config() const { return config_; }
+  const EngineConfig &config() const { return config_; }
   RequestDispatcher *dispatcher() { return dispatcher_; }
   std::string_view date() const { return date_; }
   void adopt(int fd, const sockaddr_storage &addr, socklen_t len, const SocketAddress *local,
@@ -170,14 +170,22 @@ class Server final : public IoHandler {
   // Tells the supervisor (if any) that this worker is ready.
   void notify_ready() { send_control('R'); }
 
-  void on_io(uint32_t events) override;  // the tick
+  // The periodic tick (every 200 ms): heartbeat, deadlines, Date, log.
+  void tick();
 
  private:
   class Listener;
+  // The loop's timer calls tick() through this.
+  struct TickHandler final : IoHandler {
+    explicit TickHandler(Engine &engine) : engine(engine) {}
+    void on_io(uint32_t) override { engine.tick(); }
+    Engine &engine;
+  };
+  TickHandler tick_handler_{*this};
   void update_date();
   void send_control(char message);
 
-  ServerConfig config_;
+  EngineConfig config_;
   EventLoop loop_;
   SendThread send_thread_;  // after loop_: destroyed before it
   bool send_thread_open_ = false;
