@@ -180,7 +180,7 @@ class Config:
     timeout_worker_healthcheck: float = 30.0
     ssl_keyfile: str | None = None
     ssl_certfile: str | None = None
-    ssl_keyfile_password: str | None = None
+    ssl_keyfile_password: str | None = field(default=None, repr=False)
     ssl_version: int = 17
     ssl_cert_reqs: int = 0
     ssl_ca_certs: str | None = None
@@ -205,7 +205,7 @@ class Config:
     asgi_pathsend: bool = False
     # Made once in the process that starts the workers: every worker derives
     # the same session-ticket keys from it, so a ticket resumes on any of them.
-    tls_ticket_secret: bytes = field(default_factory=lambda: os.urandom(32))
+    tls_ticket_secret: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
     timeout_graceful_streams: float = 1.0
     # Set by validate(): parsed --header values.
     header_pairs: list[tuple[str, str]] = field(default_factory=list)

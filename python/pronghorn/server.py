@@ -200,6 +200,15 @@ class Worker:
             loop.add_signal_handler(sig, self._on_signal)
         logger.info("Started server process [%d]", os.getpid())
 
+        tls = tls_spec(config)
+        if tls is not None:
+            # Read again here (the files may have changed since the parent
+            # checked them, e.g. before a SIGHUP): one line, before lifespan.
+            try:
+                _core.check_tls(tls)
+            except ValueError as exc:
+                logger.error("TLS: %s", exc)
+                return EXIT_IMPORT_ERROR
         state: dict = {}
         lifespan = Lifespan(self.app, config.lifespan, logger, state) if config.lifespan != "off" else None
         if lifespan is not None and not await lifespan.startup():
@@ -238,7 +247,7 @@ class Worker:
             asyncio_tasks=config.asyncio_tasks,
             asgi_spec_version=str(config.asgi_spec_version),
             pathsend=config.asgi_pathsend,
-            tls=tls_spec(config),
+            tls=tls,
         )
         self.server = server
         try:

@@ -228,7 +228,11 @@ PyObject *AppServer::build_scope(http::Exchange &exchange, const http::RequestHe
   PyObject *client = nullptr;
   if (ok && proxy_headers && (!forwarded_for.empty() || !forwarded_proto.empty()) &&
       forwarded.trusted(exchange.peer())) {
-    if (http::ForwardedTrust::secure_proto(forwarded_proto)) Py_SETREF(scheme, Py_NewRef(names.scheme_https));
+    // As uvicorn: a trusted proxy's X-Forwarded-Proto is the scheme, either way.
+    if (http::ForwardedTrust::secure_proto(forwarded_proto))
+      Py_SETREF(scheme, Py_NewRef(names.scheme_https));
+    else if (http::ForwardedTrust::plain_proto(forwarded_proto))
+      Py_SETREF(scheme, Py_NewRef(names.scheme_http));
     std::string_view chosen = forwarded.client(forwarded_for);
     if (!chosen.empty()) client = Py_BuildValue("(s#i)", chosen.data(), static_cast<Py_ssize_t>(chosen.size()), 0);
   }

@@ -117,4 +117,9 @@ bool ForwardedTrust::secure_proto(std::string_view forwarded_proto) {
   return proto == "https" || proto == "wss";
 }
 
+bool ForwardedTrust::plain_proto(std::string_view forwarded_proto) {
+  std::string_view proto = trim_ows(forwarded_proto);
+  return proto == "http" || proto == "ws";
+}
+
 }  // namespace pronghorn::http

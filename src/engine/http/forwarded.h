@@ -27,6 +27,8 @@ class ForwardedTrust {
   std::string_view client(std::string_view forwarded_for) const;
   // X-Forwarded-Proto says https (or wss).
   static bool secure_proto(std::string_view forwarded_proto);
+  // X-Forwarded-Proto says http (or ws).
+  static bool plain_proto(std::string_view forwarded_proto);
 
  private:
   struct Network {

@@ -110,7 +110,10 @@ ssize_t Session::read_result(ssize_t n) {
 }
 
 void Session::on_readable() {
-  if (phase_ == Phase::Active && !body_done_ && !discard_body_ && in_.empty() && decoder_.length_framed()) {
+  // (Not from a stream that holds decrypted input: a read shorter than its
+  // record would leave the rest there with no event to come back for it.)
+  if (phase_ == Phase::Active && !body_done_ && !discard_body_ && in_.empty() && decoder_.length_framed() &&
+      !transport_->buffers_input()) {
     // Content-Length body with nothing else buffered: read straight into the
     // body buffer, skipping the copy through the input buffer.
     uint64_t left = decoder_.remaining();
@@ -279,6 +282,7 @@ void Session::end_exchange() {
   }
   set_deadline(in_.empty() ? Deadline::KeepAlive : Deadline::Header,
                in_.empty() ? server_.config().keep_alive_timeout_ms : server_.config().header_timeout_ms);
+  transport_->release_idle_buffers();
 }
 
 void Session::detach_observer(bool disconnected) {
@@ -622,8 +626,10 @@ void Session::on_output_progress() {
   }
   if (closed_ || !transport_->output_idle()) return;
   // The idle keep-alive time counts from when the response has gone out.
-  if (phase_ == Phase::Head && in_.empty() && deadline_kind_ == Deadline::KeepAlive)
+  if (phase_ == Phase::Head && in_.empty() && deadline_kind_ == Deadline::KeepAlive) {
     set_deadline(Deadline::KeepAlive, server_.config().keep_alive_timeout_ms);
+    transport_->release_idle_buffers();
+  }
   after_flush();
 }
 

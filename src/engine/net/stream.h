@@ -7,6 +7,7 @@
 #include <sys/uio.h>
 
 #include <cstddef>
+#include <cstdint>
 
 namespace pronghorn {
 
@@ -39,6 +40,15 @@ class ByteStream {
   virtual ssize_t flush_pending() { return 0; }
   // Frees buffers kept for speed while the connection was busy (idle now).
   virtual void release_buffers() {}
+  // No reading now: the stream's own output is over its bound (TLS).
+  virtual bool read_blocked() const { return false; }
+  // The stream sends its own output (TLS records): writev() reports the
+  // bytes it took in, and sent_bytes() those the socket took.
+  virtual bool sends_itself() const { return false; }
+  virtual uint64_t sent_bytes() const { return 0; }
+  // The stream holds input of its own (decrypted TLS records): a read must
+  // not ask for fewer bytes than a record, or the rest waits with no event.
+  virtual bool buffers_input() const { return false; }
 };
 
 // A connected, non-blocking socket (TCP or Unix). Owns and closes the fd.

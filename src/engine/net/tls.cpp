@@ -168,8 +168,13 @@ std::unique_ptr<TlsContext> TlsContext::create(const TlsOptions &options, std::s
   // TLS 1.2 and 1.3 only, unless narrowed further.
   SSL_CTX_set_min_proto_version(ctx, std::max(options.min_version, TLS1_2_VERSION));
   SSL_CTX_set_max_proto_version(ctx, options.max_version);
-  SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  // A peer that closes without close_notify ends the stream (OpenSSL 3
+  // would report an error): HTTP/1 frames its messages, so a truncation is
+  // seen there, and a complete response still queued is sent as over TCP.
+  SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+                               SSL_OP_IGNORE_UNEXPECTED_EOF);
+  // OpenSSL's own record buffers are freed while a connection is idle.
+  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
   const std::string &ciphers = options.ciphers.empty() ? std::string(kModernCiphers) : options.ciphers;
   if (SSL_CTX_set_cipher_list(ctx, ciphers.c_str()) != 1) {
     error = "invalid --ssl-ciphers '" + options.ciphers + "': " + openssl_error();
@@ -210,9 +215,27 @@ std::unique_ptr<TlsContext> TlsContext::create(const TlsOptions &options, std::s
   }
   if (options.cert_reqs == 1) SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
   if (options.cert_reqs == 2) SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
-  // Resumption with client certificates needs a session id context.
-  static const unsigned char kSessionContext[] = "pronghorn";
-  SSL_CTX_set_session_id_context(ctx, kSessionContext, sizeof kSessionContext - 1);
+  // The session id context: a digest of what a resumed session relies on
+  // (the certificate, the client CAs, the client-certificate rule), so that
+  // a reload with other files does not resume sessions made under the old
+  // ones (a CA removed from --ssl-ca-certs).
+  {
+    std::string material = pem_of(SSL_CTX_get0_certificate(ctx));
+    if (!options.ca_certs.empty()) {
+      FILE *f = fopen(options.ca_certs.c_str(), "rb");
+      if (f != nullptr) {
+        char buf[4096];
+        size_t n;
+        while ((n = fread(buf, 1, sizeof buf, f)) > 0) material.append(buf, n);
+        fclose(f);
+      }
+    }
+    material += static_cast<char>('0' + options.cert_reqs);
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int digest_len = 0;
+    EVP_Digest(material.data(), material.size(), digest, &digest_len, EVP_sha256(), nullptr);
+    SSL_CTX_set_session_id_context(ctx, digest, std::min<unsigned int>(digest_len, SSL_MAX_SID_CTX_LENGTH));
+  }
   SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, TlsCallbacks::ticket_key);
   for (const std::string &protocol : options.alpn) {
     context->alpn_wire_.push_back(static_cast<char>(protocol.size()));
@@ -274,10 +297,17 @@ ssize_t TlsStream::flush_pending() {
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return sent > 0 ? static_cast<ssize_t>(sent) : kWouldBlock;
+      send_errno_ = errno;
       return kFailed;
     }
     cipher_.consume(static_cast<size_t>(n));
     sent += static_cast<size_t>(n);
+    sent_bytes_ += static_cast<uint64_t>(n);
+  }
+  // close_notify has gone out: the half-close it waited for.
+  if (shut_pending_) {
+    shut_pending_ = false;
+    ::shutdown(fd_, SHUT_WR);
   }
   // The buffer's memory stays while the connection is busy (freeing and
   // reallocating it per write costs page faults); release_buffers() frees it.
@@ -328,12 +358,22 @@ ssize_t TlsStream::result(int ret, size_t done) {
   }
 }
 
+bool TlsStream::read_blocked() const {
+  return cipher_.size() > kMaxPendingCipher;
+}
+
 void TlsStream::release_buffers() {
-  if (cipher_.capacity() > 256 * 1024) cipher_.release_if_empty();
+  cipher_.release_if_empty();
   if (gather_.capacity() > 4096) std::string().swap(gather_);
 }
 
 ssize_t TlsStream::read(char *buf, size_t len) {
+  // Reading makes records of its own (alerts, KeyUpdate replies): a peer
+  // that sends and never reads must not grow them without bound.
+  if (cipher_.size() > kMaxPendingCipher) {
+    if (flush_pending() == kFailed) return kFailed;
+    if (cipher_.size() > kMaxPendingCipher) return kWouldBlock;
+  }
   size_t done = 0;
   ERR_clear_error();
   errno = 0;
@@ -411,16 +451,12 @@ ssize_t TlsStream::send_file(int file_fd, off_t *offset, size_t len) {
   ssize_t got = ::pread(file_fd, gather_.data(), want, *offset);
   if (got < 0) return kFailed;
   if (got == 0) return 0;
-  size_t done = 0;
-  ERR_clear_error();
-  errno = 0;
-  int ret = SSL_write_ex(ssl_, gather_.data(), static_cast<size_t>(got), &done);
-  ssize_t n = result(ret, done);
+  ssize_t n = write_plain(gather_.data(), static_cast<size_t>(got));
   if (n > 0) {
     *offset += n;
     if (flush_pending() == kFailed) return kFailed;
   }
-  return n == 0 ? kFailed : n;
+  return n;
 }
 
 void TlsStream::shutdown_write() {
@@ -430,7 +466,12 @@ void TlsStream::shutdown_write() {
   }
   shut_ = true;
   ERR_clear_error();
-  ::shutdown(fd_, SHUT_WR);
+  // The half-close follows close_notify (and whatever was before it): if
+  // the socket has not taken it all, it waits for flush_pending().
+  if (cipher_.empty())
+    ::shutdown(fd_, SHUT_WR);
+  else
+    shut_pending_ = true;
 }
 
 const TlsInfo *TlsStream::tls_info() const {

@@ -102,6 +102,10 @@ class TlsStream final : public ByteStream {
   int raw_send_fd() const override { return -1; }
   const TlsInfo *tls_info() const override;
   size_t pending_output() const override { return cipher_.size(); }
+  bool read_blocked() const override;
+  bool sends_itself() const override { return true; }
+  uint64_t sent_bytes() const override { return sent_bytes_; }
+  bool buffers_input() const override { return true; }
   ssize_t flush_pending() override;
   void release_buffers() override;
   bool handshake_done() const;
@@ -121,6 +125,8 @@ class TlsStream final : public ByteStream {
   mutable std::unique_ptr<TlsInfo> info_;
   bool failed_logged_ = false;
   bool shut_ = false;
+  bool shut_pending_ = false;  // SHUT_WR waits until close_notify has left cipher_
+  uint64_t sent_bytes_ = 0;    // bytes the socket took (the write-stall clock's progress)
 };
 
 }  // namespace pronghorn

@@ -61,7 +61,8 @@ void Transport::set_reading(bool reading) {
 void Transport::update_interest() {
   if (closed_) return;
   bool writing = (!out_.empty() || stream_->pending_output() > 0) && !send_in_flight_;
-  uint32_t want = (reading_ ? EPOLLIN : 0u) | (writing ? static_cast<uint32_t>(EPOLLOUT) : 0u);
+  bool reading = reading_ && !stream_->read_blocked();
+  uint32_t want = (reading ? EPOLLIN : 0u) | (writing ? static_cast<uint32_t>(EPOLLOUT) : 0u);
   if (want != interest_) {
     interest_ = want;
     if (registered_) server_.loop().modify(stream_->fd(), want, this);
@@ -70,13 +71,17 @@ void Transport::update_interest() {
 
 ssize_t Transport::read_into(char *dst, size_t len) {
   if (closed_) return kFailed;
+  bool was_idle = output_idle();
   ssize_t n = stream_->read(dst, len);
   if (n == kFailed) {
     int err = errno;
     if (err != ECONNRESET) log_errno(LogLevel::Debug, err, "recv from %s:%d failed", peer_.host.c_str(), peer_.port);
     errno = err;
-  } else if (stream_->pending_output() > 0) {
-    update_interest();  // the stream has bytes of its own to send (TLS handshake records)
+  } else if (stream_->pending_output() > 0 || stream_->read_blocked()) {
+    // The stream has bytes of its own to send (TLS handshake records): the
+    // write-stall clock starts now if nothing was going out.
+    if (was_idle) last_write_ms_ = server_.loop().now_ms();
+    update_interest();
   }
   return n;
 }
@@ -103,7 +108,6 @@ void Transport::trim_input() {
   // head keeps only its own size.
   in_.release_if_empty();
   in_.shrink_to_fit();
-  if (output_idle()) stream_->release_buffers();
 }
 
 void Transport::fail(int err, const char *what) {
@@ -115,20 +119,24 @@ void Transport::fail(int err, const char *what) {
 bool Transport::send(iovec *iov, int count) {
   if (closed_) return false;
   size_t written = 0;
+  bool was_idle = output_idle();
   if (out_.empty() && !send_in_flight_) {
     if (server_.prefer_send_thread() && stream_->raw_send_fd() >= 0) {
       size_t total = total_size(iov, count);
       if (total <= kMaxThreadedSend && send_via_thread(iov, count, total)) return true;
     }
+    uint64_t sent_before = stream_->sent_bytes();
     ssize_t n = stream_->writev(iov, count);
     if (n == kFailed) {
       fail(errno, "send");
       return false;
     }
-    if (n > 0) {
-      written = static_cast<size_t>(n);
-      last_write_ms_ = server_.loop().now_ms();
-    }
+    if (n > 0) written = static_cast<size_t>(n);
+    // The write-stall clock: it starts when output stops being idle, and
+    // moves on when the socket takes bytes (a TLS stream's writev reports
+    // what it encrypted; sent_bytes() what the socket took).
+    bool progress = stream_->sends_itself() ? stream_->sent_bytes() != sent_before : n > 0;
+    if (progress || (was_idle && stream_->pending_output() > 0)) last_write_ms_ = server_.loop().now_ms();
     // A TLS stream may hold records the socket did not take: write interest.
     if (stream_->pending_output() > 0) update_interest();
   }
@@ -214,6 +222,7 @@ void Transport::flush() {
     }
     if (n > 0) last_write_ms_ = server_.loop().now_ms();
   }
+  uint64_t sent_before = stream_->sent_bytes();
   while (!out_.empty() && stream_->pending_output() == 0) {
     OutChunk &front = out_.front();
     if (front.file_fd >= 0) {
@@ -243,7 +252,10 @@ void Transport::flush() {
       return;
     }
     size_t written = static_cast<size_t>(n);
-    if (written > 0) last_write_ms_ = server_.loop().now_ms();
+    if (stream_->sends_itself() ? stream_->sent_bytes() != sent_before : written > 0) {
+      last_write_ms_ = server_.loop().now_ms();
+      sent_before = stream_->sent_bytes();
+    }
     out_bytes_ -= written;
     while (written > 0) {
       OutChunk &chunk = out_.front();

@@ -59,6 +59,12 @@ class Transport final : public IoHandler {
   const SocketAddress &peer() const { return peer_; }
   const SocketAddress &local() const { return *local_; }
   const TlsInfo *tls() const { return stream_ != nullptr ? stream_->tls_info() : nullptr; }
+  bool buffers_input() const { return stream_ != nullptr && stream_->buffers_input(); }
+  // The connection is between exchanges with nothing going out: buffers
+  // kept for speed (TLS records) are freed.
+  void release_idle_buffers() {
+    if (stream_ != nullptr && output_idle()) stream_->release_buffers();
+  }
 
   // ---- reading ----
   Buffer &input() { return in_; }

@@ -86,7 +86,7 @@ class Pair {
   ~Pair() {
     SSL_free(client_);
     SSL_CTX_free(client_ctx_);
-    close(client_fd_);
+    if (client_fd_ >= 0) close(client_fd_);
   }
 
   // Moves what the client wrote to the server's socket, `piece` bytes at a
@@ -140,6 +140,10 @@ class Pair {
     if (ssl_error != nullptr) *ssl_error = SSL_get_error(client_, ret);
     ERR_clear_error();
     return plain;
+  }
+  void close_client_socket() {
+    close(client_fd_);
+    client_fd_ = -1;
   }
   void raw_client_send(const std::string &bytes) {
     ASSERT_EQ(write(client_fd_, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
@@ -209,6 +213,16 @@ TEST(TlsStream, CloseNotifyOnShutdown) {
   int error = 0;
   EXPECT_EQ(pair.client_read(&error), "");
   EXPECT_EQ(error, SSL_ERROR_ZERO_RETURN);  // close_notify, not a truncation
+}
+
+TEST(TlsStream, PeerClosingWithoutCloseNotifyIsAnEndOfStream) {
+  auto ctx = context();
+  Pair pair(*ctx, 64);
+  pair.carry();
+  ASSERT_TRUE(pair.server->handshake_done());
+  pair.close_client_socket();  // no close_notify
+  char buf[256];
+  EXPECT_EQ(pair.server->read(buf, sizeof buf), 0);  // OpenSSL 3 would call it an error
 }
 
 TEST(TlsStream, PlainHttpIsAFailedHandshake) {
