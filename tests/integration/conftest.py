@@ -28,6 +28,17 @@ HERE = Path(__file__).resolve().parent  # apps are importable as "apps.xxx" from
 SERVER_KIND = os.environ.get("PRONGHORN_TEST_SERVER", "pronghorn").strip().lower()
 assert SERVER_KIND in ("pronghorn", "uvicorn"), f"PRONGHORN_TEST_SERVER={SERVER_KIND!r}"
 IS_UVICORN = SERVER_KIND == "uvicorn"
+# The extension built with AddressSanitizer (scripts/test.sh preloads its runtime): memory
+# figures are not meaningful, and client programs must not inherit the preload.
+UNDER_ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
+
+
+def client_env() -> dict:
+    """The environment for client programs (curl, openssl): without the ASan preload, which
+    makes curl hang."""
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)
+    return env
 STARTUP_TIMEOUT = 20.0
 
 # Known, intended differences from the uvicorn version in the dev venv (0.54):

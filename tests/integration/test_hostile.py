@@ -3,15 +3,17 @@ running out of file descriptors is logged once per interval while the worker goe
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
+import subprocess
 import time
 
 import httpx
 import pytest
 
-from conftest import ResponseReader, ServerProcess
+from conftest import UNDER_ASAN, ResponseReader, ServerProcess
 
 pytestmark = pytest.mark.pronghorn_only
 
@@ -92,7 +94,8 @@ def test_slow_heads_cost_little_memory(server_factory):
         after = _settle_rss(srv)
         per_connection_kib = (after - before) / len(socks)
         print(f"slow heads: {per_connection_kib:.2f} KiB per connection")
-        assert per_connection_kib < 8, f"{per_connection_kib:.1f} KiB per slow connection"
+        if not UNDER_ASAN:  # ASan's redzones and quarantine make every allocation larger
+            assert per_connection_kib < 8, f"{per_connection_kib:.1f} KiB per slow connection"
         # The heads can still be completed and answered.
         for s in socks[:20]:
             s.sendall(b"\r\n")
@@ -103,17 +106,23 @@ def test_slow_heads_cost_little_memory(server_factory):
             s.close()
 
 
+@pytest.mark.skipif(UNDER_ASAN, reason="with no file descriptor left, UBSan's vptr check cannot read /proc/self/maps "
+                    "and reports every virtual call as an invalid vptr ('memory cannot be printed'), then halts")
 def test_out_of_file_descriptors_is_logged_once_and_recovers(tmp_path):
     """With the worker's fd limit reached, accept() fails with EMFILE: that is logged once
     (then once per interval, with a count), connections already accepted are served, and new
     ones are accepted again once fds are free."""
     srv = ServerProcess(APP, log_dir=tmp_path)
-    srv.cmd = ["prlimit", "--nofile=48:48", "--"] + srv.cmd
     srv.start()
+    # Room for a few connections above what the worker has open now (its own
+    # count varies: under ASan the runtime holds more).
+    in_use = len(os.listdir(f"/proc/{srv.pid}/fd"))
+    limit = in_use + 6
+    subprocess.run(["prlimit", f"--pid={srv.pid}", f"--nofile={limit}:{limit}"], check=True, timeout=10)
     held = []
     try:
-        # Fill the table: keep-alive connections that have each been served once.
-        for _ in range(60):
+        # Fill the table: more connections than the worker can accept.
+        for _ in range(30):
             s = socket.create_connection(srv.addr, timeout=5)
             held.append(s)
         time.sleep(2.5)  # the listener is retried on every 200 ms tick meanwhile
@@ -122,10 +131,10 @@ def test_out_of_file_descriptors_is_logged_once_and_recovers(tmp_path):
         assert 1 <= len(failures) <= 2, err
         # A connection accepted before the table filled is served.
         served = 0
-        for s in held[:5]:
+        for s in held[:3]:
             s.sendall(b"GET /big?n=5 HTTP/1.1\r\nHost: x\r\n\r\n")
             try:
-                resp = ResponseReader(s, timeout=2).read_response()
+                resp = ResponseReader(s, timeout=5).read_response()
             except (socket.timeout, EOFError, ConnectionError):
                 continue
             served += resp.status == 200

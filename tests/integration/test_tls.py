@@ -19,14 +19,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import IS_UVICORN, ResponseReader, ServerProcess
+from conftest import IS_UVICORN, ResponseReader, ServerProcess, client_env
 
 RAW = "apps.raw_app:app"
 WORKERS = "apps.workers_app:app"
 
 
 def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60, env=client_env())
 
 
 def _server_cert(d: Path, name: str, ca: str, key_args: list[str], cn: str = "localhost") -> None:
@@ -118,12 +118,12 @@ def test_scope_scheme_and_tls_extension(server_factory, certs):
 def test_curl_and_alpn(server_factory, certs):
     srv = server_factory(RAW, *_tls_args(certs, "ecdsa"))
     out = subprocess.run(["curl", "-sv", "--cacert", str(certs / "ca.pem"), f"{_https(srv)}/fixed"],
-                         capture_output=True, text=True, timeout=20)
+                         capture_output=True, text=True, timeout=20, env=client_env())
     assert out.stdout == "hello, world", out.stderr
     assert "ALPN: server accepted http/1.1" in out.stderr or "ALPN, server accepted to use http/1.1" in out.stderr
     s_client = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{srv.port}", "-alpn", "h2,http/1.1",
                                "-CAfile", str(certs / "ca.pem"), "-servername", "localhost"],
-                              input="", capture_output=True, text=True, timeout=20)
+                              input="", capture_output=True, text=True, timeout=20, env=client_env())
     assert "ALPN protocol: http/1.1" in s_client.stdout, s_client.stdout[-2000:]
     assert "Verify return code: 0 (ok)" in s_client.stdout
 
@@ -222,14 +222,15 @@ def test_session_resumes_across_workers(server_factory, certs, tmp_path):
     base = ["openssl", "s_client", "-connect", f"127.0.0.1:{srv.port}", "-CAfile", str(certs / "ca.pem"),
             "-servername", "localhost", "-ign_eof"]
     request = "GET /pid HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    first = subprocess.run(base + ["-sess_out", str(sess)], input=request, capture_output=True, text=True, timeout=20)
+    first = subprocess.run(base + ["-sess_out", str(sess)], input=request, capture_output=True, text=True, timeout=20,
+                           env=client_env())
     assert first.returncode == 0, first.stderr
     pid_of = lambda out: int(re.search(r'"pid": (\d+)', out).group(1))  # noqa: E731
     pids = {pid_of(first.stdout)}
     reused = 0
     for _ in range(12):
         again = subprocess.run(base + ["-sess_in", str(sess)], input=request, capture_output=True, text=True,
-                               timeout=20)
+                               timeout=20, env=client_env())
         reused += "Reused, TLSv1.3" in again.stdout or "Reused, TLSv1.2" in again.stdout
         pids.add(pid_of(again.stdout))
     assert reused == 12
