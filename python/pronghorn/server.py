@@ -154,6 +154,21 @@ def _use_send_thread(config: Config) -> bool:
     return (config.workers or 1) < len(os.sched_getaffinity(0))
 
 
+def _tls_files_ok(tls: dict | None, logger) -> bool:
+    """Builds the TLS context once to check the files: a bad path, a wrong
+    password or a key that does not match its certificate is one line."""
+    if tls is None:
+        return True
+    from pronghorn import _core
+
+    try:
+        _core.check_tls(tls)
+    except ValueError as exc:
+        logger.error("TLS: %s", exc)
+        return False
+    return True
+
+
 def _url(host: str, port: int, tls: bool = False) -> str:
     shown = f"[{host}]" if ":" in host else host
     return f"{'https' if tls else 'http'}://{shown}:{port}"
@@ -200,15 +215,11 @@ class Worker:
             loop.add_signal_handler(sig, self._on_signal)
         logger.info("Started server process [%d]", os.getpid())
 
+        # Read here too under a supervisor: the files may have changed since
+        # the parent checked them (before a SIGHUP). One line, before lifespan.
         tls = tls_spec(config)
-        if tls is not None:
-            # Read again here (the files may have changed since the parent
-            # checked them, e.g. before a SIGHUP): one line, before lifespan.
-            try:
-                _core.check_tls(tls)
-            except ValueError as exc:
-                logger.error("TLS: %s", exc)
-                return EXIT_IMPORT_ERROR
+        if not _tls_files_ok(tls, logger):
+            return EXIT_IMPORT_ERROR
         state: dict = {}
         lifespan = Lifespan(self.app, config.lifespan, logger, state) if config.lifespan != "off" else None
         if lifespan is not None and not await lifespan.startup():
@@ -441,16 +452,10 @@ def run(config: Config) -> int:
     _systemd_socket(config)
 
     _core.set_log_level(logger.getEffectiveLevel())
-    tls = tls_spec(config)
-    if tls is not None:
-        # The certificate and key are read and checked here, before any
-        # worker starts: a bad path, a wrong password or a key that does not
-        # match stops the server with one line (exit 1).
-        try:
-            _core.check_tls(tls)
-        except ValueError as exc:
-            logger.error("TLS: %s", exc)
-            return EXIT_IMPORT_ERROR
+    # With workers, the certificate and key are checked here, before any
+    # worker starts (a single process checks them in Worker.serve).
+    if config.supervised and not _tls_files_ok(tls_spec(config), logger):
+        return EXIT_IMPORT_ERROR
     if not config.supervised:
         if config.pid_file:
             with open(config.pid_file, "w") as f:
