@@ -35,8 +35,6 @@ class Option:
         return "PRONGHORN_" + self.flag.lstrip("-").replace("-", "_").upper()
 
 
-_NOT_BUILT_WS = "WebSocket support is not built yet"
-
 OPTIONS: tuple[Option, ...] = (
     Option("host", "--host", "str", "127.0.0.1", "Bind socket to this host."),
     Option("port", "--port", "int", 8000, "Bind socket to this port. If 0, an available port will be picked."),
@@ -52,14 +50,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("http", "--http", "choice", "auto", "HTTP protocol implementation (Pronghorn always uses its own C++ HTTP/1.1).",
            choices=("auto", "h11", "httptools")),
     Option("http2", "--http2", "flag", False, "Enable HTTP/2.", refused="HTTP/2 is not built yet"),
-    Option("ws", "--ws", "choice", "auto", "WebSocket protocol implementation.",
+    Option("ws", "--ws", "choice", "auto",
+           "WebSocket protocol implementation (every value but none uses Pronghorn's own C++ WebSockets).",
            choices=("auto", "none", "websockets", "websockets-sansio", "wsproto")),
-    Option("ws_max_size", "--ws-max-size", "int", 16777216, "WebSocket max message size in bytes.", refused=_NOT_BUILT_WS),
-    Option("ws_max_queue", "--ws-max-queue", "int", 32, "WebSocket message queue length.", refused=_NOT_BUILT_WS),
-    Option("ws_ping_interval", "--ws-ping-interval", "float", 20.0, "WebSocket ping interval (s).", refused=_NOT_BUILT_WS),
-    Option("ws_ping_timeout", "--ws-ping-timeout", "float", 20.0, "WebSocket ping timeout (s).", refused=_NOT_BUILT_WS),
-    Option("ws_per_message_deflate", "--ws-per-message-deflate", "str", "True", "WebSocket per-message-deflate.",
-           refused=_NOT_BUILT_WS),
+    Option("ws_max_size", "--ws-max-size", "int", 16777216, "WebSocket max message size in bytes."),
+    Option("ws_max_queue", "--ws-max-queue", "int", 32, "WebSocket message queue length (unread messages before reading pauses)."),
+    Option("ws_ping_interval", "--ws-ping-interval", "float", 20.0, "WebSocket ping interval (s); 0 for none."),
+    Option("ws_ping_timeout", "--ws-ping-timeout", "float", 20.0, "WebSocket ping timeout (s); 0 for none."),
+    Option("ws_per_message_deflate", "--ws-per-message-deflate", "str", "True",
+           "WebSocket per-message-deflate compression (True/False)."),
     Option("lifespan", "--lifespan", "choice", "auto", "Lifespan implementation.", choices=("auto", "on", "off")),
     Option("interface", "--interface", "choice", "auto", "Application interface.", choices=("auto", "asgi3", "asgi2", "wsgi")),
     Option("env_file", "--env-file", "str", None, "Environment configuration file (dotenv), loaded before the app.", metavar="PATH"),
@@ -245,8 +244,16 @@ class Config:
             if o.refused and (o.name in self.given or (value != o.default and value not in (None, False))):
                 raise ConfigError(f"{o.flag}: {o.refused}")
         self._validate_tls()
-        if self.ws not in ("auto", "none"):
-            raise ConfigError(f"--ws {self.ws}: {_NOT_BUILT_WS}")
+        if self.ws_max_size is not None and self.ws_max_size < 1:
+            raise ConfigError("--ws-max-size must be at least 1")
+        if self.ws_max_queue is not None and self.ws_max_queue < 1:
+            raise ConfigError("--ws-max-queue must be at least 1")
+        for name in ("ws_ping_interval", "ws_ping_timeout"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
+        if _truth(self.ws_per_message_deflate) is None:
+            raise ConfigError(f"--ws-per-message-deflate: {self.ws_per_message_deflate!r} is not a boolean")
         if self.interface == "wsgi":
             raise ConfigError("--interface wsgi: WSGI apps are not supported yet")
         if self.workers is None:
@@ -301,6 +308,32 @@ class Config:
                 raise ConfigError(f"--reload-dir: {d!r} is not a directory")
         self.header_pairs = [_parse_header(h) for h in self.headers or ()]
         return self
+
+
+def _truth(value: Any) -> bool | None:
+    """A boolean option given as text (click's BOOLEAN), or None if it is not one."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "t", "yes", "y", "on"):
+        return True
+    if text in ("0", "false", "f", "no", "n", "off"):
+        return False
+    return None
+
+
+def ws_spec(config: "Config") -> dict | None:
+    """The WebSocket options as the engine takes them (_core.Server(ws=...)), or None for --ws none."""
+    if config.ws == "none":
+        return None
+    return {
+        "max_size": config.ws_max_size if config.ws_max_size is not None else 16777216,
+        "max_queue": config.ws_max_queue if config.ws_max_queue is not None else 32,
+        # None or 0: no pings (uvicorn takes None).
+        "ping_interval": config.ws_ping_interval or None,
+        "ping_timeout": config.ws_ping_timeout or None,
+        "per_message_deflate": bool(_truth(config.ws_per_message_deflate)),
+    }
 
 
 def tls_spec(config: "Config") -> dict | None:

@@ -17,7 +17,7 @@ import traceback
 from typing import Any
 
 from pronghorn import _logging
-from pronghorn.config import Config, ConfigError, reload_patterns, tls_spec
+from pronghorn.config import Config, ConfigError, reload_patterns, tls_spec, ws_spec
 
 EXIT_OK = 0
 EXIT_IMPORT_ERROR = 1
@@ -259,6 +259,7 @@ class Worker:
             asgi_spec_version=str(config.asgi_spec_version),
             pathsend=config.asgi_pathsend,
             tls=tls,
+            ws=ws_spec(config),
         )
         self.server = server
         try:

@@ -78,6 +78,30 @@ inline void end_app_step(Engine &engine) {
   PyErr_Restore(type, value, tb);
 }
 
+// Logs the Python exception that is set as an error of the app.
+void log_app_exception(AppServer &server);
+// Fills `out` with views into the bytes of an ASGI header list (None or
+// absent: none). `*keep` receives the sequence that owns them: the caller
+// releases it only after the views are used.
+bool parse_headers(PyObject *headers, http::HeaderList &out, PyObject **keep);
+// Starts the app's awaitable for `owner` (a Request or WebSocket object,
+// completed through complete_request() when it ends). New reference to the
+// task, or nullptr with an exception set when nothing was started.
+PyObject *run_app(AppServer &server, PyObject *owner, PyObject *awaitable);
+// True when `exc` is, or was caused by, the ClientDisconnected of our send().
+bool caused_by_disconnect(PyObject *exc, int depth = 0);
+
+// ---- websocket.cpp ----
+extern PyTypeObject WebSocketType;
+bool init_websocket_type();
+// Serves a WebSocket handshake (head.websocket) with the app: builds the
+// websocket scope from `http_scope` and starts the app. Errors are handled
+// inside (500).
+void start_websocket(AppServer &server, http::Exchange &exchange, const http::RequestHead &head,
+                     PyObject *http_scope);
+void complete_websocket(PyObject *websocket, PyObject *exc, bool cancelled, PyObject *returned);
+Engine &websocket_engine(PyObject *websocket);
+
 // ---- task.cpp ----
 bool init_task_type();
 // True when this Python lets the request task register as asyncio's current task.

@@ -14,6 +14,7 @@
 #include "engine/log.h"
 #include "engine/net/listener.h"
 #include "engine/net/tls.h"
+#include "engine/ws/frame.h"
 
 namespace pronghorn::bridge {
 
@@ -336,7 +337,10 @@ void AppServer::on_request(http::Exchange &exchange, const http::RequestHead &he
     exchange.fail();
     return;
   }
-  start_request(*this, exchange, scope);
+  if (head.websocket != nullptr)
+    start_websocket(*this, exchange, head, scope);
+  else
+    start_request(*this, exchange, scope);
   Py_DECREF(scope);
 }
 
@@ -530,6 +534,47 @@ bool parse_trusted(AppServer &s, const char *spec) {
   return true;
 }
 
+// The WebSocket options: None (WebSockets off, --ws none) or a dict of
+// max_size, max_queue, ping_interval, ping_timeout (seconds, None: off) and
+// per_message_deflate.
+bool parse_ws_settings(PyObject *ws, ws::Settings &out) {
+  if (ws == Py_None) {
+    out.enabled = false;
+    return true;
+  }
+  if (!PyDict_Check(ws)) {
+    PyErr_SetString(PyExc_TypeError, "ws must be a dict or None");
+    return false;
+  }
+  auto number = [ws](const char *key, double &value) {
+    PyObject *item = PyDict_GetItemString(ws, key);
+    if (item == nullptr || item == Py_None) return true;
+    value = PyFloat_AsDouble(item);
+    return !(value == -1.0 && PyErr_Occurred());
+  };
+  double max_size = static_cast<double>(out.max_message), max_queue = static_cast<double>(out.max_queue);
+  double ping_interval = 0, ping_timeout = 0;
+  PyObject *interval = PyDict_GetItemString(ws, "ping_interval");
+  PyObject *timeout = PyDict_GetItemString(ws, "ping_timeout");
+  if (!number("max_size", max_size) || !number("max_queue", max_queue) ||
+      !number("ping_interval", ping_interval) || !number("ping_timeout", ping_timeout))
+    return false;
+  if (max_size < 1 || max_queue < 1 || ping_interval < 0 || ping_timeout < 0) {
+    PyErr_SetString(PyExc_ValueError, "invalid WebSocket limits");
+    return false;
+  }
+  out.enabled = true;
+  out.max_message = static_cast<uint64_t>(max_size);
+  out.max_queue = static_cast<size_t>(max_queue);
+  out.ping_interval_ms = interval == nullptr || interval == Py_None ? 0 : static_cast<uint64_t>(ping_interval * 1000);
+  out.ping_timeout_ms = timeout == nullptr || timeout == Py_None ? 0 : static_cast<uint64_t>(ping_timeout * 1000);
+  PyObject *deflate = PyDict_GetItemString(ws, "per_message_deflate");
+  int on = deflate == nullptr ? 1 : PyObject_IsTrue(deflate);
+  if (on < 0) return false;
+  out.per_message_deflate = on;
+  return true;
+}
+
 int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
   auto *self = reinterpret_cast<ServerObject *>(op);
   static const char *kwlist[] = {"app",
@@ -560,6 +605,7 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
                                  "asgi_spec_version",
                                  "pathsend",
                                  "tls",
+                                 "ws",
                                  nullptr};
   PyObject *app, *loop, *logger, *state = Py_None, *headers = nullptr, *access_logger = Py_None;
   const char *root_path = "", *forwarded = "127.0.0.1";
@@ -570,13 +616,13 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
   unsigned long long max_requests = 0;
   int send_thread = 1, send_thread_always = 0, asyncio_tasks = 0, pathsend = 0;
   const char *spec_version = "2.3";
-  PyObject *tls = Py_None;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|$OspsddnppOppnnnpiKOpppspO", const_cast<char **>(kwlist), &app,
+  PyObject *tls = Py_None, *ws = Py_None;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|$OspsddnppOppnnnpiKOpppspOO", const_cast<char **>(kwlist), &app,
                                    &loop, &logger, &state, &root_path, &proxy_headers, &forwarded, &keep_alive,
                                    &header_read, &limit_concurrency, &server_header, &date_header, &headers,
                                    &access_log, &colours, &limit_line, &limit_head, &limit_fields, &reset_ctx,
                                    &control_fd, &max_requests, &access_logger, &send_thread, &send_thread_always,
-                                   &asyncio_tasks, &spec_version, &pathsend, &tls))
+                                   &asyncio_tasks, &spec_version, &pathsend, &tls, &ws))
     return -1;
   std::unique_ptr<TlsContext> tls_context;
   if (tls != Py_None && (tls_context = make_tls_context(tls)) == nullptr) return -1;
@@ -608,6 +654,7 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
   config.send_thread = send_thread;
   config.root_path = root_path;
   if (send_thread_always) config.send_thread_min_request_ns = 0;
+  if (!parse_ws_settings(ws, config.ws)) return -1;
   if (headers != nullptr && headers != Py_None) {
     PyObject *seq = PySequence_Fast(headers, "headers must be a sequence of (name, value) pairs");
     if (seq == nullptr) return -1;
@@ -750,9 +797,15 @@ PyObject *server_stop(PyObject *op, PyObject *) {
   return PyObject_CallMethod(s->loop, "remove_reader", "i", s->engine.epoll_fd());
 }
 
-PyObject *server_begin_shutdown(PyObject *op, PyObject *) {
+// begin_shutdown(restart=False): `restart` when the worker is replaced while
+// the server goes on (a reload, a recycle): open WebSockets get 1012 (service
+// restart) instead of 1001 (going away).
+PyObject *server_begin_shutdown(PyObject *op, PyObject *args) {
   AppServer *s = get(reinterpret_cast<ServerObject *>(op));
   if (s == nullptr) return nullptr;
+  int restart = 0;
+  if (!PyArg_ParseTuple(args, "|p", &restart)) return nullptr;
+  s->engine.set_ws_stop_code(restart ? ws::close_code::ServiceRestart : ws::close_code::GoingAway);
   s->engine.begin_shutdown();
   s->engine.run_once(0);
   Py_RETURN_NONE;
@@ -829,7 +882,7 @@ PyMethodDef server_methods[] = {
     {"listen_fd", server_listen_fd, METH_O, "Serve an inherited listening socket."},
     {"start", server_start, METH_NOARGS, "Register the engine with the asyncio loop."},
     {"stop", server_stop, METH_NOARGS, "Unregister the engine from the asyncio loop."},
-    {"begin_shutdown", server_begin_shutdown, METH_NOARGS, "Stop accepting; close idle connections."},
+    {"begin_shutdown", server_begin_shutdown, METH_VARARGS, "Stop accepting; close idle connections."},
     {"close_all", server_close_all, METH_NOARGS, "Close every connection now."},
     {"notify_ready", server_notify_ready, METH_NOARGS, "Tell the supervisor this worker is serving."},
     {"cut_streams", server_cut_streams, METH_NOARGS,
@@ -971,7 +1024,7 @@ PyMODINIT_FUNC PyInit__core() {
   if (!init_names() || !install_python_reason_phrases()) return nullptr;
   fill_ready_type();
   fill_server_type();
-  if (PyType_Ready(&ReadyType) < 0 || !init_request_type() || !init_task_type() || PyType_Ready(&ServerType) < 0)
+  if (PyType_Ready(&ReadyType) < 0 || !init_request_type() || !init_websocket_type() || !init_task_type() || PyType_Ready(&ServerType) < 0)
     return nullptr;
   PyObject *m = PyModule_Create(&module_def);
   if (m == nullptr) return nullptr;

@@ -244,6 +244,8 @@ PyObject *request_receive(PyObject *op, PyObject *) {
   return new_waiter(self, self->receive_waiter);
 }
 
+}  // namespace
+
 // Fills `out` with views into the header bytes. `*keep` receives the sequence
 // that owns them (a new list when `headers` is not a list or tuple): the caller
 // releases it only after the views are used.
@@ -274,6 +276,8 @@ bool parse_headers(PyObject *headers, http::HeaderList &out, PyObject **keep) {
   }
   return true;
 }
+
+namespace {
 
 PyObject *finish_write(RequestObject *self, http::WriteStatus status) {
   switch (status) {
@@ -425,7 +429,9 @@ PyObject *request_send(PyObject *op, PyObject *message) {
 
 // True when `exc` is, or was raised while handling or because of (its
 // __context__ / __cause__ chain), the ClientDisconnected of our send().
-bool caused_by_disconnect(PyObject *exc, int depth = 0) {
+}  // namespace
+
+bool caused_by_disconnect(PyObject *exc, int depth) {
   for (; exc != nullptr && exc != Py_None && depth < 16; ++depth) {
     if (PyObject_TypeCheck(exc, reinterpret_cast<PyTypeObject *>(names.client_disconnected))) return true;
     if (!PyExceptionInstance_Check(exc)) return false;
@@ -452,6 +458,8 @@ bool caused_by_disconnect(PyObject *exc, int depth = 0) {
   }
   return false;
 }
+
+namespace {
 
 // What the server does when the application's coroutine has ended: with an
 // exception `exc` (or nullptr), cancelled, or returned normally (`returned`:
@@ -524,7 +532,8 @@ PyMethodDef send_def = {"send", request_send, METH_O, "ASGI send(message)"};
 // inspect.getcoroutinestate() see the app's coroutine.
 
 struct RunnerObject {
-  PyObject_HEAD RequestObject *request;  // strong
+  PyObject_HEAD PyObject *request;  // the Request or WebSocket object, strong
+  AppServer *server;
   PyObject *coro;                        // the app's coroutine, strong
   PyObject *task;                        // borrowed: the task owns this runner
   bool finished;
@@ -535,10 +544,10 @@ PyObject *cancelled_error = nullptr;  // asyncio.CancelledError
 void runner_finish(RunnerObject *self, PyObject *exc, bool was_cancelled, PyObject *returned = nullptr) {
   if (self->finished) return;
   self->finished = true;
-  if (self->task != nullptr && PySet_Discard(self->request->server->tasks, self->task) < 0)
+  if (self->task != nullptr && PySet_Discard(self->server->tasks, self->task) < 0)
     PyErr_WriteUnraisable(self->task);
   self->task = nullptr;
-  complete_exchange(self->request, exc, was_cancelled, returned);
+  complete_request(self->request, exc, was_cancelled, returned);
 }
 
 // The app's coroutine raised (the exception is set). Cancellation goes on to
@@ -570,7 +579,7 @@ PySendResult runner_am_send(PyObject *op, PyObject *arg, PyObject **result) {
     return PYGEN_ERROR;
   }
   // A step: a response head the app holds when it ends goes out then.
-  Engine &engine = self->request->server->engine;
+  Engine &engine = self->server->engine;
   engine.begin_step();
   PySendResult status = PyIter_Send(self->coro, arg, result);
   end_app_step(engine);
@@ -612,7 +621,7 @@ PyObject *runner_throw(PyObject *op, PyObject *const *args, Py_ssize_t nargs) {
   PyObject *value = nullptr;
   if (throw_method != nullptr) {
     // A step, as in am_send: a head held when it ends goes out then.
-    Engine &engine = self->request->server->engine;
+    Engine &engine = self->server->engine;
     engine.begin_step();
     value = PyObject_Vectorcall(throw_method, args, static_cast<size_t>(nargs), nullptr);
     end_app_step(engine);
@@ -677,7 +686,7 @@ PyObject *runner_repr(PyObject *op) {
 
 int runner_traverse(PyObject *op, visitproc visit, void *arg) {
   auto *self = reinterpret_cast<RunnerObject *>(op);
-  Py_VISIT(reinterpret_cast<PyObject *>(self->request));
+  Py_VISIT(self->request);
   Py_VISIT(self->coro);
   return 0;
 }
@@ -711,10 +720,15 @@ PyTypeObject RunnerType{};
 PyTypeObject RequestType{};
 
 Engine &request_engine(PyObject *request) {
+  if (Py_TYPE(request) == &WebSocketType) return websocket_engine(request);
   return reinterpret_cast<RequestObject *>(request)->server->engine;
 }
 
 void complete_request(PyObject *request, PyObject *exc, bool cancelled, PyObject *returned) {
+  if (Py_TYPE(request) == &WebSocketType) {
+    complete_websocket(request, exc, cancelled, returned);
+    return;
+  }
   complete_exchange(reinterpret_cast<RequestObject *>(request), exc, cancelled, returned);
 }
 
@@ -760,8 +774,6 @@ bool init_request_type() {
   return r != nullptr;
 }
 
-namespace {
-
 // Logs the Python exception that is set as an error of the app.
 void log_app_exception(AppServer &server) {
   PyObject *exc = take_exception();
@@ -770,7 +782,7 @@ void log_app_exception(AppServer &server) {
 }
 
 // loop.create_task(coro[, context=context])
-PyObject *create_task(AppServer &server, PyObject *coro, PyObject *context) {
+static PyObject *create_task(AppServer &server, PyObject *coro, PyObject *context) {
   if (context == nullptr) return PyObject_CallOneArg(server.create_task, coro);
   PyObject *kwnames = Py_BuildValue("(s)", "context");
   if (kwnames == nullptr) return nullptr;
@@ -784,7 +796,7 @@ PyObject *create_task(AppServer &server, PyObject *coro, PyObject *context) {
 // take it: a native coroutine or a generator-based one (types.coroutine) as it
 // is, anything else through its __await__. New reference, or nullptr with the
 // TypeError `await` would raise.
-PyObject *awaitable_iterator(PyObject *awaitable) {
+static PyObject *awaitable_iterator(PyObject *awaitable) {
   if (PyCoro_CheckExact(awaitable)) return Py_NewRef(awaitable);
   if (PyGen_CheckExact(awaitable)) {
     PyObject *code = PyObject_GetAttrString(awaitable, "gi_code");
@@ -816,8 +828,7 @@ PyObject *awaitable_iterator(PyObject *awaitable) {
 // takes a generator-based coroutine for a Task; the runner is a Coroutine).
 // New reference to the task, or nullptr with an exception set when nothing
 // was started.
-PyObject *run_coroutine(AppServer &server, RequestObject *self, PyObject *awaitable) {
-  auto *op = reinterpret_cast<PyObject *>(self);
+PyObject *run_app(AppServer &server, PyObject *op, PyObject *awaitable) {
   PyObject *context = nullptr;
   if (server.context_factory != nullptr && (context = PyObject_CallNoArgs(server.context_factory)) == nullptr)
     return nullptr;
@@ -827,7 +838,8 @@ PyObject *run_coroutine(AppServer &server, RequestObject *self, PyObject *awaita
   } else if (PyObject *iterator = awaitable_iterator(awaitable)) {
     auto *runner = PyObject_GC_New(RunnerObject, &RunnerType);
     if (runner != nullptr) {
-      runner->request = reinterpret_cast<RequestObject *>(Py_NewRef(op));
+      runner->request = Py_NewRef(op);
+      runner->server = &server;
       runner->coro = Py_NewRef(iterator);
       runner->task = nullptr;
       runner->finished = false;
@@ -848,8 +860,6 @@ PyObject *run_coroutine(AppServer &server, RequestObject *self, PyObject *awaita
   Py_XDECREF(context);
   return task;
 }
-
-}  // namespace
 
 void start_request(AppServer &server, http::Exchange &conn, PyObject *scope) {
   auto *self = PyObject_New(RequestObject, &RequestType);
@@ -892,7 +902,7 @@ void start_request(AppServer &server, http::Exchange &conn, PyObject *scope) {
   // The connection holds our reference until on_detach(). Attached before the
   // coroutine starts: its first step may run at once and complete the response.
   conn.attach(&self->observer);
-  PyObject *task = run_coroutine(server, self, coro);
+  PyObject *task = run_app(server, op, coro);
   Py_DECREF(coro);
   if (task == nullptr) {
     log_app_exception(server);

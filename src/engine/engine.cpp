@@ -144,9 +144,12 @@ void Engine::adopt(int fd, const sockaddr_storage &addr, socklen_t len, const So
 
 Session *Engine::start_session(std::unique_ptr<Transport> transport) {
   Transport &t = *transport;
-  auto *session = new http1::Session(*this, std::move(transport));
+  return adopt_session(new http1::Session(*this, std::move(transport)), t);
+}
+
+Session *Engine::adopt_session(Session *session, Transport &t) {
   // A send in flight when the session closed: it is freed once reported.
-  t.set_release([](void *ctx) { static_cast<Session *>(ctx)->on_released(); }, static_cast<Session *>(session));
+  t.set_release([](void *ctx) { static_cast<Session *>(ctx)->on_released(); }, session);
   session->next = sessions_;
   if (sessions_ != nullptr) sessions_->prev = session;
   sessions_ = session;

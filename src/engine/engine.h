@@ -16,6 +16,7 @@
 #include "engine/net/listener.h"
 #include "engine/net/send_thread.h"
 #include "engine/session.h"
+#include "engine/ws/settings.h"
 
 namespace pronghorn {
 
@@ -28,6 +29,7 @@ struct EngineConfig {
   uint64_t keep_alive_timeout_ms = 5000;
   uint64_t header_timeout_ms = 10000;
   size_t limit_concurrency = 0;  // 0: no limit
+  ws::Settings ws;
   bool server_header = true;
   bool date_header = true;
   std::vector<std::pair<std::string, std::string>> extra_headers;
@@ -108,6 +110,14 @@ class Engine final {
   // Starts a session of the listener's protocol (HTTP/1 today) on a
   // transport; nullptr when it could not start (it is closed then).
   Session *start_session(std::unique_ptr<Transport> transport);
+  // Registers a session made on `transport` (an upgrade: the transport
+  // comes from a session retired before) and starts it; nullptr when it
+  // could not start (it is closed then).
+  Session *adopt_session(Session *session, Transport &transport);
+  // The close code open WebSockets get on a graceful stop: 1001 (going
+  // away), or 1012 (service restart) when the worker is being replaced.
+  uint16_t ws_stop_code() const { return ws_stop_code_; }
+  void set_ws_stop_code(uint16_t code) { ws_stop_code_ = code; }
   // Unlinks a closed connection; it is freed after the current batch of
   // events, or, with a send in flight, once release() says the send is done.
   void retire(Session *session);
@@ -205,6 +215,7 @@ class Engine final {
   size_t active_requests_ = 0;
   uint64_t requests_served_ = 0;
   bool shutting_down_ = false;
+  uint16_t ws_stop_code_ = 1001;
   int64_t date_second_ = -1;
   std::string date_;
   std::string log_buf_;

@@ -13,6 +13,11 @@
 #include "engine/net/listener.h"
 #include "engine/net/stream.h"
 
+namespace pronghorn::ws {
+class Session;
+struct HandshakeCheck;
+}  // namespace pronghorn::ws
+
 namespace pronghorn::http {
 
 struct Header {
@@ -29,6 +34,10 @@ struct RequestHead {
   std::vector<Header> headers;
   std::string_view host;
   bool upgrade = false;  // the client asks to switch protocols (HTTP/1: Connection: upgrade + Upgrade)
+  // A valid WebSocket opening handshake (ws/handshake.h): the application
+  // serves it as a websocket scope and answers with accept_websocket() or
+  // an HTTP response (a denial). nullptr for every other request.
+  const ws::HandshakeCheck *websocket = nullptr;
 };
 
 // Response header fields as the application gives them.
@@ -93,6 +102,16 @@ class Exchange {
   // The application ended without finishing the response (cancelled, or a
   // value returned): the exchange ends unfinished at once.
   virtual void abort() = 0;
+
+  // A WebSocket handshake (RequestHead::websocket) is accepted: 101 goes out
+  // with `headers` (Upgrade, Connection, Sec-WebSocket-Accept, the
+  // negotiated extension and `subprotocol` are added here) and the
+  // connection passes to a WebSocket session, which is returned. The
+  // exchange ends: its observer is dropped without on_detach(), the caller
+  // attaches to the session. nullptr when the client is gone, or when
+  // `headers` are invalid (*error says why; nothing was sent).
+  virtual ws::Session *accept_websocket(std::string_view subprotocol, const HeaderList &headers,
+                                        const char **error) = 0;
 
  protected:
   ~Exchange() = default;

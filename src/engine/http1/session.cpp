@@ -10,6 +10,7 @@
 #include "engine/engine.h"
 #include "engine/http/target.h"
 #include "engine/log.h"
+#include "engine/ws/session.h"
 
 namespace pronghorn::http1 {
 
@@ -239,14 +240,12 @@ void Session::begin_exchange(size_t head_len) {
     case BodyFraming::Chunked: decoder_.start_chunked(); break;
   }
   body_done_ = decoder_.done();
-  if (server_.config().access_log) {
+  ws_key_.clear();
+  if (server_.config().access_log || head_.upgrade) {
     method_.assign(head_.method);
     target_.clear();
     http::append_log_target(target_, server_.config().root_path, head_.target);
   }
-  // Nothing serves an upgrade yet: the request goes to the app as plain HTTP
-  // (uvicorn does the same, with this warning).
-  if (head_.upgrade) log(LogLevel::Warning, "Unsupported upgrade request.");
   set_deadline(Deadline::None, 0);
   parser_.reset();
   // The head's views stay valid: consume() moves an index, and nothing writes
@@ -265,11 +264,88 @@ void Session::begin_exchange(size_t head_len) {
     finish_response();
     return;
   }
+  if (head_.upgrade && !begin_upgrade()) return;
   // Body bytes that came with the head go to the body buffer first: the app
   // may run now (its first step is eager) and read them without waiting.
   // The head's views stay valid: the decoder only moves in_'s read index.
   if (!body_done_ && !decode_buffered_body()) return;
   server_.dispatcher()->on_request(*this, static_cast<const http::RequestHead &>(head_));
+}
+
+bool Session::begin_upgrade() {
+  const ws::Settings &settings = server_.config().ws;
+  if (!settings.enabled || !ws::is_upgrade_request(head_)) {
+    // Served as plain HTTP, as uvicorn serves it, with its warnings.
+    log(LogLevel::Warning, "Unsupported upgrade request.");
+    if (!settings.enabled)
+      log(LogLevel::Warning,
+          "No supported WebSocket library detected. Please use \"pip install 'uvicorn[standard]'\", or install "
+          "'websockets' or 'wsproto' manually.");
+    return true;
+  }
+  ws_check_ = ws::check_handshake(head_);
+  if (ws_check_.status != 0) {
+    log(LogLevel::Debug, "%s:%d - WebSocket handshake refused: %s", peer().host.c_str(), peer().port,
+        ws_check_.reason);
+    std::string body = "Failed to open a WebSocket connection: ";
+    body.append(ws_check_.reason);
+    body.append(".\n");
+    HeaderList headers{{"content-type", "text/plain; charset=utf-8"}};
+    std::string length = std::to_string(body.size());
+    headers.emplace_back("content-length", length);
+    // RFC 6455 §4.4: the versions this server speaks.
+    if (ws_check_.status == 426) headers.emplace_back("sec-websocket-version", "13");
+    keep_alive_ = false;
+    const char *error = start_response(ws_check_.status, headers);
+    if (error == nullptr) write_body(body.data(), body.size(), false);
+    return false;
+  }
+  // What accept_websocket() needs outlives the head's views.
+  ws_key_.assign(ws_check_.key);
+  ws_extensions_.assign(ws_check_.extensions.begin(), ws_check_.extensions.end());
+  head_.websocket = &ws_check_;
+  // A denial (an HTTP response instead of 101) ends the connection.
+  keep_alive_ = false;
+  return true;
+}
+
+ws::Session *Session::accept_websocket(std::string_view subprotocol, const HeaderList &headers, const char **error) {
+  *error = nullptr;
+  if (closed_ || ws_key_.empty() || phase_ != Phase::Active || response_ != ResponseState::NotStarted) return nullptr;
+  const ws::Settings &settings = server_.config().ws;
+  ws::DeflateParams deflate;
+  std::string extension;
+  bool compress = false;
+  if (settings.per_message_deflate && !ws_extensions_.empty()) {
+    std::vector<std::string_view> offers(ws_extensions_.begin(), ws_extensions_.end());
+    compress = ws::negotiate_deflate(offers.data(), offers.size(), deflate, extension);
+  }
+  std::string accept = ws::accept_key(ws_key_);
+  HeaderList all{{"upgrade", "websocket"}, {"connection", "Upgrade"}, {"sec-websocket-accept", accept}};
+  if (compress) all.emplace_back("sec-websocket-extensions", extension);
+  if (!subprotocol.empty()) all.emplace_back("sec-websocket-protocol", subprotocol);
+  all.insert(all.end(), headers.begin(), headers.end());
+  DefaultHeaders defaults;
+  defaults.date = server_.config().date_header ? server_.date() : std::string_view();
+  defaults.server = server_.config().server_header;
+  defaults.extra = &server_.config().extra_headers;
+  RequestContext request{false, 1, true};
+  head_buf_.clear();
+  *error = build_response_head(head_buf_, 101, all, defaults, request, plan_);
+  if (*error != nullptr) return nullptr;
+  iovec iov{head_buf_.data(), head_buf_.size()};
+  if (!send_iov(&iov, 1)) return nullptr;
+  // The connection is the WebSocket session's from here: this session ends
+  // without closing the transport (the exchange stays counted as active
+  // until the WebSocket closes).
+  observer_ = nullptr;
+  closed_ = true;
+  response_ = ResponseState::Done;
+  std::unique_ptr<Transport> transport = std::move(transport_);
+  Transport &t = *transport;
+  server_.retire(this);
+  auto *session = new ws::Session(server_, std::move(transport), compress ? &deflate : nullptr);
+  return server_.adopt_session(session, t) != nullptr ? session : nullptr;
 }
 
 void Session::end_exchange() {
@@ -355,7 +431,9 @@ const char *Session::start_response(int status, const HeaderList &headers) {
   // the event loop ends first, the server sends it alone (uvicorn writes it
   // at http.response.start: a slow stream's client sees the head at once).
   server_.hold_head(this);
-  if (server_.config().access_log) write_access_log(status);
+  // A WebSocket handshake's answers are logged by the application side, as
+  // uvicorn logs them ("WebSocket /path" 403).
+  if (server_.config().access_log && ws_key_.empty()) write_access_log(status);
   return nullptr;
 }
 
@@ -500,7 +578,7 @@ void Session::fail() {
     keep_alive_ = false;
     head_buf_ = error_response(500);
     response_ = ResponseState::Started;
-    if (server_.config().access_log) write_access_log(500);
+    if (server_.config().access_log && ws_key_.empty()) write_access_log(500);
     iovec iov{head_buf_.data(), head_buf_.size()};
     if (!send_iov(&iov, 1)) return;
     finish_response();

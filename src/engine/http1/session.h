@@ -26,6 +26,7 @@
 #include "engine/http1/response.h"
 #include "engine/net/transport.h"
 #include "engine/session.h"
+#include "engine/ws/handshake.h"
 
 namespace pronghorn {
 class Engine;
@@ -60,7 +61,8 @@ class Session final : public pronghorn::Session, public http::Exchange, private 
   // the first body bytes, if it is still held (the server calls this when
   // the step of the event loop that started the response ends).
   void send_held_head() override;
-  bool send_in_flight() const override { return transport_->send_in_flight(); }
+  // (No transport once an upgrade handed it on.)
+  bool send_in_flight() const override { return transport_ != nullptr && transport_->send_in_flight(); }
   void on_released() override;
   Transport &transport() { return *transport_; }
 
@@ -91,6 +93,8 @@ class Session final : public pronghorn::Session, public http::Exchange, private 
   void fail() override;
   // The application ended without finishing: the connection closes now.
   void abort() override { close_now(false); }
+  ws::Session *accept_websocket(std::string_view subprotocol, const HeaderList &headers,
+                                const char **error) override;
 
  private:
   // ---- TransportHandler ----
@@ -122,6 +126,10 @@ class Session final : public pronghorn::Session, public http::Exchange, private 
   void detach_observer(bool disconnected);
   void set_deadline(Deadline kind, uint64_t ms);
   void write_access_log(int status);
+  // An upgrade request (head_.upgrade): a WebSocket handshake is checked
+  // (false: refused here, the connection is closing); others go to the app
+  // as plain HTTP, as uvicorn serves them, with its warning.
+  bool begin_upgrade();
 
   Engine &server_;
   std::unique_ptr<Transport> transport_;
@@ -165,6 +173,12 @@ class Session final : public pronghorn::Session, public http::Exchange, private 
   std::string method_, target_;  // for the access log (target_: uvicorn's quoted path and query)
 
   ExchangeObserver *observer_ = nullptr;
+
+  // The WebSocket handshake of the current request (head_.websocket points
+  // at ws_check_), kept for accept_websocket().
+  ws::HandshakeCheck ws_check_;
+  std::string ws_key_;  // empty: the current request is no WebSocket handshake
+  std::vector<std::string> ws_extensions_;
 };
 
 }  // namespace pronghorn::http1
