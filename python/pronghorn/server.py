@@ -189,8 +189,13 @@ class Worker:
         # reach the engine.
         self.server = None
         self.signals: list[int] = []
+        # The supervisor replaces this worker (SIGHUP from it: a reload, a
+        # recycle) while the server goes on: open WebSockets get 1012.
+        self.restart = False
 
-    def _on_signal(self) -> None:
+    def _on_signal(self, sig: int = signal.SIGTERM) -> None:
+        if sig == signal.SIGHUP:
+            self.restart = True
         if self.stop_event is not None and self.stop_event.is_set():
             self.force_exit = True
         if self.stop_event is not None:
@@ -208,11 +213,11 @@ class Worker:
             # of the group: the parent owns it (it sends SIGTERM, then SIGKILL
             # on a second Ctrl+C), so a worker ignores SIGINT.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-            self.signals = [signal.SIGTERM]
+            self.signals = [signal.SIGTERM, signal.SIGHUP]
         else:
             self.signals = [signal.SIGINT, signal.SIGTERM]
         for sig in self.signals:
-            loop.add_signal_handler(sig, self._on_signal)
+            loop.add_signal_handler(sig, self._on_signal, sig)
         logger.info("Started server process [%d]", os.getpid())
 
         # Read here too under a supervisor: the files may have changed since
@@ -288,7 +293,7 @@ class Worker:
         if self.control_fd < 0:
             _core.sd_notify("STOPPING=1")
         logger.info("Shutting down")
-        server.begin_shutdown()
+        server.begin_shutdown(self.restart)
         await self._drain(server)
         server.stop()
         server.close_all()

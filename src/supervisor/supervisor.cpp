@@ -473,7 +473,10 @@ void Supervisor::retire(Worker &w, const char *why) {
   if (w.stopping) return;
   w.stopping = true;
   log(LogLevel::Info, "Stopping worker [%d] (%s)", w.pid, why);
-  if (kill(w.pid, SIGTERM) < 0 && errno != ESRCH) log_errno(LogLevel::Error, errno, "kill(%d, SIGTERM) failed", w.pid);
+  // SIGHUP, not SIGTERM: the worker stops the same way, but knows that it is
+  // replaced while the server goes on (its open WebSockets get 1012, service
+  // restart, rather than 1001, going away).
+  if (kill(w.pid, SIGHUP) < 0 && errno != ESRCH) log_errno(LogLevel::Error, errno, "kill(%d, SIGHUP) failed", w.pid);
 }
 
 void Supervisor::recycle(Worker &w, const char *reason) {

@@ -8,7 +8,9 @@
 //   'R' ready: lifespan startup done and accepting connections
 //   'H' heartbeat from the worker's event loop (at most once a second)
 //   'M' the worker reached its request limit and asks to be replaced
-// Parent -> worker: signals only. SIGTERM stops gracefully, SIGKILL at once,
+// Parent -> worker: signals only. SIGTERM stops gracefully (the server
+// stops), SIGHUP the same for a worker replaced while the server goes on
+// (reload, recycle, scale down), SIGKILL at once,
 // SIGUSR2 dumps the Python stacks (faulthandler), SIGUSR1 reopens log files.
 #pragma once
 

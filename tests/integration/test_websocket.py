@@ -395,3 +395,26 @@ def test_graceful_stop_closes_open_websockets_with_1001(server_factory, ws_log, 
         assert rc == 0
     entries = wait_log(ws_log, lambda e: e.get("path") == "/echo")
     assert sum(1 for e in entries if e.get("path") == "/echo" and e["disconnect"]["code"] == expected) == 4
+
+
+@pytest.mark.pronghorn_only  # uvicorn's multiprocess manager restarts workers on SIGHUP with 1012 too,
+# but its workers cannot share the port 0 the tests bind
+def test_reload_closes_open_websockets_with_1012_and_serves_new_ones(server_factory, ws_log):
+    srv = server_factory(RAW, "--workers", "2", env={"WS_TEST_LOG": str(ws_log)})
+
+    async def main():
+        clients = [await connect(ws_url(srv, "/echo")) for _ in range(4)]
+        for c in clients:
+            await c.send("x")
+            await c.recv()
+        srv.send_signal(signal.SIGHUP)
+        codes = []
+        for c in clients:
+            with pytest.raises(ConnectionClosed) as info:
+                await asyncio.wait_for(c.recv(), 15)
+            codes.append(info.value.rcvd.code if info.value.rcvd else None)
+        async with connect(ws_url(srv, "/echo")) as ws:
+            await ws.send("after reload")
+            assert await ws.recv() == "after reload"
+        return codes
+    assert run(main()) == [1012] * 4

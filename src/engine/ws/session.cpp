@@ -214,7 +214,19 @@ void Session::fail(uint16_t code, const char *reason) {
   if (transport_->output_idle()) close_now(false);
 }
 
+void Session::attach(MessageObserver *observer) {
+  if (state_ == State::Open) {
+    observer_ = observer;
+    return;
+  }
+  observer->on_detach(end_code_, end_reason_);
+}
+
 void Session::detach(uint16_t code, std::string_view reason) {
+  if (end_code_ == close_code::Abnormal && code != close_code::Abnormal) {
+    end_code_ = code;
+    end_reason_.assign(reason);
+  }
   MessageObserver *observer = observer_;
   observer_ = nullptr;
   if (observer != nullptr) observer->on_detach(code, reason);

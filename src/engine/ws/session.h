@@ -64,7 +64,10 @@ class Session final : public pronghorn::Session, private TransportHandler {
   Session(const Session &) = delete;
   Session &operator=(const Session &) = delete;
 
-  void attach(MessageObserver *observer) { observer_ = observer; }
+  // A session that closed before the observer came (the handshake's
+  // leftover bytes were a protocol error, or the peer left) detaches it at
+  // once.
+  void attach(MessageObserver *observer);
   const SocketAddress &peer() const { return transport_->peer(); }
 
   // The oldest queued message, moved into `out`; false when none.
@@ -127,6 +130,8 @@ class Session final : public pronghorn::Session, private TransportHandler {
   uint64_t pong_deadline_ms_ = 0;  // 0: no ping waiting for its pong
   uint64_t close_deadline_ms_ = 0;
   uint32_t ping_counter_ = 0;
+  uint16_t end_code_ = close_code::Abnormal;  // what a late observer is told
+  std::string end_reason_;
   std::string frame_buf_;  // a frame being built (header + compressed payload)
 };
 
