@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test: C++ unit tests (plain and under ASan+UBSan), a short fuzz run
-# of the HTTP/1 parser, and the pytest integration suite against the installed
-# `pronghorn` command (plain, on the other CPython versions the machine has,
-# then with the extension built with ASan+UBSan).
+# Runs every test: C++ unit tests (plain and under ASan+UBSan), short fuzz runs
+# of the HTTP/1 parser and the WebSocket codec, and the pytest integration
+# suite against the installed `pronghorn` command (plain, on the other CPython
+# versions the machine has, then with the extension built with ASan+UBSan).
 # Does all set-up itself (scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +36,22 @@ if [[ $fuzz_status -ne 0 ]]; then
   tail -n 60 build/fuzz/fuzz.log
   exit 1
 fi
+
+# The WebSocket codec: the frame decoder (with and without permessage-deflate)
+# and the inflater with the extension negotiation, each with its own corpus.
+for target in ws_frame ws_inflate; do
+  echo "== libFuzzer: WebSocket $target (${FUZZ_SECONDS_WS:-20} s)"
+  mkdir -p "build/fuzz/corpus-$target"
+  fuzz_status=0
+  "./build/fuzz/fuzz_$target" -max_total_time="${FUZZ_SECONDS_WS:-20}" -print_final_stats=1 \
+    "build/fuzz/corpus-$target" "fuzz/corpus/$target" >"build/fuzz/fuzz-$target.log" 2>&1 || fuzz_status=$?
+  grep -E "stat::number_of_executed_units|Done|ERROR" "build/fuzz/fuzz-$target.log" || true
+  if [[ $fuzz_status -ne 0 ]]; then
+    echo "fuzzer failed (exit $fuzz_status):"
+    tail -n 60 "build/fuzz/fuzz-$target.log"
+    exit 1
+  fi
+done
 
 echo "== integration tests (pytest)"
 .venv/bin/python -m pytest tests/integration -q -p no:cacheprovider
