@@ -141,3 +141,48 @@ def _make_fastapi_app():
 
 
 fastapi_app = _LazyFastAPI()
+
+
+# ---- WebSockets (bench/ws_bench.py) ----
+# /echo: every message back as it came; /broadcast: every message to every open
+# WebSocket on the path; /idle: accept, then wait for the close. Any HTTP
+# request gets "ok" (the harness's readiness probe).
+_ws_peers: set = set()
+
+
+async def ws(scope, receive, send):
+    kind = scope["type"]
+    if kind == "lifespan":
+        await _lifespan(receive, send)
+        return
+    if kind == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+        return
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    path = scope["path"]
+    if path == "/broadcast":
+        _ws_peers.add(send)
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                out = {"type": "websocket.send", "bytes": message.get("bytes"), "text": message.get("text")}
+                for peer in list(_ws_peers):
+                    try:
+                        await peer(out)
+                    except Exception:  # noqa: BLE001 - a peer that left
+                        _ws_peers.discard(peer)
+        finally:
+            _ws_peers.discard(send)
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if path == "/echo":
+            if message.get("text") is not None:
+                await send({"type": "websocket.send", "text": message["text"]})
+            else:
+                await send({"type": "websocket.send", "bytes": message["bytes"]})

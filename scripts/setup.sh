@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 # g++, make, libssl-dev (OpenSSL 3, for TLS) and zlib1g-dev (WebSocket
 # compression) build the extension; openssl
 # makes the tests' certificates and is a TLS test client; libgtest-dev, clang and libclang-rt-14-dev
-# build the C++ tests and the fuzzer; wrk and curl are test clients.
-DEBIAN_PACKAGES=(g++ make libssl-dev zlib1g-dev openssl libgtest-dev clang libclang-rt-14-dev wrk curl python3-venv python3-dev procps strace)
+# build the C++ tests and the fuzzer; wrk and curl are test clients; chromium is the
+# browser of the WebSocket test.
+DEBIAN_PACKAGES=(g++ make libssl-dev zlib1g-dev openssl libgtest-dev clang libclang-rt-14-dev wrk curl python3-venv python3-dev procps strace chromium)
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -418,3 +418,28 @@ def test_reload_closes_open_websockets_with_1012_and_serves_new_ones(server_fact
             assert await ws.recv() == "after reload"
         return codes
     assert run(main()) == [1012] * 4
+
+
+# ---- a real browser ------------------------------------------------------------------------
+
+def test_chromium_exchanges_messages_over_a_websocket(server_factory):
+    """Headless Chromium (which always offers permessage-deflate) loads a page whose script
+    opens a WebSocket, sends text, binary and a 100 kB text, and writes what came back into the
+    page; the test reads the page back with --dump-dom."""
+    import shutil
+    import subprocess
+
+    from conftest import client_env
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed (scripts/setup.sh installs it)")
+    srv = server_factory(FASTAPI)
+    out = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                          "--virtual-time-budget=10000", "--dump-dom", srv.url + "/ws-page"],
+                         capture_output=True, text=True, timeout=60, env=client_env())
+    page = out.stdout
+    start = page.index('<pre id="out">') + len('<pre id="out">')
+    lines = page[start:page.index("</pre>", start)].splitlines()
+    assert lines[0].startswith("open permessage-deflate") or IS_UVICORN, lines
+    assert lines[1:] == ["text echo: hello from the browser", "binary 250,3,2,1", "text of 100000", "closed 1000"]

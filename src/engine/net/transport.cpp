@@ -121,7 +121,7 @@ bool Transport::send(iovec *iov, int count) {
   size_t written = 0;
   bool was_idle = output_idle();
   if (out_.empty() && !send_in_flight_) {
-    if (server_.prefer_send_thread() && stream_->raw_send_fd() >= 0) {
+    if (send_thread_allowed_ && server_.prefer_send_thread() && stream_->raw_send_fd() >= 0) {
       size_t total = total_size(iov, count);
       if (total <= kMaxThreadedSend && send_via_thread(iov, count, total)) return true;
     }

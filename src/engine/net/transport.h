@@ -77,6 +77,10 @@ class Transport final : public IoHandler {
   void trim_input();
   // Whether the session wants to read; write interest follows the queue.
   void set_reading(bool reading);
+  // Small writes may go through the server's SendThread (its cost model
+  // counts HTTP requests); a session whose sends are not requests (WebSocket
+  // messages) writes directly.
+  void set_send_thread_allowed(bool allowed) { send_thread_allowed_ = allowed; }
 
   // ---- writing ----
   // Writes `iov` now as far as the socket takes it and queues the rest (or
@@ -133,6 +137,7 @@ class Transport final : public IoHandler {
   uint64_t last_write_ms_ = 0;
   uint32_t interest_ = 0;
   bool reading_ = true;
+  bool send_thread_allowed_ = true;
   bool registered_ = false;
   bool closed_ = false;
   bool send_in_flight_ = false;

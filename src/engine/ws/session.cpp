@@ -28,6 +28,9 @@ Inflater &shared_inflater() {
 Session::Session(Engine &engine, std::unique_ptr<Transport> transport, const DeflateParams *deflate)
     : engine_(engine), transport_(std::move(transport)), decoder_(engine.config().ws.max_message) {
   transport_->set_handler(this);
+  // The send thread pays off for costly HTTP requests (its cost model counts
+  // requests, which messages are not): a message is sent at once.
+  transport_->set_send_thread_allowed(false);
   if (deflate != nullptr) {
     deflate_ = true;
     deflate_params_ = *deflate;

@@ -215,3 +215,56 @@ async def ws_auth(websocket: WebSocket, token: str = ""):
     await websocket.accept()
     await websocket.send_text("welcome")
     await websocket.close()
+
+
+BROWSER_PAGE = """<!doctype html>
+<html><head><title>ws</title></head><body><pre id="out">pending</pre>
+<script>
+const out = document.getElementById("out");
+const lines = [];
+const ws = new WebSocket(`ws://${location.host}/ws/browser`);
+ws.binaryType = "arraybuffer";
+ws.onopen = () => {
+  lines.push("open " + ws.extensions);
+  ws.send("hello from the browser");
+  ws.send(new Uint8Array([1, 2, 3, 250]).buffer);
+  ws.send("x".repeat(100000));
+};
+ws.onmessage = (event) => {
+  if (typeof event.data === "string") {
+    lines.push(event.data.length > 100 ? "text of " + event.data.length : "text " + event.data);
+  } else {
+    lines.push("binary " + Array.from(new Uint8Array(event.data)).join(","));
+  }
+  if (lines.length === 4) ws.close(1000, "bye");
+};
+ws.onclose = (event) => {
+  lines.push("closed " + event.code);
+  out.textContent = lines.join("\\n");
+};
+</script></body></html>
+"""
+
+
+@app.get("/ws-page")
+async def ws_page():
+    from fastapi.responses import HTMLResponse
+
+    return HTMLResponse(BROWSER_PAGE)
+
+
+@app.websocket("/ws/browser")
+async def ws_browser(websocket: WebSocket):
+    await websocket.accept()
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("text") is not None:
+                text = message["text"]
+                await websocket.send_text(("echo: " + text) if len(text) < 100 else text)
+            else:
+                await websocket.send_bytes(bytes(reversed(message["bytes"])))
+    except WebSocketDisconnect:
+        pass
