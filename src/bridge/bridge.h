@@ -103,6 +103,14 @@ void complete_websocket(PyObject *websocket, PyObject *exc, bool cancelled, PyOb
 Engine &websocket_engine(PyObject *websocket);
 
 // ---- task.cpp ----
+// The RequestTask running now on `loop` (borrowed), or nullptr.
+PyObject *running_request_task(PyObject *loop);
+// Resolves `future` with `value`. When `task` (a RequestTask, or nullptr)
+// waits on exactly this Future and no task runs on its loop, the task's next
+// step runs now, within this call, instead of a pass of the event loop later
+// (what asyncio's done callbacks cost: a WebSocket message's round trip).
+// False when the Future was no longer pending (cancelled).
+bool resolve_and_resume(PyObject *task, PyObject *future, PyObject *value);
 bool init_task_type();
 // True when this Python lets the request task register as asyncio's current task.
 bool request_tasks_available();

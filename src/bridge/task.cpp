@@ -60,6 +60,7 @@ unsigned long long task_counter = 0;
 PyObject *cancelled_error_type = nullptr;      // asyncio.CancelledError
 PyObject *invalid_state_error_type = nullptr;  // asyncio.InvalidStateError
 PyObject *current_tasks = nullptr;             // asyncio.tasks._current_tasks: loop -> running task
+PyObject *str_done = nullptr, *str_set_result = nullptr, *str_remove_done_callback = nullptr;
 PyObject *str_asyncio_future_blocking = nullptr, *str_get_loop = nullptr, *str_add_done_callback = nullptr,
          *str_context = nullptr, *str_call_soon = nullptr, *str_result = nullptr, *str_cancel = nullptr,
          *str_msg = nullptr;
@@ -676,6 +677,49 @@ PyObject *intern(const char *s) {
 
 PyTypeObject RequestTaskType{};
 
+PyObject *running_request_task(PyObject *loop) {
+  if (current_tasks == nullptr) return nullptr;
+  PyObject *task = PyDict_GetItemWithError(current_tasks, loop);  // borrowed
+  if (task == nullptr) {
+    PyErr_Clear();
+    return nullptr;
+  }
+  return Py_TYPE(task) == &RequestTaskType ? task : nullptr;
+}
+
+bool resolve_and_resume(PyObject *task_op, PyObject *future, PyObject *value) {
+  PyObject *done = PyObject_CallMethodNoArgs(future, str_done);
+  bool pending = done == Py_False;
+  Py_XDECREF(done);
+  if (done == nullptr) PyErr_WriteUnraisable(future);
+  if (!pending) return false;
+  auto *task = reinterpret_cast<TaskObject *>(task_op);
+  // The direct way: only for our task, waiting on exactly this Future, with
+  // nothing else running on the loop (a step may not nest in another) and no
+  // cancellation to deliver.
+  bool direct = task != nullptr && Py_TYPE(task_op) == &RequestTaskType && task->state == TaskState::Pending &&
+                task->fut_waiter == future && !task->must_cancel && task->wakeup_cb != nullptr &&
+                current_tasks != nullptr && PyDict_GetItemWithError(current_tasks, task->loop) == nullptr &&
+                !PyErr_Occurred();
+  PyErr_Clear();
+  if (direct) {
+    PyObject *removed = PyObject_CallMethodOneArg(future, str_remove_done_callback, task->wakeup_cb);
+    direct = removed != nullptr && PyLong_Check(removed) && PyLong_AsLong(removed) == 1;
+    if (removed == nullptr) PyErr_WriteUnraisable(future);
+    Py_XDECREF(removed);
+  }
+  PyObject *r = PyObject_CallMethodOneArg(future, str_set_result, value);
+  if (r == nullptr) PyErr_WriteUnraisable(future);
+  Py_XDECREF(r);
+  if (direct) {
+    Py_INCREF(task);
+    task_step(task, nullptr, true);
+    Py_DECREF(task);
+  }
+  return true;
+}
+
+
 bool init_task_type() {
   RequestTaskType.ob_base.ob_base.ob_refcnt = 1;
   RequestTaskType.tp_name = "pronghorn._core.RequestTask";
@@ -711,6 +755,9 @@ bool init_task_type() {
   str_context = intern("context");
   str_call_soon = intern("call_soon");
   str_result = intern("result");
+  str_done = intern("done");
+  str_set_result = intern("set_result");
+  str_remove_done_callback = intern("remove_done_callback");
   str_cancel = intern("cancel");
   str_msg = intern("msg");
   context_kwnames = PyTuple_Pack(1, str_context);

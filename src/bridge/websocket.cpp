@@ -56,6 +56,7 @@ struct WebSocketObject {
   ws::Session *ws;       // the session once accepted, until it lets go of us
   PyObject *waiters;     // list of receive() Futures, oldest first
   PyObject *send_waiter;
+  PyObject *waiting_task;    // the RequestTask of the last receive() that waits (resolve_and_resume)
   PyObject *denial_headers;  // websocket.http.response.start's headers (list), or nullptr
   PyObject *denial_body;     // bytearray of its body so far
   std::string log_target;    // the path and query for the log lines
@@ -128,6 +129,7 @@ PyObject *take_waiter(WebSocketObject *self) {
 void deliver_messages(WebSocketObject *self) {
   while (self->ws != nullptr && self->ws->has_message() && self->waiters != nullptr &&
          PyList_GET_SIZE(self->waiters) > 0) {
+    bool only = PyList_GET_SIZE(self->waiters) == 1;
     PyObject *waiter = take_waiter(self);
     if (waiter == nullptr) return;
     ws::Message message;
@@ -138,13 +140,18 @@ void deliver_messages(WebSocketObject *self) {
       Py_DECREF(waiter);
       return;
     }
-    resolve_future(waiter, names.set_result, dict);
+    // The one waiter is the last receive()'s: its task may run at once.
+    PyObject *task = only ? self->waiting_task : nullptr;
+    self->waiting_task = nullptr;
+    resolve_and_resume(task, waiter, dict);
+    Py_XDECREF(task);
     Py_DECREF(dict);
     Py_DECREF(waiter);
   }
 }
 
 void wake_all_disconnected(WebSocketObject *self) {
+  Py_CLEAR(self->waiting_task);
   while (PyObject *waiter = take_waiter(self)) {
     PyObject *message = disconnect_message(self);
     if (message != nullptr) {
@@ -240,6 +247,7 @@ PyObject *websocket_receive(PyObject *op, PyObject *) {
     Py_DECREF(future);
     return nullptr;
   }
+  Py_XSETREF(self->waiting_task, Py_XNewRef(running_request_task(self->server->loop)));
   return future;
 }
 
@@ -511,6 +519,7 @@ void websocket_dealloc(PyObject *op) {
   auto *self = reinterpret_cast<WebSocketObject *>(op);
   Py_CLEAR(self->waiters);
   Py_CLEAR(self->send_waiter);
+  Py_CLEAR(self->waiting_task);
   Py_CLEAR(self->denial_headers);
   Py_CLEAR(self->denial_body);
   Py_CLEAR(self->disconnect_reason);
@@ -632,6 +641,7 @@ void start_websocket(AppServer &server, http::Exchange &conn, const http::Reques
   self->ws = nullptr;
   self->waiters = nullptr;
   self->send_waiter = nullptr;
+  self->waiting_task = nullptr;
   self->denial_headers = nullptr;
   self->denial_body = nullptr;
   self->denial_status = 0;
@@ -675,6 +685,7 @@ void start_websocket(AppServer &server, http::Exchange &conn, const http::Reques
 void complete_websocket(PyObject *op, PyObject *exc, bool cancelled, PyObject *returned) {
   auto *self = reinterpret_cast<WebSocketObject *>(op);
   AppServer &server = *self->server;
+  Py_CLEAR(self->waiting_task);  // (the task holds us: no cycle may outlive it)
   if (exc != nullptr && exc != Py_None) {
     if (self->disconnected && caused_by_disconnect(exc)) {
       server.log_exception("ASGI application ended by the client's disconnect\n", exc, "debug");
