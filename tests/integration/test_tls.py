@@ -493,3 +493,29 @@ def test_tls_secrets_are_not_in_the_config_repr():
     config = Config(app="x:y", ssl_certfile="c.pem", ssl_keyfile_password="hunter2")
     assert "hunter2" not in repr(config)
     assert repr(config.tls_ticket_secret) not in repr(config)
+
+
+def test_websocket_over_tls(server_factory, certs):
+    """wss: the websocket scope says wss, carries the TLS extension, and messages (compressed
+    too) cross the TLS transport both ways."""
+    import asyncio
+    import json as _json
+
+    from websockets.asyncio.client import connect
+
+    srv = server_factory("apps.ws_app:raw", *_tls_args(certs))
+    host, port = srv.addr
+    ctx = _client_context(certs)
+
+    async def main():
+        async with connect(f"wss://localhost:{port}/scope", ssl=ctx) as ws:
+            scope = _json.loads(await ws.recv())
+        async with connect(f"wss://localhost:{port}/echo", ssl=ctx, compression="deflate") as ws:
+            for message in ["over tls", "z" * 200000, b"\x00" * 70000]:
+                await ws.send(message)
+                assert await ws.recv() == message
+        return scope
+    scope = asyncio.run(asyncio.wait_for(main(), 20))
+    assert scope["scheme"] == "wss"
+    if not IS_UVICORN:
+        assert scope["extensions"]["tls"]["tls_version"] in (0x0303, 0x0304)
