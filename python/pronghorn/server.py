@@ -293,7 +293,9 @@ class Worker:
         if self.control_fd < 0:
             _core.sd_notify("STOPPING=1")
         logger.info("Shutting down")
-        server.begin_shutdown(self.restart)
+        websockets = server.begin_shutdown(self.restart)
+        if websockets:
+            logger.info("Closed %d WebSocket(s) to stop (%d).", websockets, 1012 if self.restart else 1001)
         await self._drain(server)
         server.stop()
         server.close_all()

@@ -806,9 +806,9 @@ PyObject *server_begin_shutdown(PyObject *op, PyObject *args) {
   int restart = 0;
   if (!PyArg_ParseTuple(args, "|p", &restart)) return nullptr;
   s->engine.set_ws_stop_code(restart ? ws::close_code::ServiceRestart : ws::close_code::GoingAway);
-  s->engine.begin_shutdown();
+  size_t websockets = s->engine.begin_shutdown();
   s->engine.run_once(0);
-  Py_RETURN_NONE;
+  return PyLong_FromSize_t(websockets);
 }
 
 PyObject *server_close_all(PyObject *op, PyObject *) {
@@ -882,7 +882,7 @@ PyMethodDef server_methods[] = {
     {"listen_fd", server_listen_fd, METH_O, "Serve an inherited listening socket."},
     {"start", server_start, METH_NOARGS, "Register the engine with the asyncio loop."},
     {"stop", server_stop, METH_NOARGS, "Unregister the engine from the asyncio loop."},
-    {"begin_shutdown", server_begin_shutdown, METH_VARARGS, "Stop accepting; close idle connections."},
+    {"begin_shutdown", server_begin_shutdown, METH_VARARGS, "Stop accepting; close idle connections; returns how many WebSockets it began to close."},
     {"close_all", server_close_all, METH_NOARGS, "Close every connection now."},
     {"notify_ready", server_notify_ready, METH_NOARGS, "Tell the supervisor this worker is serving."},
     {"cut_streams", server_cut_streams, METH_NOARGS,

@@ -301,15 +301,17 @@ void Engine::sample_loop_cost(uint64_t thread_cpu_ns, uint64_t requests, uint64_
   cost_base_ms_ = now_ms;
 }
 
-void Engine::begin_shutdown() {
-  if (shutting_down_) return;
+size_t Engine::begin_shutdown() {
+  if (shutting_down_) return 0;
   shutting_down_ = true;
   for (auto &listener : listeners_) listener->stop();
+  size_t closed = 0;
   for (Session *session = sessions_; session != nullptr;) {
     Session *next = session->next;
-    session->close_when_idle();
+    if (session->close_when_idle()) ++closed;
     session = next;
   }
+  return closed;
 }
 
 size_t Engine::cut_streams() {

@@ -87,7 +87,8 @@ class Engine final {
 
   // Graceful shutdown: stop accepting, close idle connections, close the
   // others once their current response is done.
-  void begin_shutdown();
+  // Returns how many WebSockets it began to close.
+  size_t begin_shutdown();
   // During a graceful stop: closes the connections whose response has
   // started, has no declared length and is still going (event streams and
   // other long-lived responses that would hold the stop), as a disconnect

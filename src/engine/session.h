@@ -17,7 +17,9 @@ class Session {
   // The server's periodic tick: deadlines (keep-alive, header, linger, write stall).
   virtual void on_tick(uint64_t now_ms) = 0;
   // Graceful stop: finish what is in progress, then close; close now if idle.
-  virtual void close_when_idle() = 0;
+  // True when that began the close of a long-lived session (a WebSocket),
+  // which the stop reports.
+  virtual bool close_when_idle() = 0;
   // A response is streaming with no declared length (a graceful stop ends
   // those after a grace period).
   virtual bool streaming() const = 0;

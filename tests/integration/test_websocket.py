@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import time
 
@@ -395,6 +396,30 @@ def test_graceful_stop_closes_open_websockets_with_1001(server_factory, ws_log, 
         assert rc == 0
     entries = wait_log(ws_log, lambda e: e.get("path") == "/echo")
     assert sum(1 for e in entries if e.get("path") == "/echo" and e["disconnect"]["code"] == expected) == 4
+    if not IS_UVICORN:
+        counts = [int(n) for n in re.findall(r"Closed (\d+) WebSocket\(s\) to stop \(1001\)", srv.stderr)]
+        assert sum(counts) == 4, srv.stderr
+
+
+@pytest.mark.pronghorn_only  # uvicorn's --limit-concurrency counts connections and tasks alike: also 503
+def test_limit_concurrency_counts_open_websockets(server_factory):
+    srv = server_factory(RAW, "--limit-concurrency", "2")
+
+    async def main():
+        a = await connect(ws_url(srv, "/echo"))
+        b = await connect(ws_url(srv, "/echo"))
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(ws_url(srv, "/echo")):
+                pass
+        status = info.value.response.status_code
+        await a.close()
+        await asyncio.sleep(0.2)
+        async with connect(ws_url(srv, "/echo")) as c:  # a slot is free again
+            await c.send("ok")
+            assert await c.recv() == "ok"
+        await b.close()
+        return status
+    assert run(main()) == 503
 
 
 @pytest.mark.pronghorn_only  # uvicorn's multiprocess manager restarts workers on SIGHUP with 1012 too,

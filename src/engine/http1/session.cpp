@@ -607,26 +607,26 @@ void Session::send_held_head() {
   send_iov(&iov, 1);
 }
 
-void Session::close_when_idle() {
+bool Session::close_when_idle() {
   stop_after_response_ = true;
-  if (closed_) return;
+  if (closed_) return false;
   if (phase_ == Phase::Head && exchanges_ > 0 && pipeline_paused_) {
     // Pipelined requests were waiting for queued responses to drain: they
     // will not be served now. Close once the queued responses have gone out.
     begin_close(false);
-    return;
+    return false;
   }
-  if (phase_ != Phase::Head || !in_.empty()) return;
+  if (phase_ != Phase::Head || !in_.empty()) return false;
   if (!transport_->output_idle()) {
     // The last response is still going out: close once it has.
     if (exchanges_ > 0) begin_close(false);
-    return;
+    return false;
   }
   if (exchanges_ > 0) {
     // Idle keep-alive connection: close it now (clients retry a request on an
     // idle connection that closed before any response byte).
     close_now(false);
-    return;
+    return false;
   }
   // Accepted but not read yet: its client sent a request, or is about to, and
   // will not retry it. Serve what is already there (with Connection: close);
@@ -634,6 +634,7 @@ void Session::close_when_idle() {
   on_readable();
   if (!closed_ && phase_ == Phase::Head && in_.empty())
     set_deadline(Deadline::KeepAlive, std::min<uint64_t>(1000, server_.config().keep_alive_timeout_ms));
+  return false;
 }
 
 void Session::reject(const ParseError &error) {

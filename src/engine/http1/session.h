@@ -48,7 +48,7 @@ class Session final : public pronghorn::Session, public http::Exchange, private 
   bool start() override;
   void on_tick(uint64_t now_ms) override;
   // Stops after the current response (graceful shutdown); closes now if idle.
-  void close_when_idle() override;
+  bool close_when_idle() override;
   void close_now(bool disconnected) override;
   void cut_for_stop() override;
   // A response has started, has no declared length (chunked or delimited by

@@ -53,6 +53,8 @@ bool Session::start() {
   log(LogLevel::Info, "connection open");
   update_reading();
   if (!transport_->input().empty()) process_input();
+  // Accepted while a graceful stop runs: closed as the others were.
+  if (engine_.shutting_down()) close_when_idle();
   return !transport_->closed();
 }
 
@@ -235,10 +237,11 @@ void Session::detach(uint16_t code, std::string_view reason) {
   if (observer != nullptr) observer->on_detach(code, reason);
 }
 
-void Session::close_when_idle() {
-  if (state_ != State::Open) return;
+bool Session::close_when_idle() {
+  if (state_ != State::Open) return false;
   uint16_t code = engine_.ws_stop_code();
   start_closing(code, "", code, "");
+  return true;
 }
 
 void Session::on_tick(uint64_t now_ms) {

@@ -86,7 +86,7 @@ class Session final : public pronghorn::Session, private TransportHandler {
   void on_tick(uint64_t now_ms) override;
   // Graceful stop: a close frame with the code the engine chose (1001 going
   // away; 1012 service restart on a reload), the application told.
-  void close_when_idle() override;
+  bool close_when_idle() override;
   bool streaming() const override { return false; }
   void close_now(bool disconnected) override;
   void cut_for_stop() override { close_now(true); }
