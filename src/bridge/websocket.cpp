@@ -57,6 +57,7 @@ struct WebSocketObject {
   PyObject *waiters;     // list of receive() Futures, oldest first
   PyObject *send_waiter;
   PyObject *waiting_task;    // the RequestTask of the last receive() that waits (resolve_and_resume)
+  PyObject *unread;          // list of websocket.receive messages left when the session let go, or nullptr
   PyObject *denial_headers;  // websocket.http.response.start's headers (list), or nullptr
   PyObject *denial_body;     // bytearray of its body so far
   std::string log_target;    // the path and query for the log lines
@@ -215,6 +216,21 @@ void SessionObserver::on_writable() {
 
 void SessionObserver::on_detach(uint16_t code, std::string_view reason) {
   WebSocketObject *self = owner_;
+  // Messages that came before the peer's close are the app's (RFC 6455
+  // §7.1.2: a clean close means they were received): waiting receive()s get
+  // them, the rest stay for the next receive()s, then the disconnect.
+  deliver_messages(self);
+  ws::Message message;
+  while (self->ws->take_message(message)) {
+    PyObject *dict = message_object(message);
+    if (dict == nullptr || (self->unread == nullptr && (self->unread = PyList_New(0)) == nullptr) ||
+        PyList_Append(self->unread, dict) < 0) {
+      Py_XDECREF(dict);
+      PyErr_WriteUnraisable(reinterpret_cast<PyObject *>(self));
+      break;
+    }
+    Py_DECREF(dict);
+  }
   self->ws = nullptr;
   set_disconnected(self, code, reason);
   wake_all_disconnected(self);
@@ -238,6 +254,14 @@ PyObject *websocket_receive(PyObject *op, PyObject *) {
   if (!others_waiting && self->ws != nullptr) {
     ws::Message message;
     if (self->ws->take_message(message)) return ready(message_object(message));
+  }
+  if (!others_waiting && self->unread != nullptr && PyList_GET_SIZE(self->unread) > 0) {
+    PyObject *message = Py_NewRef(PyList_GET_ITEM(self->unread, 0));
+    if (PyList_SetSlice(self->unread, 0, 1, nullptr) < 0) {
+      Py_DECREF(message);
+      return nullptr;
+    }
+    return ready(message);
   }
   if (self->disconnected && !others_waiting) return ready(disconnect_message(self));
   if (self->waiters == nullptr && (self->waiters = PyList_New(0)) == nullptr) return nullptr;
@@ -520,6 +544,7 @@ void websocket_dealloc(PyObject *op) {
   Py_CLEAR(self->waiters);
   Py_CLEAR(self->send_waiter);
   Py_CLEAR(self->waiting_task);
+  Py_CLEAR(self->unread);
   Py_CLEAR(self->denial_headers);
   Py_CLEAR(self->denial_body);
   Py_CLEAR(self->disconnect_reason);
@@ -642,6 +667,7 @@ void start_websocket(AppServer &server, http::Exchange &conn, const http::Reques
   self->waiters = nullptr;
   self->send_waiter = nullptr;
   self->waiting_task = nullptr;
+  self->unread = nullptr;
   self->denial_headers = nullptr;
   self->denial_body = nullptr;
   self->denial_status = 0;

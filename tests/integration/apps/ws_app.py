@@ -19,6 +19,7 @@ Raw app (``apps.ws_app:raw``), by path:
   /flood?n=N&size=S     accept, send N binary messages of S bytes, then close 1000
   /misuse               accept, then send websocket.accept again (RuntimeError)
   /count                accept; counts messages until disconnect, sends nothing; logs the count
+  /count-slow?sleep=S   as /count, with asyncio.sleep(S) after each message (the app is not waiting in receive())
 
 FastAPI app (``apps.ws_app:app``): /ws/echo (text), /ws/json, /ws/broadcast (every message to every
 client on the endpoint), /ws/auth?token=T (WebSocketException 1008 unless token == "secret"), and GET /.
@@ -160,6 +161,17 @@ async def raw(scope, receive, send):
                 _record({"path": path, "count": count, "disconnect": message})
                 return
             count += 1
+    elif path == "/count-slow":
+        # as /count, but the app awaits something else between receives (a pass of the loop)
+        await send({"type": "websocket.accept"})
+        count = 0
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                _record({"path": path, "count": count, "disconnect": message})
+                return
+            count += 1
+            await asyncio.sleep(float(query.get("sleep", "0")))
     else:
         await send({"type": "websocket.close", "code": 1000})
 
