@@ -80,10 +80,9 @@ PyObject *disconnect_message(WebSocketObject *self) {
 }
 
 PyObject *message_object(ws::Message &message) {
-  PyObject *data = message.text ? PyUnicode_DecodeUTF8(message.data.data(),
-                                                        static_cast<Py_ssize_t>(message.data.size()), "strict")
-                                : PyBytes_FromStringAndSize(message.data.data(),
-                                                            static_cast<Py_ssize_t>(message.data.size()));
+  PyObject *data =
+      message.text ? PyUnicode_DecodeUTF8(message.data.data(), static_cast<Py_ssize_t>(message.data.size()), "strict")
+                   : PyBytes_FromStringAndSize(message.data.data(), static_cast<Py_ssize_t>(message.data.size()));
   if (data == nullptr) return nullptr;
   PyObject *dict = PyDict_New();
   if (dict == nullptr || PyDict_SetItem(dict, names.type, ws_names.receive) < 0 ||
@@ -370,8 +369,7 @@ void log_handshake(WebSocketObject *self, const SocketAddress &peer, const char 
   if (peer.is_unix || peer.host.empty())
     log(LogLevel::Info, "unix socket - \"WebSocket %s\" %s", self->log_target.c_str(), outcome);
   else
-    log(LogLevel::Info, "%s:%d - \"WebSocket %s\" %s", peer.host.c_str(), peer.port, self->log_target.c_str(),
-        outcome);
+    log(LogLevel::Info, "%s:%d - \"WebSocket %s\" %s", peer.host.c_str(), peer.port, self->log_target.c_str(), outcome);
 }
 
 PyObject *send_denial_start(WebSocketObject *self, PyObject *message) {
@@ -509,7 +507,8 @@ PyObject *websocket_send(PyObject *op, PyObject *message) {
     if (bytes != nullptr && bytes != Py_None) {
       Py_buffer view;
       if (PyObject_GetBuffer(bytes, &view, PyBUF_SIMPLE) < 0) return nullptr;
-      http::WriteStatus status = self->ws->send(false, static_cast<const char *>(view.buf), static_cast<size_t>(view.len));
+      http::WriteStatus status =
+          self->ws->send(false, static_cast<const char *>(view.buf), static_cast<size_t>(view.len));
       PyBuffer_Release(&view);
       return finish_send(self, status);
     }
@@ -637,8 +636,7 @@ bool init_websocket_type() {
   ws_names.scheme_ws = intern("ws");
   ws_names.scheme_wss = intern("wss");
   ws_names.http_response = intern("websocket.http.response");
-  if (ws_names.websocket == nullptr || ws_names.connect == nullptr || ws_names.http_response == nullptr)
-    return false;
+  if (ws_names.websocket == nullptr || ws_names.connect == nullptr || ws_names.http_response == nullptr) return false;
   ws_names.connect_message = Py_BuildValue("{sO}", "type", ws_names.connect);
   return ws_names.connect_message != nullptr;
 }

@@ -23,9 +23,12 @@ class MemoryStream final : public ByteStream {
  public:
   // ---- the peer's side ----
   void peer_send(std::string_view bytes) { inbound_.append(bytes); }
-  void peer_close() { peer_closed_ = true; }       // end of stream after what is queued
-  void peer_reset() { reset_ = true; }             // reads and writes fail with ECONNRESET
-  std::string &written() { return written_; }      // what the server wrote, for the peer to take
+  void peer_close() { peer_closed_ = true; }  // end of stream after what is queued
+  void peer_reset() { reset_ = true; }        // reads and writes fail with ECONNRESET
+  std::string &written() { return *sink_; }   // what the server wrote, for the peer to take
+  // Where written bytes go instead (they outlive the stream: a transport
+  // frees its stream when the connection closes).
+  void set_sink(std::string *sink) { sink_ = sink; }
   bool write_shut() const { return write_shut_; }  // the server half-closed
   // How many more bytes the "socket" takes before writes would block.
   void set_write_capacity(size_t bytes) { capacity_ = bytes; }
@@ -46,7 +49,7 @@ class MemoryStream final : public ByteStream {
     size_t total = 0;
     for (int i = 0; i < count && capacity_ > 0; ++i) {
       size_t n = std::min(iov[i].iov_len, capacity_);
-      written_.append(static_cast<const char *>(iov[i].iov_base), n);
+      sink_->append(static_cast<const char *>(iov[i].iov_base), n);
       capacity_ -= n;
       total += n;
     }
@@ -60,7 +63,7 @@ class MemoryStream final : public ByteStream {
     std::string chunk(n, '\0');
     ssize_t got = ::pread(file_fd, chunk.data(), n, *offset);
     if (got < 0) return kFailed;
-    written_.append(chunk.data(), static_cast<size_t>(got));
+    sink_->append(chunk.data(), static_cast<size_t>(got));
     capacity_ -= static_cast<size_t>(got);
     *offset += got;
     return got;
@@ -76,6 +79,7 @@ class MemoryStream final : public ByteStream {
   std::string inbound_;
   size_t inbound_off_ = 0;
   std::string written_;
+  std::string *sink_ = &written_;
   size_t capacity_ = std::numeric_limits<size_t>::max();
   bool peer_closed_ = false;
   bool reset_ = false;
