@@ -97,8 +97,7 @@ bool init_websocket_type();
 // Serves a WebSocket handshake (head.websocket) with the app: builds the
 // websocket scope from `http_scope` and starts the app. Errors are handled
 // inside (500).
-void start_websocket(AppServer &server, http::Exchange &exchange, const http::RequestHead &head,
-                     PyObject *http_scope);
+void start_websocket(AppServer &server, http::Exchange &exchange, const http::RequestHead &head, PyObject *http_scope);
 void complete_websocket(PyObject *websocket, PyObject *exc, bool cancelled, PyObject *returned);
 Engine &websocket_engine(PyObject *websocket);
 

@@ -556,8 +556,8 @@ bool parse_ws_settings(PyObject *ws, ws::Settings &out) {
   double ping_interval = 0, ping_timeout = 0;
   PyObject *interval = PyDict_GetItemString(ws, "ping_interval");
   PyObject *timeout = PyDict_GetItemString(ws, "ping_timeout");
-  if (!number("max_size", max_size) || !number("max_queue", max_queue) ||
-      !number("ping_interval", ping_interval) || !number("ping_timeout", ping_timeout))
+  if (!number("max_size", max_size) || !number("max_queue", max_queue) || !number("ping_interval", ping_interval) ||
+      !number("ping_timeout", ping_timeout))
     return false;
   if (max_size < 1 || max_queue < 1 || ping_interval < 0 || ping_timeout < 0) {
     PyErr_SetString(PyExc_ValueError, "invalid WebSocket limits");
@@ -882,7 +882,8 @@ PyMethodDef server_methods[] = {
     {"listen_fd", server_listen_fd, METH_O, "Serve an inherited listening socket."},
     {"start", server_start, METH_NOARGS, "Register the engine with the asyncio loop."},
     {"stop", server_stop, METH_NOARGS, "Unregister the engine from the asyncio loop."},
-    {"begin_shutdown", server_begin_shutdown, METH_VARARGS, "Stop accepting; close idle connections; returns how many WebSockets it began to close."},
+    {"begin_shutdown", server_begin_shutdown, METH_VARARGS,
+     "Stop accepting; close idle connections; returns how many WebSockets it began to close."},
     {"close_all", server_close_all, METH_NOARGS, "Close every connection now."},
     {"notify_ready", server_notify_ready, METH_NOARGS, "Tell the supervisor this worker is serving."},
     {"cut_streams", server_cut_streams, METH_NOARGS,
@@ -1024,7 +1025,8 @@ PyMODINIT_FUNC PyInit__core() {
   if (!init_names() || !install_python_reason_phrases()) return nullptr;
   fill_ready_type();
   fill_server_type();
-  if (PyType_Ready(&ReadyType) < 0 || !init_request_type() || !init_websocket_type() || !init_task_type() || PyType_Ready(&ServerType) < 0)
+  if (PyType_Ready(&ReadyType) < 0 || !init_request_type() || !init_websocket_type() || !init_task_type() ||
+      PyType_Ready(&ServerType) < 0)
     return nullptr;
   PyObject *m = PyModule_Create(&module_def);
   if (m == nullptr) return nullptr;

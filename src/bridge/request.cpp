@@ -534,8 +534,8 @@ PyMethodDef send_def = {"send", request_send, METH_O, "ASGI send(message)"};
 struct RunnerObject {
   PyObject_HEAD PyObject *request;  // the Request or WebSocket object, strong
   AppServer *server;
-  PyObject *coro;                        // the app's coroutine, strong
-  PyObject *task;                        // borrowed: the task owns this runner
+  PyObject *coro;  // the app's coroutine, strong
+  PyObject *task;  // borrowed: the task owns this runner
   bool finished;
 };
 
@@ -544,8 +544,7 @@ PyObject *cancelled_error = nullptr;  // asyncio.CancelledError
 void runner_finish(RunnerObject *self, PyObject *exc, bool was_cancelled, PyObject *returned = nullptr) {
   if (self->finished) return;
   self->finished = true;
-  if (self->task != nullptr && PySet_Discard(self->server->tasks, self->task) < 0)
-    PyErr_WriteUnraisable(self->task);
+  if (self->task != nullptr && PySet_Discard(self->server->tasks, self->task) < 0) PyErr_WriteUnraisable(self->task);
   self->task = nullptr;
   complete_request(self->request, exc, was_cancelled, returned);
 }

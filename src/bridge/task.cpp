@@ -719,7 +719,6 @@ bool resolve_and_resume(PyObject *task_op, PyObject *future, PyObject *value) {
   return true;
 }
 
-
 bool init_task_type() {
   RequestTaskType.ob_base.ob_base.ob_refcnt = 1;
   RequestTaskType.tp_name = "pronghorn._core.RequestTask";

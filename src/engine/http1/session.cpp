@@ -285,8 +285,7 @@ bool Session::begin_upgrade() {
   }
   ws_check_ = ws::check_handshake(head_);
   if (ws_check_.status != 0) {
-    log(LogLevel::Debug, "%s:%d - WebSocket handshake refused: %s", peer().host.c_str(), peer().port,
-        ws_check_.reason);
+    log(LogLevel::Debug, "%s:%d - WebSocket handshake refused: %s", peer().host.c_str(), peer().port, ws_check_.reason);
     std::string body = "Failed to open a WebSocket connection: ";
     body.append(ws_check_.reason);
     body.append(".\n");

@@ -93,8 +93,7 @@ class Session final : public pronghorn::Session, public http::Exchange, private 
   void fail() override;
   // The application ended without finishing: the connection closes now.
   void abort() override { close_now(false); }
-  ws::Session *accept_websocket(std::string_view subprotocol, const HeaderList &headers,
-                                const char **error) override;
+  ws::Session *accept_websocket(std::string_view subprotocol, const HeaderList &headers, const char **error) override;
 
  private:
   // ---- TransportHandler ----

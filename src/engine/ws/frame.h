@@ -95,7 +95,7 @@ class MessageDecoder {
   uint8_t header_len_ = 0;
   uint8_t mask_[4] = {};
   uint8_t mask_pos_ = 0;
-  Opcode opcode_ = Opcode::Continuation;      // of the frame being read
+  Opcode opcode_ = Opcode::Continuation;          // of the frame being read
   Opcode message_opcode_ = Opcode::Continuation;  // Text/Binary while a fragmented message is open
   bool fin_ = false;
   bool in_payload_ = false;

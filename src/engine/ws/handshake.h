@@ -17,9 +17,9 @@ namespace pronghorn::ws {
 bool is_upgrade_request(const http::RequestHead &head);
 
 struct HandshakeCheck {
-  int status = 0;              // 0: acceptable; else the status to answer (400, 426)
-  const char *reason = "";     // for the log and the response body
-  std::string_view key;        // Sec-WebSocket-Key (valid while the head is)
+  int status = 0;                              // 0: acceptable; else the status to answer (400, 426)
+  const char *reason = "";                     // for the log and the response body
+  std::string_view key;                        // Sec-WebSocket-Key (valid while the head is)
   std::vector<std::string_view> subprotocols;  // Sec-WebSocket-Protocol tokens, in order
   std::vector<std::string_view> extensions;    // every Sec-WebSocket-Extensions value, in order
 };
