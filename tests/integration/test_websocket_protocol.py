@@ -1574,10 +1574,10 @@ def fd_count(pid: int) -> int:
 
 @pytest.mark.slow
 def test_many_idle_connections(server_factory):
-    n = 2000
+    n = 5000  # the figure
     # The server inherits the limit (the raised soft limit stays for this test process: harmless).
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = 8192
+    want = 16384
     if soft < want:
         if hard != resource.RLIM_INFINITY and hard < want:
             pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {want}")
