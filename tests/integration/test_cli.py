@@ -59,8 +59,8 @@ def _non_default_argv(option) -> list[str]:
 
 def test_some_options_are_refused():
     # The parametrized test below must not silently become empty.
-    assert {o.flag for o in REFUSED} >= {"--http2", "--ws-max-size"}
-    assert not any(o.flag.startswith("--ssl-") for o in REFUSED)  # TLS is built
+    assert {o.flag for o in REFUSED} >= {"--http2"}
+    assert not any(o.flag.startswith(("--ssl-", "--ws")) for o in REFUSED)  # TLS and WebSockets are built
 
 
 @pytest.mark.parametrize("option", REFUSED, ids=[o.flag for o in REFUSED])
@@ -87,9 +87,11 @@ def test_refused_option_given_its_default_value_exits_2(option):
     assert_usage_error(r, option.flag)
 
 
-@pytest.mark.parametrize("value", ["websockets", "websockets-sansio", "wsproto"])
-def test_ws_implementations_refused(value):
-    assert_usage_error(run_cli([APP, "--ws", value]), "--ws")
+@pytest.mark.parametrize("option,value", [("--ws-max-size", "0"), ("--ws-max-queue", "0"),
+                                          ("--ws-ping-interval", "-1"), ("--ws-per-message-deflate", "maybe")])
+def test_bad_websocket_option_values_exit_2(option, value):
+    # (Every --ws implementation name is served: test_websocket.py.)
+    assert_usage_error(run_cli([APP, option, value]), option)
 
 
 def test_interface_wsgi_refused():
