@@ -502,3 +502,61 @@ def test_chromium_exchanges_messages_over_a_websocket(server_factory):
     lines = text.splitlines()
     assert lines[0].startswith("open permessage-deflate") or IS_UVICORN, lines
     assert lines[1:] == ["text echo: hello from the browser", "binary 250,3,2,1", "text of 100000", "closed 1000"]
+
+
+# ---- lifecycle limits ----------------------------------------------------------------------
+
+@pytest.mark.pronghorn_only  # uvicorn's single process has no request-limit recycling of its own
+def test_limit_max_requests_counts_websockets_and_recycles_with_1012(server_factory):
+    srv = server_factory(RAW, "--workers", "1", "--limit-max-requests", "3")
+
+    async def main():
+        clients = [await connect(ws_url(srv, "/echo")) for _ in range(3)]
+        codes = []
+        for c in clients:
+            with pytest.raises(ConnectionClosed) as info:
+                await asyncio.wait_for(c.recv(), 15)
+            codes.append(info.value.rcvd.code if info.value.rcvd else None)
+        async with connect(ws_url(srv, "/echo")) as ws:  # the replacement serves
+            await ws.send("new worker")
+            assert await ws.recv() == "new worker"
+        return codes
+    assert run(main()) == [1012] * 3
+    srv.wait_for_log(r"Stopping worker \[\d+\] \(")
+
+
+def test_stop_is_bounded_when_a_client_never_answers_the_close(server_factory):
+    """A client that never reads (so never answers the close frame) cannot hold the stop past
+    --timeout-graceful-shutdown."""
+    import socket as _socket
+
+    srv = server_factory(RAW, "--timeout-graceful-shutdown", "2", "--ws-ping-interval", "0")
+    host, port = srv.addr
+    sock = _socket.create_connection((host, port), timeout=5)
+    sock.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    assert sock.recv(4096).startswith(b"HTTP/1.1 101")
+    try:
+        started = time.monotonic()
+        srv.send_signal(signal.SIGTERM)
+        rc = srv.wait_exit(10)
+        elapsed = time.monotonic() - started
+    finally:
+        sock.close()
+    assert elapsed < 5, elapsed
+    if not IS_UVICORN:
+        assert rc == 0
+
+
+def test_websocket_options_from_the_environment(server_factory):
+    srv = server_factory(RAW, env={"PRONGHORN_WS_MAX_SIZE": "100", "UVICORN_WS_MAX_SIZE": "100"})
+
+    async def main():
+        async with connect(ws_url(srv, "/echo"), compression=None) as ws:
+            await ws.send("a" * 100)
+            assert await ws.recv() == "a" * 100
+            await ws.send("a" * 101)
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.recv()
+            return info.value.rcvd.code
+    assert run(main()) == 1009
