@@ -214,9 +214,12 @@ class Config:
 
     @property
     def supervised(self) -> bool:
-        """A parent process is needed for several workers, reload, or recycling."""
+        """A parent process is needed for several workers, reload, or recycling; and as PID 1
+        (a container's init): the supervisor reaps orphaned processes the app leaves behind,
+        which a lone worker would leave as zombies."""
         return (
-            (self.workers or 1) > 1
+            os.getpid() == 1
+            or (self.workers or 1) > 1
             or self.reload
             or bool(self.limit_max_requests)
             or bool(self.limit_worker_memory)
