@@ -113,6 +113,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("worker_lifetime", "--worker-lifetime", "float", None, "Recycle a worker after this many seconds."),
     Option("reuse_port", "--reuse-port", "flag", False, "Give each worker its own SO_REUSEPORT socket."),
     Option("pid_file", "--pid-file", "str", None, "Write the server's PID to this file.", metavar="PATH"),
+    Option("pre_start", "--pre-start", "list", None,
+           "Shell command run by the supervisor before any worker starts, and again before the workers "
+           "of a SIGHUP reload (repeatable, in order; a failure stops the start, or keeps the old workers).",
+           metavar="COMMAND"),
     Option("send_thread", "--send-thread", "bool", None,
            "Always/never send small responses from a second thread per worker, off the event loop "
            "[default: with fewer workers than CPUs, while requests cost the loop 50 us or more].", negatable=True),
@@ -198,6 +202,7 @@ class Config:
     worker_lifetime: float | None = None
     reuse_port: bool = False
     pid_file: str | None = None
+    pre_start: list[str] | None = None
     send_thread: bool | None = None
     asyncio_tasks: bool = False
     asgi_spec_version: str = "2.3"
@@ -219,6 +224,7 @@ class Config:
         which a lone worker would leave as zombies."""
         return (
             os.getpid() == 1
+            or bool(self.pre_start)
             or (self.workers or 1) > 1
             or self.reload
             or bool(self.limit_max_requests)

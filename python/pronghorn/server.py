@@ -477,7 +477,6 @@ def run(config: Config) -> int:
         message = _bind(config, logger)
     except OSError:
         return EXIT_IMPORT_ERROR
-    logger.info(message)
     app = load_app(config, logger) if config.preload else None
     graceful = config.timeout_graceful_shutdown
     reload_dirs = [os.path.abspath(d) for d in (config.reload_dirs or [os.getcwd()])]
@@ -503,6 +502,8 @@ def run(config: Config) -> int:
         limit_worker_memory=config.limit_worker_memory or 0,
         worker_lifetime=config.worker_lifetime or 0.0,
         pid_file=config.pid_file or "",
+        pre_start=list(config.pre_start or ()),
+        ready_message=message,  # logged by the supervisor, after the pre-start steps
     )
     if isinstance(result, int):
         if config.uds and os.path.exists(config.uds):

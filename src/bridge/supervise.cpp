@@ -57,29 +57,32 @@ PyObject *py_supervise(PyObject *, PyObject *args, PyObject *kwargs) {
                                  "port",
                                  "backlog",
                                  "listen_fd",
+                                 "pre_start",
+                                 "ready_message",
                                  nullptr};
   supervisor::Options options;
   unsigned long long max_requests = 0, jitter = 0, memory = 0;
   const char *pid_file = "";
   int reload = 0, reuse_port = 0;
-  const char *host = "";
-  PyObject *dirs = nullptr, *includes = nullptr, *excludes = nullptr;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i|$ddKKKdspOOOdpsiii", const_cast<char **>(kwlist), &options.workers,
+  const char *host = "", *ready_message = "";
+  PyObject *dirs = nullptr, *includes = nullptr, *excludes = nullptr, *pre_start = nullptr;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i|$ddKKKdspOOOdpsiiiOs", const_cast<char **>(kwlist), &options.workers,
                                    &options.healthcheck_timeout_s, &options.graceful_timeout_s, &max_requests, &jitter,
                                    &memory, &options.worker_lifetime_s, &pid_file, &reload, &dirs, &includes, &excludes,
                                    &options.reload_delay_s, &reuse_port, &host, &options.port, &options.backlog,
-                                   &options.first_listen_fd))
+                                   &options.first_listen_fd, &pre_start, &ready_message))
     return nullptr;
   options.reuse_port = reuse_port;
   options.host = host;
   options.reload = reload;
   if (!string_list(dirs, options.reload_dirs) || !string_list(includes, options.reload_includes) ||
-      !string_list(excludes, options.reload_excludes))
+      !string_list(excludes, options.reload_excludes) || !string_list(pre_start, options.pre_start))
     return nullptr;
   options.max_requests = max_requests;
   options.max_requests_jitter = jitter;
   options.max_memory_mib = memory;
   options.pid_file = pid_file;
+  options.ready_message = ready_message;
   supervisor::ForkHooks hooks{before_fork, after_fork_parent, after_fork_child};
   supervisor::Outcome outcome = supervisor::supervise(options, hooks);
   if (outcome.role == supervisor::Role::Parent) return PyLong_FromLong(outcome.exit_code);

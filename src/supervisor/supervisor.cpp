@@ -129,6 +129,17 @@ class Supervisor {
   void on_inotify();
   bool watched_file(const char *name) const;
   bool start_reload(const char *why);
+  // --pre-start steps: run_pre_start_now() runs them all before the first
+  // workers (blocking; false: one failed, logged); for a reload they run one
+  // after the other from the event loop (pre_start_next(), the step's exit
+  // seen by reap()), and the reload starts when the last has succeeded.
+  bool run_pre_start_now();
+  pid_t start_step(size_t index);
+  // True when `pid` was the running step (handled: the next one, the reload, or the failure).
+  bool on_step_exit(pid_t pid, int status);
+  pid_t step_pid_ = 0;
+  size_t step_index_ = 0;
+  std::string step_reason_;  // the reload waiting for the steps
   // --reuse-port sockets.
   int slot_for(pid_t replaces);
   void close_unused_slots();
@@ -486,6 +497,9 @@ void Supervisor::recycle(Worker &w, const char *reason) {
 }
 
 void Supervisor::stop_all(const char *why) {
+  // A pre-start step of a reload that will not happen now.
+  if (step_pid_ > 0 && kill(step_pid_, SIGTERM) < 0 && errno != ESRCH)
+    log_errno(LogLevel::Error, errno, "kill(%d, SIGTERM) failed", step_pid_);
   if (!stopping_) {
     stopping_ = true;
     reload_queue_.clear();
@@ -530,7 +544,12 @@ void Supervisor::reap() {
       if (pid < 0 && errno != ECHILD) log_errno(LogLevel::Error, errno, "waitpid failed");
       return;
     }
+    if (on_step_exit(pid, status)) {
+      if (in_child_) return;
+      continue;
+    }
     Worker *w = find(pid);
+    // Not a worker: an orphan reparented to us (as PID 1), now reaped.
     if (w == nullptr) continue;
     Worker gone = *w;
     if (gone.fd >= 0) {
@@ -686,6 +705,22 @@ void Supervisor::on_signal() {
         break;
       case SIGHUP:
         if (stopping_) break;
+        if (!opt_.pre_start.empty()) {
+          if (step_pid_ != 0) {
+            log(LogLevel::Info, "SIGHUP: the pre-start steps are already running");
+            break;
+          }
+          log(LogLevel::Info, "SIGHUP: running the pre-start steps, then replacing the workers");
+          step_reason_ = "SIGHUP";
+          step_index_ = 0;
+          step_pid_ = start_step(0);
+          if (in_child_) return;
+          if (step_pid_ < 0) {
+            step_pid_ = 0;
+            log(LogLevel::Error, "Pre-start failed; the current workers keep serving");
+          }
+          break;
+        }
         log(LogLevel::Info, "SIGHUP: replacing the workers one at a time");
         if (start_reload("SIGHUP")) return;
         break;
@@ -818,8 +853,79 @@ void Supervisor::on_tick() {
   }
 }
 
+pid_t Supervisor::start_step(size_t index) {
+  const std::string &command = opt_.pre_start[index];
+  log(LogLevel::Info, "Running pre-start step %zu: %s", index + 1, command.c_str());
+  if (hooks_.before != nullptr) hooks_.before();
+  pid_t pid = fork();
+  if (pid == 0) {
+    // The step gets the signal mask and dispositions of a normal command
+    // (Ctrl+C reaches it), none of our fds but stdin/stdout/stderr.
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    signal(SIGPIPE, SIG_DFL);
+    execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char *>(nullptr));
+    _exit(127);
+  }
+  if (hooks_.after_in_parent != nullptr) hooks_.after_in_parent();
+  if (pid < 0) log_errno(LogLevel::Error, errno, "fork for pre-start step %zu failed", index + 1);
+  return pid;
+}
+
+// The step's outcome for the log: "exit status N" or "signal N".
+static std::string step_outcome(int status) {
+  if (WIFEXITED(status)) return "exit status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return "signal " + std::to_string(WTERMSIG(status));
+  return "status " + std::to_string(status);
+}
+
+bool Supervisor::run_pre_start_now() {
+  for (size_t i = 0; i < opt_.pre_start.size(); ++i) {
+    pid_t pid = start_step(i);
+    if (pid < 0) return false;
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0) {
+      if (errno != EINTR) {
+        log_errno(LogLevel::Error, errno, "waitpid for pre-start step %zu failed", i + 1);
+        return false;
+      }
+    }
+    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+      log(LogLevel::Error, "Pre-start step %zu (%s) failed with %s; not starting", i + 1, opt_.pre_start[i].c_str(),
+          step_outcome(status).c_str());
+      return false;
+    }
+  }
+  return true;
+}
+
+bool Supervisor::on_step_exit(pid_t pid, int status) {
+  if (step_pid_ == 0 || pid != step_pid_) return false;
+  step_pid_ = 0;
+  if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+    log(LogLevel::Error, "Pre-start step %zu (%s) failed with %s; the current workers keep serving", step_index_ + 1,
+        opt_.pre_start[step_index_].c_str(), step_outcome(status).c_str());
+    return true;
+  }
+  if (stopping_) return true;
+  if (++step_index_ < opt_.pre_start.size()) {
+    step_pid_ = start_step(step_index_);
+    if (step_pid_ < 0) {
+      step_pid_ = 0;
+      log(LogLevel::Error, "Pre-start failed; the current workers keep serving");
+    }
+    return true;
+  }
+  log(LogLevel::Info, "%s: replacing the workers one at a time", step_reason_.c_str());
+  start_reload(step_reason_.c_str());
+  return true;
+}
+
 Outcome Supervisor::run() {
   if (!setup()) return {Role::Parent, 1, -1, 0};
+  if (!opt_.pre_start.empty() && !run_pre_start_now()) return {Role::Parent, 1, -1, 0};
+  if (!opt_.ready_message.empty()) log(LogLevel::Info, "%s", opt_.ready_message.c_str());
   target_ = opt_.workers < 1 ? 1 : opt_.workers;
   if (opt_.reuse_port) {
     slot_fds_.push_back(opt_.first_listen_fd);

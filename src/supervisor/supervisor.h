@@ -48,6 +48,12 @@ struct Options {
   int port = 0;
   int backlog = 2048;
   int first_listen_fd = -1;
+  // --pre-start: shell commands run in order before the first workers start
+  // (a failure stops the server, exit code 1, before any worker) and again
+  // before the workers a SIGHUP brings (a failure keeps the old ones).
+  std::vector<std::string> pre_start;
+  // Logged once the pre-start steps have succeeded ("Pronghorn running on ...").
+  std::string ready_message;
 };
 
 // Called around fork(): the bridge passes CPython's PyOS_*Fork functions.
