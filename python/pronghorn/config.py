@@ -65,6 +65,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_config", "--log-config", "str", None, "Logging configuration file (.ini, .json, .yaml).", metavar="PATH"),
     Option("log_level", "--log-level", "choice", "info", "Log level.", choices=LOG_LEVELS),
     Option("access_log", "--access-log", "bool", True, "Enable/disable the access log.", negatable=True),
+    Option("access_log_format", "--access-log-format", "str", None,
+           "Access log line format with gunicorn's fields (h r s B D {header}i {header}o ..., written as in "
+           "gunicorn), or 'json' for one JSON object per line. [default: uvicorn's line]", metavar="FORMAT"),
     Option("use_colors", "--use-colors", "bool", None, "Enable/disable colourised logging.", negatable=True),
     Option("proxy_headers", "--proxy-headers", "bool", True,
            "Enable/disable X-Forwarded-Proto and X-Forwarded-For from trusted peers.", negatable=True),
@@ -168,6 +171,7 @@ class Config:
     log_config: Any = None
     log_level: str | int = "info"
     access_log: bool = True
+    access_log_format: str | None = None
     use_colors: bool | None = None
     proxy_headers: bool = True
     server_header: bool = True
@@ -261,6 +265,13 @@ class Config:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
+        if self.access_log_format:
+            from pronghorn import _core
+
+            try:
+                _core.check_access_log_format(self.access_log_format)
+            except ValueError as exc:
+                raise ConfigError(f"--access-log-format: {exc}") from None
         if _truth(self.ws_per_message_deflate) is None:
             raise ConfigError(f"--ws-per-message-deflate: {self.ws_per_message_deflate!r} is not a boolean")
         if self.interface == "wsgi":

@@ -265,6 +265,7 @@ class Worker:
             pathsend=config.asgi_pathsend,
             tls=tls,
             ws=ws_spec(config),
+            access_log_format=config.access_log_format,
         )
         self.server = server
         try:

@@ -510,6 +510,16 @@ void schedule_flush(void *ctx) {
 
 // Access records through the user's `pronghorn.access` logger, with uvicorn's
 // message and arguments so that formatters written for uvicorn work.
+// --access-log-format with a logging configuration: the rendered line is the
+// record's message.
+void access_line_hook(void *ctx, std::string_view line) {
+  auto *s = static_cast<AppServer *>(ctx);
+  PyObject *r =
+      PyObject_CallMethod(s->access_logger, "info", "ss#", "%s", line.data(), static_cast<Py_ssize_t>(line.size()));
+  if (r == nullptr) PyErr_WriteUnraisable(s->access_logger);
+  Py_XDECREF(r);
+}
+
 void access_hook(void *ctx, const SocketAddress &peer, std::string_view method, std::string_view target,
                  int version_minor, int status) {
   auto *s = static_cast<AppServer *>(ctx);
@@ -606,6 +616,7 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
                                  "pathsend",
                                  "tls",
                                  "ws",
+                                 "access_log_format",
                                  nullptr};
   PyObject *app, *loop, *logger, *state = Py_None, *headers = nullptr, *access_logger = Py_None;
   const char *root_path = "", *forwarded = "127.0.0.1";
@@ -617,12 +628,13 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
   int send_thread = 1, send_thread_always = 0, asyncio_tasks = 0, pathsend = 0;
   const char *spec_version = "2.3";
   PyObject *tls = Py_None, *ws = Py_None;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|$OspsddnppOppnnnpiKOpppspOO", const_cast<char **>(kwlist), &app,
+  const char *access_log_format = nullptr;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|$OspsddnppOppnnnpiKOpppspOOz", const_cast<char **>(kwlist), &app,
                                    &loop, &logger, &state, &root_path, &proxy_headers, &forwarded, &keep_alive,
                                    &header_read, &limit_concurrency, &server_header, &date_header, &headers,
                                    &access_log, &colours, &limit_line, &limit_head, &limit_fields, &reset_ctx,
                                    &control_fd, &max_requests, &access_logger, &send_thread, &send_thread_always,
-                                   &asyncio_tasks, &spec_version, &pathsend, &tls, &ws))
+                                   &asyncio_tasks, &spec_version, &pathsend, &tls, &ws, &access_log_format))
     return -1;
   std::unique_ptr<TlsContext> tls_context;
   if (tls != Py_None && (tls_context = make_tls_context(tls)) == nullptr) return -1;
@@ -655,6 +667,15 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
   config.root_path = root_path;
   if (send_thread_always) config.send_thread_min_request_ns = 0;
   if (!parse_ws_settings(ws, config.ws)) return -1;
+  if (access_log_format != nullptr && *access_log_format != '\0') {
+    std::string error;
+    auto format = http::AccessLogFormat::parse(access_log_format, &error);
+    if (format == nullptr) {
+      PyErr_Format(PyExc_ValueError, "--access-log-format: %s", error.c_str());
+      return -1;
+    }
+    config.access_format = std::move(format);
+  }
   if (headers != nullptr && headers != Py_None) {
     PyObject *seq = PySequence_Fast(headers, "headers must be a sequence of (name, value) pairs");
     if (seq == nullptr) return -1;
@@ -716,7 +737,10 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
   if (!parse_trusted(*s, forwarded)) return -1;
   if (access_logger != Py_None) {
     s->access_logger = Py_NewRef(access_logger);
-    s->engine.set_access_hook(access_hook, s);
+    if (s->engine.config().access_format != nullptr)
+      s->engine.set_access_line_hook(access_line_hook, s);
+    else
+      s->engine.set_access_hook(access_hook, s);
   }
   if (!s->engine.open()) {
     PyErr_SetString(PyExc_OSError, "cannot create the event loop (see the log)");
@@ -948,6 +972,19 @@ PyObject *set_sink(PyObject *, PyObject *arg) {
   Py_RETURN_NONE;
 }
 
+// _core.check_access_log_format(spec): ValueError (one line) for a format the
+// engine would refuse, so that the command line says so before any worker.
+PyObject *py_check_access_log_format(PyObject *, PyObject *arg) {
+  const char *spec = PyUnicode_AsUTF8(arg);
+  if (spec == nullptr) return nullptr;
+  std::string error;
+  if (http::AccessLogFormat::parse(spec, &error) == nullptr) {
+    PyErr_SetString(PyExc_ValueError, error.c_str());
+    return nullptr;
+  }
+  Py_RETURN_NONE;
+}
+
 // _core.check_tls(spec): builds the TLS context once, as a worker would, so
 // that the parent can stop with a one-line error before any worker starts.
 PyObject *py_check_tls(PyObject *, PyObject *spec) {
@@ -957,6 +994,8 @@ PyObject *py_check_tls(PyObject *, PyObject *spec) {
 }
 
 PyMethodDef module_methods[] = {
+    {"check_access_log_format", py_check_access_log_format, METH_O,
+     "Raise ValueError (one line) for an --access-log-format the engine refuses."},
     {"check_tls", py_check_tls, METH_O, "Raise ValueError (one line) when the TLS options cannot make a context."},
     {"set_log_sink", set_sink, METH_O,
      "Route the engine's log lines to a callable(level, message), or None for stderr."},

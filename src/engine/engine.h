@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine/http/access_log.h"
 #include "engine/http/exchange.h"
 #include "engine/http1/parser.h"
 #include "engine/loop.h"
@@ -35,6 +36,9 @@ struct EngineConfig {
   std::vector<std::pair<std::string, std::string>> extra_headers;
   bool access_log = true;
   bool access_log_colours = false;
+  // --access-log-format: the user's format (or JSON) instead of uvicorn's
+  // line, written when the exchange ends (it has the length and duration).
+  std::shared_ptr<const http::AccessLogFormat> access_format;
   size_t body_high_water = 256 * 1024;
   size_t write_high_water = 256 * 1024;
   size_t write_low_water = 64 * 1024;
@@ -54,6 +58,9 @@ struct EngineConfig {
   void (*access_hook)(void *ctx, const SocketAddress &peer, std::string_view method, std::string_view target,
                       int version_minor, int status) = nullptr;
   void *access_ctx = nullptr;
+  // With --access-log-format and a user's logging configuration: the
+  // rendered line (without its newline) goes to this hook.
+  void (*access_line_hook)(void *ctx, std::string_view line) = nullptr;
 };
 
 using http::RequestDispatcher;
@@ -78,6 +85,10 @@ class Engine final {
   void set_dispatcher(RequestDispatcher *dispatcher) { dispatcher_ = dispatcher; }
   void set_access_hook(decltype(EngineConfig::access_hook) hook, void *ctx) {
     config_.access_hook = hook;
+    config_.access_ctx = ctx;
+  }
+  void set_access_line_hook(decltype(EngineConfig::access_line_hook) hook, void *ctx) {
+    config_.access_line_hook = hook;
     config_.access_ctx = ctx;
   }
 

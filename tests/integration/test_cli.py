@@ -735,3 +735,12 @@ def test_pronghorn_run_bad_keyword_one_line(kwargs, needles):
     r = subprocess.run([sys.executable, "-c", f"import pronghorn; pronghorn.run({APP!r}, {kwargs})"],
                        capture_output=True, text=True, timeout=30, cwd=HERE, env=clean_env())
     assert_usage_error(r, *needles)
+
+
+@pytest.mark.pronghorn_only  # uvicorn has no --access-log-format
+def test_access_log_format_through_a_logging_configuration(launch, tmp_path):
+    srv, url = _start_with_log_config(launch, tmp_path, "json", "--access-log-format", "%(m)s %(U)s %(s)s %(B)s")
+    assert httpx.get(url + "/fmt?q=1", timeout=5).status_code == 200
+    line = wait_until(lambda: next((ln for ln in _read(tmp_path / "access.log").splitlines() if "/fmt" in ln), None),
+                      10, "the access line", srv)
+    assert line == "ACC|INFO|GET /fmt 200 2", line

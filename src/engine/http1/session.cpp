@@ -4,8 +4,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
+#include <ctime>
 
 #include "engine/engine.h"
 #include "engine/http/target.h"
@@ -18,6 +20,12 @@ namespace {
 constexpr size_t kBodyReadSize = 256 * 1024;
 constexpr uint64_t kWriteStallMs = 60000;  // no byte accepted by the socket for this long
 constexpr uint64_t kLingerMs = 2000;
+
+uint64_t clock_ns(clockid_t clock) {
+  timespec ts{};
+  clock_gettime(clock, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
+}
 }  // namespace
 
 Session::Session(Engine &server, std::unique_ptr<Transport> transport)
@@ -245,6 +253,17 @@ void Session::begin_exchange(size_t head_len) {
     method_.assign(head_.method);
     target_.clear();
     http::append_log_target(target_, server_.config().root_path, head_.target);
+    if (const http::AccessLogFormat *format = server_.config().access_format.get()) {
+      log_start_ns_ = clock_ns(CLOCK_MONOTONIC);
+      log_start_unix_ns_ = static_cast<int64_t>(clock_ns(CLOCK_REALTIME));
+      log_pending_ = false;
+      const std::vector<std::string> &names = format->request_headers();
+      log_request_values_.assign(names.size(), std::string());
+      for (const http::Header &h : head_.headers)
+        for (size_t i = 0; i < names.size(); ++i)
+          if (h.name == names[i] && log_request_values_[i].empty()) log_request_values_[i].assign(h.value);
+      log_response_values_.assign(format->response_headers().size(), std::string());
+    }
   }
   set_deadline(Deadline::None, 0);
   parser_.reset();
@@ -376,6 +395,7 @@ void Session::cut_for_stop() {
 
 void Session::finish_response() {
   response_ = ResponseState::Done;
+  finish_access_log();
   server_.request_finished();
   detach_observer(false);
   if (closed_) return;
@@ -432,12 +452,50 @@ const char *Session::start_response(int status, const HeaderList &headers) {
   server_.hold_head(this);
   // A WebSocket handshake's answers are logged by the application side, as
   // uvicorn logs them ("WebSocket /path" 403).
-  if (server_.config().access_log && ws_key_.empty()) write_access_log(status);
+  if (server_.config().access_log && ws_key_.empty()) {
+    if (const http::AccessLogFormat *format = server_.config().access_format.get()) {
+      const std::vector<std::string> &names = format->response_headers();
+      for (const auto &[name, value] : headers)
+        for (size_t i = 0; i < names.size(); ++i)
+          if (iequals(name, names[i]) && log_response_values_[i].empty()) log_response_values_[i].assign(value);
+    }
+    write_access_log(status);
+  }
   return nullptr;
+}
+
+void Session::finish_access_log() {
+  if (!log_pending_) return;
+  log_pending_ = false;
+  const http::AccessLogFormat &format = *server_.config().access_format;
+  http::AccessRecord record;
+  record.peer = &peer();
+  record.method = method_;
+  record.target = target_;
+  record.protocol = version_minor_ == 1 ? "HTTP/1.1" : "HTTP/1.0";
+  record.status = log_status_;
+  record.body_bytes = body_sent_;
+  record.duration_ns = clock_ns(CLOCK_MONOTONIC) - log_start_ns_;
+  record.start_unix_ns = log_start_unix_ns_;
+  record.request_values = &log_request_values_;
+  record.response_values = &log_response_values_;
+  std::string line;
+  format.render(line, record);
+  if (server_.config().access_line_hook != nullptr) {
+    if (!line.empty() && line.back() == '\n') line.pop_back();
+    server_.config().access_line_hook(server_.config().access_ctx, line);
+    return;
+  }
+  server_.append_log(line);
 }
 
 void Session::write_access_log(int status) {
   const EngineConfig &config = server_.config();
+  if (config.access_format != nullptr) {
+    log_status_ = status;
+    log_pending_ = true;
+    return;
+  }
   if (config.access_hook != nullptr) {
     config.access_hook(config.access_ctx, peer(), method_, target_, version_minor_, status);
     return;
@@ -589,6 +647,7 @@ void Session::fail() {
     send_held_head();
     if (closed_) return;
     response_ = ResponseState::Done;
+    finish_access_log();
     server_.request_finished();
     detach_observer(false);
     if (closed_) return;
@@ -714,6 +773,7 @@ void Session::on_output_progress() {
 void Session::close_now(bool disconnected) {
   if (closed_) return;
   closed_ = true;
+  finish_access_log();  // a response cut short is logged with what was sent
   if (phase_ == Phase::Active && response_ != ResponseState::Done) server_.request_finished();
   detach_observer(disconnected);
   transport_->close();

@@ -124,7 +124,10 @@ class Session final : public pronghorn::Session, public http::Exchange, private 
   void update_interest();
   void detach_observer(bool disconnected);
   void set_deadline(Deadline kind, uint64_t ms);
+  // The access line: uvicorn's at once, or, with --access-log-format, the
+  // status kept until finish_access_log() at the end of the exchange.
   void write_access_log(int status);
+  void finish_access_log();
   // An upgrade request (head_.upgrade): a WebSocket handshake is checked
   // (false: refused here, the connection is closing); others go to the app
   // as plain HTTP, as uvicorn serves them, with its warning.
@@ -172,6 +175,14 @@ class Session final : public pronghorn::Session, public http::Exchange, private 
   std::string method_, target_;  // for the access log (target_: uvicorn's quoted path and query)
 
   ExchangeObserver *observer_ = nullptr;
+
+  // --access-log-format: what the line needs beyond the head's own fields.
+  uint64_t log_start_ns_ = 0;
+  int64_t log_start_unix_ns_ = 0;
+  int log_status_ = 0;
+  bool log_pending_ = false;
+  std::vector<std::string> log_request_values_;
+  std::vector<std::string> log_response_values_;
 
   // The WebSocket handshake of the current request (head_.websocket points
   // at ws_check_), kept for accept_websocket().
