@@ -52,10 +52,10 @@ struct WebSocketObject {
   PyObject_HEAD HandshakeObserver handshake_observer;
   SessionObserver session_observer;
   AppServer *server;
-  http::Exchange *conn;  // the handshake's exchange, until it is accepted or answered
-  ws::Session *ws;       // the session once accepted, until it lets go of us
-  PyObject *waiters;     // list of receive() Futures, oldest first
-  PyObject *send_waiter;
+  http::Exchange *conn;      // the handshake's exchange, until it is accepted or answered
+  ws::Session *ws;           // the session once accepted, until it lets go of us
+  PyObject *waiters;         // list of receive() Futures, oldest first
+  PyObject *send_waiters;    // list of Futures of send() calls waiting for the peer to read, or nullptr
   PyObject *waiting_task;    // the RequestTask of the last receive() that waits (resolve_and_resume)
   PyObject *unread;          // list of websocket.receive messages left when the session let go, or nullptr
   PyObject *denial_headers;  // websocket.http.response.start's headers (list), or nullptr
@@ -127,27 +127,51 @@ PyObject *take_waiter(WebSocketObject *self) {
 
 // Hands queued messages to waiting receive() calls.
 void deliver_messages(WebSocketObject *self) {
+  // The app may run to its end inside resolve_and_resume() and drop the last
+  // other reference to us.
+  Py_INCREF(reinterpret_cast<PyObject *>(self));
   while (self->ws != nullptr && self->ws->has_message() && self->waiters != nullptr &&
          PyList_GET_SIZE(self->waiters) > 0) {
     bool only = PyList_GET_SIZE(self->waiters) == 1;
     PyObject *waiter = take_waiter(self);
-    if (waiter == nullptr) return;
+    if (waiter == nullptr) break;
     ws::Message message;
     self->ws->take_message(message);  // may read on, and so queue more
     PyObject *dict = message_object(message);
     if (dict == nullptr) {
       PyErr_WriteUnraisable(waiter);
       Py_DECREF(waiter);
-      return;
+      break;
     }
     // The one waiter is the last receive()'s: its task may run at once.
-    PyObject *task = only ? self->waiting_task : nullptr;
+    PyObject *task = self->waiting_task;
     self->waiting_task = nullptr;
-    resolve_and_resume(task, waiter, dict);
+    resolve_and_resume(only ? task : nullptr, waiter, dict);
     Py_XDECREF(task);
     Py_DECREF(dict);
     Py_DECREF(waiter);
   }
+  Py_DECREF(reinterpret_cast<PyObject *>(self));
+}
+
+// Every send() waiting (several tasks may send on one WebSocket): resumed,
+// or, when `gone`, raising ClientDisconnected (the peer left unread).
+void wake_senders(WebSocketObject *self, bool gone) {
+  PyObject *waiters = self->send_waiters;
+  self->send_waiters = nullptr;
+  if (waiters == nullptr) return;
+  PyObject *exc = nullptr;
+  if (gone) {
+    PyObject *text = PyUnicode_FromString("client disconnected");
+    exc = text == nullptr ? nullptr : PyObject_CallOneArg(names.client_disconnected, text);
+    Py_XDECREF(text);
+    if (exc == nullptr) PyErr_WriteUnraisable(waiters);
+  }
+  for (Py_ssize_t i = 0; i < PyList_GET_SIZE(waiters); ++i)
+    resolve_future(PyList_GET_ITEM(waiters, i), exc != nullptr ? names.set_exception : names.set_result,
+                   exc != nullptr ? exc : Py_None);
+  Py_XDECREF(exc);
+  Py_DECREF(waiters);
 }
 
 void wake_all_disconnected(WebSocketObject *self) {
@@ -162,12 +186,8 @@ void wake_all_disconnected(WebSocketObject *self) {
     }
     Py_DECREF(waiter);
   }
-  if (self->send_waiter != nullptr) {
-    PyObject *future = self->send_waiter;
-    self->send_waiter = nullptr;
-    resolve_future(future, names.set_result, Py_None);
-    Py_DECREF(future);
-  }
+  // A send() waiting for the peer to read: it did not read, it left.
+  wake_senders(self, !self->close_sent);
 }
 
 void set_disconnected(WebSocketObject *self, uint16_t code, std::string_view reason) {
@@ -181,12 +201,7 @@ void set_disconnected(WebSocketObject *self, uint16_t code, std::string_view rea
 
 void HandshakeObserver::on_writable() {
   WebSocketObject *self = owner_;
-  if (self->send_waiter != nullptr) {
-    PyObject *future = self->send_waiter;
-    self->send_waiter = nullptr;
-    resolve_future(future, names.set_result, Py_None);
-    Py_DECREF(future);
-  }
+  wake_senders(self, false);
 }
 
 void HandshakeObserver::on_detach(http::Detach) {
@@ -205,12 +220,7 @@ void SessionObserver::on_message() {
 
 void SessionObserver::on_writable() {
   WebSocketObject *self = owner_;
-  if (self->send_waiter != nullptr) {
-    PyObject *future = self->send_waiter;
-    self->send_waiter = nullptr;
-    resolve_future(future, names.set_result, Py_None);
-    Py_DECREF(future);
-  }
+  wake_senders(self, false);
 }
 
 void SessionObserver::on_detach(uint16_t code, std::string_view reason) {
@@ -248,6 +258,14 @@ PyObject *websocket_receive(PyObject *op, PyObject *) {
   if (!self->connect_delivered) {
     self->connect_delivered = true;
     return ready(PyDict_Copy(ws_names.connect_message));
+  }
+  // Waiters the app cancelled (asyncio.wait_for timing out) leave the list.
+  for (Py_ssize_t i = self->waiters == nullptr ? 0 : PyList_GET_SIZE(self->waiters); i-- > 0;) {
+    PyObject *done = PyObject_CallMethodNoArgs(PyList_GET_ITEM(self->waiters, i), names.done);
+    if (done == nullptr) return nullptr;
+    bool finished = done == Py_True;
+    Py_DECREF(done);
+    if (finished && PyList_SetSlice(self->waiters, i, i + 1, nullptr) < 0) return nullptr;
   }
   bool others_waiting = self->waiters != nullptr && PyList_GET_SIZE(self->waiters) > 0;
   if (!others_waiting && self->ws != nullptr) {
@@ -288,7 +306,14 @@ PyObject *finish_send(WebSocketObject *self, http::WriteStatus status) {
     case http::WriteStatus::Blocked: {
       PyObject *future = PyObject_CallNoArgs(self->server->create_future);
       if (future == nullptr) return nullptr;
-      Py_XSETREF(self->send_waiter, Py_NewRef(future));
+      if (self->send_waiters == nullptr && (self->send_waiters = PyList_New(0)) == nullptr) {
+        Py_DECREF(future);
+        return nullptr;
+      }
+      if (PyList_Append(self->send_waiters, future) < 0) {
+        Py_DECREF(future);
+        return nullptr;
+      }
       return future;
     }
     default: return raise_disconnected();
@@ -541,7 +566,7 @@ PyObject *websocket_send(PyObject *op, PyObject *message) {
 void websocket_dealloc(PyObject *op) {
   auto *self = reinterpret_cast<WebSocketObject *>(op);
   Py_CLEAR(self->waiters);
-  Py_CLEAR(self->send_waiter);
+  Py_CLEAR(self->send_waiters);
   Py_CLEAR(self->waiting_task);
   Py_CLEAR(self->unread);
   Py_CLEAR(self->denial_headers);
@@ -663,7 +688,7 @@ void start_websocket(AppServer &server, http::Exchange &conn, const http::Reques
   self->conn = &conn;
   self->ws = nullptr;
   self->waiters = nullptr;
-  self->send_waiter = nullptr;
+  self->send_waiters = nullptr;
   self->waiting_task = nullptr;
   self->unread = nullptr;
   self->denial_headers = nullptr;

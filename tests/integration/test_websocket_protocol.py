@@ -20,6 +20,7 @@ import struct
 import time
 import zlib
 
+import httpx
 import pytest
 
 from conftest import (IS_UVICORN, UNDER_ASAN, HTTPResponse, ResponseReader, ServerProcess, raw_request,
@@ -1691,3 +1692,94 @@ def test_tcp_reset_mid_message(server_factory, tmp_path):
     with WS.connect(srv) as ws:
         ws.send_text("ok")
         ws.expect_message(OP_TEXT, b"ok")
+
+
+# ---- regressions from the independent review -----------------------------------------------
+
+def test_close_in_the_handshake_packet_reaches_the_app(server_factory, tmp_path):
+    """The handshake, a message and a close frame in one write: the app gets the message, then
+    the disconnect (the bytes after the handshake are decoded once the app is attached)."""
+    log = tmp_path / "ws.log"
+    srv = server_factory(APP, *NO_PING, env={"WS_TEST_LOG": str(log)})
+    with srv.connect(5) as s:
+        s.sendall(handshake_request("/count", key=new_key()) + build_frame(OP_TEXT, b"m") +
+                  build_frame(OP_CLOSE, close_payload(1000)))
+        recv_until_closed(s, 5)
+    entry = wait_log(log, lambda e: e.get("path") == "/count")[0]
+    assert entry["count"] == 1 and entry["disconnect"]["code"] == 1000, entry
+
+
+def test_app_returning_inside_a_direct_wakeup(server_factory, tmp_path):
+    """The app takes one message and returns within the step a message wakes (the object that
+    delivered it must stay alive while it finishes)."""
+    log = tmp_path / "ws.log"
+    srv = server_factory(APP, *NO_PING, env={"WS_TEST_LOG": str(log)})
+    for _ in range(20):
+        with WS.connect(srv, "/one-then-return") as ws:
+            ws.send_text("only")
+            ws.expect_close(1000, timeout=5, then_closed=False)  # the server's close, as the app returned
+            ws.send_close(1000)
+            ws.assert_tcp_closed()
+    assert len([e for e in read_log(log) if e.get("path") == "/one-then-return"]) == 20
+
+
+def test_receive_under_wait_for_leaks_nothing(server_factory):
+    """Cancelled receive() waiters (asyncio.wait_for timing out) and the task waiting: after the
+    connections close, none of their coroutines is left alive."""
+    srv = server_factory(APP, *NO_PING)
+    # The lifespan's coroutine and the /live request's own are alive whatever happens.
+    baseline = httpx.get(srv.url + "/live", timeout=5).json()["live"]
+    for _ in range(8):
+        with WS.connect(srv, "/wait-for") as ws:
+            time.sleep(0.15)  # a few timeouts first
+            ws.send_text("hi")
+            ws.expect_message(OP_TEXT, b"hi")
+            ws.send_close(1000)
+            ws.expect_close(1000, timeout=5)
+    deadline = time.monotonic() + 5
+    while True:
+        live = httpx.get(srv.url + "/live", timeout=5).json()["live"]
+        if live == baseline or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert live == baseline
+
+
+def test_two_tasks_blocked_in_send_both_resume(server_factory, tmp_path):
+    log = tmp_path / "ws.log"
+    srv = server_factory(APP, *NO_PING, env={"WS_TEST_LOG": str(log)})
+    with WS.connect(srv, "/two-senders") as ws:
+        time.sleep(1.0)  # the server's output passes its high-water mark meanwhile
+        got = 0
+        while True:
+            f = ws.recv_frame(timeout=15)
+            if f.opcode == OP_CLOSE:
+                break
+            got += 1
+    assert got == 40
+    entry = wait_log(log, lambda e: e.get("path") == "/two-senders")[0]
+    assert entry["outcome"] == "done"
+
+
+@pytest.mark.skipif(UNDER_ASAN, reason="memory figures are not meaningful under ASan")
+def test_ping_flood_from_a_peer_that_never_reads(server_factory):
+    """Pings from a peer that never reads our pongs: reading stops once the pongs queued pass the
+    high-water mark, so the server's memory stays flat (it grew by GBs before)."""
+    srv = server_factory(APP, *NO_PING)
+    s = srv.connect(5)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        s.sendall(handshake_request("/count", key=new_key()))
+        ResponseReader(s, 5).read_head()
+        base = srv.rss_kib()
+        burst = build_frame(OP_PING, b"p" * 125) * 1000
+        s.settimeout(3)
+        deadline = time.monotonic() + 4
+        try:
+            while time.monotonic() < deadline:
+                s.sendall(burst)
+        except (socket.timeout, OSError):
+            pass  # the server stopped reading: what the test wants
+        assert srv.rss_kib() - base < 32 * 1024
+    finally:
+        s.close()

@@ -356,6 +356,7 @@ ws::Session *Session::accept_websocket(std::string_view subprotocol, const Heade
   // The connection is the WebSocket session's from here: this session ends
   // without closing the transport (the exchange stays counted as active
   // until the WebSocket closes).
+  ExchangeObserver *observer = observer_;
   observer_ = nullptr;
   closed_ = true;
   response_ = ResponseState::Done;
@@ -363,7 +364,12 @@ ws::Session *Session::accept_websocket(std::string_view subprotocol, const Heade
   Transport &t = *transport;
   server_.retire(this);
   auto *session = new ws::Session(server_, std::move(transport), compress ? &deflate : nullptr);
-  return server_.adopt_session(session, t) != nullptr ? session : nullptr;
+  if (server_.adopt_session(session, t) == nullptr) {
+    // Could not start (closed): the observer learns it as from any exchange.
+    if (observer != nullptr) observer->on_detach(http::Detach::ClientGone);
+    return nullptr;
+  }
+  return session;
 }
 
 void Session::end_exchange() {

@@ -227,10 +227,9 @@ MessageDecoder::Event MessageDecoder::decode(const char *data, size_t len, size_
 
 void MessageDecoder::release_idle() {
   // Never what a message being assembled, or the event just returned, holds.
-  if (!message_open_ && delivered_ != Event::Message) {
-    std::string().swap(message_);
-    std::string().swap(compressed_);
-  }
+  // The compressed bytes of a finished message are never handed out.
+  if (!message_open_) std::string().swap(compressed_);
+  if (!message_open_ && delivered_ != Event::Message) std::string().swap(message_);
   const bool control_in_use = (in_payload_ && is_control(opcode_)) || delivered_ == Event::Ping ||
                               delivered_ == Event::Pong || delivered_ == Event::Close;
   if (!control_in_use) std::string().swap(control_);

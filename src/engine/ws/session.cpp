@@ -12,6 +12,10 @@ constexpr uint64_t kWriteStallMs = 60000;  // as HTTP/1: no byte accepted by the
 // Messages shorter than this go out uncompressed (RFC 7692 lets each message
 // choose): deflate's own framing would make them longer, for CPU spent.
 constexpr size_t kMinCompressed = 64;
+// How long a graceful stop waits for the peer's answer to its close frame.
+constexpr uint64_t kStopCloseWaitMs = 1000;
+// Decoder buffers above this are freed when no message is in progress.
+constexpr size_t kKeptDecoderBuffer = 64 * 1024;
 
 // One compressor and one decompressor per worker thread, shared by its
 // connections (no context takeover: nothing is kept between messages).
@@ -51,28 +55,44 @@ bool Session::start() {
   uint64_t now = engine_.loop().now_ms();
   if (settings.ping_interval_ms > 0) next_ping_ms_ = now + settings.ping_interval_ms;
   log(LogLevel::Info, "connection open");
-  update_reading();
-  if (!transport_->input().empty()) process_input();
-  // Accepted while a graceful stop runs: closed as the others were.
-  if (engine_.shutting_down()) close_when_idle();
+  // Bytes that came after the handshake are decoded once the application
+  // side is attached (attach()): a close among them must reach it.
+  transport_->set_reading(false);
   return !transport_->closed();
 }
 
 bool Session::take_message(Message &out) {
   if (queue_.empty()) return false;
+  bool was_paused = input_paused();
   out = std::move(queue_.front());
   queue_.pop_front();
+  queued_bytes_ -= out.data.size();
   // A full queue had stopped reading (and decoding what was read).
-  if (queue_.size() + 1 == engine_.config().ws.max_queue && state_ != State::Closed) {
+  if (was_paused && state_ != State::Closed && !input_paused()) {
     process_input();
     update_reading();
   }
   return true;
 }
 
+bool Session::input_paused() const {
+  // The app's queue is full (in messages, or in bytes: a few large messages
+  // must not cost max_queue times --ws-max-size), or our output to this peer
+  // is over the high-water mark (a peer that sends pings and never reads
+  // must not grow the pongs we queue).
+  const Settings &settings = engine_.config().ws;
+  return queue_.size() >= settings.max_queue || queued_bytes_ >= settings.max_message ||
+         transport_->queued_bytes() > engine_.config().write_high_water;
+}
+
 void Session::update_reading() {
   if (state_ == State::Closed) return;
-  transport_->set_reading(queue_.size() < engine_.config().ws.max_queue);
+  // Closing: read on, to see the peer's close frame (messages are dropped).
+  if (state_ == State::Closing) {
+    transport_->set_reading(true);
+    return;
+  }
+  transport_->set_reading(observer_ != nullptr && !input_paused());
 }
 
 void Session::on_readable() {
@@ -94,8 +114,9 @@ void Session::process_input() {
   Buffer &in = transport_->input();
   const Settings &settings = engine_.config().ws;
   while (state_ != State::Closed && !in.empty()) {
-    // A full queue: leave the rest in the input buffer (reading has stopped).
-    if (state_ == State::Open && queue_.size() >= settings.max_queue) break;
+    // A full queue, or output over its mark: leave the rest in the input
+    // buffer (reading has stopped).
+    if (state_ == State::Open && input_paused()) break;
     size_t consumed = 0;
     MessageDecoder::Event event = decoder_.decode(in.data(), in.size(), consumed);
     in.consume(consumed);
@@ -107,6 +128,7 @@ void Session::process_input() {
         // application said it reads no more.
         if (state_ != State::Open) break;
         queue_.push_back(Message{decoder_.is_text(), std::move(decoder_.message())});
+        queued_bytes_ += queue_.back().data.size();
         if (observer_ != nullptr) observer_->on_message();
         break;
       case MessageDecoder::Event::Ping:
@@ -155,6 +177,8 @@ void Session::process_input() {
     }
   }
   processing_ = false;
+  // A large message's buffers are not kept while the connection idles.
+  if (in.empty() && decoder_.buffered() > kKeptDecoderBuffer) decoder_.release_idle();
   update_reading();
 }
 
@@ -220,11 +244,18 @@ void Session::fail(uint16_t code, const char *reason) {
 }
 
 void Session::attach(MessageObserver *observer) {
-  if (state_ == State::Open) {
-    observer_ = observer;
+  if (state_ != State::Open) {
+    observer->on_detach(end_code_, end_reason_);
     return;
   }
-  observer->on_detach(end_code_, end_reason_);
+  observer_ = observer;
+  // Accepted while a graceful stop runs: closed as the others were.
+  if (engine_.shutting_down()) {
+    close_when_idle();
+    return;
+  }
+  update_reading();
+  if (!transport_->input().empty()) process_input();
 }
 
 void Session::detach(uint16_t code, std::string_view reason) {
@@ -241,6 +272,10 @@ bool Session::close_when_idle() {
   if (state_ != State::Open) return false;
   uint16_t code = engine_.ws_stop_code();
   start_closing(code, "", code, "");
+  // A stop waits for the peer's close frame a short while only (a silent
+  // client must not hold a rolling reload; uvicorn does not wait at all).
+  uint64_t soon = engine_.loop().now_ms() + kStopCloseWaitMs;
+  if (state_ == State::Closing && close_deadline_ms_ > soon) close_deadline_ms_ = soon;
   return true;
 }
 
@@ -284,6 +319,12 @@ void Session::on_output_progress() {
     if (observer_ != nullptr) observer_->on_writable();
     if (state_ == State::Closed) return;
   }
+  // Reading paused on output resumes once it drained to the low-water mark.
+  if (state_ == State::Open && transport_->queued_bytes() <= engine_.config().write_low_water &&
+      !transport_->input().empty())
+    process_input();
+  if (state_ == State::Closed) return;
+  update_reading();
   // A close that waits only for its frame to go out.
   if (state_ == State::Closing && transport_->output_idle() && close_deadline_ms_ <= engine_.loop().now_ms())
     close_now(false);
@@ -297,6 +338,7 @@ void Session::close_now(bool disconnected) {
   detach(close_code::Abnormal, "");
   transport_->close();
   queue_.clear();
+  queued_bytes_ = 0;
   log(LogLevel::Info, "connection closed");
   engine_.request_finished();
   engine_.retire(this);

@@ -115,6 +115,7 @@ class Session final : public pronghorn::Session, private TransportHandler {
   void fail(uint16_t code, const char *reason);
   void detach(uint16_t code, std::string_view reason);
   void update_reading();
+  bool input_paused() const;
 
   Engine &engine_;
   std::unique_ptr<Transport> transport_;
@@ -122,6 +123,7 @@ class Session final : public pronghorn::Session, private TransportHandler {
   bool deflate_ = false;
   DeflateParams deflate_params_;
   std::deque<Message> queue_;
+  size_t queued_bytes_ = 0;  // the messages' bytes in queue_
   MessageObserver *observer_ = nullptr;
   State state_ = State::Open;
   bool wants_writable_ = false;

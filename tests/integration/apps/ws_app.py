@@ -19,6 +19,10 @@ Raw app (``apps.ws_app:raw``), by path:
   /flood?n=N&size=S     accept, send N binary messages of S bytes, then close 1000
   /misuse               accept, then send websocket.accept again (RuntimeError)
   /count                accept; counts messages until disconnect, sends nothing; logs the count
+  /wait-for             accept; receive() under asyncio.wait_for(0.05) in a loop, echo text
+  /one-then-return      accept, record one receive(), return
+  /two-senders          two tasks send 20 x 256 KiB each; records "done" or "hung"
+  GET /live (HTTP)      {"live": number of this app's coroutines alive}
   /count-slow?sleep=S   as /count, with asyncio.sleep(S) after each message (the app is not waiting in receive())
 
 FastAPI app (``apps.ws_app:app``): /ws/echo (text), /ws/json, /ws/broadcast (every message to every
@@ -61,6 +65,16 @@ async def raw(scope, receive, send):
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["type"] == "http" and scope["path"] == "/live":
+        # How many of this app's WebSocket coroutines are alive (a leak check).
+        import gc
+
+        gc.collect()
+        live = sum(1 for o in gc.get_objects()
+                   if type(o).__name__ == "coroutine" and getattr(o, "__qualname__", "") == "raw")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": json.dumps({"live": live}).encode()})
+        return
     if scope["type"] == "http":
         body = json.dumps(_jsonable({k: v for k, v in scope.items() if k != "state"})).encode()
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
@@ -152,6 +166,35 @@ async def raw(scope, receive, send):
             outcome = str(exc)
         _record({"path": path, "outcome": outcome})
         await send({"type": "websocket.close"})
+    elif path == "/wait-for":
+        # receive() under asyncio.wait_for, timing out again and again (cancelled waiters).
+        await send({"type": "websocket.accept"})
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), 0.05)
+            except asyncio.TimeoutError:
+                continue
+            if message["type"] == "websocket.disconnect":
+                return
+            await send({"type": "websocket.send", "text": message.get("text") or ""})
+    elif path == "/one-then-return":
+        await send({"type": "websocket.accept"})
+        _record({"path": path, "message": await receive()})
+    elif path == "/two-senders":
+        # Two tasks send 20 x 256 KiB each on one WebSocket to a client that reads late.
+        await send({"type": "websocket.accept"})
+        chunk = b"z" * (256 * 1024)
+
+        async def sender():
+            for _ in range(20):
+                await send({"type": "websocket.send", "bytes": chunk})
+        try:
+            await asyncio.wait_for(asyncio.gather(sender(), sender()), 15)
+            outcome = "done"
+        except asyncio.TimeoutError:
+            outcome = "hung"
+        _record({"path": path, "outcome": outcome})
+        await send({"type": "websocket.close", "code": 1000})
     elif path == "/count":
         await send({"type": "websocket.accept"})
         count = 0
