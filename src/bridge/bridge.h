@@ -80,6 +80,10 @@ inline void end_app_step(Engine &engine) {
 
 // Logs the Python exception that is set as an error of the app.
 void log_app_exception(AppServer &server);
+// app(scope, receive, send) with receive/send bound to `owner` (a Request or
+// WebSocket object): the app's awaitable, or nullptr with an exception set.
+PyObject *call_app(AppServer &server, PyObject *owner, PyMethodDef *receive_def, PyMethodDef *send_def,
+                   PyObject *scope);
 // Fills `out` with views into the bytes of an ASGI header list (None or
 // absent: none). `*keep` receives the sequence that owns them: the caller
 // releases it only after the views are used.

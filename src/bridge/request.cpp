@@ -860,6 +860,20 @@ PyObject *run_app(AppServer &server, PyObject *op, PyObject *awaitable) {
   return task;
 }
 
+PyObject *call_app(AppServer &server, PyObject *owner, PyMethodDef *receive_def, PyMethodDef *send_def,
+                   PyObject *scope) {
+  PyObject *receive = PyCFunction_New(receive_def, owner);
+  PyObject *send = PyCFunction_New(send_def, owner);
+  PyObject *coro = nullptr;
+  if (receive != nullptr && send != nullptr) {
+    PyObject *args[] = {scope, receive, send};
+    coro = PyObject_Vectorcall(server.app, args, 3, nullptr);
+  }
+  Py_XDECREF(receive);  // the coroutine holds them
+  Py_XDECREF(send);
+  return coro;
+}
+
 void start_request(AppServer &server, http::Exchange &conn, PyObject *scope) {
   auto *self = PyObject_New(RequestObject, &RequestType);
   if (self == nullptr) {
@@ -881,15 +895,7 @@ void start_request(AppServer &server, http::Exchange &conn, PyObject *scope) {
   self->body_delivered = false;
   PyObject *op = reinterpret_cast<PyObject *>(self);
 
-  PyObject *receive = PyCFunction_New(&receive_def, op);
-  PyObject *send = PyCFunction_New(&send_def, op);
-  PyObject *coro = nullptr;
-  if (receive != nullptr && send != nullptr) {
-    PyObject *args[] = {scope, receive, send};
-    coro = PyObject_Vectorcall(server.app, args, 3, nullptr);
-  }
-  Py_XDECREF(receive);  // the coroutine holds them
-  Py_XDECREF(send);
+  PyObject *coro = call_app(server, op, &receive_def, &send_def, scope);
   if (coro == nullptr) {
     // The app could not even be called (not an ASGI 3 callable, or it raised).
     log_app_exception(server);

@@ -702,15 +702,7 @@ void start_websocket(AppServer &server, http::Exchange &conn, const http::Reques
   self->disconnected = false;
   PyObject *op = reinterpret_cast<PyObject *>(self);
 
-  PyObject *receive = PyCFunction_New(&receive_def, op);
-  PyObject *send = PyCFunction_New(&send_def, op);
-  PyObject *coro = nullptr;
-  if (receive != nullptr && send != nullptr) {
-    PyObject *args[] = {scope, receive, send};
-    coro = PyObject_Vectorcall(server.app, args, 3, nullptr);
-  }
-  Py_XDECREF(receive);
-  Py_XDECREF(send);
+  PyObject *coro = call_app(server, op, &receive_def, &send_def, scope);
   if (coro == nullptr) {
     log_app_exception(server);
     self->conn = nullptr;
