@@ -514,8 +514,11 @@ void schedule_flush(void *ctx) {
 // record's message.
 void access_line_hook(void *ctx, std::string_view line) {
   auto *s = static_cast<AppServer *>(ctx);
-  PyObject *r =
-      PyObject_CallMethod(s->access_logger, "info", "ss#", "%s", line.data(), static_cast<Py_ssize_t>(line.size()));
+  // Header bytes need not be UTF-8 (a client's choice): never a reason to
+  // lose the line.
+  PyObject *text = PyUnicode_DecodeUTF8(line.data(), static_cast<Py_ssize_t>(line.size()), "backslashreplace");
+  PyObject *r = text == nullptr ? nullptr : PyObject_CallMethod(s->access_logger, "info", "sO", "%s", text);
+  Py_XDECREF(text);
   if (r == nullptr) PyErr_WriteUnraisable(s->access_logger);
   Py_XDECREF(r);
 }

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <fnmatch.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/inotify.h>
@@ -138,6 +139,8 @@ class Supervisor {
   // True when `pid` was the running step (handled: the next one, the reload, or the failure).
   bool on_step_exit(pid_t pid, int status);
   pid_t step_pid_ = 0;
+  bool stopped_during_pre_start_ = false;
+  bool step_rerun_ = false;  // a SIGHUP came while the steps ran: run them again after
   size_t step_index_ = 0;
   std::string step_reason_;  // the reload waiting for the steps
   // --reuse-port sockets.
@@ -498,8 +501,8 @@ void Supervisor::recycle(Worker &w, const char *reason) {
 
 void Supervisor::stop_all(const char *why) {
   // A pre-start step of a reload that will not happen now.
-  if (step_pid_ > 0 && kill(step_pid_, SIGTERM) < 0 && errno != ESRCH)
-    log_errno(LogLevel::Error, errno, "kill(%d, SIGTERM) failed", step_pid_);
+  if (step_pid_ > 0 && kill(-step_pid_, SIGTERM) < 0 && errno != ESRCH)
+    log_errno(LogLevel::Error, errno, "kill(-%d, SIGTERM) failed", step_pid_);
   if (!stopping_) {
     stopping_ = true;
     reload_queue_.clear();
@@ -707,7 +710,8 @@ void Supervisor::on_signal() {
         if (stopping_) break;
         if (!opt_.pre_start.empty()) {
           if (step_pid_ != 0) {
-            log(LogLevel::Info, "SIGHUP: the pre-start steps are already running");
+            log(LogLevel::Info, "SIGHUP: the pre-start steps are running; they will run again after");
+            step_rerun_ = true;
             break;
           }
           log(LogLevel::Info, "SIGHUP: running the pre-start steps, then replacing the workers");
@@ -865,6 +869,14 @@ pid_t Supervisor::start_step(size_t index) {
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
     signal(SIGPIPE, SIG_DFL);
+    signal(SIGXFSZ, SIG_DFL);
+    // Its own process group, so that a stop can end the step and whatever it
+    // started (the supervisor forwards Ctrl+C and SIGTERM to it), and no
+    // inherited fd beyond stdio: a listening socket given with --fd or by
+    // systemd must not stay open in something the step leaves running.
+    setpgid(0, 0);
+    if (close_range(3, ~0U, 0) < 0)
+      for (int fd = 3; fd < 65536; ++fd) close(fd);
     execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char *>(nullptr));
     _exit(127);
   }
@@ -885,11 +897,28 @@ bool Supervisor::run_pre_start_now() {
     pid_t pid = start_step(i);
     if (pid < 0) return false;
     int status = 0;
-    while (waitpid(pid, &status, 0) < 0) {
-      if (errno != EINTR) {
+    // Wait for the step, and for the stop signals on the signalfd (blocked
+    // since setup(): a SIGTERM during a long migration must stop the server,
+    // not wait for the step and then start workers).
+    while (true) {
+      pid_t done = waitpid(pid, &status, WNOHANG);
+      if (done == pid) break;
+      if (done < 0 && errno != EINTR) {
         log_errno(LogLevel::Error, errno, "waitpid for pre-start step %zu failed", i + 1);
         return false;
       }
+      pollfd pfd{signal_fd_, POLLIN, 0};
+      if (poll(&pfd, 1, 200) <= 0) continue;
+      signalfd_siginfo info{};
+      if (read(signal_fd_, &info, sizeof info) != static_cast<ssize_t>(sizeof info)) continue;
+      int sig = static_cast<int>(info.ssi_signo);
+      if (sig != SIGINT && sig != SIGTERM && sig != SIGQUIT) continue;
+      log(LogLevel::Info, "Stopping pre-start step %zu (%s)", i + 1, strsignal(sig));
+      kill(-pid, SIGTERM);
+      while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      stopped_during_pre_start_ = true;
+      return false;
     }
     if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
       log(LogLevel::Error, "Pre-start step %zu (%s) failed with %s; not starting", i + 1, opt_.pre_start[i].c_str(),
@@ -903,6 +932,19 @@ bool Supervisor::run_pre_start_now() {
 bool Supervisor::on_step_exit(pid_t pid, int status) {
   if (step_pid_ == 0 || pid != step_pid_) return false;
   step_pid_ = 0;
+  if (stopping_) return true;  // ended by the stop
+  if (step_rerun_) {
+    // A later SIGHUP: its code may come with its own migration; run the
+    // steps again from the first.
+    step_rerun_ = false;
+    step_index_ = 0;
+    step_pid_ = start_step(0);
+    if (step_pid_ < 0) {
+      step_pid_ = 0;
+      log(LogLevel::Error, "Pre-start failed; the current workers keep serving");
+    }
+    return true;
+  }
   if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
     log(LogLevel::Error, "Pre-start step %zu (%s) failed with %s; the current workers keep serving", step_index_ + 1,
         opt_.pre_start[step_index_].c_str(), step_outcome(status).c_str());
@@ -924,7 +966,7 @@ bool Supervisor::on_step_exit(pid_t pid, int status) {
 
 Outcome Supervisor::run() {
   if (!setup()) return {Role::Parent, 1, -1, 0};
-  if (!opt_.pre_start.empty() && !run_pre_start_now()) return {Role::Parent, 1, -1, 0};
+  if (!opt_.pre_start.empty() && !run_pre_start_now()) return {Role::Parent, stopped_during_pre_start_ ? 0 : 1, -1, 0};
   if (!opt_.ready_message.empty()) log(LogLevel::Info, "%s", opt_.ready_message.c_str());
   target_ = opt_.workers < 1 ? 1 : opt_.workers;
   if (opt_.reuse_port) {
@@ -987,6 +1029,14 @@ Outcome Supervisor::run() {
       }
       if (in_child_) return child_;
     }
+  }
+  // A reload's pre-start step still running: it was sent SIGTERM with the
+  // stop; it does not outlive the server.
+  if (step_pid_ > 0) {
+    kill(-step_pid_, SIGKILL);
+    while (waitpid(step_pid_, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    step_pid_ = 0;
   }
   // Wait for every child we still have (after a forced exit, after SIGKILL).
   while (!workers_.empty()) {

@@ -78,3 +78,34 @@ def test_failing_step_on_sighup_keeps_the_old_workers(server_factory, tmp_path):
     os.unlink(flag)
     srv.send_signal(signal.SIGHUP)
     wait_until(lambda: httpx.get(srv.url + "/pid", timeout=5).json()["pid"] != pid, 20, "a new worker")
+
+
+def test_sigterm_during_a_startup_step_stops_at_once(server_factory, tmp_path):
+    """A stop during a long migration ends the step (its process group) and the server, without
+    starting workers (the signals wait on the supervisor's signalfd, which it polls meanwhile)."""
+    marker = tmp_path / "started"
+    srv = server_factory(APP, "--pre-start", f"touch {marker}; sleep 30", wait=False)
+    wait_until(marker.exists, 15, "the step to start")
+    started = time.monotonic()
+    srv.send_signal(signal.SIGTERM)
+    assert srv.wait_exit(10) == 0
+    assert time.monotonic() - started < 3
+    assert "Stopping pre-start step 1" in srv.stderr
+    assert "Started server process" not in srv.stderr
+
+
+def test_stop_during_a_reload_step_leaves_nothing_running(server_factory, tmp_path):
+    flag, pid_file = tmp_path / "slow", tmp_path / "step.pid"
+    srv = server_factory(APP, "--workers", "1",
+                         "--pre-start", f"if test -e {flag}; then sleep 30 & echo $! > {pid_file}; wait; fi")
+    flag.write_text("")
+    srv.send_signal(signal.SIGHUP)
+    wait_until(pid_file.exists, 10, "the reload's step to start")
+    time.sleep(0.2)
+    sleeper = int(pid_file.read_text())
+    srv.send_signal(signal.SIGTERM)
+    assert srv.wait_exit(15) == 0
+    assert "keep serving" not in srv.stderr  # not reported as a failed step
+    wait_until(lambda: not os.path.exists(f"/proc/{sleeper}") or
+               open(f"/proc/{sleeper}/stat").read().split(")")[-1].split()[0] == "Z", 5,
+               "the step's child to be gone")
