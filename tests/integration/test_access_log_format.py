@@ -71,7 +71,9 @@ def test_empty_body_and_status_and_duration(server_factory):
     (missing,) = access_lines(srv, "/status")
     assert missing.split()[1:4] == ["204", "0", "-"]
     (slept,) = access_lines(srv, "/sleep")
-    assert int(slept.split()[4]) >= 200_000  # from the head to the end of the response
+    # From the head to the end of the response. Not >= 200_000: the loop's timer and the
+    # engine's clock differ by up to a few ms (CI measured 199,956 once).
+    assert int(slept.split()[4]) >= 180_000
 
 
 def test_json_lines(server_factory):
