@@ -92,6 +92,26 @@ def test_json_lines(server_factory):
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", first["time"])
 
 
+def test_json_keeps_utf8_and_escapes_other_bytes(server_factory):
+    """A UTF-8 user agent is logged as the text it is; a byte that is not UTF-8 is escaped as
+    its Latin-1 code point (as ASGI decodes headers), so every line is valid JSON."""
+    srv = server_factory(APP, "--access-log-format", "json")
+    with srv.connect() as sock:
+        sock.sendall(b"GET /fixed HTTP/1.1\r\nHost: x\r\nUser-Agent: caf\xc3\xa9 \xe2\x9c\x93 \xff\xc3(\r\n"
+                     b"Connection: close\r\n\r\n")
+        while sock.recv(65536):
+            pass
+    (line,) = access_lines(srv, '"/fixed"')
+    assert json.loads(line)["user_agent"] == "caf\u00e9 \u2713 \u00ff\u00c3("
+
+
+def test_server_made_errors_log_their_body_length(server_factory):
+    srv = server_factory(APP, "--access-log-format", "%(U)s %(s)s %(B)s")
+    assert httpx.get(srv.url + "/raise-before").status_code == 500
+    (line,) = access_lines(srv, "/raise-before")
+    assert line.split()[-3:] == ["/raise-before", "500", str(len("Internal Server Error"))]
+
+
 def test_worker_pid_under_several_workers(server_factory):
     srv = server_factory(APP, "--workers", "2", "--access-log-format", "%(p)s %(U)s")
     for _ in range(10):

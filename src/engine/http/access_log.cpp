@@ -50,9 +50,36 @@ void append_iso_time(std::string &out, int64_t unix_ns) {
   out.append(buf, static_cast<size_t>(n));
 }
 
+// The length of the well-formed UTF-8 sequence (RFC 3629: no overlongs, no
+// surrogates, at most U+10FFFF) that starts s[i] (a byte >= 0x80), or 0.
+size_t utf8_sequence_length(std::string_view s, size_t i) {
+  auto byte = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+  unsigned char lead = byte(i);
+  size_t len;
+  unsigned char low = 0x80, high = 0xbf;  // the range of the second byte
+  if (lead >= 0xc2 && lead <= 0xdf) {
+    len = 2;
+  } else if (lead >= 0xe0 && lead <= 0xef) {
+    len = 3;
+    if (lead == 0xe0) low = 0xa0;
+    if (lead == 0xed) high = 0x9f;
+  } else if (lead >= 0xf0 && lead <= 0xf4) {
+    len = 4;
+    if (lead == 0xf0) low = 0x90;
+    if (lead == 0xf4) high = 0x8f;
+  } else {
+    return 0;
+  }
+  if (i + len > s.size() || byte(i + 1) < low || byte(i + 1) > high) return 0;
+  for (size_t k = 2; k < len; ++k)
+    if ((byte(i + k) & 0xc0) != 0x80) return 0;
+  return len;
+}
+
 void append_json_string(std::string &out, std::string_view s) {
   out.push_back('"');
-  for (unsigned char c : s) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
     switch (c) {
       case '"': out.append("\\\""); break;
       case '\\': out.append("\\\\"); break;
@@ -60,9 +87,18 @@ void append_json_string(std::string &out, std::string_view s) {
       case '\r': out.append("\\r"); break;
       case '\t': out.append("\\t"); break;
       default:
+        if (c >= 0x80) {
+          // UTF-8 (a user agent's or a referer's) goes through as it is. Header
+          // bytes are not necessarily UTF-8: any other byte is escaped as its
+          // Latin-1 code point (what Python's ASGI servers decode headers as),
+          // so that the line stays valid JSON.
+          if (size_t len = utf8_sequence_length(s, i); len != 0) {
+            out.append(s.substr(i, len));
+            i += len - 1;
+            break;
+          }
+        }
         if (c < 0x20 || c >= 0x7f) {
-          // Header bytes are not necessarily UTF-8: escape every non-ASCII
-          // byte as its Latin-1 code point, so that the line stays valid JSON.
           char buf[8];
           snprintf(buf, sizeof buf, "\\u%04x", c);
           out.append(buf);

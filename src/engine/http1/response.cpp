@@ -253,18 +253,20 @@ void append_chunk_size(std::string &out, uint64_t size) {
   out.append(buf, n);
 }
 
-std::string error_response(int status, bool keep_alive) {
-  const char *body;
+std::string_view error_body(int status) {
   switch (status) {
-    case 400: body = "Invalid HTTP request received."; break;
-    case 500: body = "Internal Server Error"; break;
-    case 503: body = "Service Unavailable"; break;
-    default: body = reason_phrase(status); break;
+    case 400: return "Invalid HTTP request received.";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return reason_phrase(status);
   }
+}
+
+std::string error_response(int status, bool keep_alive) {
   std::string out;
   append_status_line(out, status);
   out.append("content-type: text/plain; charset=utf-8\r\ncontent-length: ");
-  std::string_view body_view(body);
+  std::string_view body_view = error_body(status);
   out.append(std::to_string(body_view.size()));
   // RFC 9110 §15.5.6: a 405 lists the methods that are allowed (405 is the
   // answer to CONNECT; the application decides the rest).

@@ -71,6 +71,8 @@ inline constexpr std::string_view kLastChunk = "0\r\n\r\n";
 // A complete ready-made response for errors the server answers itself
 // (400, 404, 408, 413, 414, 431, 500, 501, 503, 505), with Connection: close
 // unless keep_alive is set.
+// The body of error_response(status): the access log counts its length.
+std::string_view error_body(int status);
 std::string error_response(int status, bool keep_alive = false);
 
 inline constexpr std::string_view kContinueResponse = "HTTP/1.1 100 Continue\r\n\r\n";

@@ -276,6 +276,7 @@ void Session::begin_exchange(size_t head_len) {
     log(LogLevel::Warning, "Exceeded concurrency limit.");
     keep_alive_ = false;
     head_buf_ = error_response(503);
+    body_sent_ = error_body(503).size();  // what the access log reports
     response_ = ResponseState::Started;
     if (server_.config().access_log) write_access_log(503);
     iovec iov{head_buf_.data(), head_buf_.size()};
@@ -640,6 +641,7 @@ void Session::fail() {
   if (response_ == ResponseState::NotStarted) {
     keep_alive_ = false;
     head_buf_ = error_response(500);
+    body_sent_ = error_body(500).size();  // what the access log reports
     response_ = ResponseState::Started;
     if (server_.config().access_log && ws_key_.empty()) write_access_log(500);
     iovec iov{head_buf_.data(), head_buf_.size()};
