@@ -213,6 +213,27 @@ def test_missing_certificate_file_exits_1(server_factory, certs, tmp_path):
     assert "cannot load the certificate from" in srv.stderr and "nope.pem" in srv.stderr
 
 
+def test_a_resumed_tls13_connection_gets_a_fresh_ticket(server_factory, certs, tmp_path):
+    """TLS 1.3 tickets are single-use for clients (RFC 8446 appendix C.4): a client that
+    resumes must get a new ticket, or its next connection is a full handshake. Seen with wrk
+    (which keeps only its latest session): every other connection was a full handshake."""
+    srv = server_factory(RAW, *_tls_args(certs))
+    base = ["openssl", "s_client", "-connect", f"127.0.0.1:{srv.port}", "-CAfile", str(certs / "ca.pem"),
+            "-servername", "localhost", "-ign_eof", "-tls1_3"]
+    request = "GET /fixed HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    session = tmp_path / "s0.pem"
+    first = subprocess.run(base + ["-sess_out", str(session)], input=request, capture_output=True, text=True,
+                           timeout=20, env=client_env())
+    assert first.returncode == 0 and "New, TLSv1.3" in first.stdout, first.stderr
+    for i in range(1, 4):
+        following = tmp_path / f"s{i}.pem"
+        again = subprocess.run(base + ["-sess_in", str(session), "-sess_out", str(following)], input=request,
+                               capture_output=True, text=True, timeout=20, env=client_env())
+        assert "Reused, TLSv1.3" in again.stdout, again.stdout
+        assert "New Session Ticket arrived" in again.stdout, f"resumption {i} issued no ticket"
+        session = following
+
+
 # -- workers: tickets, reload ----------------------------------------------------------------------
 
 @pytest.mark.pronghorn_only

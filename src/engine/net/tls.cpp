@@ -136,6 +136,10 @@ struct TlsCallbacks {
         result = 2;  // valid, but issue a ticket under the current key
       }
       if (EVP_DecryptInit_ex(cipher, EVP_aes_256_cbc(), nullptr, keys.aes[which], iv) != 1) return -1;
+      // TLS 1.3 clients use a ticket once (RFC 8446 C.4): a resumption must
+      // issue a new one, or the client's next connection is a full handshake
+      // (OpenSSL issues none after a resumption when this returns 1).
+      if (SSL_version(ssl) >= TLS1_3_VERSION) result = 2;
     }
     unsigned char *hmac_key = keys.hmac[which];
     OSSL_PARAM params[] = {OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, hmac_key, 32),
