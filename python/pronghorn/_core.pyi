@@ -13,29 +13,11 @@ class Server:
         app: Callable[..., Awaitable[None]],
         loop: asyncio.AbstractEventLoop,
         logger: logging.Logger,
-        *,
-        state: dict[str, Any] | None = ...,
-        root_path: str = ...,
-        proxy_headers: bool = ...,
-        forwarded_allow_ips: str = ...,
-        timeout_keep_alive: float = ...,
-        timeout_header_read: float = ...,
-        limit_concurrency: int = ...,
-        server_header: bool = ...,
-        date_header: bool = ...,
-        headers: list[tuple[str, str]] | None = ...,
-        access_log: bool = ...,
-        access_log_colours: bool = ...,
-        limit_request_line: int = ...,
-        limit_request_head: int = ...,
-        limit_request_fields: int = ...,
-        reset_contextvars: bool = ...,
-        control_fd: int = ...,
-        max_requests: int = ...,
-        access_logger: object = ...,
-        send_thread: bool = ...,
-        send_thread_always: bool = ...,
-    ) -> None: ...
+        options: dict[str, Any] | None = ...,
+    ) -> None:
+        """options: config.options_for(config, "engine") and what server.py works out (state,
+        forwarded_allow_ips, headers, access_log*, control_fd, max_requests, send_thread*, tls, ws).
+        An unknown key is a TypeError."""
     def listen_tcp(self, host: str, port: int, backlog: int = ..., reuse_port: bool = ...) -> tuple[str, int]: ...
     def listen_unix(self, path: str, backlog: int = ...) -> tuple[str, None]: ...
     def listen_fd(self, fd: int) -> tuple[str, int | None]: ...
@@ -55,16 +37,8 @@ class Server:
     state: dict[str, Any] | None
 
 def set_log_level(level: int) -> None: ...
-def supervise(
-    workers: int,
-    *,
-    timeout_worker_healthcheck: float = ...,
-    timeout_graceful_shutdown: float = ...,
-    limit_max_requests: int = ...,
-    limit_max_requests_jitter: int = ...,
-    limit_worker_memory: int = ...,
-    worker_lifetime: float = ...,
-    pid_file: str = ...,
-) -> int | tuple[int, int]: ...
+def supervise(options: dict[str, Any]) -> int | tuple[int, int, int]:
+    """options: config.options_for(config, "supervisor") and reload_dirs, reload_includes,
+    reload_excludes, listen_fd, ready_message. An unknown key is a TypeError."""
 def bind_tcp(host: str, port: int, backlog: int, reuse_port: bool = ...) -> tuple[int, str, int]: ...
 def bind_unix(path: str, backlog: int) -> int: ...

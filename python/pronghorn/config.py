@@ -1,8 +1,11 @@
 """Configuration: every option of the command line, its default, its
 environment variable (PRONGHORN_<OPTION>) and its validation.
 
-The OPTIONS table is the single source for the parser (cli.py), for
-pronghorn.run(**kwargs) and for the option table in docs/options.md."""
+The OPTIONS table is the single place an option is defined: the Config
+dataclass is made from it, and it is the source for the parser (cli.py), for
+pronghorn.run(**kwargs), for the options handed to the engine and the
+supervisor (`to`: server.py passes them by name, and the C++ reads each by
+name, src/bridge/options.h) and for the option table in docs/options.md."""
 
 from __future__ import annotations
 
@@ -29,6 +32,11 @@ class Option:
     refused: str = ""
     negatable: bool = False  # --x/--no-x
     metavar: str | None = None
+    # Where the value goes as it is, under this name: "engine" (_core.Server,
+    # read in src/bridge/module.cpp) or "supervisor" (_core.supervise, read in
+    # src/bridge/supervise.cpp). Empty: used in Python, or worked out first.
+    to: str = ""
+    secret: bool = False  # kept out of Config's repr
 
     @property
     def env(self) -> str:
@@ -36,16 +44,16 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("host", "--host", "str", "127.0.0.1", "Bind socket to this host."),
-    Option("port", "--port", "int", 8000, "Bind socket to this port. If 0, an available port will be picked."),
+    Option("host", "--host", "str", "127.0.0.1", "Bind socket to this host.", to="supervisor"),
+    Option("port", "--port", "int", 8000, "Bind socket to this port. If 0, an available port will be picked.", to="supervisor"),
     Option("uds", "--uds", "str", None, "Bind to a UNIX domain socket."),
     Option("fd", "--fd", "int", None, "Bind to socket from this file descriptor."),
-    Option("reload", "--reload", "flag", False, "Enable auto-reload (inotify, in the supervisor)."),
+    Option("reload", "--reload", "flag", False, "Enable auto-reload (inotify, in the supervisor).", to="supervisor"),
     Option("reload_dirs", "--reload-dir", "list", None, "Watch these directories instead of the current one.", metavar="PATH"),
     Option("reload_includes", "--reload-include", "list", None, "Glob patterns of files to watch. [default: *.py]"),
     Option("reload_excludes", "--reload-exclude", "list", None, "Glob patterns of files to ignore. [default: .* .py[cod] .sw.* ~*]"),
-    Option("reload_delay", "--reload-delay", "float", 0.25, "Quiet time after a change before reloading (s)."),
-    Option("workers", "--workers", "int", None, "Number of worker processes. Defaults to $WEB_CONCURRENCY, or 1."),
+    Option("reload_delay", "--reload-delay", "float", 0.25, "Quiet time after a change before reloading (s).", to="supervisor"),
+    Option("workers", "--workers", "int", None, "Number of worker processes. Defaults to $WEB_CONCURRENCY, or 1.", to="supervisor"),
     Option("loop", "--loop", "choice", "auto", "Event loop implementation.", choices=("auto", "asyncio", "uvloop")),
     Option("http", "--http", "choice", "auto", "HTTP protocol implementation (Pronghorn always uses its own C++ HTTP/1.1).",
            choices=("auto", "h11", "httptools")),
@@ -67,29 +75,29 @@ OPTIONS: tuple[Option, ...] = (
     Option("access_log", "--access-log", "bool", True, "Enable/disable the access log.", negatable=True),
     Option("access_log_format", "--access-log-format", "str", None,
            "Access log line format with gunicorn's fields (h r s B D {header}i {header}o ..., written as in "
-           "gunicorn), or 'json' for one JSON object per line. [default: uvicorn's line]", metavar="FORMAT"),
+           "gunicorn), or 'json' for one JSON object per line. [default: uvicorn's line]", metavar="FORMAT", to="engine"),
     Option("use_colors", "--use-colors", "bool", None, "Enable/disable colourised logging.", negatable=True),
     Option("proxy_headers", "--proxy-headers", "bool", True,
-           "Enable/disable X-Forwarded-Proto and X-Forwarded-For from trusted peers.", negatable=True),
-    Option("server_header", "--server-header", "bool", True, "Enable/disable the default Server header.", negatable=True),
-    Option("date_header", "--date-header", "bool", True, "Enable/disable the default Date header.", negatable=True),
+           "Enable/disable X-Forwarded-Proto and X-Forwarded-For from trusted peers.", negatable=True, to="engine"),
+    Option("server_header", "--server-header", "bool", True, "Enable/disable the default Server header.", negatable=True, to="engine"),
+    Option("date_header", "--date-header", "bool", True, "Enable/disable the default Date header.", negatable=True, to="engine"),
     Option("forwarded_allow_ips", "--forwarded-allow-ips", "str", None,
            "Comma-separated IPs or networks to trust with proxy headers; '*' trusts all. "
            "Defaults to $FORWARDED_ALLOW_IPS, or '127.0.0.1,::1'."),
-    Option("root_path", "--root-path", "str", "", "ASGI 'root_path' for apps mounted below a URL path."),
-    Option("limit_concurrency", "--limit-concurrency", "int", None, "Maximum concurrent connections or requests before 503."),
-    Option("backlog", "--backlog", "int", 2048, "Maximum number of connections to hold in backlog."),
-    Option("limit_max_requests", "--limit-max-requests", "int", None, "Recycle a worker after this many requests."),
+    Option("root_path", "--root-path", "str", "", "ASGI 'root_path' for apps mounted below a URL path.", to="engine"),
+    Option("limit_concurrency", "--limit-concurrency", "int", None, "Maximum concurrent connections or requests before 503.", to="engine"),
+    Option("backlog", "--backlog", "int", 2048, "Maximum number of connections to hold in backlog.", to="supervisor"),
+    Option("limit_max_requests", "--limit-max-requests", "int", None, "Recycle a worker after this many requests.", to="supervisor"),
     Option("limit_max_requests_jitter", "--limit-max-requests-jitter", "int", 0,
-           "Each worker's request limit is drawn in N..N+jitter."),
-    Option("timeout_keep_alive", "--timeout-keep-alive", "float", 5.0, "Close idle keep-alive connections after this (s)."),
+           "Each worker's request limit is drawn in N..N+jitter.", to="supervisor"),
+    Option("timeout_keep_alive", "--timeout-keep-alive", "float", 5.0, "Close idle keep-alive connections after this (s).", to="engine"),
     Option("timeout_graceful_shutdown", "--timeout-graceful-shutdown", "float", None,
-           "Maximum time to wait for graceful shutdown (s)."),
+           "Maximum time to wait for graceful shutdown (s).", to="supervisor"),
     Option("timeout_worker_healthcheck", "--timeout-worker-healthcheck", "float", 30.0,
-           "Replace a worker whose event loop has not answered this long (s). uvicorn: 5."),
+           "Replace a worker whose event loop has not answered this long (s). uvicorn: 5.", to="supervisor"),
     Option("ssl_keyfile", "--ssl-keyfile", "str", None, "SSL key file (PEM; may be encrypted).", metavar="PATH"),
     Option("ssl_certfile", "--ssl-certfile", "str", None, "SSL certificate file (PEM, with its chain).", metavar="PATH"),
-    Option("ssl_keyfile_password", "--ssl-keyfile-password", "str", None, "SSL keyfile password."),
+    Option("ssl_keyfile_password", "--ssl-keyfile-password", "str", None, "SSL keyfile password.", secret=True),
     Option("ssl_version", "--ssl-version", "int", 17,
            "SSL version (Python's ssl.PROTOCOL_* number): 17, 2 or 16: TLS 1.2 and 1.3; 5: TLS 1.2 only. "
            "TLS 1.0/1.1 are refused."),
@@ -103,36 +111,36 @@ OPTIONS: tuple[Option, ...] = (
     Option("app_dir", "--app-dir", "str", "", "Look for APP in this directory (added to sys.path). [default: .]"),
     Option("h11_max_incomplete_event_size", "--h11-max-incomplete-event-size", "int", None,
            "Maximum size of an incomplete request head (same as --limit-request-head)."),
-    Option("reset_contextvars", "--reset-contextvars", "flag", False, "Run each request in a fresh contextvars.Context."),
+    Option("reset_contextvars", "--reset-contextvars", "flag", False, "Run each request in a fresh contextvars.Context.", to="engine"),
     Option("factory", "--factory", "flag", False, "Treat APP as an application factory: a () -> ASGI app callable."),
     # Pronghorn's own.
     Option("timeout_header_read", "--timeout-header-read", "float", 10.0,
-           "Maximum time to receive a request head (s); slower clients get 408."),
-    Option("limit_request_line", "--limit-request-line", "int", 8192, "Maximum request line length; longer gets 414."),
-    Option("limit_request_head", "--limit-request-head", "int", 65536, "Maximum request head size; larger gets 431."),
-    Option("limit_request_fields", "--limit-request-fields", "int", 100, "Maximum number of request headers; more gets 431."),
+           "Maximum time to receive a request head (s); slower clients get 408.", to="engine"),
+    Option("limit_request_line", "--limit-request-line", "int", 8192, "Maximum request line length; longer gets 414.", to="engine"),
+    Option("limit_request_head", "--limit-request-head", "int", 65536, "Maximum request head size; larger gets 431.", to="engine"),
+    Option("limit_request_fields", "--limit-request-fields", "int", 100, "Maximum number of request headers; more gets 431.", to="engine"),
     Option("preload", "--preload", "flag", False, "Import the app in the parent before forking workers (copy-on-write)."),
-    Option("limit_worker_memory", "--limit-worker-memory", "int", None, "Recycle a worker whose RSS passes this many MiB."),
-    Option("worker_lifetime", "--worker-lifetime", "float", None, "Recycle a worker after this many seconds."),
-    Option("reuse_port", "--reuse-port", "flag", False, "Give each worker its own SO_REUSEPORT socket."),
-    Option("pid_file", "--pid-file", "str", None, "Write the server's PID to this file.", metavar="PATH"),
+    Option("limit_worker_memory", "--limit-worker-memory", "int", None, "Recycle a worker whose RSS passes this many MiB.", to="supervisor"),
+    Option("worker_lifetime", "--worker-lifetime", "float", None, "Recycle a worker after this many seconds.", to="supervisor"),
+    Option("reuse_port", "--reuse-port", "flag", False, "Give each worker its own SO_REUSEPORT socket.", to="supervisor"),
+    Option("pid_file", "--pid-file", "str", None, "Write the server's PID to this file.", metavar="PATH", to="supervisor"),
     Option("pre_start", "--pre-start", "list", None,
            "Shell command run by the supervisor before any worker starts, and again before the workers "
            "of a SIGHUP reload (repeatable, in order; a failure stops the start, or keeps the old workers).",
-           metavar="COMMAND"),
+           metavar="COMMAND", to="supervisor"),
     Option("send_thread", "--send-thread", "bool", None,
            "Always/never send small responses from a second thread per worker, off the event loop "
            "[default: with fewer workers than CPUs, while requests cost the loop 50 us or more].", negatable=True),
     Option("asyncio_tasks", "--asyncio-tasks", "flag", False,
            "Run each request in an asyncio.Task, as uvicorn does, instead of Pronghorn's request task "
-           "(which starts the app at once and is not listed by asyncio.all_tasks())."),
+           "(which starts the app at once and is not listed by asyncio.all_tasks()).", to="engine"),
     Option("asgi_spec_version", "--asgi-spec-version", "choice", "2.3",
            "ASGI HTTP spec version the scope advertises. 2.3 (uvicorn's): send() after the client left is "
            "dropped silently; 2.4: it raises an OSError (Starlette then stops listening for disconnects).",
-           choices=("2.3", "2.4")),
+           choices=("2.3", "2.4"), to="engine"),
     Option("asgi_pathsend", "--asgi-pathsend", "flag", False,
            "Offer the http.response.pathsend extension (zero-copy FileResponse; Starlette's GZipMiddleware "
-           "passes such responses uncompressed, so it is off by default)."),
+           "passes such responses uncompressed, so it is off by default).", to="engine"),
     Option("timeout_graceful_streams", "--timeout-graceful-streams", "float", 1.0,
            "On a graceful stop, responses still streaming with no declared length (event streams) are ended "
            "after this (s): the app's receive() gets http.disconnect. Capped by --timeout-graceful-shutdown."),
@@ -141,85 +149,8 @@ OPTIONS: tuple[Option, ...] = (
 OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
 
 
-@dataclass
-class Config:
-    """The server's configuration; `pronghorn.Config(app, **options)` mirrors uvicorn.Config."""
-
-    app: Any
-    host: str = "127.0.0.1"
-    port: int = 8000
-    uds: str | None = None
-    fd: int | None = None
-    reload: bool = False
-    reload_dirs: list[str] | None = None
-    reload_includes: list[str] | None = None
-    reload_excludes: list[str] | None = None
-    reload_delay: float = 0.25
-    workers: int | None = None
-    loop: str = "auto"
-    http: str = "auto"
-    http2: bool = False
-    ws: str = "auto"
-    ws_max_size: int = 16777216
-    ws_max_queue: int = 32
-    ws_ping_interval: float = 20.0
-    ws_ping_timeout: float = 20.0
-    ws_per_message_deflate: str = "True"
-    lifespan: str = "auto"
-    interface: str = "auto"
-    env_file: str | None = None
-    log_config: Any = None
-    log_level: str | int = "info"
-    access_log: bool = True
-    access_log_format: str | None = None
-    use_colors: bool | None = None
-    proxy_headers: bool = True
-    server_header: bool = True
-    date_header: bool = True
-    forwarded_allow_ips: str | list[str] | None = None
-    root_path: str = ""
-    limit_concurrency: int | None = None
-    backlog: int = 2048
-    limit_max_requests: int | None = None
-    limit_max_requests_jitter: int = 0
-    timeout_keep_alive: float = 5.0
-    timeout_graceful_shutdown: float | None = None
-    timeout_worker_healthcheck: float = 30.0
-    ssl_keyfile: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile_password: str | None = field(default=None, repr=False)
-    ssl_version: int = 17
-    ssl_cert_reqs: int = 0
-    ssl_ca_certs: str | None = None
-    ssl_ciphers: str = "TLSv1"
-    headers: list[Any] | None = None
-    app_dir: str = ""
-    h11_max_incomplete_event_size: int | None = None
-    reset_contextvars: bool = False
-    factory: bool = False
-    timeout_header_read: float = 10.0
-    limit_request_line: int = 8192
-    limit_request_head: int = 65536
-    limit_request_fields: int = 100
-    preload: bool = False
-    limit_worker_memory: int | None = None
-    worker_lifetime: float | None = None
-    reuse_port: bool = False
-    pid_file: str | None = None
-    pre_start: list[str] | None = None
-    send_thread: bool | None = None
-    asyncio_tasks: bool = False
-    asgi_spec_version: str = "2.3"
-    asgi_pathsend: bool = False
-    # Made once in the process that starts the workers: every worker derives
-    # the same session-ticket keys from it, so a ticket resumes on any of them.
-    tls_ticket_secret: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
-    timeout_graceful_streams: float = 1.0
-    # Set by validate(): parsed --header values.
-    header_pairs: list[tuple[str, str]] = field(default_factory=list)
-    # Options the user gave explicitly (command line, environment, keyword),
-    # so that a refused option is refused even when given its default value.
-    given: set[str] = field(default_factory=set)
+class _ConfigMethods:
+    """What Config does; its fields come from OPTIONS (see _config_class)."""
 
     @property
     def supervised(self) -> bool:
@@ -327,7 +258,49 @@ class Config:
             if not os.path.isdir(d):
                 raise ConfigError(f"--reload-dir: {d!r} is not a directory")
         self.header_pairs = [_parse_header(h) for h in self.headers or ()]
+        self.asgi_spec_version = str(self.asgi_spec_version)  # Config(asgi_spec_version=2.4)
         return self
+
+
+# The annotation of each kind of option in Config (None: not given).
+_KIND_TYPES = {"str": "str | None", "int": "int | None", "float": "float | None", "bool": "bool | None",
+               "flag": "bool", "choice": "str", "list": "list[str] | None"}
+
+
+def _config_class() -> type:
+    """The Config dataclass: `app`, then one field per option in table order, with the table's
+    default, then what is worked out from the options."""
+    annotations: dict[str, Any] = {"app": "Any"}
+    namespace: dict[str, Any] = {
+        "__module__": __name__,
+        "__qualname__": "Config",
+        "__doc__": "The server's configuration; `pronghorn.Config(app, **options)` mirrors uvicorn.Config. "
+                   "One field per option of the OPTIONS table.",
+    }
+    for o in OPTIONS:
+        annotations[o.name] = _KIND_TYPES[o.kind]
+        namespace[o.name] = field(default=o.default, repr=not o.secret)
+    # Made once in the process that starts the workers: every worker derives
+    # the same session-ticket keys from it, so a ticket resumes on any of them.
+    annotations["tls_ticket_secret"] = "bytes"
+    namespace["tls_ticket_secret"] = field(default_factory=lambda: os.urandom(32), repr=False)
+    # Set by validate(): parsed --header values.
+    annotations["header_pairs"] = "list[tuple[str, str]]"
+    namespace["header_pairs"] = field(default_factory=list)
+    # Options the user gave explicitly (command line, environment, keyword),
+    # so that a refused option is refused even when given its default value.
+    annotations["given"] = "set[str]"
+    namespace["given"] = field(default_factory=set)
+    namespace["__annotations__"] = annotations
+    return dataclass(type("Config", (_ConfigMethods,), namespace))
+
+
+Config = _config_class()
+
+
+def options_for(config: Any, to: str) -> dict[str, Any]:
+    """The options that go as they are to the engine or the supervisor, by name."""
+    return {o.name: getattr(config, o.name) for o in OPTIONS if o.to == to}
 
 
 def _truth(value: Any) -> bool | None:

@@ -17,7 +17,7 @@ import traceback
 from typing import Any
 
 from pronghorn import _logging
-from pronghorn.config import Config, ConfigError, reload_patterns, tls_spec, ws_spec
+from pronghorn.config import Config, ConfigError, options_for, reload_patterns, tls_spec, ws_spec
 
 EXIT_OK = 0
 EXIT_IMPORT_ERROR = 1
@@ -235,38 +235,22 @@ class Worker:
             forwarded = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
         elif isinstance(forwarded, (list, tuple)):
             forwarded = ",".join(forwarded)
-        server = _core.Server(
-            self.app,
-            loop,
-            logger,
+        options = options_for(config, "engine")
+        options.update(
             state=state,
-            root_path=config.root_path,
-            proxy_headers=config.proxy_headers,
             forwarded_allow_ips=forwarded,
-            timeout_keep_alive=config.timeout_keep_alive,
-            timeout_header_read=config.timeout_header_read,
-            limit_concurrency=config.limit_concurrency or 0,
-            server_header=config.server_header,
-            date_header=config.date_header,
             headers=config.header_pairs,
             access_log=config.access_log and logging.getLogger("pronghorn.access").isEnabledFor(logging.INFO),
             access_logger=logging.getLogger("pronghorn.access") if config.log_config else None,
             access_log_colours=sys.stdout.isatty() if config.use_colors is None else config.use_colors,
-            limit_request_line=config.limit_request_line,
-            limit_request_head=config.limit_request_head,
-            limit_request_fields=config.limit_request_fields,
-            reset_contextvars=config.reset_contextvars,
             control_fd=self.control_fd,
             max_requests=self.max_requests,
             send_thread=_use_send_thread(config),
             send_thread_always=config.send_thread is True,
-            asyncio_tasks=config.asyncio_tasks,
-            asgi_spec_version=str(config.asgi_spec_version),
-            pathsend=config.asgi_pathsend,
             tls=tls,
             ws=ws_spec(config),
-            access_log_format=config.access_log_format,
         )
+        server = _core.Server(self.app, loop, logger, options)
         self.server = server
         try:
             if config.fd is not None:
@@ -479,33 +463,19 @@ def run(config: Config) -> int:
     except OSError:
         return EXIT_IMPORT_ERROR
     app = load_app(config, logger) if config.preload else None
-    graceful = config.timeout_graceful_shutdown
     reload_dirs = [os.path.abspath(d) for d in (config.reload_dirs or [os.getcwd()])]
     reload_includes, reload_excludes = reload_patterns(config.reload_includes, config.reload_excludes)
     if config.reload:
         logger.info("Will watch for changes in these directories: %s", sorted(reload_dirs))
-    result = _core.supervise(
-        config.workers,
-        reload=config.reload,
+    options = options_for(config, "supervisor")
+    options.update(
         reload_dirs=reload_dirs,
         reload_includes=reload_includes,
         reload_excludes=reload_excludes,
-        reload_delay=config.reload_delay,
-        reuse_port=config.reuse_port,
-        host=config.host,
-        port=config.port,
-        backlog=config.backlog,
         listen_fd=config.fd if config.reuse_port else -1,
-        timeout_worker_healthcheck=config.timeout_worker_healthcheck,
-        timeout_graceful_shutdown=-1.0 if graceful is None else graceful,
-        limit_max_requests=config.limit_max_requests or 0,
-        limit_max_requests_jitter=config.limit_max_requests_jitter,
-        limit_worker_memory=config.limit_worker_memory or 0,
-        worker_lifetime=config.worker_lifetime or 0.0,
-        pid_file=config.pid_file or "",
-        pre_start=list(config.pre_start or ()),
         ready_message=message,  # logged by the supervisor, after the pre-start steps
     )
+    result = _core.supervise(options)
     if isinstance(result, int):
         if config.uds and os.path.exists(config.uds):
             os.unlink(config.uds)

@@ -50,7 +50,7 @@ PyObject *ready(PyObject *value);
 PyObject *ready_none();
 
 // ---- supervise.cpp ----
-PyObject *py_supervise(PyObject *, PyObject *args, PyObject *kwargs);
+PyObject *py_supervise(PyObject *, PyObject *options);
 PyObject *py_bind_tcp(PyObject *, PyObject *args);
 PyObject *py_bind_unix(PyObject *, PyObject *args);
 PyObject *py_sd_notify(PyObject *, PyObject *arg);

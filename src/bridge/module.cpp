@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "bridge/bridge.h"
+#include "bridge/options.h"
 #include "engine/http/forwarded.h"
 #include "engine/http/target.h"
 #include "engine/http1/response.h"
@@ -427,55 +428,25 @@ PyObject *server_new(PyTypeObject *type, PyObject *, PyObject *) {
 // certfile, keyfile, password, ca_certs, ciphers (str), cert_reqs,
 // min_version, max_version (int), alpn (list of str), ticket_secret (bytes).
 bool tls_options_from(PyObject *spec, TlsOptions &options) {
-  if (!PyDict_Check(spec)) {
-    PyErr_SetString(PyExc_TypeError, "tls must be a dict");
-    return false;
-  }
-  auto text = [spec](const char *key, std::string &out) {
-    PyObject *value = PyDict_GetItemString(spec, key);  // borrowed
-    if (value == nullptr || value == Py_None) return true;
-    if (PyBytes_Check(value)) {
-      out.assign(PyBytes_AS_STRING(value), static_cast<size_t>(PyBytes_GET_SIZE(value)));
-      return true;
-    }
-    PyObject *encoded = PyUnicode_EncodeFSDefault(value);
-    if (encoded == nullptr) return false;
-    out.assign(PyBytes_AS_STRING(encoded), static_cast<size_t>(PyBytes_GET_SIZE(encoded)));
-    Py_DECREF(encoded);
-    return true;
-  };
-  auto number = [spec](const char *key, int &out) {
-    PyObject *value = PyDict_GetItemString(spec, key);
-    if (value == nullptr || value == Py_None) return true;
-    long v = PyLong_AsLong(value);
-    if (v == -1 && PyErr_Occurred()) return false;
-    out = static_cast<int>(v);
-    return true;
-  };
-  if (!text("certfile", options.certfile) || !text("keyfile", options.keyfile) || !text("password", options.password) ||
-      !text("ca_certs", options.ca_certs) || !text("ciphers", options.ciphers) ||
-      !text("ticket_secret", options.ticket_secret) || !number("cert_reqs", options.cert_reqs) ||
-      !number("min_version", options.min_version) || !number("max_version", options.max_version))
-    return false;
-  PyObject *alpn = PyDict_GetItemString(spec, "alpn");
-  if (alpn != nullptr && alpn != Py_None) {
-    PyObject *seq = PySequence_Fast(alpn, "alpn must be a list of str");
-    if (seq == nullptr) return false;
-    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); ++i) {
-      const char *name = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(seq, i));
-      if (name == nullptr) {
-        Py_DECREF(seq);
-        return false;
-      }
-      options.alpn.emplace_back(name);
-    }
-    Py_DECREF(seq);
-  }
+  OptionReader read(spec, "tls");
+  read.path("certfile", options.certfile);
+  read.path("keyfile", options.keyfile);
+  read.path("password", options.password);
+  read.path("ca_certs", options.ca_certs);
+  read.text("ciphers", options.ciphers);
+  read.path("ticket_secret", options.ticket_secret);
+  long long cert_reqs = options.cert_reqs, min_version = options.min_version, max_version = options.max_version;
+  read.integer("cert_reqs", cert_reqs);
+  read.integer("min_version", min_version);
+  read.integer("max_version", max_version);
+  read.text_list("alpn", options.alpn);
+  if (!read.finish()) return false;
+  options.cert_reqs = static_cast<int>(cert_reqs);
+  options.min_version = static_cast<int>(min_version);
+  options.max_version = static_cast<int>(max_version);
   return true;
 }
 
-// nullptr with ValueError(one line saying what is wrong) when the files or
-// options do not make a context.
 std::unique_ptr<TlsContext> make_tls_context(PyObject *spec) {
   TlsOptions options;
   if (!tls_options_from(spec, options)) return nullptr;
@@ -550,127 +521,92 @@ bool parse_trusted(AppServer &s, const char *spec) {
 // The WebSocket options: None (WebSockets off, --ws none) or a dict of
 // max_size, max_queue, ping_interval, ping_timeout (seconds, None: off) and
 // per_message_deflate.
+// None (--ws none): upgrade requests are answered as plain HTTP requests.
 bool parse_ws_settings(PyObject *ws, ws::Settings &out) {
-  if (ws == Py_None) {
-    out.enabled = false;
-    return true;
-  }
-  if (!PyDict_Check(ws)) {
-    PyErr_SetString(PyExc_TypeError, "ws must be a dict or None");
-    return false;
-  }
-  auto number = [ws](const char *key, double &value) {
-    PyObject *item = PyDict_GetItemString(ws, key);
-    if (item == nullptr || item == Py_None) return true;
-    value = PyFloat_AsDouble(item);
-    return !(value == -1.0 && PyErr_Occurred());
-  };
-  double max_size = static_cast<double>(out.max_message), max_queue = static_cast<double>(out.max_queue);
-  double ping_interval = 0, ping_timeout = 0;
-  PyObject *interval = PyDict_GetItemString(ws, "ping_interval");
-  PyObject *timeout = PyDict_GetItemString(ws, "ping_timeout");
-  if (!number("max_size", max_size) || !number("max_queue", max_queue) || !number("ping_interval", ping_interval) ||
-      !number("ping_timeout", ping_timeout))
-    return false;
-  if (max_size < 1 || max_queue < 1 || ping_interval < 0 || ping_timeout < 0) {
+  out.enabled = ws != nullptr;
+  if (ws == nullptr) return true;
+  OptionReader read(ws, "ws");
+  read.count("max_size", out.max_message);
+  uint64_t max_queue = out.max_queue;
+  read.count("max_queue", max_queue);
+  // None or absent: no pings (uvicorn takes None).
+  out.ping_interval_ms = out.ping_timeout_ms = 0;
+  read.milliseconds("ping_interval", out.ping_interval_ms);
+  read.milliseconds("ping_timeout", out.ping_timeout_ms);
+  read.flag("per_message_deflate", out.per_message_deflate);
+  if (!read.finish()) return false;
+  if (out.max_message < 1 || max_queue < 1) {
     PyErr_SetString(PyExc_ValueError, "invalid WebSocket limits");
     return false;
   }
-  out.enabled = true;
-  out.max_message = static_cast<uint64_t>(max_size);
   out.max_queue = static_cast<size_t>(max_queue);
-  out.ping_interval_ms = interval == nullptr || interval == Py_None ? 0 : static_cast<uint64_t>(ping_interval * 1000);
-  out.ping_timeout_ms = timeout == nullptr || timeout == Py_None ? 0 : static_cast<uint64_t>(ping_timeout * 1000);
-  PyObject *deflate = PyDict_GetItemString(ws, "per_message_deflate");
-  int on = deflate == nullptr ? 1 : PyObject_IsTrue(deflate);
-  if (on < 0) return false;
-  out.per_message_deflate = on;
   return true;
 }
 
+// Server(app, loop, logger, options): `options` is the dict that server.py
+// builds from config.py's OPTIONS table (the options marked for the engine,
+// by their names) and the values it works out for this worker.
 int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
   auto *self = reinterpret_cast<ServerObject *>(op);
-  static const char *kwlist[] = {"app",
-                                 "loop",
-                                 "logger",
-                                 "state",
-                                 "root_path",
-                                 "proxy_headers",
-                                 "forwarded_allow_ips",
-                                 "timeout_keep_alive",
-                                 "timeout_header_read",
-                                 "limit_concurrency",
-                                 "server_header",
-                                 "date_header",
-                                 "headers",
-                                 "access_log",
-                                 "access_log_colours",
-                                 "limit_request_line",
-                                 "limit_request_head",
-                                 "limit_request_fields",
-                                 "reset_contextvars",
-                                 "control_fd",
-                                 "max_requests",
-                                 "access_logger",
-                                 "send_thread",
-                                 "send_thread_always",
-                                 "asyncio_tasks",
-                                 "asgi_spec_version",
-                                 "pathsend",
-                                 "tls",
-                                 "ws",
-                                 "access_log_format",
-                                 nullptr};
-  PyObject *app, *loop, *logger, *state = Py_None, *headers = nullptr, *access_logger = Py_None;
-  const char *root_path = "", *forwarded = "127.0.0.1";
-  int proxy_headers = 0, server_header = 1, date_header = 1, access_log = 1, colours = 0, reset_ctx = 0;
-  double keep_alive = 5.0, header_read = 10.0;
-  Py_ssize_t limit_concurrency = 0, limit_line = 8192, limit_head = 65536, limit_fields = 100;
-  int control_fd = -1;
-  unsigned long long max_requests = 0;
-  int send_thread = 1, send_thread_always = 0, asyncio_tasks = 0, pathsend = 0;
-  const char *spec_version = "2.3";
-  PyObject *tls = Py_None, *ws = Py_None;
-  const char *access_log_format = nullptr;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|$OspsddnppOppnnnpiKOpppspOOz", const_cast<char **>(kwlist), &app,
-                                   &loop, &logger, &state, &root_path, &proxy_headers, &forwarded, &keep_alive,
-                                   &header_read, &limit_concurrency, &server_header, &date_header, &headers,
-                                   &access_log, &colours, &limit_line, &limit_head, &limit_fields, &reset_ctx,
-                                   &control_fd, &max_requests, &access_logger, &send_thread, &send_thread_always,
-                                   &asyncio_tasks, &spec_version, &pathsend, &tls, &ws, &access_log_format))
+  static const char *kwlist[] = {"app", "loop", "logger", "options", nullptr};
+  PyObject *app, *loop, *logger, *options = Py_None;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|O", const_cast<char **>(kwlist), &app, &loop, &logger, &options))
     return -1;
-  std::unique_ptr<TlsContext> tls_context;
-  if (tls != Py_None && (tls_context = make_tls_context(tls)) == nullptr) return -1;
-  if (std::string_view(spec_version) != "2.3" && std::string_view(spec_version) != "2.4") {
-    PyErr_Format(PyExc_ValueError, "asgi_spec_version must be '2.3' or '2.4', not '%s'", spec_version);
-    return -1;
-  }
   if (self->server != nullptr) {
     PyErr_SetString(PyExc_RuntimeError, "Server already initialised");
     return -1;
   }
-  if (limit_line < 16 || limit_head < limit_line || limit_fields < 1 || limit_concurrency < 0) {
+  EngineConfig config;
+  OptionReader read(options, "engine");
+  read.text("root_path", config.root_path);
+  read.milliseconds("timeout_keep_alive", config.keep_alive_timeout_ms);
+  read.milliseconds("timeout_header_read", config.header_timeout_ms);
+  uint64_t limit_concurrency = 0, limit_line = config.limits.max_request_line, limit_head = config.limits.max_head,
+           limit_fields = config.limits.max_headers;
+  read.count("limit_concurrency", limit_concurrency);
+  read.count("limit_request_line", limit_line);
+  read.count("limit_request_head", limit_head);
+  read.count("limit_request_fields", limit_fields);
+  read.flag("server_header", config.server_header);
+  read.flag("date_header", config.date_header);
+  read.flag("access_log", config.access_log);
+  read.flag("access_log_colours", config.access_log_colours);
+  long long control_fd = -1;
+  read.integer("control_fd", control_fd);
+  read.count("max_requests", config.max_requests);
+  read.flag("send_thread", config.send_thread);
+  bool send_thread_always = false, proxy_headers = false, reset_ctx = false, asyncio_tasks = false, pathsend = false;
+  read.flag("send_thread_always", send_thread_always);
+  read.flag("proxy_headers", proxy_headers);
+  read.flag("reset_contextvars", reset_ctx);
+  read.flag("asyncio_tasks", asyncio_tasks);
+  read.flag("asgi_pathsend", pathsend);
+  std::string spec_version = "2.3", forwarded = "127.0.0.1", access_log_format;
+  read.text("asgi_spec_version", spec_version);
+  read.text("forwarded_allow_ips", forwarded);
+  read.text("access_log_format", access_log_format);
+  PyObject *state = read.object("state"), *headers = read.object("headers"),
+           *access_logger = read.object("access_logger");
+  PyObject *tls = read.object("tls"), *ws = read.object("ws");
+  if (!read.finish()) return -1;
+  std::unique_ptr<TlsContext> tls_context;
+  if (tls != nullptr && (tls_context = make_tls_context(tls)) == nullptr) return -1;
+  if (spec_version != "2.3" && spec_version != "2.4") {
+    PyErr_Format(PyExc_ValueError, "asgi_spec_version must be '2.3' or '2.4', not '%s'", spec_version.c_str());
+    return -1;
+  }
+  if (limit_line < 16 || limit_head < limit_line || limit_fields < 1) {
     PyErr_SetString(PyExc_ValueError, "invalid request limits");
     return -1;
   }
-  EngineConfig config;
   config.limits.max_request_line = static_cast<size_t>(limit_line);
   config.limits.max_head = static_cast<size_t>(limit_head);
   config.limits.max_headers = static_cast<size_t>(limit_fields);
-  config.keep_alive_timeout_ms = static_cast<uint64_t>(keep_alive * 1000);
-  config.header_timeout_ms = static_cast<uint64_t>(header_read * 1000);
   config.limit_concurrency = static_cast<size_t>(limit_concurrency);
-  config.server_header = server_header;
-  config.date_header = date_header;
-  config.access_log = access_log;
-  config.access_log_colours = colours;
-  config.control_fd = control_fd;
-  config.max_requests = max_requests;
-  config.send_thread = send_thread;
-  config.root_path = root_path;
+  config.control_fd = static_cast<int>(control_fd);
   if (send_thread_always) config.send_thread_min_request_ns = 0;
   if (!parse_ws_settings(ws, config.ws)) return -1;
-  if (access_log_format != nullptr && *access_log_format != '\0') {
+  if (!access_log_format.empty()) {
     std::string error;
     auto format = http::AccessLogFormat::parse(access_log_format, &error);
     if (format == nullptr) {
@@ -679,7 +615,7 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
     }
     config.access_format = std::move(format);
   }
-  if (headers != nullptr && headers != Py_None) {
+  if (headers != nullptr) {
     PyObject *seq = PySequence_Fast(headers, "headers must be a sequence of (name, value) pairs");
     if (seq == nullptr) return -1;
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); ++i) {
@@ -703,11 +639,12 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
   s->app = Py_NewRef(app);
   s->loop = Py_NewRef(loop);
   s->logger = Py_NewRef(logger);
-  s->state = state == Py_None ? nullptr : Py_NewRef(state);
-  s->root_path = PyUnicode_FromString(root_path);
-  s->root_path_utf8 = root_path;
+  s->state = state == nullptr ? nullptr : Py_NewRef(state);
+  s->root_path = PyUnicode_FromStringAndSize(s->engine.config().root_path.data(),
+                                             static_cast<Py_ssize_t>(s->engine.config().root_path.size()));
+  s->root_path_utf8 = s->engine.config().root_path;
   s->proxy_headers = proxy_headers;
-  s->spec_2_4 = std::string_view(spec_version) == "2.4";
+  s->spec_2_4 = spec_version == "2.4";
   s->pathsend = pathsend;
   s->tls = tls_context != nullptr;
   s->call_soon = PyObject_GetAttrString(loop, "call_soon");
@@ -737,8 +674,8 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
     Py_DECREF(contextvars);
     if (s->context_factory == nullptr) return -1;
   }
-  if (!parse_trusted(*s, forwarded)) return -1;
-  if (access_logger != Py_None) {
+  if (!parse_trusted(*s, forwarded.c_str())) return -1;
+  if (access_logger != nullptr) {
     s->access_logger = Py_NewRef(access_logger);
     if (s->engine.config().access_format != nullptr)
       s->engine.set_access_line_hook(access_line_hook, s);
@@ -1003,8 +940,9 @@ PyMethodDef module_methods[] = {
     {"set_log_sink", set_sink, METH_O,
      "Route the engine's log lines to a callable(level, message), or None for stderr."},
     {"set_log_level", set_level, METH_O, "Set the engine's log level (a logging module level number)."},
-    {"supervise", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(py_supervise)),
-     METH_VARARGS | METH_KEYWORDS, "Run the supervisor: returns the exit code in the parent, (fd, limit) in a worker."},
+    {"supervise", py_supervise, METH_O,
+     "Run the supervisor with a dict of options: returns the exit code in the parent, (fd, limit, listen fd) in a "
+     "worker."},
     {"bind_tcp", py_bind_tcp, METH_VARARGS, "Bind and listen; returns (fd, host, port)."},
     {"bind_unix", py_bind_unix, METH_VARARGS, "Bind and listen on a Unix socket; returns the fd."},
     {"sd_notify", py_sd_notify, METH_O, "Send a state string to systemd when NOTIFY_SOCKET is set."},

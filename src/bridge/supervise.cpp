@@ -1,5 +1,6 @@
 // Python entry points of the supervisor and of socket binding in the parent.
 #include "bridge/bridge.h"
+#include "bridge/options.h"
 #include "engine/net/listener.h"
 #include "supervisor/supervisor.h"
 #include "supervisor/systemd.h"
@@ -18,71 +19,47 @@ void after_fork_child() {
   PyOS_AfterFork_Child();
 }
 
-bool string_list(PyObject *list, std::vector<std::string> &out) {
-  if (list == nullptr || list == Py_None) return true;
-  PyObject *seq = PySequence_Fast(list, "expected a list of strings");
-  if (seq == nullptr) return false;
-  for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); ++i) {
-    const char *item = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(seq, i));
-    if (item == nullptr) {
-      Py_DECREF(seq);
-      return false;
-    }
-    out.emplace_back(item);
-  }
-  Py_DECREF(seq);
-  return true;
-}
-
 }  // namespace
 
-// supervise(workers, ...) -> int in the parent (its exit code, once every
-// worker is gone), or (control_fd, max_requests) in a forked worker.
-PyObject *py_supervise(PyObject *, PyObject *args, PyObject *kwargs) {
-  static const char *kwlist[] = {"workers",
-                                 "timeout_worker_healthcheck",
-                                 "timeout_graceful_shutdown",
-                                 "limit_max_requests",
-                                 "limit_max_requests_jitter",
-                                 "limit_worker_memory",
-                                 "worker_lifetime",
-                                 "pid_file",
-                                 "reload",
-                                 "reload_dirs",
-                                 "reload_includes",
-                                 "reload_excludes",
-                                 "reload_delay",
-                                 "reuse_port",
-                                 "host",
-                                 "port",
-                                 "backlog",
-                                 "listen_fd",
-                                 "pre_start",
-                                 "ready_message",
-                                 nullptr};
+// supervise(options) -> int in the parent (its exit code, once every worker
+// is gone), or (control_fd, max_requests, listen_fd) in a forked worker.
+// `options` is the dict that server.py builds from config.py's OPTIONS table
+// (the options marked for the supervisor, by their names) and the values it
+// works out (the watched directories and patterns, the first socket, the
+// ready message).
+PyObject *py_supervise(PyObject *, PyObject *dict) {
   supervisor::Options options;
-  unsigned long long max_requests = 0, jitter = 0, memory = 0;
-  const char *pid_file = "";
-  int reload = 0, reuse_port = 0;
-  const char *host = "", *ready_message = "";
-  PyObject *dirs = nullptr, *includes = nullptr, *excludes = nullptr, *pre_start = nullptr;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i|$ddKKKdspOOOdpsiiiOs", const_cast<char **>(kwlist), &options.workers,
-                                   &options.healthcheck_timeout_s, &options.graceful_timeout_s, &max_requests, &jitter,
-                                   &memory, &options.worker_lifetime_s, &pid_file, &reload, &dirs, &includes, &excludes,
-                                   &options.reload_delay_s, &reuse_port, &host, &options.port, &options.backlog,
-                                   &options.first_listen_fd, &pre_start, &ready_message))
+  OptionReader read(dict, "supervisor");
+  long long workers = options.workers, port = options.port, backlog = options.backlog, listen_fd = -1;
+  read.integer("workers", workers);
+  read.number("timeout_worker_healthcheck", options.healthcheck_timeout_s);
+  read.number("timeout_graceful_shutdown", options.graceful_timeout_s);
+  read.count("limit_max_requests", options.max_requests);
+  read.count("limit_max_requests_jitter", options.max_requests_jitter);
+  read.count("limit_worker_memory", options.max_memory_mib);
+  read.number("worker_lifetime", options.worker_lifetime_s);
+  read.text("pid_file", options.pid_file);
+  read.flag("reload", options.reload);
+  read.text_list("reload_dirs", options.reload_dirs);
+  read.text_list("reload_includes", options.reload_includes);
+  read.text_list("reload_excludes", options.reload_excludes);
+  read.number("reload_delay", options.reload_delay_s);
+  read.flag("reuse_port", options.reuse_port);
+  read.text("host", options.host);
+  read.integer("port", port);
+  read.integer("backlog", backlog);
+  read.integer("listen_fd", listen_fd);
+  read.text_list("pre_start", options.pre_start);
+  read.text("ready_message", options.ready_message);
+  if (!read.finish()) return nullptr;
+  if (workers < 1 || port < 0 || port > 65535 || backlog < 1) {
+    PyErr_SetString(PyExc_ValueError, "supervisor: workers, port or backlog out of range");
     return nullptr;
-  options.reuse_port = reuse_port;
-  options.host = host;
-  options.reload = reload;
-  if (!string_list(dirs, options.reload_dirs) || !string_list(includes, options.reload_includes) ||
-      !string_list(excludes, options.reload_excludes) || !string_list(pre_start, options.pre_start))
-    return nullptr;
-  options.max_requests = max_requests;
-  options.max_requests_jitter = jitter;
-  options.max_memory_mib = memory;
-  options.pid_file = pid_file;
-  options.ready_message = ready_message;
+  }
+  options.workers = static_cast<int>(workers);
+  options.port = static_cast<int>(port);
+  options.backlog = static_cast<int>(backlog);
+  options.first_listen_fd = static_cast<int>(listen_fd);
   supervisor::ForkHooks hooks{before_fork, after_fork_parent, after_fork_child};
   supervisor::Outcome outcome = supervisor::supervise(options, hooks);
   if (outcome.role == supervisor::Role::Parent) return PyLong_FromLong(outcome.exit_code);
