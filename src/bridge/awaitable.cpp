@@ -148,4 +148,25 @@ PyObject *ready_none() {
   return reinterpret_cast<PyObject *>(none_singleton);
 }
 
+PyObject *message_type(PyObject *message, PyObject *missing) {
+  if (!PyDict_Check(message)) {
+    PyErr_SetString(PyExc_TypeError, "ASGI messages must be dicts.");
+    return nullptr;
+  }
+  PyObject *type = PyDict_GetItemWithError(message, names.type);
+  if (type == nullptr) {
+    if (PyErr_Occurred()) return nullptr;
+    if (missing == PyExc_KeyError)
+      PyErr_SetString(PyExc_KeyError, "type");
+    else
+      PyErr_SetString(missing, "ASGI message without 'type'.");
+    return nullptr;
+  }
+  if (!PyUnicode_Check(type)) {
+    PyErr_Format(PyExc_RuntimeError, "ASGI message 'type' must be a str, not %R.", type);
+    return nullptr;
+  }
+  return type;
+}
+
 }  // namespace pronghorn::bridge

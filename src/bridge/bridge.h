@@ -48,6 +48,11 @@ void fill_ready_type();
 // An awaitable that finishes at once with `value` (stolen), without an asyncio Future.
 PyObject *ready(PyObject *value);
 PyObject *ready_none();
+// The 'type' of a message the app sends (borrowed), or nullptr with an
+// exception: TypeError for a non-dict, `missing` when there is no 'type' (as
+// uvicorn: RuntimeError for HTTP, KeyError('type') for WebSockets),
+// RuntimeError for a type that is not a str.
+PyObject *message_type(PyObject *message, PyObject *missing);
 
 // ---- supervise.cpp ----
 PyObject *py_supervise(PyObject *, PyObject *options);

@@ -405,19 +405,8 @@ PyObject *request_send(PyObject *op, PyObject *message) {
   // word; 2.4 raises ClientDisconnected (an OSError), as does a stream the
   // server cut to stop.
   if (self->disconnected && !self->server->spec_2_4 && !self->cut_by_stop) return ready_none();
-  if (!PyDict_Check(message)) {
-    PyErr_SetString(PyExc_TypeError, "ASGI messages must be dicts.");
-    return nullptr;
-  }
-  PyObject *type = PyDict_GetItemWithError(message, names.type);
-  if (type == nullptr) {
-    if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "ASGI message without 'type'.");
-    return nullptr;
-  }
-  if (!PyUnicode_Check(type)) {
-    PyErr_Format(PyExc_RuntimeError, "ASGI message 'type' must be a str, not %R.", type);
-    return nullptr;
-  }
+  PyObject *type = message_type(message, PyExc_RuntimeError);
+  if (type == nullptr) return nullptr;
   if (type == names.http_response_body || PyUnicode_Compare(type, names.http_response_body) == 0)
     return send_body(self, message);
   if (type == names.http_response_start || PyUnicode_Compare(type, names.http_response_start) == 0)

@@ -486,19 +486,8 @@ PyObject *unexpected(const char *format, PyObject *type) {
 
 PyObject *websocket_send(PyObject *op, PyObject *message) {
   auto *self = reinterpret_cast<WebSocketObject *>(op);
-  if (!PyDict_Check(message)) {
-    PyErr_SetString(PyExc_TypeError, "ASGI messages must be dicts.");
-    return nullptr;
-  }
-  PyObject *type = get(message, names.type);
-  if (type == nullptr) {
-    if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "type");
-    return nullptr;
-  }
-  if (!PyUnicode_Check(type)) {
-    PyErr_Format(PyExc_RuntimeError, "ASGI message 'type' must be a str, not %R.", type);
-    return nullptr;
-  }
+  PyObject *type = message_type(message, PyExc_KeyError);
+  if (type == nullptr) return nullptr;
   // After the connection is gone, as uvicorn: ClientDisconnected.
   if (self->disconnected && !self->close_sent) return raise_disconnected();
 
