@@ -495,7 +495,7 @@ def run(config: Config) -> int:
         host=config.host,
         port=config.port,
         backlog=config.backlog,
-        listen_fd=config.fd if config.reuse_port else -1,
+        listen_fd=config.fd,  # --reuse-port: the first slot's socket; the parent closes it on a stop
         timeout_worker_healthcheck=config.timeout_worker_healthcheck,
         timeout_graceful_shutdown=-1.0 if graceful is None else graceful,
         limit_max_requests=config.limit_max_requests or 0,
