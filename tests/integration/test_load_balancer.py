@@ -50,6 +50,9 @@ SPOOFED = "6.6.6.6"    # an X-Forwarded-For the clients send themselves: it must
 
 if IP is None:
     pytestmark.append(pytest.mark.skip(reason="the `ip` command (Debian: iproute2) is not installed"))
+needs_haproxy = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (Debian: haproxy)")
+needs_nginx = pytest.mark.skipif(NGINX is None or OPENSSL is None,
+                                 reason="nginx (Debian: nginx-light) or openssl is not installed")
 
 
 def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -281,24 +284,29 @@ class Instance:
 
 @pytest.fixture
 def instances(network, tmp_path):
+    """The three instances; each one still running at the end must stop with exit code 0."""
     started: list[Instance] = []
+    errors = []
     try:
         for i in range(INSTANCES):
             started.append(Instance(network, i, tmp_path).start())
         yield started
     finally:
         for inst in started:
+            if inst.proc is None or inst.proc.poll() is not None:
+                continue
             try:
                 rc = inst.stop(signal.SIGTERM)
             except subprocess.TimeoutExpired:
-                rc = "timeout"
-            if inst.proc is not None and inst.proc.poll() is None or rc not in (0, -signal.SIGKILL):
-                print(f"{inst.name}: exit {rc}\n{inst.stderr}")
-            if inst.proc is not None:
-                try:
-                    os.killpg(inst.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                rc = "no exit within 20 s"
+            if rc != 0:
+                errors.append(f"{inst.name}: {rc} after SIGTERM\n{inst.stderr}")
+            try:  # a straggler of its own process group
+                os.killpg(inst.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    if errors:
+        pytest.fail("\n".join(errors))
 
 
 # -- the load ------------------------------------------------------------------------------
@@ -450,8 +458,6 @@ class HAProxy:
 
 @pytest.fixture
 def haproxy(instances, tmp_path):
-    if HAPROXY is None:
-        pytest.skip("haproxy is not installed (Debian: haproxy)")
     lb = HAProxy(instances, tmp_path)
     try:
         yield lb
@@ -472,6 +478,7 @@ def _check_forwarded(load: Load, scheme: str) -> None:
     assert schemes == {scheme}, schemes
 
 
+@needs_haproxy
 def test_haproxy_rolling_deploy(network, instances, haproxy):
     """SIGHUP to each instance in turn under load, each waited for until its new workers serve:
     not one request fails, and every instance ends up serving from new workers."""
@@ -491,6 +498,7 @@ def test_haproxy_rolling_deploy(network, instances, haproxy):
     _check_forwarded(load, "http")
 
 
+@needs_haproxy
 def test_haproxy_drain_stop_and_start(network, instances, haproxy):
     """The runtime API drains web2 (no new requests; those running finish), then SIGTERM stops
     it (exit 0), it starts again and is put back: not one request fails."""
@@ -511,6 +519,7 @@ def test_haproxy_drain_stop_and_start(network, instances, haproxy):
     assert not load.failed
 
 
+@needs_haproxy
 def test_haproxy_sigkill(network, instances, haproxy):
     """Every process of web2 gets SIGKILL under a load where one request in three is a POST that
     takes 300 ms (so that some are running there at the kill): haproxy marks web2 down and sends
@@ -607,10 +616,6 @@ http {{
 
 @pytest.fixture
 def nginx(instances, tmp_path):
-    if NGINX is None:
-        pytest.skip("nginx is not installed (Debian: nginx-light)")
-    if OPENSSL is None:
-        pytest.skip("openssl is not installed")
     lb = Nginx(instances, tmp_path)
     try:
         yield lb
@@ -618,6 +623,7 @@ def nginx(instances, tmp_path):
         lb.close()
 
 
+@needs_nginx
 def test_nginx_rolling_deploy_forwarded_headers_and_keepalive(network, instances, nginx):
     """Behind nginx (TLS at nginx, HTTP/1.1 keep-alive to the instances): a rolling deploy fails
     no request; the app sees the clients' real address and scheme (https) through X-Forwarded-
@@ -644,6 +650,7 @@ def test_nginx_rolling_deploy_forwarded_headers_and_keepalive(network, instances
     assert sum(opened) <= len(load.ok) / 10, (opened, len(load.ok))
 
 
+@needs_nginx
 def test_nginx_stop_and_start(network, instances, nginx):
     """Open-source nginx has no runtime API: web2 is stopped with SIGTERM as it is and started
     again. Its port refuses connections from the start of the stop (the supervisor closes its
@@ -663,6 +670,7 @@ def test_nginx_stop_and_start(network, instances, nginx):
     assert not load.failed
 
 
+@needs_nginx
 def test_nginx_sigkill(network, instances, nginx):
     """Every process of web2 gets SIGKILL under the same load as test_haproxy_sigkill: nginx
     passes the GETs that were running there to the next instance (proxy_next_upstream) and
