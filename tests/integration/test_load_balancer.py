@@ -167,12 +167,27 @@ class Network:
         return int(lines[1][lines[0].index("PassiveOpens")])
 
 
+_plugins = None  # pytest's plugin manager: the measurements go to the terminal without -s too
+
+
+def _say(line: str) -> None:
+    terminal = _plugins.get_plugin("terminalreporter") if _plugins else None
+    capture = _plugins.get_plugin("capturemanager") if _plugins else None
+    if terminal is None or capture is None:
+        print(line)
+        return
+    with capture.global_and_fixture_disabled():
+        terminal.write_line(line)
+
+
 @pytest.fixture(scope="module")
-def network():
+def network(request):
+    global _plugins
+    _plugins = request.config.pluginmanager
     net = Network()
     try:
         net.setup()
-        print(f"\nload balancer tests: {net.describe()}")
+        _say(f"\nload balancer tests: {net.describe()}")
         yield net
     finally:
         net.teardown()
@@ -466,9 +481,9 @@ def haproxy(instances, tmp_path):
 
 
 def _report(scenario: str, network: Network, load: Load, extra: str = "") -> None:
-    print(f"\n{scenario} [{network.mode}]: {load.summary()}{extra}")
+    _say(f"\n{scenario} [{network.mode}]: {load.summary()}{extra}")
     for method, what in load.failed[:20]:
-        print(f"  failed {method}: {what}")
+        _say(f"  failed {method}: {what}")
 
 
 def _check_forwarded(load: Load, scheme: str) -> None:
@@ -538,7 +553,7 @@ def test_haproxy_sigkill(network, instances, haproxy):
         time.sleep(0.5)
     _report_kill("haproxy SIGKILL", network, load, in_flight, f"; marked down after {down_after:.1f}s")
     redispatched = len(re.findall(r" \d+/\d+/\d+/\d+/\+\d+ \d+/\d+ \"", haproxy.log))
-    print(f"  requests haproxy redispatched to another instance: {redispatched}")
+    _say(f"  requests haproxy redispatched to another instance: {redispatched}")
     assert len(load.failed) <= CONCURRENCY
     assert not [f for f in load.failed if f[0] == "GET"], "a GET is retried elsewhere"
     assert len(load.ok) > 50
