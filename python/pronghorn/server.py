@@ -472,7 +472,7 @@ def run(config: Config) -> int:
         reload_dirs=reload_dirs,
         reload_includes=reload_includes,
         reload_excludes=reload_excludes,
-        listen_fd=config.fd if config.reuse_port else -1,
+        listen_fd=config.fd,  # --reuse-port: the first slot's socket; the parent closes it on a stop
         ready_message=message,  # logged by the supervisor, after the pre-start steps
     )
     result = _core.supervise(options)

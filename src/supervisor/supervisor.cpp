@@ -115,6 +115,7 @@ class Supervisor {
   void on_tick();
   void reap();
   void stop_all(const char *why);
+  void close_listeners();
   void retire(Worker &w, const char *why);
   void recycle(Worker &w, const char *reason);
   void continue_reload();
@@ -513,6 +514,7 @@ void Supervisor::stop_all(const char *why) {
       stop_deadline_ms_ = now_ms() + static_cast<uint64_t>(opt_.graceful_timeout_s * 1000) + kKillMarginMs;
     log(LogLevel::Info, "Stopping %zu worker(s) (%s)", workers_.size(), why);
     sd_notify("STOPPING=1");
+    close_listeners();
   }
   for (Worker &w : workers_) {
     if (w.stopping) continue;
@@ -520,6 +522,24 @@ void Supervisor::stop_all(const char *why) {
     if (kill(w.pid, SIGTERM) < 0 && errno != ESRCH)
       log_errno(LogLevel::Error, errno, "kill(%d, SIGTERM) failed", w.pid);
   }
+}
+
+void Supervisor::close_listeners() {
+  // No worker will be started any more. The workers close their copies of the
+  // listening socket as they begin their graceful stop; with the parent's
+  // copy open too, the kernel would go on completing handshakes and queueing
+  // connections that no one accepts, reset only when the parent exits (a
+  // proxy has sent its request by then, and retries it only if idempotent).
+  // Closed, the port refuses them at once, as a single process's does, and a
+  // proxy passes them to another instance. (A socket from systemd or --fd
+  // stays open in the process that gave it.)
+  for (int &fd : slot_fds_) {
+    if (fd >= 0) close(fd);
+    if (fd == opt_.first_listen_fd) opt_.first_listen_fd = -1;
+    fd = -1;
+  }
+  if (opt_.first_listen_fd >= 0) close(opt_.first_listen_fd);
+  opt_.first_listen_fd = -1;
 }
 
 void Supervisor::schedule_respawn() {

@@ -42,7 +42,9 @@ struct Options {
   // --reuse-port: each worker slot has its own SO_REUSEPORT socket, created
   // and kept by the parent, so that a replacement (reload, recycling, crash)
   // inherits the queue of the worker it replaces. `first_listen_fd` is the
-  // first slot's socket, already bound to host:port.
+  // first slot's socket, already bound to host:port; without --reuse-port it
+  // is the one socket all workers share (or -1). Either way the parent closes
+  // its copies of the listening sockets when the server stops.
   bool reuse_port = false;
   std::string host;
   int port = 0;

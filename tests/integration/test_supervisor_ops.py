@@ -191,6 +191,29 @@ def test_second_ctrl_c_stops_the_supervisor_at_once(server_factory):
     assert "Forced exit: killing" in srv.stderr
 
 
+@pytest.mark.parametrize("extra", [[], ["--reuse-port"]], ids=["shared-socket", "reuse-port"])
+def test_graceful_stop_refuses_new_connections_at_once(server_factory, extra):
+    """While the workers finish a request after SIGTERM, a new connection is refused at once (a
+    load balancer passes it to another instance, whatever its method). The parent used to keep
+    its copy of the listening socket open until it exited: the kernel queued such connections,
+    no worker accepted them, and they were reset at the end with their request lost."""
+    import threading
+
+    srv = server_factory(APP, "--workers", "2", *extra)
+    wait_until(lambda: srv.stderr.count("Application startup complete") >= 2, 15, "two workers")
+    answers = []
+    threading.Thread(target=lambda: answers.append(get(srv.port, "/sleep?s=1.5")), daemon=True).start()
+    time.sleep(0.3)
+    srv.send_signal(signal.SIGTERM)
+    srv.wait_for_log(r"Stopping 2 worker\(s\)", timeout=5)
+    time.sleep(0.3)
+    assert srv.proc.poll() is None, "the stop waits for the request in flight"
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()
+    assert srv.wait_exit(15) == 0
+    assert answers and answers[0]["pid"] > 0, "the request in flight was answered"
+
+
 def test_ctrl_c_to_the_process_group_stops_workers_gracefully(tmp_path):
     """A terminal's Ctrl+C signals every process of the group: the workers must
     still finish in-flight requests and run lifespan shutdown."""
