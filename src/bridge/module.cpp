@@ -495,12 +495,12 @@ void access_line_hook(void *ctx, std::string_view line) {
 }
 
 void access_hook(void *ctx, const SocketAddress &peer, std::string_view method, std::string_view target,
-                 int version_minor, int status) {
+                 std::string_view http_version, int status) {
   auto *s = static_cast<AppServer *>(ctx);
   std::string client = peer.is_unix ? std::string("unix socket") : peer.host + ":" + std::to_string(peer.port);
   PyObject *r = PyObject_CallMethod(s->access_logger, "info", "sss#s#si", "%s - \"%s %s HTTP/%s\" %d", client.c_str(),
                                     method.data(), static_cast<Py_ssize_t>(method.size()), target.data(),
-                                    static_cast<Py_ssize_t>(target.size()), version_minor == 1 ? "1.1" : "1.0", status);
+                                    static_cast<Py_ssize_t>(target.size()), std::string(http_version).c_str(), status);
   if (r == nullptr) PyErr_WriteUnraisable(s->access_logger);
   Py_XDECREF(r);
 }

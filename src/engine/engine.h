@@ -13,6 +13,7 @@
 #include "engine/http/access_log.h"
 #include "engine/http/exchange.h"
 #include "engine/http1/parser.h"
+#include "engine/http2/settings.h"
 #include "engine/loop.h"
 #include "engine/net/listener.h"
 #include "engine/net/send_thread.h"
@@ -31,6 +32,7 @@ struct EngineConfig {
   uint64_t header_timeout_ms = 10000;
   size_t limit_concurrency = 0;  // 0: no limit
   ws::Settings ws;
+  http2::Settings http2;
   bool server_header = true;
   bool date_header = true;
   std::vector<std::pair<std::string, std::string>> extra_headers;
@@ -55,8 +57,9 @@ struct EngineConfig {
   uint64_t max_requests = 0;
   // When set, access log records go to this hook instead of the built-in
   // uvicorn-format line on stdout (used for a user's logging configuration).
+  // http_version: "1.0", "1.1" or "2".
   void (*access_hook)(void *ctx, const SocketAddress &peer, std::string_view method, std::string_view target,
-                      int version_minor, int status) = nullptr;
+                      std::string_view http_version, int status) = nullptr;
   void *access_ctx = nullptr;
   // With --access-log-format and a user's logging configuration: the
   // rendered line (without its newline) goes to this hook.
