@@ -587,8 +587,26 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
   read.text("access_log_format", access_log_format);
   PyObject *state = read.object("state"), *headers = read.object("headers"),
            *access_logger = read.object("access_logger");
+  uint64_t h2_streams = config.http2.max_concurrent_streams, h2_window = config.http2.initial_window_size,
+           h2_frame = config.http2.max_frame_size, h2_header_list = config.http2.max_header_list_size;
+  read.flag("http2", config.http2.enabled);
+  read.count("http2_max_concurrent_streams", h2_streams);
+  read.count("http2_initial_window_size", h2_window);
+  read.count("http2_max_frame_size", h2_frame);
+  read.count("http2_max_header_list_size", h2_header_list);
+  read.milliseconds("http2_keep_alive_interval", config.http2.keep_alive_interval_ms);
   PyObject *tls = read.object("tls"), *ws = read.object("ws");
   if (!read.finish()) return -1;
+  // RFC 9113 §6.5.2's ranges (config.py checks them for the command line).
+  if (h2_streams < 1 || h2_streams > 0x7fffffff || h2_window < 1 || h2_window > 0x7fffffff || h2_frame < 16384 ||
+      h2_frame > 16777215 || h2_header_list < 1 || h2_header_list > 0x7fffffff) {
+    PyErr_SetString(PyExc_ValueError, "invalid HTTP/2 settings");
+    return -1;
+  }
+  config.http2.max_concurrent_streams = static_cast<uint32_t>(h2_streams);
+  config.http2.initial_window_size = static_cast<uint32_t>(h2_window);
+  config.http2.max_frame_size = static_cast<uint32_t>(h2_frame);
+  config.http2.max_header_list_size = static_cast<uint32_t>(h2_header_list);
   std::unique_ptr<TlsContext> tls_context;
   if (tls != nullptr && (tls_context = make_tls_context(tls)) == nullptr) return -1;
   if (spec_version != "2.3" && spec_version != "2.4") {
