@@ -500,6 +500,7 @@ void Session::dispatch(Stream &stream) {
   const EngineConfig &config = server_.config();
   server_.request_started();
   stream.counted_ = true;
+  // (CONNECT has no :path: its target is the authority, RFC 9113 §8.5.)
   std::string_view target = stream.method_ == "CONNECT" ? stream.authority_ : stream.path_;
   if (config.access_log) {
     http::append_log_target(stream.log_target_, config.root_path, target);
@@ -524,6 +525,11 @@ void Session::dispatch(Stream &stream) {
   if (server_.over_concurrency_limit()) {
     log(LogLevel::Warning, "Exceeded concurrency limit.");
     stream.answer_error(503);
+    return;
+  }
+  if (stream.method_ == "CONNECT") {
+    // A tunnel: this is not a proxy (HTTP/1 answers CONNECT 405 as well).
+    stream.answer_error(405);
     return;
   }
   http::RequestHead head;
