@@ -437,6 +437,9 @@ bool Session::start() {
   last_ping_ms_ = server_.loop().now_ms();
   // The preface (and more) may have come with the bytes that chose HTTP/2.
   process_input();
+  // Chosen during a graceful stop (an HTTP/1 session serving what a new
+  // connection had sent): the requests read so far are served, no more.
+  if (!closed_ && server_.shutting_down()) close_when_idle();
   return true;
 }
 

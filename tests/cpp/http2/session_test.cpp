@@ -217,7 +217,8 @@ class App final : public http::RequestDispatcher {
 
 class Http2SessionTest : public ::testing::Test {
  protected:
-  void start(Settings settings = {}, uint32_t client_window = 65535, bool client_auto_window = true) {
+  void start(Settings settings = {}, uint32_t client_window = 65535, bool client_auto_window = true,
+             bool read_now = true) {
     EngineConfig config = base_config;
     config.date_header = false;
     config.server_header = false;
@@ -239,6 +240,7 @@ class Http2SessionTest : public ::testing::Test {
     std::string first = client->drain();  // nghttp2 starts with the preface
     ASSERT_EQ(first.compare(0, kClientPrefaceSize, kClientPreface), 0);
     stream->peer_send(first);
+    if (!read_now) return;
     event(EPOLLIN);
     pump();
   }
@@ -248,10 +250,17 @@ class Http2SessionTest : public ::testing::Test {
     transport->on_io(events);
     server->end_step();
   }
-  // Moves bytes both ways until neither side has more.
+  // Moves bytes both ways until neither side has more. (A closed transport
+  // has freed its MemoryStream; the written bytes are in `written`.)
   void pump() {
     for (int round = 0; round < 1000; ++round) {
       std::string to_server = client->drain();
+      if (transport->closed()) {
+        std::string rest;
+        rest.swap(written);
+        if (!rest.empty()) client->feed(rest);
+        return;
+      }
       if (!to_server.empty()) stream->peer_send(to_server);
       bool reading = stream->inbound_left() > 0;
       if (reading) event(EPOLLIN);
@@ -272,7 +281,7 @@ class Http2SessionTest : public ::testing::Test {
   // Raw bytes from the client, after what its session sent.
   void send_raw(const std::string &bytes) {
     stream->peer_send(bytes);
-    for (int i = 0; i < 100 && stream->inbound_left() > 0 && !transport->closed(); ++i) event(EPOLLIN);
+    for (int i = 0; i < 100 && !transport->closed() && stream->inbound_left() > 0; ++i) event(EPOLLIN);
     std::string to_client;
     to_client.swap(written);
     client->feed(to_client);
@@ -478,6 +487,20 @@ TEST_F(Http2SessionTest, GracefulStopSendsGoawayAndLetsOpenStreamsFinish) {
   EXPECT_EQ(server->connection_count(), 0u);
 }
 
+TEST_F(Http2SessionTest, AConnectionChosenDuringAStopServesWhatCameThenCloses) {
+  start({}, 65535, true, false);  // the preface is queued, not read yet
+  int32_t id = client->request("GET", "/early");
+  stream->peer_send(client->drain());
+  server->begin_shutdown();  // the HTTP/1 session reads what came: HTTP/2
+  pump();
+  ASSERT_EQ(app.requests.size(), 1u);
+  EXPECT_TRUE(client->goaway);
+  EXPECT_EQ(client->goaway_last_id, id);
+  app_step([&] { App::answer(*app.requests[0], "served"); });
+  EXPECT_EQ(client->streams[id].body, "served");
+  EXPECT_TRUE(transport->closed());
+}
+
 TEST_F(Http2SessionTest, ClientResetDetachesTheExchange) {
   start();
   int32_t id = client->request("GET", "/held");
@@ -616,7 +639,7 @@ TEST_F(Http2SessionTest, PingFloodFromAClientThatDoesNotReadCloses) {
   // client pushing into a full buffer would: the acknowledgements pile up
   // in nghttp2 until it calls it a flood, and the connection closes.
   bool bounded = true;
-  for (int i = 0; i < 1000 && stream->inbound_left() > 0 && !transport->closed(); ++i) {
+  for (int i = 0; i < 1000 && !transport->closed() && stream->inbound_left() > 0; ++i) {
     event(EPOLLIN);
     bounded = bounded && transport->queued_bytes() <= server->config().write_high_water + 64 * 1024;
   }
