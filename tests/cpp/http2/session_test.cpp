@@ -218,7 +218,7 @@ class App final : public http::RequestDispatcher {
 class Http2SessionTest : public ::testing::Test {
  protected:
   void start(Settings settings = {}, uint32_t client_window = 65535, bool client_auto_window = true,
-             bool read_now = true) {
+             bool read_now = true, bool direct = false) {
     EngineConfig config = base_config;
     config.date_header = false;
     config.server_header = false;
@@ -233,9 +233,15 @@ class Http2SessionTest : public ::testing::Test {
     stream->set_sink(&written);
     auto t = std::make_unique<Transport>(*server, std::move(owned), SocketAddress{false, "10.0.0.1", 1234}, &local);
     transport = t.get();
-    // Through the HTTP/1 session, as a plain listener's connection: the
-    // preface hands it to HTTP/2.
-    ASSERT_NE(server->start_session(std::move(t)), nullptr);
+    if (direct) {
+      // The HTTP/2 session itself, for the tests that drive its tick.
+      h2 = new Session(*server, std::move(t));
+      ASSERT_NE(server->adopt_session(h2, *transport), nullptr);
+    } else {
+      // Through the HTTP/1 session, as a plain listener's connection: the
+      // preface hands it to HTTP/2.
+      ASSERT_NE(server->start_session(std::move(t)), nullptr);
+    }
     client = std::make_unique<Client>(client_window, client_auto_window);
     std::string first = client->drain();  // nghttp2 starts with the preface
     ASSERT_EQ(first.compare(0, kClientPrefaceSize, kClientPreface), 0);
@@ -315,6 +321,7 @@ class Http2SessionTest : public ::testing::Test {
   Transport *transport = nullptr;
   std::string written;
   std::unique_ptr<Client> client;
+  Session *h2 = nullptr;  // with start(..., direct = true)
 };
 
 TEST_F(Http2SessionTest, AnswersAGetWithTheRequestMappedAsHttp1Would) {
@@ -644,6 +651,43 @@ TEST_F(Http2SessionTest, PingFloodFromAClientThatDoesNotReadCloses) {
     bounded = bounded && transport->queued_bytes() <= server->config().write_high_water + 64 * 1024;
   }
   EXPECT_TRUE(bounded);
+  EXPECT_TRUE(transport->closed());
+}
+
+TEST_F(Http2SessionTest, AWindowHeldClosedForeverResetsItsStreamOnly) {
+  start({}, 1000, false, true, true);  // the client never opens its windows
+  int32_t held = client->request("GET", "/held");
+  int32_t other = client->request("GET", "/other");
+  pump();
+  ASSERT_EQ(app.requests.size(), 2u);
+  std::string body(10000, 'z');
+  app_step([&] {
+    ASSERT_EQ(app.requests[0]->exchange->start_response(200, {}), nullptr);
+    app.requests[0]->exchange->write_body(body.data(), body.size(), true);
+  });
+  EXPECT_EQ(client->streams[held].body.size(), 1000u);
+  uint64_t now = server->loop().now_ms();
+  h2->on_tick(now + 30000);
+  pump();
+  EXPECT_FALSE(app.requests[0]->detached);  // not yet
+  h2->on_tick(now + 61000);
+  pump();
+  // The stalled stream is reset and its app told; the connection and the
+  // other stream go on.
+  EXPECT_TRUE(app.requests[0]->detached);
+  EXPECT_EQ(app.requests[0]->why, http::Detach::ClientGone);
+  EXPECT_EQ(client->streams[held].error_code, static_cast<uint32_t>(NGHTTP2_CANCEL));
+  EXPECT_FALSE(transport->closed());
+  app_step([&] { App::answer(*app.requests[1], "fine"); });
+  EXPECT_EQ(client->streams[other].body, "fine");
+}
+
+TEST_F(Http2SessionTest, NoPrefaceWithinTheHeaderTimeoutCloses) {
+  start({}, 65535, true, false, true);  // nothing read yet
+  uint64_t now = server->loop().now_ms();
+  h2->on_tick(now + 1000);
+  EXPECT_FALSE(transport->closed());
+  h2->on_tick(now + base_config.header_timeout_ms + 1);
   EXPECT_TRUE(transport->closed());
 }
 
