@@ -230,6 +230,25 @@ def test_graceful_stop_sends_goaway_and_finishes_open_streams(server_factory):
     assert srv.wait_exit() == expected_signal_exit(signal.SIGTERM)
 
 
+@pytest.mark.skipif(shutil.which("nghttp") is None, reason="nghttp (nghttp2-client) is not installed")
+def test_sighup_reload_lets_an_open_stream_finish(server_factory):
+    srv = server_factory(RAW, "--http2", "--workers", "2")
+    with _h2c(srv) as client:
+        before = client.get("/scope").json()
+    client = subprocess.Popen(["nghttp", "-v", f"{srv.url}/sleep?s=1.5"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env=client_env())
+    time.sleep(0.5)
+    srv.send_signal(signal.SIGHUP)
+    out, _ = client.communicate(timeout=20)
+    assert client.returncode == 0, out
+    # The old worker's GOAWAY came before the stream's answer, which came all the same.
+    assert out.index("recv GOAWAY") < out.rindex("slept"), out
+    with _h2c(srv) as client:
+        r = client.get("/fixed")
+        assert r.http_version == "HTTP/2" and r.text == "hello, world"
+    assert before["http_version"] == "2"
+
+
 def test_idle_connection_closes_after_keep_alive_timeout(server_factory):
     srv = server_factory(RAW, "--http2", "--timeout-keep-alive", "0.5")
     c = H2(srv)

@@ -790,6 +790,17 @@ int Session::on_header(nghttp2_session *, const nghttp2_frame *frame, const uint
     return 0;
   }
   if (n == "host") stream->has_host_ = true;
+  if (n == "cookie") {
+    // Clients split cookies into one field each for HPACK's sake; one
+    // header joined with "; " is what HTTP/1 applications read (RFC 9113
+    // §8.2.3; Starlette reads only the first cookie header).
+    for (auto &[name, value] : stream->headers_) {
+      if (name == "cookie") {
+        value.append("; ").append(v);
+        return 0;
+      }
+    }
+  }
   stream->headers_.emplace_back(n, v);
   return 0;
 }

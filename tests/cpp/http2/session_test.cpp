@@ -354,6 +354,18 @@ TEST_F(Http2SessionTest, AnswersAGetWithTheRequestMappedAsHttp1Would) {
   EXPECT_EQ(server->active_requests(), 0u);
 }
 
+TEST_F(Http2SessionTest, SplitCookieFieldsBecomeOneHeader) {
+  app.handler = [](Request &r) { App::answer(r, "ok"); };
+  start();
+  client->request("GET", "/", nullptr, {{"cookie", "a=1"}, {"x-other", "y"}, {"cookie", "b=2"}});
+  pump();
+  ASSERT_EQ(app.requests.size(), 1u);
+  EXPECT_EQ(app.requests[0]->header("cookie"), "a=1; b=2");
+  int cookies = 0;
+  for (const auto &[name, value] : app.requests[0]->headers) cookies += name == "cookie";
+  EXPECT_EQ(cookies, 1);
+}
+
 TEST_F(Http2SessionTest, PostBodiesWithAndWithoutContentLengthReachTheApp) {
   app.handler = [](Request &r) {
     if (r.body_done) App::answer(r, std::to_string(r.body.size()));
