@@ -580,12 +580,13 @@ void Session::send_pending() {
       if (!sent || closed_) break;
     }
   }
-  in_nghttp2_ = false;
+  // (Still guarded: nothing may re-enter while batch_ is being written.)
   if (!closed_ && !batch_.empty()) {
     iovec iov{batch_.data(), batch_.size()};
     transport_->send(&iov, 1);
   }
   batch_.clear();
+  in_nghttp2_ = false;
   if (closed_) return;
   if (failed) {
     // nghttp2 could not frame (out of memory): nothing sensible can follow.
