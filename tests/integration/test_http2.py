@@ -4,6 +4,7 @@ nghttp2-client), and the `h2` library for many streams on one connection and han
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import socket
@@ -125,6 +126,20 @@ def test_h2c_prior_knowledge_with_httpx_scope_and_body(server_factory):
     # The access log: one uvicorn-format line per stream.
     srv.wait_for_log(r'"GET /scope\?x=1 HTTP/2" 200 OK', stream="stdout")
     srv.wait_for_log(r'"POST /echo HTTP/2" 200 OK', stream="stdout")
+
+
+def test_split_cookies_reach_the_app_as_one_header(server_factory):
+    srv = server_factory(RAW, "--http2")
+    c = H2(srv)
+    sid = c.conn.get_next_available_stream_id()
+    c.conn.send_headers(sid, [(":method", "GET"), (":path", "/scope"), (":scheme", "http"), (":authority", "x"),
+                              ("cookie", "a=1"), ("cookie", "b=2")], end_stream=True)
+    c.responses[sid] = {"status": None, "headers": {}, "body": b"", "ended": False, "reset": None}
+    c.flush()
+    c.pump(c.all_ended)
+    headers = json.loads(c.responses[sid]["body"])["headers"]
+    cookies = [v["__bytes__"] for k, v in headers if k["__bytes__"] == "cookie"]
+    assert cookies == ["a=1; b=2"]
 
 
 def test_http1_still_served_on_the_same_port(server_factory):
