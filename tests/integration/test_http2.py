@@ -188,6 +188,19 @@ def test_nghttp_many_concurrent_requests(server_factory):
     assert out.stdout.count("/fixed") >= 50
 
 
+@pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load (nghttp2-client) is not installed")
+def test_h2load_over_h2c_and_tls_has_no_failure(server_factory, certs):  # noqa: F811
+    plain = server_factory(RAW, "--http2", "--no-access-log")
+    tls = server_factory(RAW, "--http2", "--no-access-log", *_tls_args(certs))
+    for url in (f"{plain.url}/fixed", f"https://127.0.0.1:{tls.port}/fixed", f"{plain.url}/stream?n=300000"):
+        out = subprocess.run(["h2load", "-n", "2000" if "fixed" in url else "40", "-c", "4", "-m", "10", url],
+                             capture_output=True, text=True, timeout=60, env=client_env())
+        assert out.returncode == 0, out.stdout + out.stderr
+        done = [line for line in out.stdout.splitlines() if line.startswith("requests:")][0]
+        assert " 0 failed, 0 errored, 0 timeout" in done and "succeeded" in done, out.stdout
+        assert "2xx, 0 3xx, 0 4xx, 0 5xx" in out.stdout, out.stdout
+
+
 def test_many_concurrent_streams_on_one_connection(server_factory):
     srv = server_factory(RAW, "--http2")
     c = H2(srv)
