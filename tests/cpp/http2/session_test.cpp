@@ -56,6 +56,9 @@ class Client {
     nghttp2_option *option;
     nghttp2_option_new(&option);
     if (!auto_window) nghttp2_option_set_no_auto_window_update(option, 1);
+    // (nghttp2 would refuse to send a head whose uncompressed size could be
+    // over 64 KiB: the HPACK bomb test sends one.)
+    nghttp2_option_set_max_send_header_block_length(option, 1u << 24);
     nghttp2_session_client_new2(&ng, cbs, this, option);
     nghttp2_option_del(option);
     nghttp2_session_callbacks_del(cbs);
@@ -701,6 +704,45 @@ TEST_F(Http2SessionTest, NoPrefaceWithinTheHeaderTimeoutCloses) {
   EXPECT_FALSE(transport->closed());
   h2->on_tick(now + base_config.header_timeout_ms + 1);
   EXPECT_TRUE(transport->closed());
+}
+
+TEST_F(Http2SessionTest, SettingsFloodFromAClientThatDoesNotReadCloses) {
+  start();
+  stream->set_write_capacity(0);
+  std::string settings;
+  for (int i = 0; i < 100000; ++i) settings += frame(NGHTTP2_SETTINGS, 0, 0, "");
+  stream->peer_send(settings);
+  for (int i = 0; i < 1000 && !transport->closed() && stream->inbound_left() > 0; ++i) event(EPOLLIN);
+  EXPECT_TRUE(transport->closed());
+}
+
+TEST_F(Http2SessionTest, TooManySettingsInOneFrameIsRefused) {
+  start();
+  std::string entries;
+  for (int i = 0; i < 100; ++i) entries += std::string("\x00\x03\x00\x00\x00\x10", 6);  // MAX_CONCURRENT_STREAMS
+  send_raw(frame(NGHTTP2_SETTINGS, 0, 0, entries));
+  EXPECT_TRUE(client->goaway);
+  EXPECT_EQ(client->goaway_error, static_cast<uint32_t>(NGHTTP2_ENHANCE_YOUR_CALM));
+}
+
+TEST_F(Http2SessionTest, HpackBombGets431WithoutKeepingTheHeaders) {
+  start();
+  // The client session opens the stream (its own HEADERS are dropped), so
+  // that it reads the answer; the server gets a hand-made block instead:
+  // one 4000-byte field into the dynamic table, then referenced 200 times
+  // with one byte each, 800 KB of header list from 4.2 KB.
+  int32_t id = client->request("GET", "/");
+  client->drain();
+  std::string block = get_block();
+  block += std::string("\x40\x03x-b", 5);   // literal with incremental indexing, new name
+  block += std::string("\x7f\xa1\x1e", 3);  // value length 4000 (HPACK integer: 127 + 3873)
+  block += std::string(4000, 'b');
+  for (int i = 0; i < 200; ++i) block += std::string("\xbe", 1);  // indexed: dynamic entry 62
+  send_raw(frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, id, block));
+  pump();
+  EXPECT_EQ(client->streams[id].status, 431);
+  EXPECT_TRUE(app.requests.empty());
+  EXPECT_FALSE(transport->closed());
 }
 
 TEST_F(Http2SessionTest, EvenStreamIdIsAProtocolError) {
