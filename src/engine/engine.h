@@ -77,9 +77,9 @@ class Engine final {
 
   // Creates the loop. Returns false (logged) on failure.
   bool open();
-  // Takes ownership of a listening fd and starts accepting from it: plain
-  // HTTP/1, or TLS (then HTTP/1; ALPN chooses once HTTP/2 exists) when a TLS
-  // context was set before.
+  // Takes ownership of a listening fd and starts accepting from it: plain,
+  // or TLS when a TLS context was set before. Connections start as HTTP/1;
+  // with HTTP/2 enabled, ALPN h2 or the h2c preface hands them to HTTP/2.
   bool add_listener(int fd);
   // Connections of listeners added from now on speak TLS with this context.
   void set_tls(std::unique_ptr<TlsContext> context);
@@ -122,8 +122,9 @@ class Engine final {
   std::string_view date() const { return date_; }
   void adopt(int fd, const sockaddr_storage &addr, socklen_t len, const SocketAddress *local,
              const TlsContext *tls = nullptr);
-  // Starts a session of the listener's protocol (HTTP/1 today) on a
-  // transport; nullptr when it could not start (it is closed then).
+  // Starts an HTTP/1 session on a transport (it hands the transport to an
+  // HTTP/2 session when the first bytes say so); nullptr when it could not
+  // start (it is closed then).
   Session *start_session(std::unique_ptr<Transport> transport);
   // Registers a session made on `transport` (an upgrade: the transport
   // comes from a session retired before) and starts it; nullptr when it
