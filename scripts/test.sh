@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test: C++ unit tests (plain and under ASan+UBSan), short fuzz runs
-# of the HTTP/1 parser and the WebSocket codec, and the pytest integration
+# of the HTTP/1 parser, the WebSocket codec and the HTTP/2 session, and the pytest integration
 # suite against the installed `pronghorn` command (plain, on the other CPython
 # versions the machine has, then with the extension built with ASan+UBSan).
 # Does all set-up itself (scripts/setup.sh).
@@ -52,6 +52,20 @@ for target in ws_frame ws_inflate; do
     exit 1
   fi
 done
+
+# The HTTP/2 session over an in-memory transport: arbitrary frames after
+# the preface, with an application that answers at once or later.
+echo "== libFuzzer: HTTP/2 session (${FUZZ_SECONDS_H2:-10} s)"
+mkdir -p build/fuzz/corpus-http2_session
+fuzz_status=0
+./build/fuzz/fuzz_http2_session -max_total_time="${FUZZ_SECONDS_H2:-10}" -print_final_stats=1 \
+  build/fuzz/corpus-http2_session fuzz/corpus/http2_session >build/fuzz/fuzz-http2_session.log 2>&1 || fuzz_status=$?
+grep -E "stat::number_of_executed_units|Done|ERROR" build/fuzz/fuzz-http2_session.log || true
+if [[ $fuzz_status -ne 0 ]]; then
+  echo "fuzzer failed (exit $fuzz_status):"
+  tail -n 60 build/fuzz/fuzz-http2_session.log
+  exit 1
+fi
 
 echo "== integration tests (pytest)"
 .venv/bin/python -m pytest tests/integration -q -p no:cacheprovider

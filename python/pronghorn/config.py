@@ -57,7 +57,21 @@ OPTIONS: tuple[Option, ...] = (
     Option("loop", "--loop", "choice", "auto", "Event loop implementation.", choices=("auto", "asyncio", "uvloop")),
     Option("http", "--http", "choice", "auto", "HTTP protocol implementation (Pronghorn always uses its own C++ HTTP/1.1).",
            choices=("auto", "h11", "httptools")),
-    Option("http2", "--http2", "flag", False, "Enable HTTP/2.", refused="HTTP/2 is not built yet"),
+    Option("http2", "--http2", "flag", False,
+           "Enable HTTP/2: ALPN h2 on TLS (preferred over http/1.1 when the client offers both) and h2c with "
+           "prior knowledge on the plain port. Off by default, so that a uvicorn deployment is served as before.",
+           to="engine"),
+    Option("http2_max_concurrent_streams", "--http2-max-concurrent-streams", "int", 100,
+           "HTTP/2: streams a client may have open on one connection (SETTINGS_MAX_CONCURRENT_STREAMS).", to="engine"),
+    Option("http2_initial_window_size", "--http2-initial-window-size", "int", 65535,
+           "HTTP/2: each stream's receive window in bytes, the most request body buffered before the app reads it.",
+           to="engine"),
+    Option("http2_max_frame_size", "--http2-max-frame-size", "int", 16384,
+           "HTTP/2: largest frame payload the server accepts (16384..16777215).", to="engine"),
+    Option("http2_max_header_list_size", "--http2-max-header-list-size", "int", 65536,
+           "HTTP/2: largest request header list (RFC 9113 counting); larger gets 431.", to="engine"),
+    Option("http2_keep_alive_interval", "--http2-keep-alive-interval", "float", 0.0,
+           "HTTP/2: send a PING on each connection every N seconds (0: never).", to="engine"),
     Option("ws", "--ws", "choice", "auto",
            "WebSocket protocol implementation (every value but none uses Pronghorn's own C++ WebSockets).",
            choices=("auto", "none", "websockets", "websockets-sansio", "wsproto")),
@@ -227,6 +241,11 @@ class _ConfigMethods:
             if getattr(self, name) is not None:
                 _at_least(OPTIONS_BY_NAME[name].flag, getattr(self, name), 1)
         _at_least("--timeout-graceful-streams", self.timeout_graceful_streams, 0)
+        _in_range("--http2-max-concurrent-streams", self.http2_max_concurrent_streams, 1, 2**31 - 1)
+        _in_range("--http2-initial-window-size", self.http2_initial_window_size, 1, 2**31 - 1)
+        _in_range("--http2-max-frame-size", self.http2_max_frame_size, 16384, 16777215)
+        _in_range("--http2-max-header-list-size", self.http2_max_header_list_size, 1024, 2**31 - 1)
+        _at_least("--http2-keep-alive-interval", self.http2_keep_alive_interval, 0)
         for name in ("timeout_graceful_shutdown", "worker_lifetime"):
             if getattr(self, name) is not None:
                 _at_least(OPTIONS_BY_NAME[name].flag, getattr(self, name), 0)
@@ -345,7 +364,8 @@ def tls_spec(config: "Config") -> dict | None:
         "cert_reqs": int(config.ssl_cert_reqs),
         "min_version": min_version,
         "max_version": max_version,
-        "alpn": ["http/1.1"],
+        # ALPN picks the first of the server's protocols the client offers.
+        "alpn": ["h2", "http/1.1"] if config.http2 else ["http/1.1"],
         "ticket_secret": config.tls_ticket_secret,
     }
 

@@ -495,12 +495,12 @@ void access_line_hook(void *ctx, std::string_view line) {
 }
 
 void access_hook(void *ctx, const SocketAddress &peer, std::string_view method, std::string_view target,
-                 int version_minor, int status) {
+                 std::string_view http_version, int status) {
   auto *s = static_cast<AppServer *>(ctx);
   std::string client = peer.is_unix ? std::string("unix socket") : peer.host + ":" + std::to_string(peer.port);
   PyObject *r = PyObject_CallMethod(s->access_logger, "info", "sss#s#si", "%s - \"%s %s HTTP/%s\" %d", client.c_str(),
                                     method.data(), static_cast<Py_ssize_t>(method.size()), target.data(),
-                                    static_cast<Py_ssize_t>(target.size()), version_minor == 1 ? "1.1" : "1.0", status);
+                                    static_cast<Py_ssize_t>(target.size()), std::string(http_version).c_str(), status);
   if (r == nullptr) PyErr_WriteUnraisable(s->access_logger);
   Py_XDECREF(r);
 }
@@ -587,8 +587,26 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
   read.text("access_log_format", access_log_format);
   PyObject *state = read.object("state"), *headers = read.object("headers"),
            *access_logger = read.object("access_logger");
+  uint64_t h2_streams = config.http2.max_concurrent_streams, h2_window = config.http2.initial_window_size,
+           h2_frame = config.http2.max_frame_size, h2_header_list = config.http2.max_header_list_size;
+  read.flag("http2", config.http2.enabled);
+  read.count("http2_max_concurrent_streams", h2_streams);
+  read.count("http2_initial_window_size", h2_window);
+  read.count("http2_max_frame_size", h2_frame);
+  read.count("http2_max_header_list_size", h2_header_list);
+  read.milliseconds("http2_keep_alive_interval", config.http2.keep_alive_interval_ms);
   PyObject *tls = read.object("tls"), *ws = read.object("ws");
   if (!read.finish()) return -1;
+  // RFC 9113 §6.5.2's ranges (config.py checks them for the command line).
+  if (h2_streams < 1 || h2_streams > 0x7fffffff || h2_window < 1 || h2_window > 0x7fffffff || h2_frame < 16384 ||
+      h2_frame > 16777215 || h2_header_list < 1 || h2_header_list > 0x7fffffff) {
+    PyErr_SetString(PyExc_ValueError, "invalid HTTP/2 settings");
+    return -1;
+  }
+  config.http2.max_concurrent_streams = static_cast<uint32_t>(h2_streams);
+  config.http2.initial_window_size = static_cast<uint32_t>(h2_window);
+  config.http2.max_frame_size = static_cast<uint32_t>(h2_frame);
+  config.http2.max_header_list_size = static_cast<uint32_t>(h2_header_list);
   std::unique_ptr<TlsContext> tls_context;
   if (tls != nullptr && (tls_context = make_tls_context(tls)) == nullptr) return -1;
   if (spec_version != "2.3" && spec_version != "2.4") {

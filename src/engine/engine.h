@@ -13,6 +13,7 @@
 #include "engine/http/access_log.h"
 #include "engine/http/exchange.h"
 #include "engine/http1/parser.h"
+#include "engine/http2/settings.h"
 #include "engine/loop.h"
 #include "engine/net/listener.h"
 #include "engine/net/send_thread.h"
@@ -31,6 +32,7 @@ struct EngineConfig {
   uint64_t header_timeout_ms = 10000;
   size_t limit_concurrency = 0;  // 0: no limit
   ws::Settings ws;
+  http2::Settings http2;
   bool server_header = true;
   bool date_header = true;
   std::vector<std::pair<std::string, std::string>> extra_headers;
@@ -55,8 +57,9 @@ struct EngineConfig {
   uint64_t max_requests = 0;
   // When set, access log records go to this hook instead of the built-in
   // uvicorn-format line on stdout (used for a user's logging configuration).
+  // http_version: "1.0", "1.1" or "2".
   void (*access_hook)(void *ctx, const SocketAddress &peer, std::string_view method, std::string_view target,
-                      int version_minor, int status) = nullptr;
+                      std::string_view http_version, int status) = nullptr;
   void *access_ctx = nullptr;
   // With --access-log-format and a user's logging configuration: the
   // rendered line (without its newline) goes to this hook.
@@ -74,9 +77,9 @@ class Engine final {
 
   // Creates the loop. Returns false (logged) on failure.
   bool open();
-  // Takes ownership of a listening fd and starts accepting from it: plain
-  // HTTP/1, or TLS (then HTTP/1; ALPN chooses once HTTP/2 exists) when a TLS
-  // context was set before.
+  // Takes ownership of a listening fd and starts accepting from it: plain,
+  // or TLS when a TLS context was set before. Connections start as HTTP/1;
+  // with HTTP/2 enabled, ALPN h2 or the h2c preface hands them to HTTP/2.
   bool add_listener(int fd);
   // Connections of listeners added from now on speak TLS with this context.
   void set_tls(std::unique_ptr<TlsContext> context);
@@ -119,8 +122,9 @@ class Engine final {
   std::string_view date() const { return date_; }
   void adopt(int fd, const sockaddr_storage &addr, socklen_t len, const SocketAddress *local,
              const TlsContext *tls = nullptr);
-  // Starts a session of the listener's protocol (HTTP/1 today) on a
-  // transport; nullptr when it could not start (it is closed then).
+  // Starts an HTTP/1 session on a transport (it hands the transport to an
+  // HTTP/2 session when the first bytes say so); nullptr when it could not
+  // start (it is closed then).
   Session *start_session(std::unique_ptr<Transport> transport);
   // Registers a session made on `transport` (an upgrade: the transport
   // comes from a session retired before) and starts it; nullptr when it

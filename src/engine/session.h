@@ -1,5 +1,5 @@
-// A Session is one protocol running on one Transport (HTTP/1 today;
-// WebSocket and HTTP/2 later). The server keeps its sessions in a list and
+// A Session is one protocol running on one Transport (HTTP/1, WebSocket,
+// HTTP/2). The server keeps its sessions in a list and
 // drives timeouts, graceful stop and held response heads through this
 // interface, whatever the protocol.
 #pragma once

@@ -1,5 +1,5 @@
 // One request and its response, whatever the protocol: the contract between
-// a protocol session (HTTP/1 today; an HTTP/2 stream later) and the
+// a protocol session (an HTTP/1 request or an HTTP/2 stream) and the
 // application side (the ASGI bridge). The bridge talks to an Exchange only,
 // never to a protocol's connection type.
 #pragma once

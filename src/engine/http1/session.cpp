@@ -7,11 +7,14 @@
 #include <cctype>
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 
 #include "engine/engine.h"
 #include "engine/http/target.h"
+#include "engine/http2/session.h"
 #include "engine/log.h"
+#include "engine/net/tls.h"
 #include "engine/ws/session.h"
 
 namespace pronghorn::http1 {
@@ -181,6 +184,19 @@ void Session::process_once() {
     if (phase_ == Phase::Head) {
       // After a graceful stop began, only a connection's first request is served.
       if (in_.empty() || (stop_after_response_ && exchanges_ > 0)) return;
+      if (exchanges_ == 0 && server_.config().http2.enabled) {
+        // The connection's first bytes choose the protocol: ALPN h2 on TLS,
+        // or the HTTP/2 preface on a plain connection (prior knowledge).
+        Protocol protocol = first_protocol();
+        if (protocol == Protocol::Undecided) {
+          if (deadline_kind_ != Deadline::Header) set_deadline(Deadline::Header, server_.config().header_timeout_ms);
+          return;
+        }
+        if (protocol == Protocol::Http2) {
+          hand_to_http2();
+          return;
+        }
+      }
       if (transport_->queued_bytes() > server_.config().write_high_water) {
         // Responses to earlier requests are still queued: the next one waits
         // until they drain (on_output_progress() resumes), and reading stops meanwhile.
@@ -373,6 +389,26 @@ ws::Session *Session::accept_websocket(std::string_view subprotocol, const Heade
   return session;
 }
 
+Session::Protocol Session::first_protocol() const {
+  const TlsInfo *tls = transport_->tls();
+  if (tls != nullptr && tls->alpn == "h2") return Protocol::Http2;
+  size_t n = std::min<size_t>(in_.size(), http2::kClientPrefaceSize);
+  if (memcmp(in_.data(), http2::kClientPreface, n) != 0) return Protocol::Http1;
+  return n == http2::kClientPrefaceSize ? Protocol::Http2 : Protocol::Undecided;
+}
+
+void Session::hand_to_http2() {
+  // As after a WebSocket handshake: this session ends without closing the
+  // transport, whose input (the preface and what followed) the HTTP/2
+  // session reads first.
+  closed_ = true;
+  set_deadline(Deadline::None, 0);
+  std::unique_ptr<Transport> transport = std::move(transport_);
+  Transport &t = *transport;
+  server_.retire(this);
+  server_.adopt_session(new http2::Session(server_, std::move(transport)), t);
+}
+
 void Session::end_exchange() {
   phase_ = Phase::Head;
   body_buf_.consume(body_buf_.size());
@@ -504,7 +540,7 @@ void Session::write_access_log(int status) {
     return;
   }
   if (config.access_hook != nullptr) {
-    config.access_hook(config.access_ctx, peer(), method_, target_, version_minor_, status);
+    config.access_hook(config.access_ctx, peer(), method_, target_, version_minor_ == 1 ? "1.1" : "1.0", status);
     return;
   }
   // uvicorn's access line: 'INFO:     127.0.0.1:51234 - "GET / HTTP/1.1" 200 OK'

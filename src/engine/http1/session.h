@@ -132,6 +132,13 @@ class Session final : public pronghorn::Session, public http::Exchange, private 
   // (false: refused here, the connection is closing); others go to the app
   // as plain HTTP, as uvicorn serves them, with its warning.
   bool begin_upgrade();
+  // With HTTP/2 enabled, before the first request: which protocol the
+  // connection speaks (ALPN, or the prior-knowledge preface), or Undecided
+  // while the bytes so far are a prefix of the preface.
+  enum class Protocol { Http1, Http2, Undecided };
+  Protocol first_protocol() const;
+  // Passes the connection to an HTTP/2 session; this one is retired.
+  void hand_to_http2();
 
   Engine &server_;
   std::unique_ptr<Transport> transport_;

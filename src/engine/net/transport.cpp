@@ -35,6 +35,10 @@ Transport::~Transport() {
 }
 
 bool Transport::start() {
+  // A session that takes over a running connection (an HTTP/1 session
+  // handing it to HTTP/2) starts it again: once is enough.
+  if (started_) return true;
+  started_ = true;
   interest_ = reading_ ? EPOLLIN : 0u;
   if (stream_->fd() < 0) return true;  // an in-memory stream: driven by on_io() calls
   if (!server_.loop().add(stream_->fd(), interest_, this)) return false;

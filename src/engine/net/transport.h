@@ -52,7 +52,8 @@ class Transport final : public IoHandler {
   Transport &operator=(const Transport &) = delete;
 
   void set_handler(TransportHandler *handler) { handler_ = handler; }
-  // Registers with the loop (a stream without an fd is driven by on_io() calls).
+  // Registers with the loop (a stream without an fd is driven by on_io()
+  // calls); a second call does nothing.
   bool start();
   void on_io(uint32_t events) override;
 
@@ -139,6 +140,7 @@ class Transport final : public IoHandler {
   bool reading_ = true;
   bool send_thread_allowed_ = true;
   bool registered_ = false;
+  bool started_ = false;
   bool closed_ = false;
   bool send_in_flight_ = false;
   void (*release_)(void *) = nullptr;

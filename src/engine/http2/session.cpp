@@ -1,0 +1,905 @@
+#include "engine/http2/session.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+
+#include "engine/engine.h"
+#include "engine/http/target.h"
+#include "engine/http1/response.h"
+#include "engine/log.h"
+#include "engine/text.h"
+
+namespace pronghorn::http2 {
+
+namespace {
+// A stream's response bytes not yet framed: over this, write_body() says
+// Blocked; on_writable() fires once they drain below the low mark.
+constexpr size_t kStreamOutHigh = 64 * 1024;
+constexpr size_t kStreamOutLow = 16 * 1024;
+// Frames gathered for one transport write.
+constexpr size_t kBatchSize = 64 * 1024;
+// No byte taken by the socket, or a stream whose window stays closed with
+// output waiting, for this long: the client is dropped (the stream is reset).
+constexpr uint64_t kWriteStallMs = 60000;
+// Resets the client may send in a burst, per allowed concurrent stream,
+// before nghttp2's token bucket runs dry and the connection gets GOAWAY
+// (CVE-2023-44487, rapid reset); the bucket refills at kResetRate a second.
+constexpr uint64_t kResetBurstPerStream = 2;
+constexpr uint64_t kResetRate = 33;
+
+uint64_t clock_ns(clockid_t clock) {
+  timespec ts{};
+  clock_gettime(clock, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+nghttp2_nv make_nv(std::string_view name, std::string_view value) {
+  return {reinterpret_cast<uint8_t *>(const_cast<char *>(name.data())),
+          reinterpret_cast<uint8_t *>(const_cast<char *>(value.data())), name.size(), value.size(),
+          NGHTTP2_NV_FLAG_NONE};
+}
+
+// Header fields that are about one HTTP/1 connection and are malformed in
+// HTTP/2 (RFC 9113 §8.2.2): dropped from the application's response.
+bool connection_specific(std::string_view lower_name) {
+  return lower_name == "connection" || lower_name == "transfer-encoding" || lower_name == "keep-alive" ||
+         lower_name == "upgrade" || lower_name == "proxy-connection" || lower_name == "te";
+}
+
+void lowercase_into(std::string &out, std::string_view name) {
+  out.assign(name);
+  for (char &c : out)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+}
+
+const char *peer_host(const SocketAddress &address) {
+  return address.is_unix ? "unix" : address.host.c_str();
+}
+}  // namespace
+
+// ============================================================== Stream
+
+const SocketAddress &Stream::peer() const {
+  return session_.transport_->peer();
+}
+const SocketAddress &Stream::local() const {
+  return session_.transport_->local();
+}
+const TlsInfo *Stream::tls() const {
+  return session_.transport_->tls();
+}
+
+void Stream::body_taken() {
+  if (session_.closed_ || ended_) return;
+  size_t taken = unconsumed_ - std::min(unconsumed_, body_buf_.size());
+  if (taken == 0) return;
+  unconsumed_ -= taken;
+  // The stream's window opens by what the application took (a WINDOW_UPDATE
+  // goes out once enough is taken, as nghttp2 judges).
+  nghttp2_session_consume_stream(session_.ng_, id_, taken);
+  session_.want_send();
+}
+
+const char *Stream::start_response(int status, const http::HeaderList &headers) {
+  if (status < 200 || status > 999) return "Invalid HTTP status code.";
+  if (session_.closed_ || ended_ || response_ != Response::NotStarted) return nullptr;
+  const EngineConfig &config = session_.server_.config();
+  std::string status_text = std::to_string(status);
+  // Lower-cased names live here until nghttp2 has copied them.
+  std::vector<std::string> names(headers.size());
+  std::vector<nghttp2_nv> nva;
+  nva.reserve(headers.size() + 3 + config.extra_headers.size());
+  nva.push_back(make_nv(":status", status_text));
+  bool app_server = false, app_date = false;
+  has_length_ = false;
+  for (size_t i = 0; i < headers.size(); ++i) {
+    const auto &[name, value] = headers[i];
+    if (!http1::valid_header_name(name)) return "Invalid HTTP header name.";
+    if (!http1::valid_header_value(value)) return "Invalid HTTP header value.";
+    lowercase_into(names[i], name);
+    const std::string &lower = names[i];
+    if (lower == "content-length") {
+      if (value.empty() || value.size() > 18) return "Invalid content-length header.";
+      uint64_t v = 0;
+      for (char c : value) {
+        if (c < '0' || c > '9') return "Invalid content-length header.";
+        v = v * 10 + static_cast<uint64_t>(c - '0');
+      }
+      has_length_ = true;
+      content_length_ = v;
+    } else if (lower == "server") {
+      app_server = true;
+    } else if (lower == "date") {
+      app_date = true;
+    }
+  }
+  std::vector<std::string> extra_names(config.extra_headers.size());
+  for (size_t i = 0; i < config.extra_headers.size(); ++i) {
+    lowercase_into(extra_names[i], config.extra_headers[i].first);
+    if (extra_names[i] == "server") app_server = true;
+    if (extra_names[i] == "date") app_date = true;
+  }
+  // The same defaults as an HTTP/1 response, before the application's own.
+  if (config.date_header && !app_date) nva.push_back(make_nv("date", session_.server_.date()));
+  if (config.server_header && !app_server) nva.push_back(make_nv("server", "pronghorn"));
+  for (size_t i = 0; i < config.extra_headers.size(); ++i)
+    if (!connection_specific(extra_names[i])) nva.push_back(make_nv(extra_names[i], config.extra_headers[i].second));
+  for (size_t i = 0; i < headers.size(); ++i)
+    if (!connection_specific(names[i])) nva.push_back(make_nv(names[i], headers[i].second));
+
+  no_body_ = method_ == "HEAD" || status == 204 || status == 304;
+  nghttp2_data_provider provider{};
+  provider.source.ptr = this;
+  provider.read_callback = read_body;
+  int rv = nghttp2_submit_response(session_.ng_, id_, nva.data(), nva.size(), no_body_ ? nullptr : &provider);
+  if (rv != 0) {
+    // The stream is gone already (reset by the client): the writes that
+    // follow report Closed.
+    log(LogLevel::Debug, "HTTP/2 stream %d: response not submitted: %s", id_, nghttp2_strerror(rv));
+    return nullptr;
+  }
+  response_ = Response::Started;
+  status_ = status;
+  last_progress_ms_ = session_.server_.loop().now_ms();
+  if (config.access_log) {
+    if (const http::AccessLogFormat *format = config.access_format.get()) {
+      const std::vector<std::string> &wanted = format->response_headers();
+      for (const auto &[name, value] : headers)
+        for (size_t i = 0; i < wanted.size(); ++i)
+          if (http1::iequals(name, wanted[i]) && log_response_values_[i].empty()) log_response_values_[i].assign(value);
+    }
+    write_access_log();
+  }
+  session_.want_send();
+  return nullptr;
+}
+
+void Stream::write_access_log() {
+  const EngineConfig &config = session_.server_.config();
+  if (config.access_format != nullptr) return;  // written when the exchange ends (it has the length)
+  if (config.access_hook != nullptr) {
+    config.access_hook(config.access_ctx, peer(), method_, log_target_, "2", status_);
+    return;
+  }
+  // uvicorn's access line: 'INFO:     127.0.0.1:51234 - "GET / HTTP/2" 200 OK'
+  bool colours = config.access_log_colours;
+  std::string line(level_prefix(LogLevel::Info, colours));
+  const SocketAddress &from = peer();
+  if (from.is_unix || from.host.empty()) {
+    line.append("unix socket");
+  } else {
+    line.append(from.host);
+    line.push_back(':');
+    line.append(std::to_string(from.port));
+  }
+  line.append(colours ? " - \"\033[1m" : " - \"");
+  line.append(method_);
+  line.push_back(' ');
+  line.append(log_target_);
+  line.append(" HTTP/2");
+  line.append(colours ? "\033[0m\" " : "\" ");
+  if (colours) line.append(status_ < 300 ? "\033[32m" : status_ < 400 ? "\033[33m" : "\033[31m");
+  line.append(std::to_string(status_));
+  line.push_back(' ');
+  line.append(http1::reason_phrase(status_));
+  if (colours) line.append("\033[0m");
+  line.push_back('\n');
+  session_.server_.append_log(line);
+}
+
+http::WriteStatus Stream::write_body(const char *data, size_t len, bool more) {
+  if (session_.closed_ || ended_ || response_ != Response::Started) return http::WriteStatus::Closed;
+  if (!no_body_ && has_length_ && body_sent_ + len > content_length_) {
+    log(LogLevel::Error, "Response content longer than Content-Length");
+    nghttp2_submit_rst_stream(session_.ng_, NGHTTP2_FLAG_NONE, id_, NGHTTP2_INTERNAL_ERROR);
+    response_ = Response::Done;
+    end_exchange(http::Detach::Complete);
+    session_.want_send();
+    return http::WriteStatus::TooLong;
+  }
+  if (!no_body_) out_.append(data, len);
+  body_sent_ += len;
+  if (!more && !no_body_ && has_length_ && body_sent_ < content_length_) {
+    log(LogLevel::Error, "Response content shorter than Content-Length");
+    // What was given goes out; the reset then tells the client the body is cut.
+    nghttp2_submit_rst_stream(session_.ng_, NGHTTP2_FLAG_NONE, id_, NGHTTP2_INTERNAL_ERROR);
+    response_ = Response::Done;
+    end_exchange(http::Detach::Complete);
+    session_.want_send();
+    return http::WriteStatus::TooShort;
+  }
+  if (!more) eof_ = true;
+  if (deferred_ && (len > 0 || eof_)) {
+    deferred_ = false;
+    nghttp2_session_resume_data(session_.ng_, id_);
+  }
+  session_.want_send();
+  if (!more) {
+    response_ = Response::Done;
+    end_exchange(http::Detach::Complete);
+    return http::WriteStatus::Ok;
+  }
+  if (out_.size() > kStreamOutHigh) {
+    wants_writable_ = true;
+    return http::WriteStatus::Blocked;
+  }
+  return http::WriteStatus::Ok;
+}
+
+http::WriteStatus Stream::send_file(int file_fd, uint64_t offset, uint64_t len) {
+  if (session_.closed_ || ended_ || response_ != Response::Started) {
+    ::close(file_fd);
+    return http::WriteStatus::Closed;
+  }
+  if (no_body_ || len == 0) {
+    ::close(file_fd);
+    return write_body(nullptr, 0, false);
+  }
+  if (has_length_ && body_sent_ + len != content_length_) {
+    ::close(file_fd);
+    bool longer = body_sent_ + len > content_length_;
+    log(LogLevel::Error, "Response content %s than Content-Length", longer ? "longer" : "shorter");
+    nghttp2_submit_rst_stream(session_.ng_, NGHTTP2_FLAG_NONE, id_, NGHTTP2_INTERNAL_ERROR);
+    response_ = Response::Done;
+    end_exchange(http::Detach::Complete);
+    session_.want_send();
+    return longer ? http::WriteStatus::TooLong : http::WriteStatus::TooShort;
+  }
+  // Read in frame-sized pieces as the peer's window allows (read_body):
+  // memory stays bounded whatever the file's size.
+  file_fd_ = file_fd;
+  file_off_ = offset;
+  file_left_ = len;
+  body_sent_ += len;
+  eof_ = true;
+  if (deferred_) {
+    deferred_ = false;
+    nghttp2_session_resume_data(session_.ng_, id_);
+  }
+  session_.want_send();
+  response_ = Response::Done;
+  end_exchange(http::Detach::Complete);
+  return http::WriteStatus::Ok;
+}
+
+ssize_t Stream::read_body(nghttp2_session *, int32_t, uint8_t *buf, size_t length, uint32_t *flags,
+                          nghttp2_data_source *source, void *) {
+  auto &stream = *static_cast<Stream *>(source->ptr);
+  size_t n = 0;
+  if (!stream.out_.empty()) {
+    n = std::min(length, stream.out_.size());
+    memcpy(buf, stream.out_.data(), n);
+    stream.out_.consume(n);
+    stream.out_.release_if_empty();
+  } else if (stream.file_left_ > 0) {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(length, stream.file_left_));
+    ssize_t got;
+    do {
+      got = ::pread(stream.file_fd_, buf, want, static_cast<off_t>(stream.file_off_));
+    } while (got < 0 && errno == EINTR);
+    if (got <= 0) {
+      if (got < 0)
+        log_errno(LogLevel::Error, errno, "HTTP/2 stream %d: pread of the response file (fd %d) failed", stream.id_,
+                  stream.file_fd_);
+      else
+        log(LogLevel::Error, "HTTP/2 stream %d: the response file ended %llu bytes early", stream.id_,
+            static_cast<unsigned long long>(stream.file_left_));
+      // The stream is reset (INTERNAL_ERROR): the client knows the body is cut.
+      return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
+    n = static_cast<size_t>(got);
+    stream.file_off_ += n;
+    stream.file_left_ -= n;
+    if (stream.file_left_ == 0) {
+      ::close(stream.file_fd_);
+      stream.file_fd_ = -1;
+    }
+  }
+  if (n == 0 && !stream.eof_) {
+    stream.deferred_ = true;  // write_body() resumes it
+    return NGHTTP2_ERR_DEFERRED;
+  }
+  if (stream.eof_ && !stream.has_output()) *flags |= NGHTTP2_DATA_FLAG_EOF;
+  stream.last_progress_ms_ = stream.session_.server_.loop().now_ms();
+  if (stream.wants_writable_ && stream.out_.size() <= kStreamOutLow) {
+    stream.wants_writable_ = false;
+    stream.session_.writable_.push_back(stream.id_);
+  }
+  return static_cast<ssize_t>(n);
+}
+
+void Stream::end_exchange(http::Detach why) {
+  if (ended_) return;
+  ended_ = true;
+  if (counted_) {
+    counted_ = false;
+    session_.server_.request_finished();
+  }
+  if (log_pending_) {
+    log_pending_ = false;
+    const http::AccessLogFormat &format = *session_.server_.config().access_format;
+    http::AccessRecord record;
+    record.peer = &peer();
+    record.method = method_;
+    record.target = log_target_;
+    record.protocol = "HTTP/2";
+    record.status = status_;
+    record.body_bytes = body_sent_;
+    record.duration_ns = clock_ns(CLOCK_MONOTONIC) - log_start_ns_;
+    record.start_unix_ns = log_start_unix_ns_;
+    record.request_values = &log_request_values_;
+    record.response_values = &log_response_values_;
+    std::string line;
+    format.render(line, record);
+    const EngineConfig &config = session_.server_.config();
+    if (config.access_line_hook != nullptr) {
+      if (!line.empty() && line.back() == '\n') line.pop_back();
+      config.access_line_hook(config.access_ctx, line);
+    } else {
+      session_.server_.append_log(line);
+    }
+  }
+  // Body the application will not read: dropped, its window given back.
+  if (!session_.closed_ && unconsumed_ > 0) {
+    nghttp2_session_consume_stream(session_.ng_, id_, unconsumed_);
+    unconsumed_ = 0;
+  }
+  body_buf_.consume(body_buf_.size());
+  body_buf_.release_if_empty();
+  http::ExchangeObserver *observer = observer_;
+  observer_ = nullptr;
+  if (observer != nullptr) observer->on_detach(why);
+}
+
+void Stream::answer_error(int status) {
+  std::string_view body = http1::error_body(status);
+  std::string length = std::to_string(body.size());
+  http::HeaderList headers{{"content-type", "text/plain; charset=utf-8"}, {"content-length", length}};
+  if (start_response(status, headers) == nullptr) write_body(body.data(), body.size(), false);
+  if (!ended_) end_exchange(http::Detach::Complete);
+}
+
+void Stream::fail() {
+  if (session_.closed_ || ended_) return;
+  if (response_ == Response::NotStarted) {
+    answer_error(500);
+    return;
+  }
+  // Part of the response went out: the reset tells the client it is cut.
+  nghttp2_submit_rst_stream(session_.ng_, NGHTTP2_FLAG_NONE, id_, NGHTTP2_INTERNAL_ERROR);
+  response_ = Response::Done;
+  end_exchange(http::Detach::Complete);
+  session_.want_send();
+}
+
+void Stream::abort() {
+  if (session_.closed_ || ended_) return;
+  nghttp2_submit_rst_stream(session_.ng_, NGHTTP2_FLAG_NONE, id_, NGHTTP2_INTERNAL_ERROR);
+  response_ = Response::Done;
+  end_exchange(http::Detach::Complete);
+  session_.want_send();
+}
+
+// ============================================================== Session
+
+Session::Session(Engine &server, std::unique_ptr<Transport> transport)
+    : server_(server), transport_(std::move(transport)) {
+  transport_->set_handler(this);
+  const Settings &settings = server_.config().http2;
+  nghttp2_option *option = nullptr;
+  if (nghttp2_option_new(&option) != 0) return;  // start() reports it
+  if (callbacks() == nullptr) {
+    nghttp2_option_del(option);
+    return;
+  }
+  // The application's reads open the windows (Stream::body_taken).
+  nghttp2_option_set_no_auto_window_update(option, 1);
+  nghttp2_option_set_no_closed_streams(option, 1);
+  nghttp2_option_set_stream_reset_rate_limit(
+      option, std::max<uint64_t>(64, kResetBurstPerStream * settings.max_concurrent_streams), kResetRate);
+  if (nghttp2_session_server_new2(&ng_, callbacks(), this, option) != 0) ng_ = nullptr;
+  nghttp2_option_del(option);
+}
+
+Session::~Session() {
+  for (auto &[id, stream] : streams_)
+    if (stream->file_fd_ >= 0) ::close(stream->file_fd_);
+  if (ng_ != nullptr) nghttp2_session_del(ng_);
+}
+
+void Session::on_released() {
+  server_.release(this);
+}
+
+bool Session::start() {
+  if (ng_ == nullptr) {
+    log(LogLevel::Error, "cannot create an HTTP/2 session (out of memory)");
+    return false;
+  }
+  if (!transport_->start()) return false;
+  const Settings &settings = server_.config().http2;
+  nghttp2_settings_entry entries[] = {
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, settings.max_concurrent_streams},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, settings.initial_window_size},
+      {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, settings.max_frame_size},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, settings.max_header_list_size},
+  };
+  int rv = nghttp2_submit_settings(ng_, NGHTTP2_FLAG_NONE, entries, sizeof entries / sizeof entries[0]);
+  if (rv != 0) {
+    log(LogLevel::Error, "HTTP/2 SETTINGS rejected: %s", nghttp2_strerror(rv));
+    return false;
+  }
+  deadline_ms_ = server_.loop().now_ms() + server_.config().header_timeout_ms;
+  last_ping_ms_ = server_.loop().now_ms();
+  // The preface (and more) may have come with the bytes that chose HTTP/2.
+  process_input();
+  // Chosen during a graceful stop (an HTTP/1 session serving what a new
+  // connection had sent): the requests read so far are served, no more.
+  if (!closed_ && server_.shutting_down()) close_when_idle();
+  return true;
+}
+
+Stream *Session::find(int32_t id) {
+  auto it = streams_.find(id);
+  return it == streams_.end() ? nullptr : it->second.get();
+}
+
+void Session::on_readable() {
+  if (closed_) return;
+  dead_streams_.clear();
+  ssize_t n = transport_->read_input();
+  if (n == kWouldBlock) return;
+  if (n == kFailed || n == 0) {
+    // The client went away (or half-closed: it sends nothing more, and
+    // HTTP/2 has no request that could still complete without it).
+    close_now(true);
+    return;
+  }
+  process_input();
+}
+
+void Session::process_input() {
+  if (closed_) return;
+  Buffer &in = transport_->input();
+  if (!in.empty() && !failing_) {
+    in_nghttp2_ = true;
+    ssize_t rv = nghttp2_session_mem_recv(ng_, reinterpret_cast<const uint8_t *>(in.data()), in.size());
+    in_nghttp2_ = false;
+    if (closed_) return;
+    if (rv < 0) {
+      fail_session(nghttp2_strerror(static_cast<int>(rv)), static_cast<int>(rv));
+      return;
+    }
+    in.consume(static_cast<size_t>(rv));
+  } else if (failing_) {
+    in.consume(in.size());
+  }
+  transport_->trim_input();
+  // Requests are dispatched once nghttp2 has seen the whole read: a stream
+  // the client opened and reset in it (rapid reset) never reaches the app.
+  std::vector<int32_t> ready;
+  ready.swap(to_dispatch_);
+  for (int32_t id : ready) {
+    Stream *stream = find(id);
+    if (stream != nullptr && !stream->dispatched_ && !stream->ended_) dispatch(*stream);
+    if (closed_) return;
+  }
+  ready.clear();
+  ready.swap(body_ready_);
+  for (int32_t id : ready) {
+    Stream *stream = find(id);
+    if (stream != nullptr && stream->observer_ != nullptr) stream->observer_->on_body_ready();
+    if (closed_) return;
+  }
+  send_pending();
+}
+
+void Session::dispatch(Stream &stream) {
+  stream.dispatched_ = true;
+  const EngineConfig &config = server_.config();
+  server_.request_started();
+  stream.counted_ = true;
+  // (CONNECT has no :path: its target is the authority, RFC 9113 §8.5.)
+  std::string_view target = stream.method_ == "CONNECT" ? stream.authority_ : stream.path_;
+  if (config.access_log) {
+    http::append_log_target(stream.log_target_, config.root_path, target);
+    if (const http::AccessLogFormat *format = config.access_format.get()) {
+      stream.log_pending_ = true;
+      stream.log_start_ns_ = clock_ns(CLOCK_MONOTONIC);
+      stream.log_start_unix_ns_ = static_cast<int64_t>(clock_ns(CLOCK_REALTIME));
+      const std::vector<std::string> &names = format->request_headers();
+      stream.log_request_values_.assign(names.size(), std::string());
+      for (const auto &[name, value] : stream.headers_)
+        for (size_t i = 0; i < names.size(); ++i)
+          if (name == names[i] && stream.log_request_values_[i].empty()) stream.log_request_values_[i] = value;
+      stream.log_response_values_.assign(format->response_headers().size(), std::string());
+    }
+  }
+  if (stream.head_error_ != 0) {
+    log(LogLevel::Warning, "Invalid HTTP request received from %s:%d: header list too large (%d)",
+        peer_host(transport_->peer()), transport_->peer().port, stream.head_error_);
+    stream.answer_error(stream.head_error_);
+    return;
+  }
+  if (server_.over_concurrency_limit()) {
+    log(LogLevel::Warning, "Exceeded concurrency limit.");
+    stream.answer_error(503);
+    return;
+  }
+  if (stream.method_ == "CONNECT") {
+    // A tunnel: this is not a proxy (HTTP/1 answers CONNECT 405 as well).
+    stream.answer_error(405);
+    return;
+  }
+  http::RequestHead head;
+  head.method = stream.method_;
+  head.target = target;
+  head.http_version = "2";
+  head.headers.reserve(stream.headers_.size() + 1);
+  // ASGI applications find the host in the host header: HTTP/2 clients send
+  // :authority instead (RFC 9113 §8.3.1), which becomes it.
+  if (!stream.has_host_ && !stream.authority_.empty()) head.headers.push_back({"host", stream.authority_});
+  for (const auto &[name, value] : stream.headers_) {
+    head.headers.push_back({name, value});
+    if (stream.has_host_ && head.host.empty() && name == "host") head.host = value;
+  }
+  if (head.host.empty()) head.host = stream.authority_;
+  server_.dispatcher()->on_request(stream, head);
+}
+
+void Session::want_send() {
+  if (closed_ || in_nghttp2_) return;  // the caller's loop sends afterwards
+  // Framed when the current step ends, with whatever else it writes.
+  server_.hold_head(this);
+}
+
+void Session::send_pending() {
+  if (closed_ || in_nghttp2_) return;
+  const size_t high = server_.config().write_high_water;
+  in_nghttp2_ = true;
+  bool failed = false;
+  int error = 0;
+  while (transport_->queued_bytes() + batch_.size() < high) {
+    const uint8_t *data = nullptr;
+    ssize_t n = nghttp2_session_mem_send(ng_, &data);
+    if (n < 0) {
+      failed = true;
+      error = static_cast<int>(n);
+      break;
+    }
+    if (n == 0) break;
+    batch_.append(reinterpret_cast<const char *>(data), static_cast<size_t>(n));
+    if (batch_.size() >= kBatchSize) {
+      iovec iov{batch_.data(), batch_.size()};
+      bool sent = transport_->send(&iov, 1);
+      batch_.clear();
+      if (!sent || closed_) break;
+    }
+  }
+  // (Still guarded: nothing may re-enter while batch_ is being written.)
+  if (!closed_ && !batch_.empty()) {
+    iovec iov{batch_.data(), batch_.size()};
+    transport_->send(&iov, 1);
+  }
+  batch_.clear();
+  in_nghttp2_ = false;
+  if (closed_) return;
+  if (failed) {
+    // nghttp2 could not frame (out of memory): nothing sensible can follow.
+    log(LogLevel::Error, "HTTP/2 session with %s:%d failed: %s", peer_host(transport_->peer()), transport_->peer().port,
+        nghttp2_strerror(error));
+    close_now(true);
+    return;
+  }
+  std::vector<int32_t> writable;
+  writable.swap(writable_);
+  for (int32_t id : writable) {
+    Stream *stream = find(id);
+    if (stream != nullptr && stream->observer_ != nullptr) stream->observer_->on_writable();
+    if (closed_) return;
+  }
+  // Over: after a protocol error or a GOAWAY both ways, or a graceful stop
+  // whose streams are done, the connection closes once its output is out.
+  bool over = failing_ || (stopping_ && streams_.empty()) ||
+              (!nghttp2_session_want_read(ng_) && !nghttp2_session_want_write(ng_));
+  if (over && !nghttp2_session_want_write(ng_) && transport_->output_idle()) {
+    close_now(false);
+    return;
+  }
+  update_reading();
+  set_idle_deadline();
+}
+
+void Session::update_reading() {
+  // A client that does not read what it asked for is not read either
+  // (its acknowledgements and responses would pile up here).
+  bool reading =
+      !failing_ && nghttp2_session_want_read(ng_) && transport_->queued_bytes() <= server_.config().write_high_water;
+  transport_->set_reading(reading);
+}
+
+void Session::set_idle_deadline() {
+  if (!got_frame_) return;  // the header (preface) deadline set at start holds
+  if (!streams_.empty()) {
+    deadline_ms_ = 0;
+  } else if (deadline_ms_ == 0) {
+    deadline_ms_ = server_.loop().now_ms() + server_.config().keep_alive_timeout_ms;
+  }
+}
+
+void Session::on_output_progress() {
+  if (closed_) return;
+  send_pending();
+}
+
+void Session::fail_session(const char *why, int code) {
+  // NGHTTP2_ERR_FLOODED, a bad preface, a callback's fatal error: nghttp2
+  // has queued a GOAWAY where the protocol wants one.
+  log(LogLevel::Debug, "HTTP/2 connection from %s:%d closed: %s (%d)", peer_host(transport_->peer()),
+      transport_->peer().port, why, code);
+  failing_ = true;
+  transport_->input().consume(transport_->input().size());
+  // After a fatal error (a flood, too many CONTINUATION frames) nghttp2
+  // queues no GOAWAY of its own: the client is told why all the same.
+  if (code == NGHTTP2_ERR_FLOODED || code == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS)
+    nghttp2_session_terminate_session(ng_, NGHTTP2_ENHANCE_YOUR_CALM);
+  else if (!nghttp2_session_want_write(ng_))
+    nghttp2_session_terminate_session(ng_, NGHTTP2_PROTOCOL_ERROR);
+  send_pending();
+  // A flood is a client that does not read what it asks for: the GOAWAY
+  // behind its unread bytes will not reach it either.
+  if (!closed_ && code == NGHTTP2_ERR_FLOODED) close_now(true);
+}
+
+void Session::on_tick(uint64_t now_ms) {
+  if (closed_ || transport_->send_in_flight()) return;
+  dead_streams_.clear();
+  if (!transport_->output_idle() && now_ms - transport_->last_write_ms() >= kWriteStallMs) {
+    log(LogLevel::Debug, "%s:%d - client read nothing for %llu s; closing", peer_host(transport_->peer()),
+        transport_->peer().port, static_cast<unsigned long long>(kWriteStallMs / 1000));
+    close_now(true);
+    return;
+  }
+  // A stream whose peer keeps its window closed while output waits holds
+  // the application's send() forever: it is reset after the stall time.
+  bool reset = false;
+  for (auto &[id, stream] : streams_) {
+    if (stream->has_output() && now_ms - stream->last_progress_ms_ >= kWriteStallMs) {
+      log(LogLevel::Debug, "HTTP/2 stream %d: the client's window stayed closed for %llu s; resetting", id,
+          static_cast<unsigned long long>(kWriteStallMs / 1000));
+      nghttp2_submit_rst_stream(ng_, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
+      stream->last_progress_ms_ = now_ms;
+      reset = true;
+    }
+  }
+  if (deadline_ms_ != 0 && now_ms >= deadline_ms_) {
+    deadline_ms_ = 0;
+    if (!got_frame_) {
+      log(LogLevel::Debug, "%s:%d - HTTP/2 preface not received within the timeout", peer_host(transport_->peer()),
+          transport_->peer().port);
+      close_now(false);
+      return;
+    }
+    if (streams_.empty()) {
+      // Idle keep-alive timeout: GOAWAY (no stream was cut), then the close.
+      nghttp2_session_terminate_session(ng_, NGHTTP2_NO_ERROR);
+      failing_ = true;
+      send_pending();
+      return;
+    }
+  }
+  uint64_t interval = server_.config().http2.keep_alive_interval_ms;
+  if (interval > 0 && now_ms - last_ping_ms_ >= interval) {
+    last_ping_ms_ = now_ms;
+    nghttp2_submit_ping(ng_, NGHTTP2_FLAG_NONE, nullptr);
+    reset = true;
+  }
+  if (reset) send_pending();
+}
+
+bool Session::close_when_idle() {
+  if (closed_ || stopping_) return false;
+  stopping_ = true;
+  // GOAWAY with the last stream the client opened: streams up to it finish,
+  // later ones are refused (the client retries them elsewhere).
+  nghttp2_submit_goaway(ng_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(ng_), NGHTTP2_NO_ERROR, nullptr,
+                        0);
+  send_pending();
+  return false;
+}
+
+bool Session::streaming() const {
+  if (closed_) return false;
+  for (const auto &[id, stream] : streams_)
+    if (stream->response_ == Stream::Response::Started && !stream->has_length_) return true;
+  return false;
+}
+
+void Session::cut_for_stop() {
+  if (closed_) return;
+  for (auto &[id, stream] : streams_) {
+    if (stream->response_ == Stream::Response::Started && !stream->has_length_) {
+      nghttp2_submit_rst_stream(ng_, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
+      stream->end_exchange(http::Detach::ServerStop);
+      if (closed_) return;
+    }
+  }
+  send_pending();
+}
+
+void Session::close_now(bool disconnected) {
+  if (closed_) return;
+  closed_ = true;
+  // Whatever the reason, an exchange still open did not complete.
+  (void)disconnected;
+  for (auto &[id, stream] : streams_) stream->end_exchange(http::Detach::ClientGone);
+  transport_->close();
+  server_.retire(this);
+}
+
+void Session::retire_stream(int32_t id) {
+  auto it = streams_.find(id);
+  if (it == streams_.end()) return;
+  dead_streams_.push_back(std::move(it->second));
+  streams_.erase(it);
+}
+
+// ---- nghttp2 callbacks (within mem_recv / mem_send) ----
+
+int Session::on_begin_headers(nghttp2_session *, const nghttp2_frame *frame, void *user) {
+  auto &self = *static_cast<Session *>(user);
+  if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+  int32_t id = frame->hd.stream_id;
+  self.streams_[id] = std::make_unique<Stream>(self, id);
+  return 0;
+}
+
+int Session::on_header(nghttp2_session *, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
+                       const uint8_t *value, size_t valuelen, uint8_t, void *user) {
+  auto &self = *static_cast<Session *>(user);
+  if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;  // trailers
+  Stream *stream = self.find(frame->hd.stream_id);
+  if (stream == nullptr || stream->head_error_ != 0) return 0;
+  // SETTINGS_MAX_HEADER_LIST_SIZE counts each field as name + value + 32
+  // (RFC 9113 §6.5.2): more is answered 431, and no more is kept (an HPACK
+  // bomb expands into nothing here).
+  stream->header_bytes_ += namelen + valuelen + 32;
+  const EngineConfig &config = self.server_.config();
+  if (stream->header_bytes_ > config.http2.max_header_list_size ||
+      stream->headers_.size() >= config.limits.max_headers) {
+    stream->head_error_ = 431;
+    stream->headers_.clear();
+    return 0;
+  }
+  std::string_view n(reinterpret_cast<const char *>(name), namelen);
+  std::string_view v(reinterpret_cast<const char *>(value), valuelen);
+  // nghttp2 has checked the fields (RFC 9113 §8.2: lower-case names, no
+  // connection-specific fields, pseudo-headers first and valid).
+  if (!n.empty() && n[0] == ':') {
+    if (n == ":method")
+      stream->method_.assign(v);
+    else if (n == ":path")
+      stream->path_.assign(v);
+    else if (n == ":authority")
+      stream->authority_.assign(v);
+    else if (n == ":scheme")
+      stream->scheme_.assign(v);
+    return 0;
+  }
+  if (n == "host") stream->has_host_ = true;
+  if (n == "cookie") {
+    // Clients split cookies into one field each for HPACK's sake; one
+    // header joined with "; " is what HTTP/1 applications read (RFC 9113
+    // §8.2.3; Starlette reads only the first cookie header).
+    for (auto &[name, value] : stream->headers_) {
+      if (name == "cookie") {
+        value.append("; ").append(v);
+        return 0;
+      }
+    }
+  }
+  stream->headers_.emplace_back(n, v);
+  return 0;
+}
+
+int Session::on_frame_recv(nghttp2_session *, const nghttp2_frame *frame, void *user) {
+  auto &self = *static_cast<Session *>(user);
+  if (!self.got_frame_) {
+    self.got_frame_ = true;
+    self.deadline_ms_ = 0;
+  }
+  bool end_stream = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+  switch (frame->hd.type) {
+    case NGHTTP2_HEADERS: {
+      Stream *stream = self.find(frame->hd.stream_id);
+      if (stream == nullptr) return 0;
+      if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+        stream->body_done_ = end_stream;
+        self.to_dispatch_.push_back(stream->id_);
+      } else if (end_stream) {
+        // Trailers: accepted and not passed on (ASGI has no request trailers).
+        stream->body_done_ = true;
+        self.body_ready_.push_back(stream->id_);
+      }
+      break;
+    }
+    case NGHTTP2_DATA:
+      if (end_stream) {
+        if (Stream *stream = self.find(frame->hd.stream_id)) {
+          stream->body_done_ = true;
+          self.body_ready_.push_back(stream->id_);
+        }
+      }
+      break;
+    default: break;
+  }
+  return 0;
+}
+
+int Session::on_data_chunk(nghttp2_session *ng, uint8_t, int32_t stream_id, const uint8_t *data, size_t len,
+                           void *user) {
+  auto &self = *static_cast<Session *>(user);
+  // The connection's window is given back at once: each stream's own
+  // window bounds what it may buffer.
+  nghttp2_session_consume_connection(ng, len);
+  Stream *stream = self.find(stream_id);
+  if (stream == nullptr) return 0;
+  if (stream->ended_) {
+    // The response is complete: the rest of the body is not wanted.
+    nghttp2_session_consume_stream(ng, stream_id, len);
+    return 0;
+  }
+  stream->body_buf_.append(reinterpret_cast<const char *>(data), len);
+  stream->unconsumed_ += len;
+  if (self.body_ready_.empty() || self.body_ready_.back() != stream_id) self.body_ready_.push_back(stream_id);
+  return 0;
+}
+
+int Session::on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *user) {
+  auto &self = *static_cast<Session *>(user);
+  if ((frame->hd.type != NGHTTP2_DATA && frame->hd.type != NGHTTP2_HEADERS) ||
+      !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+    return 0;
+  Stream *stream = self.find(frame->hd.stream_id);
+  // The response is complete and the client is still sending a body nobody
+  // will read: RST_STREAM(NO_ERROR) tells it to stop (RFC 9113 §8.1).
+  if (stream != nullptr && !stream->body_done_)
+    nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, stream->id_, NGHTTP2_NO_ERROR);
+  return 0;
+}
+
+int Session::on_stream_close(nghttp2_session *, int32_t stream_id, uint32_t, void *user) {
+  auto &self = *static_cast<Session *>(user);
+  Stream *stream = self.find(stream_id);
+  if (stream == nullptr) return 0;
+  if (stream->file_fd_ >= 0) {
+    ::close(stream->file_fd_);
+    stream->file_fd_ = -1;
+  }
+  // Reset by the client (or by us) before the response was complete.
+  if (!stream->ended_) stream->end_exchange(http::Detach::ClientGone);
+  self.retire_stream(stream_id);
+  return 0;
+}
+
+const nghttp2_session_callbacks *Session::callbacks() {
+  // One table for every session (nghttp2 copies what it needs at session creation).
+  static nghttp2_session_callbacks *const shared = [] {
+    nghttp2_session_callbacks *cbs = nullptr;
+    if (nghttp2_session_callbacks_new(&cbs) != 0) return static_cast<nghttp2_session_callbacks *>(nullptr);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    return cbs;
+  }();
+  return shared;
+}
+
+}  // namespace pronghorn::http2

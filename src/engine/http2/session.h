@@ -1,0 +1,203 @@
+// The HTTP/2 session: libnghttp2 drives the framing, HPACK, stream states
+// and flow-control bookkeeping; this session only moves bytes between it and
+// a Transport (nghttp2_session_mem_recv / mem_send, no I/O of its own) and
+// maps each request stream to an http::Exchange (Stream), which the
+// server's RequestDispatcher serves as it serves an HTTP/1 request.
+//
+// Flow control is tied to the application. Receiving: nghttp2's automatic
+// WINDOW_UPDATE is off; the connection window is given back as soon as DATA
+// arrives (each stream's own window bounds what it buffers), and a stream's
+// window only as the application takes the body (body_taken()), so a stream
+// whose application does not read stops its client without stopping the
+// others. Sending: a stream's response body waits in its own buffer until
+// the peer's windows let nghttp2 frame it; write_body() reports Blocked while
+// that buffer is over a bound, and on_writable() fires when it drains, so a
+// client that does not read never makes the server buffer without bound.
+// nghttp2 is asked for frames only while the transport's queue is below its
+// high-water mark.
+#pragma once
+
+#include <nghttp2/nghttp2.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/buffer.h"
+#include "engine/http/exchange.h"
+#include "engine/net/transport.h"
+#include "engine/session.h"
+
+namespace pronghorn {
+class Engine;
+}
+
+namespace pronghorn::http2 {
+
+class Session;
+
+// One request stream: the Exchange the application sees.
+class Stream final : public http::Exchange {
+ public:
+  Stream(Session &session, int32_t id) : session_(session), id_(id) {}
+  Stream(const Stream &) = delete;
+  Stream &operator=(const Stream &) = delete;
+
+  // ---- http::Exchange ----
+  void attach(http::ExchangeObserver *observer) override { observer_ = observer; }
+  const SocketAddress &peer() const override;
+  const SocketAddress &local() const override;
+  const TlsInfo *tls() const override;
+  Buffer &body_buffer() override { return body_buf_; }
+  bool body_complete() const override { return body_done_; }
+  void body_taken() override;
+  const char *start_response(int status, const http::HeaderList &headers) override;
+  http::WriteStatus write_body(const char *data, size_t len, bool more) override;
+  http::WriteStatus send_file(int file_fd, uint64_t offset, uint64_t len) override;
+  void fail() override;
+  void abort() override;
+  // WebSockets over HTTP/2 (RFC 8441) are not offered: never called.
+  ws::Session *accept_websocket(std::string_view, const http::HeaderList &, const char **error) override {
+    *error = "WebSockets over HTTP/2 are not supported";
+    return nullptr;
+  }
+
+ private:
+  friend class Session;
+  enum class Response { NotStarted, Started, Done };
+
+  // nghttp2's data source: the next DATA payload from the body buffer or the file.
+  static ssize_t read_body(nghttp2_session *, int32_t, uint8_t *buf, size_t length, uint32_t *flags,
+                           nghttp2_data_source *source, void *);
+  // The application's side of the exchange is over (its response is
+  // complete, or the stream ended first): the observer is told why.
+  void end_exchange(http::Detach why);
+  // Answers with a response of the server's own (431, 500, 503) and ends the exchange.
+  void answer_error(int status);
+  bool has_output() const { return !out_.empty() || file_left_ > 0; }
+  void write_access_log();
+
+  Session &session_;
+  int32_t id_;
+  http::ExchangeObserver *observer_ = nullptr;
+
+  // ---- the request ----
+  std::string method_, path_, authority_, scheme_;
+  std::vector<std::pair<std::string, std::string>> headers_;
+  size_t header_bytes_ = 0;  // as SETTINGS_MAX_HEADER_LIST_SIZE counts them
+  int head_error_ = 0;       // a status to answer instead of dispatching (431)
+  bool has_host_ = false;
+  bool dispatched_ = false;
+  bool counted_ = false;  // counted in the engine's active requests
+  bool ended_ = false;    // the application's side is over (see end_exchange)
+  Buffer body_buf_;
+  bool body_done_ = false;
+  size_t unconsumed_ = 0;  // received bytes not yet given back to the stream's window
+
+  // ---- the response ----
+  Response response_ = Response::NotStarted;
+  bool no_body_ = false;   // HEAD, 1xx, 204, 304: the HEADERS frame ends the stream
+  bool eof_ = false;       // the application gave the last body bytes
+  bool deferred_ = false;  // nghttp2 was told NGHTTP2_ERR_DEFERRED: resume on new bytes
+  bool wants_writable_ = false;
+  bool has_length_ = false;
+  uint64_t content_length_ = 0;
+  uint64_t body_sent_ = 0;  // accepted from the application
+  Buffer out_;              // body bytes not yet framed
+  int file_fd_ = -1;
+  uint64_t file_off_ = 0;
+  uint64_t file_left_ = 0;
+  uint64_t last_progress_ms_ = 0;  // when the stream last had DATA framed
+  int status_ = 0;
+  std::string log_target_;
+  bool log_pending_ = false;  // --access-log-format: the line is written at the end
+  uint64_t log_start_ns_ = 0;
+  int64_t log_start_unix_ns_ = 0;
+  std::vector<std::string> log_request_values_;
+  std::vector<std::string> log_response_values_;
+};
+
+class Session final : public pronghorn::Session, private TransportHandler {
+ public:
+  Session(Engine &server, std::unique_ptr<Transport> transport);
+  ~Session() override;
+  Session(const Session &) = delete;
+  Session &operator=(const Session &) = delete;
+
+  // ---- pronghorn::Session ----
+  // Sends the server's SETTINGS and reads what the transport already holds
+  // (the preface, when an HTTP/1 session handed the connection over).
+  bool start() override;
+  void on_tick(uint64_t now_ms) override;
+  // GOAWAY with the last stream ID; open streams finish, then the close.
+  bool close_when_idle() override;
+  bool streaming() const override;
+  void close_now(bool disconnected) override;
+  void cut_for_stop() override;
+  // Frames what the streams have ready (the server calls this when a step ends).
+  void send_held_head() override { send_pending(); }
+  bool send_in_flight() const override { return transport_->send_in_flight(); }
+  void on_released() override;
+
+  Engine &engine() { return server_; }
+  Transport &transport() { return *transport_; }
+  size_t open_streams() const { return streams_.size(); }
+
+ private:
+  friend class Stream;
+
+  // ---- TransportHandler ----
+  void on_readable() override;
+  void on_output_progress() override;
+  void on_transport_failed() override { close_now(true); }
+
+  // ---- nghttp2 callbacks ----
+  static int on_begin_headers(nghttp2_session *, const nghttp2_frame *frame, void *user);
+  static int on_header(nghttp2_session *, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
+                       const uint8_t *value, size_t valuelen, uint8_t flags, void *user);
+  static int on_frame_recv(nghttp2_session *, const nghttp2_frame *frame, void *user);
+  static int on_data_chunk(nghttp2_session *, uint8_t flags, int32_t stream_id, const uint8_t *data, size_t len,
+                           void *user);
+  static int on_frame_send(nghttp2_session *, const nghttp2_frame *frame, void *user);
+  static int on_stream_close(nghttp2_session *, int32_t stream_id, uint32_t error_code, void *user);
+  static const nghttp2_session_callbacks *callbacks();
+
+  // Feeds the input buffer to nghttp2, then dispatches the requests it
+  // completed and tells observers of body bytes (outside nghttp2's callbacks).
+  void process_input();
+  void dispatch(Stream &stream);
+  // Asks nghttp2 for frames while the transport's queue is below its
+  // high-water mark and writes them; closes when nghttp2 is done.
+  void send_pending();
+  // Output is ready: framed when the current step ends (with whatever else
+  // the step writes), or now outside nghttp2's callbacks if no step runs.
+  void want_send();
+  void update_reading();
+  void set_idle_deadline();
+  // A protocol error or a flood: what nghttp2 queued (its GOAWAY) goes out, then the close.
+  void fail_session(const char *why, int code);
+  void retire_stream(int32_t id);
+  Stream *find(int32_t id);
+
+  Engine &server_;
+  std::unique_ptr<Transport> transport_;
+  nghttp2_session *ng_ = nullptr;
+  std::unordered_map<int32_t, std::unique_ptr<Stream>> streams_;
+  // Streams closed by nghttp2, freed where no Stream method can be running.
+  std::vector<std::unique_ptr<Stream>> dead_streams_;
+  std::vector<int32_t> to_dispatch_;
+  std::vector<int32_t> body_ready_;
+  std::vector<int32_t> writable_;
+  std::string batch_;  // frames gathered for one transport write
+  bool closed_ = false;
+  bool in_nghttp2_ = false;   // inside mem_recv/mem_send: no re-entry
+  bool stopping_ = false;     // GOAWAY sent for a graceful stop
+  bool failing_ = false;      // closing after a protocol error
+  bool got_frame_ = false;    // the client's preface and first frame came
+  uint64_t deadline_ms_ = 0;  // the header (preface) or idle deadline; 0: none
+  uint64_t last_ping_ms_ = 0;
+};
+
+}  // namespace pronghorn::http2

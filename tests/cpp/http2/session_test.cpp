@@ -1,0 +1,828 @@
+// The HTTP/2 session over an in-memory transport (net/memory_stream.h), with
+// an nghttp2 client session as the peer: no sockets, no timing; the test
+// moves the bytes both ways itself (pump()).
+#include "engine/http2/session.h"
+
+#include <gtest/gtest.h>
+#include <nghttp2/nghttp2.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/engine.h"
+#include "engine/net/memory_stream.h"
+#include "engine/net/transport.h"
+
+namespace pronghorn::http2 {
+namespace {
+
+// ---------------------------------------------------------------- the client
+
+struct ClientStream {
+  int status = 0;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+  bool closed = false;
+  uint32_t error_code = 0;
+  bool reset_by_server = false;
+  std::string header(const std::string &name) const {
+    for (const auto &[n, v] : headers)
+      if (n == name) return v;
+    return "";
+  }
+};
+
+struct UploadSource {
+  std::string data;
+  size_t off = 0;
+};
+
+class Client {
+ public:
+  explicit Client(uint32_t window = 65535, bool auto_window = true) {
+    nghttp2_session_callbacks *cbs;
+    nghttp2_session_callbacks_new(&cbs);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_close);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame);
+    nghttp2_option *option;
+    nghttp2_option_new(&option);
+    if (!auto_window) nghttp2_option_set_no_auto_window_update(option, 1);
+    // (nghttp2 would refuse to send a head whose uncompressed size could be
+    // over 64 KiB: the HPACK bomb test sends one.)
+    nghttp2_option_set_max_send_header_block_length(option, 1u << 24);
+    nghttp2_session_client_new2(&ng, cbs, this, option);
+    nghttp2_option_del(option);
+    nghttp2_session_callbacks_del(cbs);
+    nghttp2_settings_entry entries[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, window}};
+    nghttp2_submit_settings(ng, NGHTTP2_FLAG_NONE, entries, 1);
+  }
+  ~Client() { nghttp2_session_del(ng); }
+
+  int32_t request(const std::string &method, const std::string &path, const std::string *body = nullptr,
+                  std::vector<std::pair<std::string, std::string>> extra = {}) {
+    std::vector<std::pair<std::string, std::string>> fields = {
+        {":method", method}, {":scheme", "http"}, {":authority", "example.com"}, {":path", path}};
+    fields.insert(fields.end(), extra.begin(), extra.end());
+    std::vector<nghttp2_nv> nva;
+    for (auto &[n, v] : fields)
+      nva.push_back({reinterpret_cast<uint8_t *>(n.data()), reinterpret_cast<uint8_t *>(v.data()), n.size(), v.size(),
+                     NGHTTP2_NV_FLAG_NONE});
+    nghttp2_data_provider provider{};
+    UploadSource *source = nullptr;
+    if (body != nullptr) {
+      uploads.push_back(std::make_unique<UploadSource>());
+      source = uploads.back().get();
+      source->data = *body;
+      provider.source.ptr = source;
+      provider.read_callback = [](nghttp2_session *, int32_t, uint8_t *buf, size_t length, uint32_t *flags,
+                                  nghttp2_data_source *src, void *) -> ssize_t {
+        auto *up = static_cast<UploadSource *>(src->ptr);
+        size_t n = std::min(length, up->data.size() - up->off);
+        memcpy(buf, up->data.data() + up->off, n);
+        up->off += n;
+        if (up->off == up->data.size()) *flags |= NGHTTP2_DATA_FLAG_EOF;
+        return static_cast<ssize_t>(n);
+      };
+    }
+    int32_t id = nghttp2_submit_request(ng, nullptr, nva.data(), nva.size(), body ? &provider : nullptr, nullptr);
+    streams[id];
+    return id;
+  }
+
+  std::string drain() {
+    std::string out;
+    for (;;) {
+      const uint8_t *data;
+      ssize_t n = nghttp2_session_mem_send(ng, &data);
+      if (n <= 0) break;
+      out.append(reinterpret_cast<const char *>(data), static_cast<size_t>(n));
+    }
+    return out;
+  }
+  void feed(const std::string &bytes) {
+    ssize_t rv = nghttp2_session_mem_recv(ng, reinterpret_cast<const uint8_t *>(bytes.data()), bytes.size());
+    if (rv < 0) recv_error = static_cast<int>(rv);
+  }
+
+  nghttp2_session *ng = nullptr;
+  std::map<int32_t, ClientStream> streams;
+  std::vector<std::unique_ptr<UploadSource>> uploads;
+  bool goaway = false;
+  int32_t goaway_last_id = -1;
+  uint32_t goaway_error = 0;
+  int recv_error = 0;
+
+ private:
+  static int on_header(nghttp2_session *, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
+                       const uint8_t *value, size_t valuelen, uint8_t, void *user) {
+    auto &self = *static_cast<Client *>(user);
+    ClientStream &s = self.streams[frame->hd.stream_id];
+    std::string n(reinterpret_cast<const char *>(name), namelen), v(reinterpret_cast<const char *>(value), valuelen);
+    if (n == ":status")
+      s.status = atoi(v.c_str());
+    else
+      s.headers.emplace_back(n, v);
+    return 0;
+  }
+  static int on_data(nghttp2_session *, uint8_t, int32_t id, const uint8_t *data, size_t len, void *user) {
+    static_cast<Client *>(user)->streams[id].body.append(reinterpret_cast<const char *>(data), len);
+    return 0;
+  }
+  static int on_close(nghttp2_session *, int32_t id, uint32_t error, void *user) {
+    ClientStream &s = static_cast<Client *>(user)->streams[id];
+    s.closed = true;
+    s.error_code = error;
+    return 0;
+  }
+  static int on_frame(nghttp2_session *, const nghttp2_frame *frame, void *user) {
+    auto &self = *static_cast<Client *>(user);
+    if (frame->hd.type == NGHTTP2_GOAWAY) {
+      self.goaway = true;
+      self.goaway_last_id = frame->goaway.last_stream_id;
+      self.goaway_error = frame->goaway.error_code;
+    } else if (frame->hd.type == NGHTTP2_RST_STREAM) {
+      self.streams[frame->hd.stream_id].reset_by_server = true;
+    }
+    return 0;
+  }
+};
+
+// ---------------------------------------------------------------- the app
+
+struct Request final : http::ExchangeObserver {
+  http::Exchange *exchange = nullptr;
+  std::string method, target, version, body;
+  std::vector<std::pair<std::string, std::string>> headers;
+  bool detached = false;
+  http::Detach why = http::Detach::Complete;
+  int writable = 0;
+  bool take_body = true;  // copy body bytes out as they come
+  bool body_done = false;
+  void on_body_ready() override {
+    if (exchange == nullptr || !take_body) return;
+    take();
+  }
+  void take() {
+    Buffer &buf = exchange->body_buffer();
+    body.append(buf.data(), buf.size());
+    buf.consume(buf.size());
+    body_done = exchange->body_complete();
+    exchange->body_taken();
+  }
+  void on_writable() override { ++writable; }
+  void on_detach(http::Detach reason) override {
+    detached = true;
+    why = reason;
+    exchange = nullptr;
+  }
+  std::string header(const std::string &name) const {
+    for (const auto &[n, v] : headers)
+      if (n == name) return v;
+    return "";
+  }
+};
+
+class App final : public http::RequestDispatcher {
+ public:
+  void on_request(http::Exchange &exchange, const http::RequestHead &head) override {
+    auto request = std::make_unique<Request>();
+    Request &r = *request;
+    requests.push_back(std::move(request));
+    r.exchange = &exchange;
+    r.method.assign(head.method);
+    r.target.assign(head.target);
+    r.version.assign(head.http_version);
+    for (const http::Header &h : head.headers) r.headers.emplace_back(h.name, h.value);
+    exchange.attach(&r);
+    if (handler) handler(r);
+  }
+  // Answers `r` with `body` (content-length).
+  static void answer(Request &r, const std::string &body, http::HeaderList extra = {}) {
+    std::string length = std::to_string(body.size());
+    extra.emplace_back("content-length", length);
+    ASSERT_EQ(r.exchange->start_response(200, extra), nullptr);
+    r.exchange->write_body(body.data(), body.size(), false);
+  }
+  std::function<void(Request &)> handler;
+  std::vector<std::unique_ptr<Request>> requests;
+};
+
+// ---------------------------------------------------------------- fixture
+
+class Http2SessionTest : public ::testing::Test {
+ protected:
+  void start(Settings settings = {}, uint32_t client_window = 65535, bool client_auto_window = true,
+             bool read_now = true, bool direct = false) {
+    EngineConfig config = base_config;
+    config.date_header = false;
+    config.server_header = false;
+    config.send_thread = false;
+    settings.enabled = true;
+    config.http2 = settings;
+    server = std::make_unique<Engine>(config);
+    ASSERT_TRUE(server->open());
+    server->set_dispatcher(&app);
+    auto owned = std::make_unique<MemoryStream>();
+    stream = owned.get();
+    stream->set_sink(&written);
+    auto t = std::make_unique<Transport>(*server, std::move(owned), SocketAddress{false, "10.0.0.1", 1234}, &local);
+    transport = t.get();
+    if (direct) {
+      // The HTTP/2 session itself, for the tests that drive its tick.
+      h2 = new Session(*server, std::move(t));
+      ASSERT_NE(server->adopt_session(h2, *transport), nullptr);
+    } else {
+      // Through the HTTP/1 session, as a plain listener's connection: the
+      // preface hands it to HTTP/2.
+      ASSERT_NE(server->start_session(std::move(t)), nullptr);
+    }
+    client = std::make_unique<Client>(client_window, client_auto_window);
+    std::string first = client->drain();  // nghttp2 starts with the preface
+    ASSERT_EQ(first.compare(0, kClientPrefaceSize, kClientPreface), 0);
+    stream->peer_send(first);
+    if (!read_now) return;
+    event(EPOLLIN);
+    pump();
+  }
+
+  void event(uint32_t events) {
+    server->begin_step();
+    transport->on_io(events);
+    server->end_step();
+  }
+  // Moves bytes both ways until neither side has more. (A closed transport
+  // has freed its MemoryStream; the written bytes are in `written`.)
+  void pump() {
+    for (int round = 0; round < 1000; ++round) {
+      std::string to_server = client->drain();
+      if (transport->closed()) {
+        std::string rest;
+        rest.swap(written);
+        if (!rest.empty()) client->feed(rest);
+        return;
+      }
+      if (!to_server.empty()) stream->peer_send(to_server);
+      bool reading = stream->inbound_left() > 0;
+      if (reading) event(EPOLLIN);
+      std::string to_client;
+      to_client.swap(written);
+      if (!to_client.empty()) client->feed(to_client);
+      if (to_server.empty() && to_client.empty() && !reading) return;
+    }
+    FAIL() << "pump did not settle";
+  }
+  // Runs `action` as a step of the application (held frames go out at its end).
+  void app_step(const std::function<void()> &action) {
+    server->begin_step();
+    action();
+    server->end_step();
+    pump();
+  }
+  // Raw bytes from the client, after what its session sent.
+  void send_raw(const std::string &bytes) {
+    stream->peer_send(bytes);
+    for (int i = 0; i < 100 && !transport->closed() && stream->inbound_left() > 0; ++i) event(EPOLLIN);
+    std::string to_client;
+    to_client.swap(written);
+    client->feed(to_client);
+  }
+  static std::string frame(uint8_t type, uint8_t flags, uint32_t stream_id, const std::string &payload) {
+    std::string f;
+    f.push_back(static_cast<char>(payload.size() >> 16));
+    f.push_back(static_cast<char>(payload.size() >> 8));
+    f.push_back(static_cast<char>(payload.size()));
+    f.push_back(static_cast<char>(type));
+    f.push_back(static_cast<char>(flags));
+    f.push_back(static_cast<char>(stream_id >> 24));
+    f.push_back(static_cast<char>(stream_id >> 16));
+    f.push_back(static_cast<char>(stream_id >> 8));
+    f.push_back(static_cast<char>(stream_id));
+    f.append(payload);
+    return f;
+  }
+  // An HPACK block for GET / (static table entries: :method GET, :path /, :scheme http).
+  static std::string get_block() { return std::string("\x82\x84\x86", 3) + std::string("\x41\x01x", 3); }
+
+  SocketAddress local{false, "127.0.0.1", 8000};
+  EngineConfig base_config = [] {
+    EngineConfig config;
+    config.access_log = false;
+    return config;
+  }();
+  App app;
+  std::unique_ptr<Engine> server;
+  MemoryStream *stream = nullptr;
+  Transport *transport = nullptr;
+  std::string written;
+  std::unique_ptr<Client> client;
+  Session *h2 = nullptr;  // with start(..., direct = true)
+};
+
+TEST_F(Http2SessionTest, AnswersAGetWithTheRequestMappedAsHttp1Would) {
+  app.handler = [](Request &r) {
+    App::answer(r, "hello", {{"X-Custom", "A"}, {"Connection", "close"}, {"Transfer-Encoding", "chunked"}});
+  };
+  start();
+  int32_t id = client->request("GET", "/hello?x=1", nullptr, {{"accept", "*/*"}});
+  pump();
+  ASSERT_EQ(app.requests.size(), 1u);
+  Request &r = *app.requests[0];
+  EXPECT_EQ(r.method, "GET");
+  EXPECT_EQ(r.target, "/hello?x=1");
+  EXPECT_EQ(r.version, "2");
+  ASSERT_GE(r.headers.size(), 2u);
+  EXPECT_EQ(r.headers[0].first, "host");  // from :authority
+  EXPECT_EQ(r.headers[0].second, "example.com");
+  EXPECT_EQ(r.header("accept"), "*/*");
+  EXPECT_TRUE(r.detached);
+  EXPECT_EQ(r.why, http::Detach::Complete);
+  ClientStream &s = client->streams[id];
+  EXPECT_EQ(s.status, 200);
+  EXPECT_EQ(s.body, "hello");
+  EXPECT_EQ(s.header("x-custom"), "A");  // lower-cased
+  EXPECT_EQ(s.header("content-length"), "5");
+  EXPECT_EQ(s.header("connection"), "");  // connection-specific: dropped
+  EXPECT_EQ(s.header("transfer-encoding"), "");
+  EXPECT_TRUE(s.closed);
+  EXPECT_EQ(s.error_code, 0u);
+  EXPECT_EQ(server->active_requests(), 0u);
+}
+
+TEST_F(Http2SessionTest, SplitCookieFieldsBecomeOneHeader) {
+  app.handler = [](Request &r) { App::answer(r, "ok"); };
+  start();
+  client->request("GET", "/", nullptr, {{"cookie", "a=1"}, {"x-other", "y"}, {"cookie", "b=2"}});
+  pump();
+  ASSERT_EQ(app.requests.size(), 1u);
+  EXPECT_EQ(app.requests[0]->header("cookie"), "a=1; b=2");
+  int cookies = 0;
+  for (const auto &[name, value] : app.requests[0]->headers) cookies += name == "cookie";
+  EXPECT_EQ(cookies, 1);
+}
+
+TEST_F(Http2SessionTest, PostBodiesWithAndWithoutContentLengthReachTheApp) {
+  app.handler = [](Request &r) {
+    if (r.body_done) App::answer(r, std::to_string(r.body.size()));
+  };
+  start();
+  std::string big(200 * 1024, 'p');  // over the 64 KiB window: needs the app's reads to open it
+  std::string small = "name=value";
+  int32_t a = client->request("POST", "/a", &big);
+  int32_t b = client->request("POST", "/b", &small, {{"content-length", std::to_string(small.size())}});
+  for (int i = 0; i < 50; ++i) {
+    pump();
+    app_step([&] {
+      for (auto &r : app.requests)
+        if (r->exchange != nullptr && r->body_done) App::answer(*r, std::to_string(r->body.size()));
+    });
+  }
+  ASSERT_EQ(app.requests.size(), 2u);
+  EXPECT_EQ(client->streams[a].body, std::to_string(big.size()));
+  EXPECT_EQ(client->streams[b].body, std::to_string(small.size()));
+  EXPECT_EQ(app.requests[0]->body, big);
+}
+
+TEST_F(Http2SessionTest, TrailersAreAcceptedAndEndTheBody) {
+  start();
+  // HEADERS, DATA, then trailers (HEADERS with END_STREAM).
+  std::string head = std::string("\x83\x84\x86", 3) + std::string("\x41\x01x", 3);  // POST / http host x
+  std::string bytes =
+      frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS, 1, head) + frame(NGHTTP2_DATA, 0, 1, "abc") +
+      frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, 1, std::string("\x00\x03x-t\x01v", 7));
+  send_raw(bytes);
+  ASSERT_EQ(app.requests.size(), 1u);
+  EXPECT_EQ(app.requests[0]->body, "abc");
+  EXPECT_TRUE(app.requests[0]->body_done);
+  EXPECT_FALSE(client->goaway);
+}
+
+TEST_F(Http2SessionTest, StreamedResponseGoesOutAsDataFrames) {
+  start();
+  int32_t id = client->request("GET", "/stream");
+  pump();
+  ASSERT_EQ(app.requests.size(), 1u);
+  Request &r = *app.requests[0];
+  app_step([&] { ASSERT_EQ(r.exchange->start_response(200, {{"content-type", "text/plain"}}), nullptr); });
+  EXPECT_EQ(client->streams[id].status, 200);  // the head went out at the step's end
+  EXPECT_FALSE(client->streams[id].closed);
+  app_step([&] { r.exchange->write_body("one,", 4, true); });
+  EXPECT_EQ(client->streams[id].body, "one,");
+  app_step([&] { r.exchange->write_body("two", 3, false); });
+  EXPECT_EQ(client->streams[id].body, "one,two");
+  EXPECT_TRUE(client->streams[id].closed);
+  EXPECT_EQ(client->streams[id].header("content-length"), "");
+}
+
+TEST_F(Http2SessionTest, InterleavedStreamsAnswerInAnyOrder) {
+  start();
+  int32_t first = client->request("GET", "/1");
+  int32_t second = client->request("GET", "/2");
+  pump();
+  ASSERT_EQ(app.requests.size(), 2u);
+  app_step([&] { App::answer(*app.requests[1], "second"); });
+  EXPECT_EQ(client->streams[second].body, "second");
+  EXPECT_FALSE(client->streams[first].closed);
+  app_step([&] { App::answer(*app.requests[0], "first"); });
+  EXPECT_EQ(client->streams[first].body, "first");
+  EXPECT_TRUE(client->streams[first].closed);
+}
+
+TEST_F(Http2SessionTest, ARequestWindowOpensOnlyAsTheAppTakesTheBody) {
+  Settings settings;
+  settings.initial_window_size = 16384;
+  start(settings);
+  app.handler = [](Request &r) { r.take_body = r.target == "/reader"; };
+  std::string body(100 * 1024, 'w');
+  int32_t idle = client->request("POST", "/idle", &body);
+  int32_t reader = client->request("POST", "/reader", &body);
+  for (int i = 0; i < 20; ++i) pump();
+  ASSERT_EQ(app.requests.size(), 2u);
+  Request &slow = *app.requests[0];
+  Request &fast = *app.requests[1];
+  // The stream whose app reads got its whole body; the other only its window.
+  EXPECT_EQ(fast.body.size(), body.size());
+  EXPECT_TRUE(fast.body_done);
+  EXPECT_EQ(slow.exchange->body_buffer().size(), 16384u);
+  // The app reads: the window opens and the rest comes.
+  for (int i = 0; i < 50 && !slow.body_done; ++i) app_step([&] { slow.take(); });
+  EXPECT_EQ(slow.body.size(), body.size());
+  (void)idle;
+  (void)reader;
+}
+
+TEST_F(Http2SessionTest, AClosedClientWindowBlocksOnlyItsStream) {
+  // The client opens no window beyond 1000 bytes per stream until it reads.
+  start({}, 1000, false);
+  int32_t big = client->request("GET", "/big");
+  int32_t small = client->request("GET", "/small");
+  pump();
+  ASSERT_EQ(app.requests.size(), 2u);
+  Request &b = *app.requests[0];
+  std::string chunk(100 * 1024, 'b');
+  http::WriteStatus status{};
+  app_step([&] {
+    ASSERT_EQ(b.exchange->start_response(200, {}), nullptr);
+    status = b.exchange->write_body(chunk.data(), chunk.size(), true);
+  });
+  EXPECT_EQ(status, http::WriteStatus::Blocked);  // its bytes wait, bounded by the app's waiting
+  EXPECT_EQ(client->streams[big].body.size(), 1000u);
+  // Another stream is answered meanwhile (its 5 bytes fit its own window).
+  app_step([&] { App::answer(*app.requests[1], "small"); });
+  EXPECT_EQ(client->streams[small].body, "small");
+  EXPECT_EQ(b.writable, 0);
+  // The client reads: windows open, the big stream drains, on_writable fires.
+  for (int i = 0; i < 200 && client->streams[big].body.size() < chunk.size(); ++i) {
+    nghttp2_session_consume(client->ng, big, client->streams[big].body.size());
+    nghttp2_session_consume_connection(client->ng, 0);
+    pump();
+    size_t have = client->streams[big].body.size();
+    nghttp2_session_consume_stream(client->ng, big, 0);
+    (void)have;
+  }
+  EXPECT_EQ(client->streams[big].body.size(), chunk.size());
+  EXPECT_GE(b.writable, 1);
+}
+
+TEST_F(Http2SessionTest, GracefulStopSendsGoawayAndLetsOpenStreamsFinish) {
+  start();
+  int32_t id = client->request("GET", "/slow");
+  pump();
+  ASSERT_EQ(app.requests.size(), 1u);
+  server->begin_shutdown();
+  pump();
+  EXPECT_TRUE(client->goaway);
+  EXPECT_EQ(client->goaway_last_id, id);
+  EXPECT_EQ(client->goaway_error, static_cast<uint32_t>(NGHTTP2_NO_ERROR));
+  EXPECT_FALSE(transport->closed());
+  app_step([&] { App::answer(*app.requests[0], "done"); });
+  EXPECT_EQ(client->streams[id].body, "done");
+  EXPECT_TRUE(transport->closed());
+  EXPECT_EQ(server->connection_count(), 0u);
+}
+
+TEST_F(Http2SessionTest, AConnectionChosenDuringAStopServesWhatCameThenCloses) {
+  start({}, 65535, true, false);  // the preface is queued, not read yet
+  int32_t id = client->request("GET", "/early");
+  stream->peer_send(client->drain());
+  server->begin_shutdown();  // the HTTP/1 session reads what came: HTTP/2
+  pump();
+  ASSERT_EQ(app.requests.size(), 1u);
+  EXPECT_TRUE(client->goaway);
+  EXPECT_EQ(client->goaway_last_id, id);
+  app_step([&] { App::answer(*app.requests[0], "served"); });
+  EXPECT_EQ(client->streams[id].body, "served");
+  EXPECT_TRUE(transport->closed());
+}
+
+TEST_F(Http2SessionTest, ClientResetDetachesTheExchange) {
+  start();
+  int32_t id = client->request("GET", "/held");
+  pump();
+  ASSERT_EQ(app.requests.size(), 1u);
+  nghttp2_submit_rst_stream(client->ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
+  pump();
+  EXPECT_TRUE(app.requests[0]->detached);
+  EXPECT_EQ(app.requests[0]->why, http::Detach::ClientGone);
+  EXPECT_EQ(server->active_requests(), 0u);
+  EXPECT_FALSE(transport->closed());  // the connection serves on
+  int32_t next = client->request("GET", "/next");
+  app.handler = [](Request &r) { App::answer(r, "ok"); };
+  pump();
+  EXPECT_EQ(client->streams[next].body, "ok");
+}
+
+TEST_F(Http2SessionTest, AppFailureBeforeTheResponseIs500AndAfterItAReset) {
+  start();
+  int32_t a = client->request("GET", "/a");
+  int32_t b = client->request("GET", "/b");
+  pump();
+  ASSERT_EQ(app.requests.size(), 2u);
+  app_step([&] { app.requests[0]->exchange->fail(); });
+  EXPECT_EQ(client->streams[a].status, 500);
+  app_step([&] {
+    Request &r = *app.requests[1];
+    r.exchange->start_response(200, {});
+    r.exchange->write_body("part", 4, true);
+  });
+  app_step([&] { app.requests[1]->exchange->fail(); });
+  EXPECT_TRUE(client->streams[b].closed);
+  EXPECT_EQ(client->streams[b].error_code, static_cast<uint32_t>(NGHTTP2_INTERNAL_ERROR));
+}
+
+TEST_F(Http2SessionTest, SendFileStreamsTheFileInBoundedPieces) {
+  char path[] = "/tmp/pronghorn-h2-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  unlink(path);
+  std::string content;
+  for (int i = 0; i < 300000; ++i) content.push_back(static_cast<char>('a' + i % 26));
+  ASSERT_EQ(write(fd, content.data(), content.size()), static_cast<ssize_t>(content.size()));
+  app.handler = [&](Request &r) {
+    std::string length = std::to_string(content.size() - 10);
+    ASSERT_EQ(r.exchange->start_response(200, {{"content-length", length}}), nullptr);
+    EXPECT_EQ(r.exchange->send_file(fd, 10, content.size() - 10), http::WriteStatus::Ok);
+  };
+  start();
+  int32_t id = client->request("GET", "/file");
+  for (int i = 0; i < 20; ++i) pump();
+  EXPECT_EQ(client->streams[id].body, content.substr(10));
+  // Never more than the transport's high-water mark plus a batch was queued.
+  EXPECT_EQ(transport->queued_bytes(), 0u);
+}
+
+TEST_F(Http2SessionTest, ConcurrencyLimitCountsStreams) {
+  base_config.limit_concurrency = 2;
+  start();
+  client->request("GET", "/1");
+  client->request("GET", "/2");
+  int32_t third = client->request("GET", "/3");
+  pump();
+  EXPECT_EQ(app.requests.size(), 2u);  // two streams held by the app
+  EXPECT_EQ(client->streams[third].status, 503);
+  EXPECT_EQ(server->active_requests(), 2u);
+}
+
+TEST_F(Http2SessionTest, AccessLogHasOneLinePerStreamWithHttp2) {
+  base_config.access_log = true;
+  base_config.access_hook = [](void *ctx, const SocketAddress &, std::string_view method, std::string_view target,
+                               std::string_view version, int status) {
+    static_cast<std::vector<std::string> *>(ctx)->push_back(std::string(method) + " " + std::string(target) + " HTTP/" +
+                                                            std::string(version) + " " + std::to_string(status));
+  };
+  std::vector<std::string> lines;
+  base_config.access_ctx = &lines;
+  app.handler = [](Request &r) { App::answer(r, "x"); };
+  start();
+  client->request("GET", "/a?q=1");
+  client->request("POST", "/b", nullptr);
+  pump();
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0], "GET /a?q=1 HTTP/2 200");
+  EXPECT_EQ(lines[1], "POST /b HTTP/2 200");
+}
+
+// ---------------------------------------------------------------- limits and attacks
+
+TEST_F(Http2SessionTest, RapidResetIsGoawayedWithoutFloodingTheApp) {
+  start();
+  // Each stream opened and reset at once, thousands of times.
+  std::string bytes;
+  for (uint32_t id = 1; id < 2 * 3000; id += 2) {
+    bytes += frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, id, get_block());
+    bytes += frame(NGHTTP2_RST_STREAM, 0, id, std::string("\x00\x00\x00\x08", 4));
+  }
+  send_raw(bytes);
+  EXPECT_TRUE(client->goaway);
+  EXPECT_LT(app.requests.size(), 10u);
+  EXPECT_TRUE(transport->closed());
+}
+
+TEST_F(Http2SessionTest, ContinuationFloodIsRefused) {
+  start();
+  std::string bytes = frame(NGHTTP2_HEADERS, 0, 1, get_block());
+  for (int i = 0; i < 1000; ++i) bytes += frame(NGHTTP2_CONTINUATION, 0, 1, std::string("\x00\x03x-a\x01v", 7));
+  send_raw(bytes);
+  // nghttp2 stops at its limit of CONTINUATION frames (8; CVE-2024-28182),
+  // the session answers GOAWAY and closes.
+  EXPECT_TRUE(client->goaway);
+  EXPECT_EQ(client->goaway_error, static_cast<uint32_t>(NGHTTP2_ENHANCE_YOUR_CALM));
+  EXPECT_TRUE(app.requests.empty());
+  EXPECT_TRUE(transport->closed());
+}
+
+TEST_F(Http2SessionTest, HeaderListOverTheLimitGets431) {
+  Settings settings;
+  settings.max_header_list_size = 4096;
+  start(settings);
+  int32_t id = client->request("GET", "/", nullptr, {{"x-big", std::string(5000, 'h')}});
+  pump();
+  EXPECT_EQ(client->streams[id].status, 431);
+  ASSERT_EQ(app.requests.size(), 0u);
+  EXPECT_FALSE(transport->closed());
+}
+
+TEST_F(Http2SessionTest, PingFloodFromAClientThatDoesNotReadCloses) {
+  start();
+  stream->set_write_capacity(0);  // the client reads nothing
+  std::string pings;
+  for (int i = 0; i < 100000; ++i) pings += frame(NGHTTP2_PING, 0, 0, std::string(8, 'p'));
+  stream->peer_send(pings);
+  // The transport stops reading once its queue passes the high-water mark
+  // (a real socket would then not be read); read on regardless, as a
+  // client pushing into a full buffer would: the acknowledgements pile up
+  // in nghttp2 until it calls it a flood, and the connection closes.
+  bool bounded = true;
+  for (int i = 0; i < 1000 && !transport->closed() && stream->inbound_left() > 0; ++i) {
+    event(EPOLLIN);
+    bounded = bounded && transport->queued_bytes() <= server->config().write_high_water + 64 * 1024;
+  }
+  EXPECT_TRUE(bounded);
+  EXPECT_TRUE(transport->closed());
+}
+
+TEST_F(Http2SessionTest, AWindowHeldClosedForeverResetsItsStreamOnly) {
+  start({}, 1000, false, true, true);  // the client never opens its windows
+  int32_t held = client->request("GET", "/held");
+  int32_t other = client->request("GET", "/other");
+  pump();
+  ASSERT_EQ(app.requests.size(), 2u);
+  std::string body(10000, 'z');
+  app_step([&] {
+    ASSERT_EQ(app.requests[0]->exchange->start_response(200, {}), nullptr);
+    app.requests[0]->exchange->write_body(body.data(), body.size(), true);
+  });
+  EXPECT_EQ(client->streams[held].body.size(), 1000u);
+  uint64_t now = server->loop().now_ms();
+  h2->on_tick(now + 30000);
+  pump();
+  EXPECT_FALSE(app.requests[0]->detached);  // not yet
+  h2->on_tick(now + 61000);
+  pump();
+  // The stalled stream is reset and its app told; the connection and the
+  // other stream go on.
+  EXPECT_TRUE(app.requests[0]->detached);
+  EXPECT_EQ(app.requests[0]->why, http::Detach::ClientGone);
+  EXPECT_EQ(client->streams[held].error_code, static_cast<uint32_t>(NGHTTP2_CANCEL));
+  EXPECT_FALSE(transport->closed());
+  app_step([&] { App::answer(*app.requests[1], "fine"); });
+  EXPECT_EQ(client->streams[other].body, "fine");
+}
+
+TEST_F(Http2SessionTest, NoPrefaceWithinTheHeaderTimeoutCloses) {
+  start({}, 65535, true, false, true);  // nothing read yet
+  uint64_t now = server->loop().now_ms();
+  h2->on_tick(now + 1000);
+  EXPECT_FALSE(transport->closed());
+  h2->on_tick(now + base_config.header_timeout_ms + 1);
+  EXPECT_TRUE(transport->closed());
+}
+
+TEST_F(Http2SessionTest, SettingsFloodFromAClientThatDoesNotReadCloses) {
+  start();
+  stream->set_write_capacity(0);
+  std::string settings;
+  for (int i = 0; i < 100000; ++i) settings += frame(NGHTTP2_SETTINGS, 0, 0, "");
+  stream->peer_send(settings);
+  for (int i = 0; i < 1000 && !transport->closed() && stream->inbound_left() > 0; ++i) event(EPOLLIN);
+  EXPECT_TRUE(transport->closed());
+}
+
+TEST_F(Http2SessionTest, TooManySettingsInOneFrameIsRefused) {
+  start();
+  std::string entries;
+  for (int i = 0; i < 100; ++i) entries += std::string("\x00\x03\x00\x00\x00\x10", 6);  // MAX_CONCURRENT_STREAMS
+  send_raw(frame(NGHTTP2_SETTINGS, 0, 0, entries));
+  EXPECT_TRUE(client->goaway);
+  EXPECT_EQ(client->goaway_error, static_cast<uint32_t>(NGHTTP2_ENHANCE_YOUR_CALM));
+}
+
+TEST_F(Http2SessionTest, HpackBombGets431WithoutKeepingTheHeaders) {
+  start();
+  // The client session opens the stream (its own HEADERS are dropped), so
+  // that it reads the answer; the server gets a hand-made block instead:
+  // one 4000-byte field into the dynamic table, then referenced 200 times
+  // with one byte each, 800 KB of header list from 4.2 KB.
+  int32_t id = client->request("GET", "/");
+  client->drain();
+  std::string block = get_block();
+  block += std::string("\x40\x03x-b", 5);   // literal with incremental indexing, new name
+  block += std::string("\x7f\xa1\x1e", 3);  // value length 4000 (HPACK integer: 127 + 3873)
+  block += std::string(4000, 'b');
+  for (int i = 0; i < 200; ++i) block += std::string("\xbe", 1);  // indexed: dynamic entry 62
+  send_raw(frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, id, block));
+  pump();
+  EXPECT_EQ(client->streams[id].status, 431);
+  EXPECT_TRUE(app.requests.empty());
+  EXPECT_FALSE(transport->closed());
+}
+
+TEST_F(Http2SessionTest, EvenStreamIdIsAProtocolError) {
+  start();
+  send_raw(frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, 2, get_block()));
+  EXPECT_TRUE(client->goaway);
+  EXPECT_EQ(client->goaway_error, static_cast<uint32_t>(NGHTTP2_PROTOCOL_ERROR));
+  EXPECT_TRUE(app.requests.empty());
+}
+
+TEST_F(Http2SessionTest, DecreasingStreamIdIsNotServed) {
+  start();
+  send_raw(frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, 5, get_block()) +
+           frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, 3, get_block()));
+  // nghttp2 cannot tell a lower ID from a closed stream's: stream 3 is
+  // refused (RST_STREAM or GOAWAY), never served.
+  ASSERT_EQ(app.requests.size(), 1u);
+  EXPECT_EQ(app.requests[0]->target, "/");
+}
+
+TEST_F(Http2SessionTest, OversizedFrameIsAFrameSizeError) {
+  start();
+  send_raw(frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS, 1, get_block()) +
+           frame(NGHTTP2_DATA, 0, 1, std::string(20000, 'd')));
+  EXPECT_TRUE(client->goaway);
+  EXPECT_EQ(client->goaway_error, static_cast<uint32_t>(NGHTTP2_FRAME_SIZE_ERROR));
+}
+
+TEST_F(Http2SessionTest, IdleConnectionClosesAfterKeepAliveTimeoutWithGoaway) {
+  base_config.keep_alive_timeout_ms = 0;  // the deadline is due at the next tick
+  start();
+  int32_t id = client->request("GET", "/held");
+  pump();
+  server->tick();
+  pump();
+  EXPECT_FALSE(transport->closed());  // a stream is open: not idle
+  app_step([&] { App::answer(*app.requests[0], "ok"); });
+  EXPECT_EQ(client->streams[id].body, "ok");
+  server->tick();  // idle now: its deadline starts
+  server->tick();
+  pump();
+  EXPECT_TRUE(client->goaway);
+  EXPECT_EQ(client->goaway_error, static_cast<uint32_t>(NGHTTP2_NO_ERROR));
+  EXPECT_TRUE(transport->closed());
+}
+
+// ---------------------------------------------------------------- protocol choice
+
+TEST(Http2ChoiceTest, Http1StillServedWhenHttp2IsEnabled) {
+  EngineConfig config;
+  config.date_header = false;
+  config.server_header = false;
+  config.access_log = false;
+  config.send_thread = false;
+  config.http2.enabled = true;
+  Engine server(config);
+  ASSERT_TRUE(server.open());
+  App app;
+  app.handler = [](Request &r) { App::answer(r, r.version); };
+  server.set_dispatcher(&app);
+  SocketAddress local{false, "127.0.0.1", 8000};
+  auto owned = std::make_unique<MemoryStream>();
+  MemoryStream *stream = owned.get();
+  auto t = std::make_unique<Transport>(server, std::move(owned), SocketAddress{false, "10.0.0.1", 1}, &local);
+  Transport *transport = t.get();
+  ASSERT_NE(server.start_session(std::move(t)), nullptr);
+  // "P" could still be the preface: nothing happens until it cannot.
+  stream->peer_send("P");
+  server.begin_step();
+  transport->on_io(EPOLLIN);
+  server.end_step();
+  EXPECT_TRUE(app.requests.empty());
+  stream->peer_send("OST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+  server.begin_step();
+  transport->on_io(EPOLLIN);
+  server.end_step();
+  ASSERT_EQ(app.requests.size(), 1u);
+  EXPECT_EQ(app.requests[0]->version, "1.1");
+  EXPECT_EQ(stream->written(), "HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n1.1");
+}
+
+}  // namespace
+}  // namespace pronghorn::http2
