@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # g++, make, libssl-dev (OpenSSL 3, for TLS), zlib1g-dev (WebSocket
 # compression) and libnghttp2-dev (HTTP/2) build the extension; openssl
 # makes the tests' certificates and is a TLS test client; libgtest-dev, clang and libclang-rt-14-dev
-# build the C++ tests and the fuzzer; libnghttp2-dev is HTTP/2's framing and HPACK; wrk,
+# build the C++ tests and the fuzzer; wrk,
 # curl and nghttp2-client (nghttp, h2load) are test clients; chromium is the browser of the
 # WebSocket test; haproxy and nginx-light are the load balancers of test_load_balancer.py,
 # and iproute2 (`ip`) makes its network namespaces. (On a machine with systemd, Debian starts
