@@ -588,6 +588,8 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
   PyObject *state = read.object("state"), *headers = read.object("headers"),
            *access_logger = read.object("access_logger");
   PyObject *tls = read.object("tls"), *ws = read.object("ws");
+  bool metrics = false;
+  read.flag("metrics", metrics);
   if (!read.finish()) return -1;
   std::unique_ptr<TlsContext> tls_context;
   if (tls != nullptr && (tls_context = make_tls_context(tls)) == nullptr) return -1;
@@ -604,6 +606,9 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
   config.limits.max_headers = static_cast<size_t>(limit_fields);
   config.limit_concurrency = static_cast<size_t>(limit_concurrency);
   config.control_fd = static_cast<int>(control_fd);
+  // --metrics: counted in the slot the supervisor gave this worker (none
+  // outside a supervisor: then nothing is counted).
+  config.metrics = metrics ? worker_metrics_slot() : nullptr;
   if (send_thread_always) config.send_thread_min_request_ns = 0;
   if (!parse_ws_settings(ws, config.ws)) return -1;
   if (!access_log_format.empty()) {

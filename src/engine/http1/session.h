@@ -24,6 +24,7 @@
 #include "engine/http/exchange.h"
 #include "engine/http1/parser.h"
 #include "engine/http1/response.h"
+#include "engine/metrics.h"
 #include "engine/net/transport.h"
 #include "engine/session.h"
 #include "engine/ws/handshake.h"
@@ -132,6 +133,8 @@ class Session final : public pronghorn::Session, public http::Exchange, private 
   // (false: refused here, the connection is closing); others go to the app
   // as plain HTTP, as uvicorn serves them, with its warning.
   bool begin_upgrade();
+  // --metrics: counts the exchange that ends now (engine/metrics.h).
+  void count_exchange_end(bool observe_duration = true);
 
   Engine &server_;
   std::unique_ptr<Transport> transport_;
@@ -175,6 +178,12 @@ class Session final : public pronghorn::Session, public http::Exchange, private 
   std::string method_, target_;  // for the access log (target_: uvicorn's quoted path and query)
 
   ExchangeObserver *observer_ = nullptr;
+
+  // The status of the current exchange's response (0: none started yet), and
+  // with --metrics its method and when its head was parsed.
+  int response_status_ = 0;
+  metrics::Method metrics_method_ = metrics::Method::Other;
+  uint64_t metrics_start_ns_ = 0;
 
   // --access-log-format: what the line needs beyond the head's own fields.
   uint64_t log_start_ns_ = 0;
