@@ -12,8 +12,10 @@ cd "$(dirname "$0")/.."
 # browser of the WebSocket test; haproxy and nginx-light are the load balancers of
 # test_load_balancer.py, and iproute2 (`ip`) makes its network namespaces. (On a machine with
 # systemd, Debian starts both proxies' services on install: nginx then serves its default site
-# on port 80; the tests run their own instances on free ports.)
-DEBIAN_PACKAGES=(g++ make libssl-dev zlib1g-dev openssl libgtest-dev clang libclang-rt-14-dev wrk curl python3-venv python3-dev procps strace chromium haproxy nginx-light iproute2)
+# on port 80; the tests run their own instances on free ports.) prometheus scrapes --metrics in
+# test_metrics.py (its service, started on install where systemd runs, listens on port 9090,
+# --metrics-bind's default; the test runs its own instance on a free port).
+DEBIAN_PACKAGES=(g++ make libssl-dev zlib1g-dev openssl libgtest-dev clang libclang-rt-14-dev wrk curl python3-venv python3-dev procps strace chromium haproxy nginx-light iproute2 prometheus)
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
