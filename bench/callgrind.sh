@@ -11,6 +11,8 @@
 # instrumentation off, switches it on once the server answers, drives it with
 # wrk (-c CONNECTIONS, default 16; DURATION s), dumps, and prints the instructions counted divided by
 # the requests wrk completed. The profile stays in OUT (callgrind_annotate it).
+# Options that start a supervisor (--metrics, --limit-max-requests...) make
+# the worker a forked child, which valgrind follows: the worker is measured.
 set -euo pipefail
 BENCH_DIR="$(cd "$(dirname "$0")" && pwd)"
 PY="${PY:-$BENCH_DIR/../.venv/bin/python}"
@@ -34,14 +36,17 @@ valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT.%p" \
 VG=$!
 trap 'kill $VG 2>/dev/null || true' EXIT
 for _ in $(seq 120); do curl -s -o /dev/null "http://127.0.0.1:$PORT$URL_PATH" && break; sleep 1; done
-callgrind_control -i on "$VG" > /dev/null
-callgrind_control -z "$VG" > /dev/null
+# The process that serves: the server itself, or its one worker under a supervisor.
+TARGET=$(pgrep -P "$VG" | head -1 || true)
+TARGET=${TARGET:-$VG}
+callgrind_control -i on "$TARGET" > /dev/null
+callgrind_control -z "$TARGET" > /dev/null
 WRK_ARGS=(-t1 "-c${CONNECTIONS:-16}" "-d${DURATION}s")
 [[ -n "${WRK_SCRIPT:-}" ]] && WRK_ARGS+=(-s "$WRK_SCRIPT")
 REQUESTS=$(wrk "${WRK_ARGS[@]}" "http://127.0.0.1:$PORT$URL_PATH" | awk '/requests in/ {print $1}')
-callgrind_control -d "$VG" > /dev/null
+callgrind_control -d "$TARGET" > /dev/null
 sleep 2
 kill "$VG"; wait "$VG" 2>/dev/null || true
-PROFILE=$(ls "$OUT".*.1 | head -1)
+PROFILE="$OUT.$TARGET.1"
 TOTAL=$(callgrind_annotate "$PROFILE" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
 echo "app=$APP options=$* requests=$REQUESTS instructions=$TOTAL per_request=$((TOTAL / REQUESTS)) profile=$PROFILE"
