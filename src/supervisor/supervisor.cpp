@@ -164,7 +164,7 @@ class Supervisor {
   // --metrics.
   bool setup_metrics();
   std::string render_metrics();
-  void count_exit(const Worker &w, int status);
+  void count_exit(const Worker &w);
 
   Options opt_;
   ForkHooks hooks_;
@@ -630,7 +630,7 @@ void Supervisor::reap() {
         workers_.erase(it);
         break;
       }
-    count_exit(gone, status);
+    count_exit(gone);
     std::string how = describe_status(status);
     if (gone.stopping || stopping_) {
       log(LogLevel::Info, "Worker [%d] stopped (%s)", pid, how.c_str());
@@ -903,15 +903,7 @@ void Supervisor::on_tick() {
       continue;
     }
     if (sample_memory) {
-      char path[64];
-      snprintf(path, sizeof path, "/proc/%d/statm", w.pid);
-      FILE *f = fopen(path, "r");
-      unsigned long size = 0, resident = 0;
-      if (f != nullptr) {
-        if (fscanf(f, "%lu %lu", &size, &resident) != 2) resident = 0;
-        fclose(f);
-      }
-      uint64_t rss_mib = static_cast<uint64_t>(resident) * static_cast<uint64_t>(sysconf(_SC_PAGESIZE)) >> 20;
+      uint64_t rss_mib = resident_bytes(w.pid) >> 20;
       if (rss_mib > opt_.max_memory_mib) {
         log(LogLevel::Info, "Worker [%d] uses %llu MiB (limit %llu MiB)", w.pid,
             static_cast<unsigned long long>(rss_mib), static_cast<unsigned long long>(opt_.max_memory_mib));
@@ -1138,8 +1130,7 @@ bool Supervisor::setup_metrics() {
   return true;
 }
 
-void Supervisor::count_exit(const Worker &w, int status) {
-  (void)status;
+void Supervisor::count_exit(const Worker &w) {
   WorkerReason reason;
   if (w.stopping)
     reason = w.exit_reason;

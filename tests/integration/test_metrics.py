@@ -412,3 +412,18 @@ def test_prometheus_scrapes_the_supervisor(server_factory, tmp_path):
             prom.kill()
             prom.wait()
         log.close()
+
+
+def test_a_blocked_loop_shows_as_lag_then_as_a_health_check_exit(server_factory):
+    srv, mport = start(server_factory, "--timeout-worker-healthcheck", "3", workers=1, app="apps.workers_app:app")
+    assert scrape(mport).get("pronghorn_event_loop_lag_seconds", slot="0") < 0.5
+    blocked = socket.create_connection(srv.addr, timeout=10)
+    blocked.sendall(b"GET /block HTTP/1.1\r\nHost: x\r\n\r\n")
+    # While the loop is blocked no heartbeat comes: the lag grows.
+    wait_until(lambda: scrape(mport).get("pronghorn_event_loop_lag_seconds", slot="0") >= 1.0, 10, "lag", srv)
+    wait_until(lambda: scrape(mport).get("pronghorn_worker_exits_total", reason="healthcheck") == 1, 15,
+               "the health check's kill", srv)
+    m = scrape(mport)
+    assert m.get("pronghorn_worker_starts_total", reason="healthcheck") == 1
+    assert m.get("pronghorn_worker_exits_total", reason="crash") == 0
+    blocked.close()
