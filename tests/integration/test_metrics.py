@@ -427,3 +427,22 @@ def test_a_blocked_loop_shows_as_lag_then_as_a_health_check_exit(server_factory)
     assert m.get("pronghorn_worker_starts_total", reason="healthcheck") == 1
     assert m.get("pronghorn_worker_exits_total", reason="crash") == 0
     blocked.close()
+
+
+def test_a_websocket_counts_once_as_1xx_and_its_bytes(server_factory):
+    from websockets.sync.client import connect
+
+    srv, mport = start(server_factory, workers=1, app="apps.ws_app:raw")
+    with connect(f"ws://127.0.0.1:{srv.port}/echo", compression=None) as ws:
+        ws.send("x" * 1000)
+        assert ws.recv() == "x" * 1000
+        m = scrape(mport)
+        # Accepted: one request, 1xx, in flight while open; no duration observed.
+        assert m.get("pronghorn_requests_total", method="GET", status="1xx") == 1
+        assert m.get("pronghorn_requests_in_flight") == 1
+        assert m.get("pronghorn_open_connections") == 1
+        assert m.get("pronghorn_request_duration_seconds_count") == 0
+        assert m.get("pronghorn_received_bytes_total") > 1000
+        assert m.get("pronghorn_sent_bytes_total") > 1000
+    wait_until(lambda: scrape(mport).get("pronghorn_requests_in_flight") == 0, 5, "the WebSocket's end", srv)
+    assert scrape(mport).requests() == 1
