@@ -256,7 +256,11 @@ uint64_t resident_bytes(pid_t pid) {
   char path[64];
   snprintf(path, sizeof path, "/proc/%d/statm", pid);
   FILE *f = fopen(path, "r");
-  if (f == nullptr) return 0;
+  if (f == nullptr) {
+    // The worker has just exited (it is reaped on the next SIGCHLD).
+    log_errno(LogLevel::Debug, errno, "--metrics: cannot read %s", path);
+    return 0;
+  }
   unsigned long size = 0, resident = 0;
   if (fscanf(f, "%lu %lu", &size, &resident) != 2) resident = 0;
   fclose(f);
@@ -266,9 +270,13 @@ uint64_t resident_bytes(pid_t pid) {
 bool is_tcp_socket(int fd) {
   int domain = 0, protocol = 0;
   socklen_t len = sizeof domain;
-  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0) return false;
-  len = sizeof protocol;
-  if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &len) < 0) return false;
+  socklen_t protocol_len = sizeof protocol;
+  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 ||
+      getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &protocol_len) < 0) {
+    log_errno(LogLevel::Warning, errno, "--metrics: getsockopt on listening socket %d failed; no accept queue shown",
+              fd);
+    return false;
+  }
   return (domain == AF_INET || domain == AF_INET6) && protocol == IPPROTO_TCP;
 }
 
