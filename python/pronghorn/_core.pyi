@@ -40,7 +40,7 @@ class Server:
 def set_log_level(level: int) -> None: ...
 def supervise(options: dict[str, Any]) -> int | tuple[int, int, int]:
     """options: config.options_for(config, "supervisor") and reload_dirs, reload_includes,
-    reload_excludes, listen_fd, ready_message, metrics_host, metrics_port, accept_queue_fd. An
-    unknown key is a TypeError."""
+    reload_excludes, listen_fd, ready_message, metrics_host, metrics_port. An unknown key is a
+    TypeError."""
 def bind_tcp(host: str, port: int, backlog: int, reuse_port: bool = ...) -> tuple[int, str, int]: ...
 def bind_unix(path: str, backlog: int) -> int: ...

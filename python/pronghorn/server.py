@@ -479,8 +479,6 @@ def run(config: Config) -> int:
         ready_message=message,  # logged by the supervisor, after the pre-start steps
         metrics_host=metrics_host,
         metrics_port=metrics_port,
-        # --metrics shows this socket's accept queue.
-        accept_queue_fd=config.fd if config.fd is not None else -1,
     )
     result = _core.supervise(options)
     if isinstance(result, int):

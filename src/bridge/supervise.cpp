@@ -58,18 +58,16 @@ PyObject *py_supervise(PyObject *, PyObject *dict) {
   read.integer("listen_fd", listen_fd);
   read.text_list("pre_start", options.pre_start);
   read.text("ready_message", options.ready_message);
-  long long metrics_port = options.metrics_port, accept_queue_fd = -1;
+  long long metrics_port = options.metrics_port;
   read.flag("metrics", options.metrics);
   read.text("metrics_host", options.metrics_host);
   read.integer("metrics_port", metrics_port);
-  read.integer("accept_queue_fd", accept_queue_fd);
   if (!read.finish()) return nullptr;
   if (metrics_port < 0 || metrics_port > 65535) {
     PyErr_SetString(PyExc_ValueError, "supervisor: metrics_port out of range");
     return nullptr;
   }
   options.metrics_port = static_cast<int>(metrics_port);
-  options.accept_queue_fd = static_cast<int>(accept_queue_fd);
   if (workers < 1 || port < 0 || port > 65535 || backlog < 1) {
     PyErr_SetString(PyExc_ValueError, "supervisor: workers, port or backlog out of range");
     return nullptr;

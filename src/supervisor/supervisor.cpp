@@ -1121,8 +1121,7 @@ bool Supervisor::setup_metrics() {
   if (!metric_slots_.map(kMetricsSlots)) return false;
   if (!metrics_endpoint_.open(epoll_fd_, opt_.metrics_host, opt_.metrics_port, [this] { return render_metrics(); }))
     return false;
-  int queue_fd = opt_.reuse_port ? opt_.first_listen_fd : opt_.accept_queue_fd;
-  accept_queue_tcp_ = queue_fd >= 0 && is_tcp_socket(queue_fd);
+  accept_queue_tcp_ = opt_.first_listen_fd >= 0 && is_tcp_socket(opt_.first_listen_fd);
   const std::string &host = opt_.metrics_host;
   bool v6 = host.find(':') != std::string::npos;
   log(LogLevel::Info, "Metrics on http://%s%s%s:%d/metrics", v6 ? "[" : "", host.c_str(), v6 ? "]" : "",
@@ -1169,14 +1168,16 @@ std::string Supervisor::render_metrics() {
     }
     snapshot.workers.push_back(sample);
   }
-  if (accept_queue_tcp_) {
-    std::vector<int> fds;
-    if (opt_.reuse_port) {
-      for (int fd : slot_fds_)
-        if (fd >= 0) fds.push_back(fd);
-    } else {
-      fds.push_back(opt_.accept_queue_fd);
-    }
+  // The parent's copies of the listening sockets, until a stop closes them
+  // (close_listeners(): then no accept queue is shown).
+  std::vector<int> fds;
+  if (opt_.reuse_port) {
+    for (int fd : slot_fds_)
+      if (fd >= 0) fds.push_back(fd);
+  } else if (opt_.first_listen_fd >= 0) {
+    fds.push_back(opt_.first_listen_fd);
+  }
+  if (accept_queue_tcp_ && !fds.empty()) {
     snapshot.has_accept_queue = true;
     for (int fd : fds) {
       uint64_t length = 0, capacity = 0;

@@ -62,13 +62,12 @@ struct Options {
   std::string ready_message;
   // --metrics: the supervisor serves /metrics on metrics_host:metrics_port
   // (supervisor/metrics_http.h), summing the counters the workers keep in
-  // shared memory (engine/metrics.h). `accept_queue_fd` is the listening
-  // socket whose accept queue it shows (-1: none; with --reuse-port, the
-  // slots' sockets are used).
+  // shared memory (engine/metrics.h). The accept queue it shows is that of
+  // first_listen_fd (with --reuse-port, of every slot's socket), while the
+  // parent holds them: a stop closes them.
   bool metrics = false;
   std::string metrics_host = "127.0.0.1";
   int metrics_port = 9090;
-  int accept_queue_fd = -1;
 };
 
 // Called around fork(): the bridge passes CPython's PyOS_*Fork functions.
