@@ -120,6 +120,16 @@ def server_specs() -> Dict[str, ServerSpec]:
         **{f"pronghorn-{flag}": ServerSpec(f"pronghorn-{flag}", "pronghorn", "pronghorn", pronghorn(f"--{flag}"),
                                            note=f"--loop uvloop --lifespan off --{flag}")
            for flag in ("send-thread", "no-send-thread", "asyncio-tasks")},
+        # --metrics (docs/metrics.md): the workers count into shared memory and a supervisor
+        # serves /metrics (on a free port here). pronghorn-supervised is the same process tree
+        # with metrics off (a request limit no run reaches), to tell the supervisor's own cost
+        # from the counting's.
+        "pronghorn-metrics": ServerSpec("pronghorn-metrics", "pronghorn", "pronghorn",
+                                        pronghorn("--metrics", "--metrics-bind", f"{HOST}:0"),
+                                        note="--loop uvloop --lifespan off --metrics"),
+        "pronghorn-supervised": ServerSpec("pronghorn-supervised", "pronghorn", "pronghorn",
+                                           pronghorn("--limit-max-requests", "1000000000000"),
+                                           note="--loop uvloop --lifespan off, under the supervisor"),
         # Another build of Pronghorn (an earlier commit installed in its own venv), for
         # before/after comparisons in one interleaved run: PRONGHORN_BASE_PYTHON=/path/venv/bin/python
         # and --servers pronghorn,pronghorn-base.
@@ -974,7 +984,8 @@ def write_chart(data: dict, out: Path) -> Optional[str]:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--servers", help=f"comma-separated subset of {','.join(ALL_SERVERS)} and the variants "
-                                     "pronghorn-send-thread, pronghorn-no-send-thread, pronghorn-asyncio-tasks, pronghorn-base "
+                                     "pronghorn-send-thread, pronghorn-no-send-thread, pronghorn-asyncio-tasks, pronghorn-metrics, "
+                                     "pronghorn-supervised, pronghorn-base "
                                      "(with PRONGHORN_BASE_PYTHON) (default: all; smoke: "
                                      f"{','.join(SMOKE_SERVERS)})")
     p.add_argument("--workloads", help="comma-separated subset of " + ",".join(w.name for w in WORKLOADS))

@@ -10,7 +10,7 @@ UVICORN_DEFAULT_DIFFERS = {
 }
 PRONGHORN_ONLY = {
     "timeout_header_read", "limit_request_line", "limit_request_head", "limit_request_fields", "preload",
-    "limit_worker_memory", "worker_lifetime", "reuse_port", "pid_file", "send_thread",
+    "limit_worker_memory", "worker_lifetime", "reuse_port", "pid_file", "send_thread", "metrics", "metrics_bind",
 }
 
 

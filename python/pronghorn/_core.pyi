@@ -16,7 +16,8 @@ class Server:
         options: dict[str, Any] | None = ...,
     ) -> None:
         """options: config.options_for(config, "engine") and what server.py works out (state,
-        forwarded_allow_ips, headers, access_log*, control_fd, max_requests, send_thread*, tls, ws).
+        forwarded_allow_ips, headers, access_log*, control_fd, max_requests, send_thread*, tls, ws,
+        metrics).
         An unknown key is a TypeError."""
     def listen_tcp(self, host: str, port: int, backlog: int = ..., reuse_port: bool = ...) -> tuple[str, int]: ...
     def listen_unix(self, path: str, backlog: int = ...) -> tuple[str, None]: ...
@@ -39,6 +40,7 @@ class Server:
 def set_log_level(level: int) -> None: ...
 def supervise(options: dict[str, Any]) -> int | tuple[int, int, int]:
     """options: config.options_for(config, "supervisor") and reload_dirs, reload_includes,
-    reload_excludes, listen_fd, ready_message. An unknown key is a TypeError."""
+    reload_excludes, listen_fd, ready_message, metrics_host, metrics_port. An unknown key is a
+    TypeError."""
 def bind_tcp(host: str, port: int, backlog: int, reuse_port: bool = ...) -> tuple[int, str, int]: ...
 def bind_unix(path: str, backlog: int) -> int: ...

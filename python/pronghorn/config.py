@@ -158,6 +158,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("timeout_graceful_streams", "--timeout-graceful-streams", "float", 1.0,
            "On a graceful stop, responses still streaming with no declared length (event streams) are ended "
            "after this (s): the app's receive() gets http.disconnect. Capped by --timeout-graceful-shutdown."),
+    Option("metrics", "--metrics", "flag", False,
+           "Serve Prometheus metrics of all workers at http://METRICS-BIND/metrics, from the supervisor "
+           "(docs/metrics.md); runs a supervisor even with one worker.", to="supervisor"),
+    Option("metrics_bind", "--metrics-bind", "str", "127.0.0.1:9090",
+           "Address of the --metrics endpoint, HOST:PORT ([::1]:9090 for IPv6).", metavar="HOST:PORT"),
 )
 
 OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
@@ -179,6 +184,9 @@ class _ConfigMethods:
             or bool(self.limit_max_requests)
             or bool(self.limit_worker_memory)
             or bool(self.worker_lifetime)
+            # The supervisor serves /metrics (it runs no Python, and a worker
+            # that is replaced keeps its counts there).
+            or self.metrics
         )
 
     def _validate_tls(self) -> None:
@@ -278,6 +286,9 @@ class _ConfigMethods:
                 raise ConfigError(f"--reload-dir: {d!r} is not a directory")
         self.header_pairs = [_parse_header(h) for h in self.headers or ()]
         self.asgi_spec_version = str(self.asgi_spec_version)  # Config(asgi_spec_version=2.4)
+        metrics_address(self.metrics_bind)
+        if "metrics_bind" in self.given and not self.metrics:
+            raise ConfigError("--metrics-bind needs --metrics")
         return self
 
 
@@ -368,6 +379,19 @@ def tls_spec(config: "Config") -> dict | None:
         "alpn": ["h2", "http/1.1"] if config.http2 else ["http/1.1"],
         "ticket_secret": config.tls_ticket_secret,
     }
+
+
+def metrics_address(value: Any) -> tuple[str, int]:
+    """--metrics-bind as (host, port): HOST:PORT, or [IPv6]:PORT."""
+    text = str(value).strip()
+    host, sep, port_text = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ConfigError(f"--metrics-bind {text!r}: write an IPv6 address in brackets, as [::1]:9090")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"--metrics-bind {text!r}: expected HOST:PORT with a port from 0 to 65535")
+    return host, int(port_text)
 
 
 def _why_unreadable(path: str) -> str:

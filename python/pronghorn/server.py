@@ -17,7 +17,7 @@ import traceback
 from typing import Any
 
 from pronghorn import _logging
-from pronghorn.config import Config, ConfigError, options_for, reload_patterns, tls_spec, ws_spec
+from pronghorn.config import Config, ConfigError, metrics_address, options_for, reload_patterns, tls_spec, ws_spec
 
 EXIT_OK = 0
 EXIT_IMPORT_ERROR = 1
@@ -249,6 +249,8 @@ class Worker:
             send_thread_always=config.send_thread is True,
             tls=tls,
             ws=ws_spec(config),
+            # --metrics (a supervisor option): count into this worker's slot.
+            metrics=config.metrics,
         )
         server = _core.Server(self.app, loop, logger, options)
         self.server = server
@@ -467,6 +469,7 @@ def run(config: Config) -> int:
     reload_includes, reload_excludes = reload_patterns(config.reload_includes, config.reload_excludes)
     if config.reload:
         logger.info("Will watch for changes in these directories: %s", sorted(reload_dirs))
+    metrics_host, metrics_port = metrics_address(config.metrics_bind)
     options = options_for(config, "supervisor")
     options.update(
         reload_dirs=reload_dirs,
@@ -474,6 +477,8 @@ def run(config: Config) -> int:
         reload_excludes=reload_excludes,
         listen_fd=config.fd,  # --reuse-port: the first slot's socket; the parent closes it on a stop
         ready_message=message,  # logged by the supervisor, after the pre-start steps
+        metrics_host=metrics_host,
+        metrics_port=metrics_port,
     )
     result = _core.supervise(options)
     if isinstance(result, int):

@@ -59,6 +59,9 @@ PyObject *py_supervise(PyObject *, PyObject *options);
 PyObject *py_bind_tcp(PyObject *, PyObject *args);
 PyObject *py_bind_unix(PyObject *, PyObject *args);
 PyObject *py_sd_notify(PyObject *, PyObject *arg);
+// In a worker of a supervisor with --metrics: the worker's slot in the shared
+// counters (engine/metrics.h); nullptr otherwise.
+metrics::WorkerSlot *worker_metrics_slot();
 
 // ---- request.cpp ----
 struct AppServer;

@@ -596,6 +596,8 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
   read.count("http2_max_header_list_size", h2_header_list);
   read.milliseconds("http2_keep_alive_interval", config.http2.keep_alive_interval_ms);
   PyObject *tls = read.object("tls"), *ws = read.object("ws");
+  bool metrics = false;
+  read.flag("metrics", metrics);
   if (!read.finish()) return -1;
   // RFC 9113 §6.5.2's ranges (config.py checks them for the command line).
   if (h2_streams < 1 || h2_streams > 0x7fffffff || h2_window < 1 || h2_window > 0x7fffffff || h2_frame < 16384 ||
@@ -622,6 +624,9 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
   config.limits.max_headers = static_cast<size_t>(limit_fields);
   config.limit_concurrency = static_cast<size_t>(limit_concurrency);
   config.control_fd = static_cast<int>(control_fd);
+  // --metrics: counted in the slot the supervisor gave this worker (none
+  // outside a supervisor: then nothing is counted).
+  config.metrics = metrics ? worker_metrics_slot() : nullptr;
   if (send_thread_always) config.send_thread_min_request_ns = 0;
   if (!parse_ws_settings(ws, config.ws)) return -1;
   if (!access_log_format.empty()) {

@@ -9,6 +9,9 @@ namespace pronghorn::bridge {
 
 namespace {
 
+// --metrics, in a worker: its slot in the supervisor's shared memory.
+metrics::WorkerSlot *worker_slot = nullptr;
+
 void before_fork() {
   PyOS_BeforeFork();
 }
@@ -20,6 +23,10 @@ void after_fork_child() {
 }
 
 }  // namespace
+
+metrics::WorkerSlot *worker_metrics_slot() {
+  return worker_slot;
+}
 
 // supervise(options) -> int in the parent (its exit code, once every worker
 // is gone), or (control_fd, max_requests, listen_fd) in a forked worker.
@@ -51,7 +58,16 @@ PyObject *py_supervise(PyObject *, PyObject *dict) {
   read.integer("listen_fd", listen_fd);
   read.text_list("pre_start", options.pre_start);
   read.text("ready_message", options.ready_message);
+  long long metrics_port = options.metrics_port;
+  read.flag("metrics", options.metrics);
+  read.text("metrics_host", options.metrics_host);
+  read.integer("metrics_port", metrics_port);
   if (!read.finish()) return nullptr;
+  if (metrics_port < 0 || metrics_port > 65535) {
+    PyErr_SetString(PyExc_ValueError, "supervisor: metrics_port out of range");
+    return nullptr;
+  }
+  options.metrics_port = static_cast<int>(metrics_port);
   if (workers < 1 || port < 0 || port > 65535 || backlog < 1) {
     PyErr_SetString(PyExc_ValueError, "supervisor: workers, port or backlog out of range");
     return nullptr;
@@ -63,6 +79,7 @@ PyObject *py_supervise(PyObject *, PyObject *dict) {
   supervisor::ForkHooks hooks{before_fork, after_fork_parent, after_fork_child};
   supervisor::Outcome outcome = supervisor::supervise(options, hooks);
   if (outcome.role == supervisor::Role::Parent) return PyLong_FromLong(outcome.exit_code);
+  worker_slot = outcome.metrics_slot;
   return Py_BuildValue("(iKi)", outcome.control_fd, static_cast<unsigned long long>(outcome.max_requests),
                        outcome.listen_fd);
 }

@@ -154,6 +154,7 @@ Session *Engine::adopt_session(Session *session, Transport &t) {
   if (sessions_ != nullptr) sessions_->prev = session;
   sessions_ = session;
   ++connection_count_;
+  if (config_.metrics != nullptr) config_.metrics->open_connections.set(connection_count_);
   if (!session->start()) {
     session->close_now(false);
     return nullptr;
@@ -222,6 +223,7 @@ void Engine::retire(Session *session) {
   if (session->next != nullptr) session->next->prev = session->prev;
   session->prev = session->next = nullptr;
   --connection_count_;
+  if (config_.metrics != nullptr) config_.metrics->open_connections.set(connection_count_);
   // The send thread still uses its fd: the transport releases the session
   // when the send is reported.
   if (session->send_in_flight()) return;
@@ -256,9 +258,14 @@ void Engine::tick() {
   uint64_t now = loop_.now_ms();
   // The heartbeat comes from this tick, which runs only while the asyncio
   // loop runs: a blocked loop stops it, and the supervisor notices.
+  if (config_.metrics != nullptr) measure_loop_lag();
   if (config_.control_fd >= 0) {
     if (now - last_heartbeat_ms_ >= 1000) {
       last_heartbeat_ms_ = now;
+      if (config_.metrics != nullptr) {
+        config_.metrics->loop_lag_ns.set(max_tick_delay_ns_);
+        max_tick_delay_ns_ = 0;
+      }
       send_control('H');
     }
   }
@@ -279,6 +286,20 @@ void Engine::tick() {
     for (auto &listener : listeners_) listener->resume();
   if (accept_errors_ > 0 && now - accept_log_ms_ >= kAcceptLogIntervalMs) report_accept_failures(now);
   flush_log();
+}
+
+void Engine::measure_loop_lag() {
+  // The tick's timerfd fires every kTickMs, but the tick runs only when the
+  // asyncio loop gets to the engine's epoll fd: the time beyond kTickMs
+  // since the last tick is how long the loop kept it waiting (a periodic
+  // timerfd keeps its schedule, so one late tick does not shift the next).
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  uint64_t now_ns = static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
+  constexpr uint64_t kTickNs = static_cast<uint64_t>(kTickMs) * 1000000u;
+  if (last_tick_ns_ != 0 && now_ns - last_tick_ns_ > kTickNs)
+    max_tick_delay_ns_ = std::max(max_tick_delay_ns_, now_ns - last_tick_ns_ - kTickNs);
+  last_tick_ns_ = now_ns;
 }
 
 void Engine::sample_loop_cost(uint64_t thread_cpu_ns, uint64_t requests, uint64_t now_ms) {

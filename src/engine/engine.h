@@ -15,6 +15,7 @@
 #include "engine/http1/parser.h"
 #include "engine/http2/settings.h"
 #include "engine/loop.h"
+#include "engine/metrics.h"
 #include "engine/net/listener.h"
 #include "engine/net/send_thread.h"
 #include "engine/session.h"
@@ -55,6 +56,9 @@ struct EngineConfig {
   // requests; see supervisor/supervisor.h) and its own request limit.
   int control_fd = -1;
   uint64_t max_requests = 0;
+  // --metrics: this worker's slot in the supervisor's shared memory
+  // (engine/metrics.h), or nullptr when nothing is counted.
+  metrics::WorkerSlot *metrics = nullptr;
   // When set, access log records go to this hook instead of the built-in
   // uvicorn-format line on stdout (used for a user's logging configuration).
   // http_version: "1.0", "1.1" or "2".
@@ -152,9 +156,12 @@ class Engine final {
   void sample_loop_cost(uint64_t thread_cpu_ns, uint64_t requests, uint64_t now_ms);
   uint64_t loop_ns_per_request() const { return loop_ns_per_request_; }
   uint32_t loop_busy_permille() const { return loop_busy_permille_; }
+  // The slot requests are counted in (engine/metrics.h), or nullptr.
+  metrics::WorkerSlot *metrics() const { return config_.metrics; }
   void request_started() {
     ++active_requests_;
     ++requests_served_;
+    if (config_.metrics != nullptr) config_.metrics->requests_in_flight.set(active_requests_);
     // Ask for a replacement as soon as the limit is reached (the worker goes
     // on serving until the replacement is ready).
     if (config_.max_requests != 0 && !recycle_requested_ && requests_served_ >= config_.max_requests) {
@@ -162,7 +169,10 @@ class Engine final {
       send_control('M');
     }
   }
-  void request_finished() { --active_requests_; }
+  void request_finished() {
+    --active_requests_;
+    if (config_.metrics != nullptr) config_.metrics->requests_in_flight.set(active_requests_);
+  }
   bool over_concurrency_limit() const {
     return config_.limit_concurrency != 0 &&
            (connection_count_ > config_.limit_concurrency || active_requests_ > config_.limit_concurrency);
@@ -210,6 +220,7 @@ class Engine final {
   TickHandler tick_handler_{*this};
   void update_date();
   void send_control(char message);
+  void measure_loop_lag();
 
   EngineConfig config_;
   EventLoop loop_;
@@ -236,6 +247,10 @@ class Engine final {
   std::string date_;
   std::string log_buf_;
   uint64_t last_heartbeat_ms_ = 0;
+  // --metrics: when the tick last ran, and its largest delay since the last
+  // heartbeat (the event loop's lag), in nanoseconds.
+  uint64_t last_tick_ns_ = 0;
+  uint64_t max_tick_delay_ns_ = 0;
   bool recycle_requested_ = false;
   std::vector<Session *> held_heads_;
   int step_depth_ = 0;

@@ -14,6 +14,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -26,6 +28,8 @@
 
 #include "engine/log.h"
 #include "engine/net/listener.h"
+#include "supervisor/metrics.h"
+#include "supervisor/metrics_http.h"
 #include "supervisor/systemd.h"
 
 namespace pronghorn::supervisor {
@@ -37,6 +41,13 @@ constexpr uint64_t kStackDumpGraceMs = 1000;  // between the stack dump and SIGK
 constexpr uint64_t kCrashWindowMs = 60000;    // crashes further apart do not add up
 constexpr double kMaxBackoffS = 10.0;
 constexpr uint64_t kKillMarginMs = 2000;  // after the graceful timeout, before SIGKILL
+// --metrics: slots in the shared region. Workers overlap their replacements
+// and stopping workers keep their slot until they exit, so this is far above
+// any worker count; pages of slots never used are never touched.
+constexpr size_t kMetricsSlots = 1024;
+// A worker's heartbeat comes every second, from a 200 ms tick: one not seen
+// for longer than this is overdue, and its event loop is lagging by the excess.
+constexpr uint64_t kHeartbeatDueMs = 1200;
 
 uint64_t now_ms() {
   timespec ts{};
@@ -82,6 +93,9 @@ struct Worker {
   bool replacement_pending = false;
   pid_t replaces = 0;  // the old worker this one takes over from, once ready
   const char *replace_reason = "";
+  WorkerReason start_reason = WorkerReason::Initial;  // also why the worker it replaces exits
+  WorkerReason exit_reason = WorkerReason::Crash;     // set when we ask it to stop
+  int metrics_slot = -1;                              // --metrics: its slot, or -1
   uint64_t spawned_ms = 0;
   uint64_t heartbeat_ms = 0;
   uint64_t dump_ms = 0;
@@ -109,15 +123,15 @@ class Supervisor {
   bool setup();
   // Forks a worker. Returns true in the child (child_ is filled): the caller
   // must return at once, all the way out of run().
-  bool spawn(pid_t replaces, const char *reason);
+  bool spawn(pid_t replaces, const char *reason, WorkerReason start_reason);
   void on_signal();
   void on_control(Worker &w);
   void on_tick();
   void reap();
   void stop_all(const char *why);
   void close_listeners();
-  void retire(Worker &w, const char *why);
-  void recycle(Worker &w, const char *reason);
+  void retire(Worker &w, const char *why, WorkerReason reason);
+  void recycle(Worker &w, const char *why, WorkerReason reason);
   void continue_reload();
   Worker *find(pid_t pid);
   size_t live_count() const;
@@ -147,6 +161,10 @@ class Supervisor {
   // --reuse-port sockets.
   int slot_for(pid_t replaces);
   void close_unused_slots();
+  // --metrics.
+  bool setup_metrics();
+  std::string render_metrics();
+  void count_exit(const Worker &w);
 
   Options opt_;
   ForkHooks hooks_;
@@ -178,6 +196,12 @@ class Supervisor {
   std::string changed_file_;
   bool waiting_for_change_ = false;  // reload mode: workers failed to start
   std::vector<int> slot_fds_;        // --reuse-port: one listening socket per slot
+  // --metrics: the workers' counters, the endpoint, and the supervisor's own counts.
+  WorkerSlots metric_slots_;
+  MetricsEndpoint metrics_endpoint_;
+  std::array<uint64_t, kWorkerReasonCount> starts_{};
+  std::array<uint64_t, kWorkerReasonCount> exits_{};
+  bool accept_queue_tcp_ = false;
   Outcome child_;
 };
 
@@ -320,7 +344,7 @@ bool Supervisor::start_reload(const char *why) {
     // Nothing is serving (the last start failed): start workers afresh.
     waiting_for_change_ = false;
     for (int missing = target_ - static_cast<int>(live_count()); missing > 0; --missing) {
-      if (spawn(0, "")) return true;
+      if (spawn(0, "", WorkerReason::Reload)) return true;
       if (spawn_failed_) {
         schedule_respawn();  // retried later, with back-off
         break;
@@ -393,6 +417,9 @@ void Supervisor::restore_child_state() {
   if (inotify_fd_ >= 0) close(inotify_fd_);
   signal_fd_ = timer_fd_ = epoll_fd_ = inotify_fd_ = -1;
   workers_.clear();
+  // The worker keeps the shared counters (its own slot) but not the endpoint.
+  metrics_endpoint_.close_in_child();
+  metric_slots_.keep_mapping();
   // Only this worker's own slot socket stays open in it.
   for (int &fd : slot_fds_) {
     if (fd >= 0 && fd != child_.listen_fd) close(fd);
@@ -400,7 +427,7 @@ void Supervisor::restore_child_state() {
   }
 }
 
-bool Supervisor::spawn(pid_t replaces, const char *reason) {
+bool Supervisor::spawn(pid_t replaces, const char *reason, WorkerReason start_reason) {
   spawn_failed_ = true;  // until a child exists
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) < 0) {
@@ -422,6 +449,13 @@ bool Supervisor::spawn(pid_t replaces, const char *reason) {
     std::uniform_int_distribution<uint64_t> jitter(0, opt_.max_requests_jitter);
     max_requests = opt_.max_requests + jitter(rng_);
   }
+  int metrics_slot = -1;
+  if (metric_slots_.mapped()) {
+    metrics_slot = metric_slots_.acquire();
+    if (metrics_slot < 0)
+      log(LogLevel::Warning, "--metrics: all %zu counter slots are in use; the new worker is not counted",
+          metric_slots_.capacity());
+  }
   if (hooks_.before) hooks_.before();
   pid_t pid = fork();
   if (pid < 0) {
@@ -430,6 +464,7 @@ bool Supervisor::spawn(pid_t replaces, const char *reason) {
     log_errno(LogLevel::Error, err, "fork failed");
     close(fds[0]);
     close(fds[1]);
+    metric_slots_.release_unused(metrics_slot);
     return false;
   }
   if (pid == 0) {
@@ -445,6 +480,7 @@ bool Supervisor::spawn(pid_t replaces, const char *reason) {
     child_.role = Role::Worker;
     child_.control_fd = fds[1];
     child_.max_requests = max_requests;
+    child_.metrics_slot = metrics_slot >= 0 ? &metric_slots_.slot(metrics_slot) : nullptr;
     return true;
   }
   if (hooks_.after_in_parent) hooks_.after_in_parent();
@@ -457,7 +493,10 @@ bool Supervisor::spawn(pid_t replaces, const char *reason) {
   w.spawned_ms = w.heartbeat_ms = now_ms();
   w.replaces = replaces;
   w.replace_reason = reason;
+  w.start_reason = start_reason;
   w.slot = slot;
+  w.metrics_slot = metrics_slot;
+  ++starts_[static_cast<size_t>(start_reason)];
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.fd = w.fd;
@@ -484,9 +523,10 @@ size_t Supervisor::live_count() const {
   return n;
 }
 
-void Supervisor::retire(Worker &w, const char *why) {
+void Supervisor::retire(Worker &w, const char *why, WorkerReason reason) {
   if (w.stopping) return;
   w.stopping = true;
+  w.exit_reason = reason;
   log(LogLevel::Info, "Stopping worker [%d] (%s)", w.pid, why);
   // SIGHUP, not SIGTERM: the worker stops the same way, but knows that it is
   // replaced while the server goes on (its open WebSockets get 1012, service
@@ -494,10 +534,10 @@ void Supervisor::retire(Worker &w, const char *why) {
   if (kill(w.pid, SIGHUP) < 0 && errno != ESRCH) log_errno(LogLevel::Error, errno, "kill(%d, SIGHUP) failed", w.pid);
 }
 
-void Supervisor::recycle(Worker &w, const char *reason) {
+void Supervisor::recycle(Worker &w, const char *why, WorkerReason reason) {
   if (w.stopping || w.replacement_pending || stopping_) return;
   w.replacement_pending = true;
-  spawn(w.pid, reason);
+  spawn(w.pid, why, reason);
 }
 
 void Supervisor::stop_all(const char *why) {
@@ -519,6 +559,7 @@ void Supervisor::stop_all(const char *why) {
   for (Worker &w : workers_) {
     if (w.stopping) continue;
     w.stopping = true;
+    w.exit_reason = WorkerReason::Shutdown;
     if (kill(w.pid, SIGTERM) < 0 && errno != ESRCH)
       log_errno(LogLevel::Error, errno, "kill(%d, SIGTERM) failed", w.pid);
   }
@@ -589,6 +630,7 @@ void Supervisor::reap() {
         workers_.erase(it);
         break;
       }
+    count_exit(gone);
     std::string how = describe_status(status);
     if (gone.stopping || stopping_) {
       log(LogLevel::Info, "Worker [%d] stopped (%s)", pid, how.c_str());
@@ -651,7 +693,7 @@ void Supervisor::continue_reload() {
     if (w == nullptr || w->stopping) continue;
     reload_current_ = old;
     w->replacement_pending = true;
-    spawn(old, "reload");
+    spawn(old, "reload", WorkerReason::Reload);
     return;
   }
   log(LogLevel::Info, "Reload complete: every worker was replaced");
@@ -676,6 +718,7 @@ void Supervisor::on_control(Worker &w) {
           pid_t pid = w.pid;
           pid_t old = w.replaces;
           const char *reason = w.replace_reason;
+          WorkerReason cause = w.start_reason;
           log(LogLevel::Info, "Worker [%d] is ready", pid);
           if (!announced_ready_ && all_ready()) {
             announced_ready_ = true;
@@ -685,7 +728,7 @@ void Supervisor::on_control(Worker &w) {
           }
           if (old != 0) {
             w.replaces = 0;
-            if (Worker *prev = find(old)) retire(*prev, reason);
+            if (Worker *prev = find(old)) retire(*prev, reason, cause);
             if (reload_current_ == old) {
               reload_current_ = 0;
               continue_reload();
@@ -696,7 +739,7 @@ void Supervisor::on_control(Worker &w) {
         }
         case 'M':
           if (!w.replacement_pending) log(LogLevel::Info, "Worker [%d] reached its request limit", w.pid);
-          recycle(w, "request limit");
+          recycle(w, "request limit", WorkerReason::MaxRequests);
           if (in_child_) return;
           break;
         default: break;
@@ -752,7 +795,7 @@ void Supervisor::on_signal() {
         if (stopping_) break;
         ++target_;
         log(LogLevel::Info, "SIGTTIN: adding a worker (now %d)", target_);
-        if (spawn(0, "")) return;
+        if (spawn(0, "", WorkerReason::Scale)) return;
         break;
       case SIGTTOU: {
         if (stopping_) break;
@@ -764,7 +807,7 @@ void Supervisor::on_signal() {
         for (auto it = workers_.rbegin(); it != workers_.rend(); ++it) {
           if (!it->stopping && it->replaces == 0 && !it->replacement_pending) {
             log(LogLevel::Info, "SIGTTOU: removing a worker (now %d)", target_);
-            retire(*it, "scaled down");
+            retire(*it, "scaled down", WorkerReason::Scale);
             break;
           }
         }
@@ -780,6 +823,7 @@ void Supervisor::on_signal() {
 
 void Supervisor::on_tick() {
   uint64_t now = now_ms();
+  if (metrics_endpoint_.is_open()) metrics_endpoint_.on_tick(now);
   if (stopping_) {
     if (stop_deadline_ms_ != 0 && now >= stop_deadline_ms_ && !force_) {
       force_ = true;
@@ -799,7 +843,7 @@ void Supervisor::on_tick() {
   while (respawns_due_ > 0 && now >= respawn_at_ms_) {
     --respawns_due_;
     if (static_cast<int>(live_count()) >= target_) continue;
-    if (spawn(0, "")) return;
+    if (spawn(0, "", WorkerReason::Crash)) return;
     if (spawn_failed_) {
       schedule_respawn();
       break;
@@ -843,34 +887,27 @@ void Supervisor::on_tick() {
         log(LogLevel::Error, "Killing worker [%d]: %s for %.1f s; starting a replacement", w.pid,
             state == 'T' || state == 't' ? "stopped" : "event loop blocked", silent_s);
         w.stopping = true;
+        w.exit_reason = WorkerReason::HealthCheck;
         pid_t pid = w.pid;
         kill(pid, SIGKILL);
         // A replacement already on its way (recycling, reload) takes its place.
-        if (!w.replacement_pending && spawn(0, "")) return;
+        if (!w.replacement_pending && spawn(0, "", WorkerReason::HealthCheck)) return;
         continue;
       }
     }
     if (w.replacement_pending) continue;
     if (opt_.worker_lifetime_s > 0 && now - w.spawned_ms >= static_cast<uint64_t>(opt_.worker_lifetime_s * 1000)) {
       log(LogLevel::Info, "Worker [%d] reached its lifetime of %.0f s", w.pid, opt_.worker_lifetime_s);
-      recycle(w, "lifetime");
+      recycle(w, "lifetime", WorkerReason::Lifetime);
       if (in_child_) return;
       continue;
     }
     if (sample_memory) {
-      char path[64];
-      snprintf(path, sizeof path, "/proc/%d/statm", w.pid);
-      FILE *f = fopen(path, "r");
-      unsigned long size = 0, resident = 0;
-      if (f != nullptr) {
-        if (fscanf(f, "%lu %lu", &size, &resident) != 2) resident = 0;
-        fclose(f);
-      }
-      uint64_t rss_mib = static_cast<uint64_t>(resident) * static_cast<uint64_t>(sysconf(_SC_PAGESIZE)) >> 20;
+      uint64_t rss_mib = resident_bytes(w.pid) >> 20;
       if (rss_mib > opt_.max_memory_mib) {
         log(LogLevel::Info, "Worker [%d] uses %llu MiB (limit %llu MiB)", w.pid,
             static_cast<unsigned long long>(rss_mib), static_cast<unsigned long long>(opt_.max_memory_mib));
-        recycle(workers_[i], "memory limit");
+        recycle(workers_[i], "memory limit", WorkerReason::MemoryLimit);
         if (in_child_) return;
       }
     }
@@ -986,6 +1023,9 @@ bool Supervisor::on_step_exit(pid_t pid, int status) {
 
 Outcome Supervisor::run() {
   if (!setup()) return {Role::Parent, 1, -1, 0};
+  // Before the pre-start steps and the workers: a --metrics-bind that cannot
+  // be bound stops the server before anything else has run.
+  if (opt_.metrics && !setup_metrics()) return {Role::Parent, 1, -1, 0};
   if (!opt_.pre_start.empty() && !run_pre_start_now()) return {Role::Parent, stopped_during_pre_start_ ? 0 : 1, -1, 0};
   if (!opt_.ready_message.empty()) log(LogLevel::Info, "%s", opt_.ready_message.c_str());
   target_ = opt_.workers < 1 ? 1 : opt_.workers;
@@ -1018,7 +1058,7 @@ Outcome Supervisor::run() {
     }
   }
   for (int i = 0; i < target_; ++i)
-    if (spawn(0, "")) return child_;
+    if (spawn(0, "", WorkerReason::Initial)) return child_;
   epoll_event events[32];
   while (!(stopping_ && workers_.empty())) {
     int n = epoll_wait(epoll_fd_, events, 32, -1);
@@ -1035,6 +1075,8 @@ Outcome Supervisor::run() {
         on_signal();
       } else if (fd == inotify_fd_) {
         on_inotify();
+      } else if (metrics_endpoint_.owns(fd)) {
+        metrics_endpoint_.on_event(fd, events[i].events);
       } else if (fd == timer_fd_) {
         uint64_t expirations;
         if (read(timer_fd_, &expirations, sizeof expirations) < 0 && errno != EAGAIN)
@@ -1073,6 +1115,81 @@ Outcome Supervisor::run() {
   sigprocmask(SIG_SETMASK, &old_mask_, nullptr);
   log(LogLevel::Info, "Stopping parent process [%d]", getpid());
   return {Role::Parent, exit_code_, -1, 0};
+}
+
+bool Supervisor::setup_metrics() {
+  if (!metric_slots_.map(kMetricsSlots)) return false;
+  if (!metrics_endpoint_.open(epoll_fd_, opt_.metrics_host, opt_.metrics_port, [this] { return render_metrics(); }))
+    return false;
+  accept_queue_tcp_ = opt_.first_listen_fd >= 0 && is_tcp_socket(opt_.first_listen_fd);
+  const std::string &host = opt_.metrics_host;
+  bool v6 = host.find(':') != std::string::npos;
+  log(LogLevel::Info, "Metrics on http://%s%s%s:%d/metrics", v6 ? "[" : "", host.c_str(), v6 ? "]" : "",
+      metrics_endpoint_.port());
+  return true;
+}
+
+void Supervisor::count_exit(const Worker &w) {
+  WorkerReason reason;
+  if (w.stopping)
+    reason = w.exit_reason;
+  else if (stopping_)
+    reason = WorkerReason::Shutdown;
+  else if (!w.ready)
+    reason = WorkerReason::StartupFailure;
+  else
+    reason = WorkerReason::Crash;
+  ++exits_[static_cast<size_t>(reason)];
+  // Nothing writes the slot any more: its counters join the totals.
+  metric_slots_.fold_and_release(w.metrics_slot);
+}
+
+std::string Supervisor::render_metrics() {
+  Snapshot snapshot;
+  snapshot.counts = metric_slots_.sum();
+  snapshot.starts = starts_;
+  snapshot.exits = exits_;
+  uint64_t now = now_ms();
+  for (const Worker &w : workers_) {
+    WorkerSample sample;
+    sample.slot = w.metrics_slot;
+    sample.ready = w.ready;
+    sample.resident_bytes = resident_bytes(w.pid);
+    if (w.metrics_slot >= 0) {
+      const metrics::WorkerSlot &slot = metric_slots_.slot(w.metrics_slot);
+      snapshot.open_connections += slot.open_connections.get();
+      snapshot.requests_in_flight += slot.requests_in_flight.get();
+      sample.loop_lag_ns = slot.loop_lag_ns.get();
+      // A blocked loop sends no heartbeat, and so no lag either: the time
+      // since the heartbeat was due says how long it has been blocked.
+      uint64_t age_ms = now - w.heartbeat_ms;
+      if (w.ready && age_ms > kHeartbeatDueMs)
+        sample.loop_lag_ns = std::max(sample.loop_lag_ns, (age_ms - kHeartbeatDueMs) * 1000000u);
+    }
+    snapshot.workers.push_back(sample);
+  }
+  // The parent's copies of the listening sockets, until a stop closes them
+  // (close_listeners(): then no accept queue is shown).
+  std::vector<int> fds;
+  if (opt_.reuse_port) {
+    for (int fd : slot_fds_)
+      if (fd >= 0) fds.push_back(fd);
+  } else if (opt_.first_listen_fd >= 0) {
+    fds.push_back(opt_.first_listen_fd);
+  }
+  if (accept_queue_tcp_ && !fds.empty()) {
+    snapshot.has_accept_queue = true;
+    for (int fd : fds) {
+      uint64_t length = 0, capacity = 0;
+      if (!accept_queue(fd, length, capacity)) {
+        snapshot.has_accept_queue = false;
+        break;
+      }
+      snapshot.accept_queue_length += length;
+      snapshot.accept_queue_capacity += capacity;
+    }
+  }
+  return render_exposition(snapshot);
 }
 
 }  // namespace

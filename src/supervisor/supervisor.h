@@ -20,6 +20,10 @@
 #include <string>
 #include <vector>
 
+namespace pronghorn::metrics {
+struct WorkerSlot;
+}
+
 namespace pronghorn::supervisor {
 
 struct Options {
@@ -56,6 +60,14 @@ struct Options {
   std::vector<std::string> pre_start;
   // Logged once the pre-start steps have succeeded ("Pronghorn running on ...").
   std::string ready_message;
+  // --metrics: the supervisor serves /metrics on metrics_host:metrics_port
+  // (supervisor/metrics_http.h), summing the counters the workers keep in
+  // shared memory (engine/metrics.h). The accept queue it shows is that of
+  // first_listen_fd (with --reuse-port, of every slot's socket), while the
+  // parent holds them: a stop closes them.
+  bool metrics = false;
+  std::string metrics_host = "127.0.0.1";
+  int metrics_port = 9090;
 };
 
 // Called around fork(): the bridge passes CPython's PyOS_*Fork functions.
@@ -73,6 +85,8 @@ struct Outcome {
   int control_fd = -1;        // Worker: write end of its control pipe
   uint64_t max_requests = 0;  // Worker: its own drawn request limit (0: none)
   int listen_fd = -1;         // Worker, with reuse_port: its slot's socket
+  // Worker, with metrics: where it counts (shared with the supervisor), or nullptr.
+  metrics::WorkerSlot *metrics_slot = nullptr;
 };
 
 // Exit codes, as uvicorn's: 3 means a worker failed to start; do not respawn.

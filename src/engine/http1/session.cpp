@@ -281,6 +281,11 @@ void Session::begin_exchange(size_t head_len) {
       log_response_values_.assign(format->response_headers().size(), std::string());
     }
   }
+  response_status_ = 0;
+  if (server_.metrics() != nullptr) {
+    metrics_method_ = metrics::method_of(head_.method);
+    metrics_start_ns_ = clock_ns(CLOCK_MONOTONIC);
+  }
   set_deadline(Deadline::None, 0);
   parser_.reset();
   // The head's views stay valid: consume() moves an index, and nothing writes
@@ -294,6 +299,7 @@ void Session::begin_exchange(size_t head_len) {
     head_buf_ = error_response(503);
     body_sent_ = error_body(503).size();  // what the access log reports
     response_ = ResponseState::Started;
+    response_status_ = 503;
     if (server_.config().access_log) write_access_log(503);
     iovec iov{head_buf_.data(), head_buf_.size()};
     if (!send_iov(&iov, 1)) return;
@@ -370,6 +376,10 @@ ws::Session *Session::accept_websocket(std::string_view subprotocol, const Heade
   if (*error != nullptr) return nullptr;
   iovec iov{head_buf_.data(), head_buf_.size()};
   if (!send_iov(&iov, 1)) return nullptr;
+  // As an HTTP exchange the handshake ends here; the WebSocket session is
+  // not a request whose duration means anything.
+  response_status_ = 101;
+  count_exchange_end(false);
   // The connection is the WebSocket session's from here: this session ends
   // without closing the transport (the exchange stays counted as active
   // until the WebSocket closes).
@@ -439,6 +449,7 @@ void Session::cut_for_stop() {
 void Session::finish_response() {
   response_ = ResponseState::Done;
   finish_access_log();
+  count_exchange_end();
   server_.request_finished();
   detach_observer(false);
   if (closed_) return;
@@ -488,6 +499,7 @@ const char *Session::start_response(int status, const HeaderList &headers) {
   if (error != nullptr) return error;
   keep_alive_ = plan_.keep_alive;
   response_ = ResponseState::Started;
+  response_status_ = status;
   head_pending_ = true;
   // Held to go out with the first body bytes in one write; if the step of
   // the event loop ends first, the server sends it alone (uvicorn writes it
@@ -505,6 +517,13 @@ const char *Session::start_response(int status, const HeaderList &headers) {
     write_access_log(status);
   }
   return nullptr;
+}
+
+void Session::count_exchange_end(bool observe_duration) {
+  metrics::WorkerSlot *m = server_.metrics();
+  if (m == nullptr) return;
+  uint64_t duration_ns = observe_duration ? clock_ns(CLOCK_MONOTONIC) - metrics_start_ns_ : 0;
+  m->request_ended(metrics_method_, response_status_, duration_ns, observe_duration);
 }
 
 void Session::finish_access_log() {
@@ -679,6 +698,7 @@ void Session::fail() {
     head_buf_ = error_response(500);
     body_sent_ = error_body(500).size();  // what the access log reports
     response_ = ResponseState::Started;
+    response_status_ = 500;
     if (server_.config().access_log && ws_key_.empty()) write_access_log(500);
     iovec iov{head_buf_.data(), head_buf_.size()};
     if (!send_iov(&iov, 1)) return;
@@ -692,6 +712,7 @@ void Session::fail() {
     if (closed_) return;
     response_ = ResponseState::Done;
     finish_access_log();
+    count_exchange_end();
     server_.request_finished();
     detach_observer(false);
     if (closed_) return;
@@ -746,6 +767,10 @@ void Session::reject(const ParseError &error) {
   // response of the current exchange counts as started.
   bool started = phase_ == Phase::Active && response_ != ResponseState::NotStarted;
   if (phase_ == Phase::Active && response_ != ResponseState::Done) {
+    // A body the decoder refused: the exchange ends with the error response
+    // (or, when a response had begun, with its status and the close).
+    if (!started) response_status_ = error.status;
+    count_exchange_end();
     server_.request_finished();
     response_ = ResponseState::Done;
     detach_observer(true);
@@ -753,6 +778,9 @@ void Session::reject(const ParseError &error) {
   if (started) {
     close_now(false);
     return;
+  }
+  if (phase_ == Phase::Head) {
+    if (metrics::WorkerSlot *m = server_.metrics()) m->invalid_requests.add(1);
   }
   head_buf_ = error_response(error.status);
   iovec iov{head_buf_.data(), head_buf_.size()};
@@ -818,7 +846,10 @@ void Session::close_now(bool disconnected) {
   if (closed_) return;
   closed_ = true;
   finish_access_log();  // a response cut short is logged with what was sent
-  if (phase_ == Phase::Active && response_ != ResponseState::Done) server_.request_finished();
+  if (phase_ == Phase::Active && response_ != ResponseState::Done) {
+    count_exchange_end();
+    server_.request_finished();
+  }
   detach_observer(disconnected);
   transport_->close();
   server_.retire(this);

@@ -24,6 +24,7 @@
 #include "engine/http/exchange.h"
 #include "engine/http1/parser.h"
 #include "engine/http1/response.h"
+#include "engine/metrics.h"
 #include "engine/net/transport.h"
 #include "engine/session.h"
 #include "engine/ws/handshake.h"
@@ -139,6 +140,8 @@ class Session final : public pronghorn::Session, public http::Exchange, private 
   Protocol first_protocol() const;
   // Passes the connection to an HTTP/2 session; this one is retired.
   void hand_to_http2();
+  // --metrics: counts the exchange that ends now (engine/metrics.h).
+  void count_exchange_end(bool observe_duration = true);
 
   Engine &server_;
   std::unique_ptr<Transport> transport_;
@@ -182,6 +185,12 @@ class Session final : public pronghorn::Session, public http::Exchange, private 
   std::string method_, target_;  // for the access log (target_: uvicorn's quoted path and query)
 
   ExchangeObserver *observer_ = nullptr;
+
+  // The status of the current exchange's response (0: none started yet), and
+  // with --metrics its method and when its head was parsed.
+  int response_status_ = 0;
+  metrics::Method metrics_method_ = metrics::Method::Other;
+  uint64_t metrics_start_ns_ = 0;
 
   // --access-log-format: what the line needs beyond the head's own fields.
   uint64_t log_start_ns_ = 0;

@@ -77,6 +77,9 @@ ssize_t Transport::read_into(char *dst, size_t len) {
   if (closed_) return kFailed;
   bool was_idle = output_idle();
   ssize_t n = stream_->read(dst, len);
+  if (n > 0) {
+    if (metrics::WorkerSlot *m = server_.metrics()) m->received_bytes.add(static_cast<uint64_t>(n));
+  }
   if (n == kFailed) {
     int err = errno;
     if (err != ECONNRESET) log_errno(LogLevel::Debug, err, "recv from %s:%d failed", peer_.host.c_str(), peer_.port);
@@ -135,7 +138,10 @@ bool Transport::send(iovec *iov, int count) {
       fail(errno, "send");
       return false;
     }
-    if (n > 0) written = static_cast<size_t>(n);
+    if (n > 0) {
+      written = static_cast<size_t>(n);
+      if (metrics::WorkerSlot *m = server_.metrics()) m->sent_bytes.add(written);
+    }
     // The write-stall clock: it starts when output stops being idle, and
     // moves on when the socket takes bytes (a TLS stream's writev reports
     // what it encrypted; sent_bytes() what the socket took).
@@ -193,6 +199,8 @@ bool Transport::send_via_thread(const iovec *iov, int count, size_t total) {
 
 void Transport::on_send_done(SendThread::Done &done) {
   send_in_flight_ = false;
+  // Counted here, on the loop thread: the slot has one writer.
+  if (metrics::WorkerSlot *m = server_.metrics()) m->sent_bytes.add(done.written);
   if (closed_) {
     // Closed while the send was in flight: the fd can be closed now.
     stream_.reset();
@@ -238,6 +246,7 @@ void Transport::flush() {
         return;
       }
       last_write_ms_ = server_.loop().now_ms();
+      if (metrics::WorkerSlot *m = server_.metrics()) m->sent_bytes.add(static_cast<uint64_t>(n));
       front.file_left -= static_cast<uint64_t>(n);
       if (front.file_left == 0) {
         ::close(front.file_fd);
@@ -256,6 +265,7 @@ void Transport::flush() {
       return;
     }
     size_t written = static_cast<size_t>(n);
+    if (metrics::WorkerSlot *m = server_.metrics()) m->sent_bytes.add(written);
     if (stream_->sends_itself() ? stream_->sent_bytes() != sent_before : written > 0) {
       last_write_ms_ = server_.loop().now_ms();
       sent_before = stream_->sent_bytes();
