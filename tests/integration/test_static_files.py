@@ -534,3 +534,17 @@ def test_tls_50_mib_download_rss_stays_flat(tls_srv, big_file):
     assert digest == expected
     if not UNDER_ASAN:
         assert peak - before < 8 * 1024, (before, peak)
+
+
+def test_pipelined_large_files_hold_one_file_at_a_time(srv, big_file):
+    """A client that pipelines file requests and does not read holds one queued file, not
+    one open file per request (a queued file counts as queued output)."""
+    target, _ = big_file
+    get(srv, "/static/hello.txt")
+    baseline = len(os.listdir(f"/proc/{srv.pid}/fd"))
+    with srv.connect(30) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode() * 20)
+        time.sleep(0.5)
+        open_fds = len(os.listdir(f"/proc/{srv.pid}/fd"))
+        assert open_fds - baseline <= 3, (baseline, open_fds)  # the connection, one file
