@@ -393,14 +393,18 @@ void Handler::serve_file(http::Exchange &exchange, const http::RequestHead &head
              static_cast<unsigned long long>(range.last), static_cast<unsigned long long>(size));
   }
 
-  // A small body is read now, before anything is sent: a failed read can
-  // still be answered with 500.
-  bool inline_body = !head_only && length > 0 && length <= kInlineFileMax;
+  // The body's first kInlineFileMax bytes (a small file: all of it) are read
+  // now, before anything is sent: a failed read can still be answered with
+  // 500, and they go out with the head in one write (the head never travels
+  // alone in a packet of its own); the rest of a large file follows by
+  // sendfile.
+  size_t lead = head_only ? 0 : static_cast<size_t>(length < kInlineFileMax ? length : kInlineFileMax);
+  bool inline_body = lead > 0 && lead == length;
   size_t got = 0;
-  if (inline_body) {
-    if (inline_body_.size() < length) inline_body_.resize(kInlineFileMax);
-    while (got < length) {
-      ssize_t n = ::pread(fd, inline_body_.data() + got, length - got, static_cast<off_t>(offset + got));
+  if (lead > 0) {
+    if (inline_body_.size() < kInlineFileMax) inline_body_.resize(kInlineFileMax);
+    while (got < lead) {
+      ssize_t n = ::pread(fd, inline_body_.data() + got, lead - got, static_cast<off_t>(offset + got));
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) {
         if (n < 0)
@@ -415,8 +419,10 @@ void Handler::serve_file(http::Exchange &exchange, const http::RequestHead &head
       }
       got += static_cast<size_t>(n);
     }
-    close_fd(fd);
-    fd = -1;
+    if (inline_body) {
+      close_fd(fd);
+      fd = -1;
+    }
   }
 
   char content_length[24];
@@ -442,7 +448,11 @@ void Handler::serve_file(http::Exchange &exchange, const http::RequestHead &head
     exchange.write_body(nullptr, 0, false);
     return;
   }
-  exchange.send_file(fd, offset, length);  // takes the fd
+  if (exchange.write_body(inline_body_.data(), got, true) == http::WriteStatus::Closed) {
+    close_fd(fd);
+    return;
+  }
+  exchange.send_file(fd, offset + got, length - got);  // takes the fd
 }
 
 }  // namespace pronghorn::static_files
