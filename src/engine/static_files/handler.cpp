@@ -293,36 +293,27 @@ void Handler::serve_file(http::Exchange &exchange, const http::RequestHead &head
   // A precompressed sibling: tried in the client's order of preference; the
   // first that opens is sent. Any sibling that exists makes the response
   // vary on Accept-Encoding, whichever variant this client gets.
-  struct Candidate {
-    Coding coding;
-    int quality;
-    const char *extension;
-    const char *name;
-  };
-  Candidate candidates[2] = {{Coding::Brotli, prefs.quality_br(), ".br", "br"},
-                             {Coding::Gzip, prefs.quality_gzip(), ".gz", "gzip"}};
-  if (candidates[1].quality > candidates[0].quality) std::swap(candidates[0], candidates[1]);
-  const Candidate *chosen = nullptr;
+  Coding order[2];
+  size_t accepted = preferred_codings(prefs, order);
+  Coding chosen = Coding::Identity;
   bool vary = false;
-  bool tried[2] = {false, false};
-  for (int i = 0; i < 2; ++i) {
-    const Candidate &c = candidates[i];
-    if (c.quality <= 0 || prefs.identity > c.quality) continue;
-    sibling_.assign(relative_).append(c.extension);
+  for (size_t i = 0; i < accepted && !vary; ++i) {
+    sibling_.assign(relative_).append(order[i] == Coding::Brotli ? ".br" : ".gz");
     struct stat variant_st;
-    tried[i] = true;
     int variant_fd = open_beneath(mount, sibling_, variant_st);
     if (variant_fd < 0) continue;
     close_fd(fd);
     fd = variant_fd;
     st = variant_st;
-    chosen = &c;
+    chosen = order[i];
     vary = true;
-    break;
   }
-  for (int i = 0; i < 2 && !vary; ++i) {
-    if (tried[i]) continue;
-    sibling_.assign(relative_).append(candidates[i].extension);
+  for (Coding other : {Coding::Brotli, Coding::Gzip}) {
+    if (vary) break;
+    bool tried = false;
+    for (size_t i = 0; i < accepted; ++i) tried = tried || order[i] == other;
+    if (tried) continue;  // it did not open: it is not there to vary on
+    sibling_.assign(relative_).append(other == Coding::Brotli ? ".br" : ".gz");
     vary = exists_beneath(mount, sibling_);
   }
 
@@ -330,9 +321,9 @@ void Handler::serve_file(http::Exchange &exchange, const http::RequestHead &head
   const int64_t mtime_ns = mtime_s * 1000000000 + static_cast<int64_t>(st.st_mtim.tv_nsec);
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   std::string etag = format_etag(mtime_ns, size,
-                                 chosen == nullptr                  ? ""
-                                 : chosen->coding == Coding::Brotli ? "-br"
-                                                                    : "-gz");
+                                 chosen == Coding::Identity ? ""
+                                 : chosen == Coding::Brotli ? "-br"
+                                                            : "-gz");
   char last_modified[kHttpDateLength];
   format_http_date(mtime_s, last_modified);
   std::string_view last_modified_value(last_modified, kHttpDateLength);
@@ -430,7 +421,7 @@ void Handler::serve_file(http::Exchange &exchange, const http::RequestHead &head
   headers.emplace_back("content-type", content_type);
   headers.emplace_back("content-length", content_length);
   headers.emplace_back("accept-ranges", "bytes");
-  if (chosen != nullptr) headers.emplace_back("content-encoding", chosen->name);
+  if (chosen != Coding::Identity) headers.emplace_back("content-encoding", chosen == Coding::Brotli ? "br" : "gzip");
   if (range_kind == RangeKind::Partial) headers.emplace_back("content-range", content_range);
   add_validators();
   if (const char *error = exchange.start_response(range_kind == RangeKind::Partial ? 206 : 200, headers)) {

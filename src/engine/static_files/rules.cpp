@@ -452,14 +452,27 @@ void parse_accept_encoding(std::string_view value, CodingPrefs &prefs) {
   }
 }
 
-Coding choose_coding(const CodingPrefs &prefs, bool have_br, bool have_gzip) {
-  int br = have_br ? prefs.quality_br() : 0;
-  int gzip = have_gzip ? prefs.quality_gzip() : 0;
-  int best = br >= gzip ? br : gzip;
-  if (best == 0) return Coding::Identity;
+size_t preferred_codings(const CodingPrefs &prefs, Coding out[2]) {
+  int br = prefs.quality_br(), gzip = prefs.quality_gzip();
   // A client that prefers the uncompressed form says so with a higher q.
-  if (prefs.identity > best) return Coding::Identity;
-  return br >= gzip ? Coding::Brotli : Coding::Gzip;
+  auto wanted = [&prefs](int q) { return q > 0 && prefs.identity <= q; };
+  size_t n = 0;
+  if (br >= gzip) {
+    if (wanted(br)) out[n++] = Coding::Brotli;
+    if (wanted(gzip)) out[n++] = Coding::Gzip;
+  } else {
+    if (wanted(gzip)) out[n++] = Coding::Gzip;
+    if (wanted(br)) out[n++] = Coding::Brotli;
+  }
+  return n;
+}
+
+Coding choose_coding(const CodingPrefs &prefs, bool have_br, bool have_gzip) {
+  Coding order[2];
+  size_t n = preferred_codings(prefs, order);
+  for (size_t i = 0; i < n; ++i)
+    if ((order[i] == Coding::Brotli && have_br) || (order[i] == Coding::Gzip && have_gzip)) return order[i];
+  return Coding::Identity;
 }
 
 }  // namespace pronghorn::static_files

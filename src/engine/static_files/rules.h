@@ -101,8 +101,12 @@ struct CodingPrefs {
 void parse_accept_encoding(std::string_view value, CodingPrefs &prefs);
 
 enum class Coding { Identity, Brotli, Gzip };
+// The precompressed codings the client accepts, most preferred first (the
+// higher q; br on a tie), leaving out those it likes less than identity.
+// Returns how many were written to `out` (0..2).
+size_t preferred_codings(const CodingPrefs &prefs, Coding out[2]);
 // The coding to send among those available (a sibling file exists): the
-// acceptable one with the highest q, br on a tie; Identity when neither.
+// first of preferred_codings() that is available; Identity when none.
 Coding choose_coding(const CodingPrefs &prefs, bool have_br, bool have_gzip);
 
 }  // namespace pronghorn::static_files

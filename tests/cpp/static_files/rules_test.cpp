@@ -277,6 +277,19 @@ TEST(StaticCoding, Qualities) {
   EXPECT_EQ(p.quality_br(), 900);
 }
 
+TEST(StaticCoding, PreferenceOrder) {
+  Coding order[2];
+  ASSERT_EQ(preferred_codings(prefs("gzip, deflate, br"), order), 2u);
+  EXPECT_EQ(order[0], Coding::Brotli);
+  EXPECT_EQ(order[1], Coding::Gzip);
+  ASSERT_EQ(preferred_codings(prefs("br;q=0.2, gzip;q=0.8"), order), 2u);
+  EXPECT_EQ(order[0], Coding::Gzip);
+  ASSERT_EQ(preferred_codings(prefs("br;q=0, gzip"), order), 1u);
+  EXPECT_EQ(order[0], Coding::Gzip);
+  EXPECT_EQ(preferred_codings(prefs("identity, gzip;q=0.5"), order), 0u);
+  EXPECT_EQ(preferred_codings(prefs(""), order), 0u);
+}
+
 TEST(StaticCoding, Choice) {
   EXPECT_EQ(choose_coding(prefs("gzip, br"), true, true), Coding::Brotli);  // tie: br
   EXPECT_EQ(choose_coding(prefs("gzip, br;q=0.5"), true, true), Coding::Gzip);
