@@ -380,10 +380,20 @@ def test_config_fields():
     from pronghorn.config import Config, static_spec
 
     config = Config(APP, static_path_mount="public", static_path_expires=10).validate()
-    assert static_spec(config) == {"mounts": [("/static", "public")], "expires": 10}
+    assert static_spec(config) == {"routes": ["/static"], "mounts": ["public"], "expires": 10}
     config = Config(APP, static_path_route=["/a", "/b"], static_path_mount=["x", "y"]).validate()
-    assert static_spec(config)["mounts"] == [("/a", "x"), ("/b", "y")]
+    assert static_spec(config) == {"routes": ["/a", "/b"], "mounts": ["x", "y"], "expires": None}
     assert static_spec(Config(APP).validate()) is None
+
+
+def test_static_files_spec_is_read_by_name():
+    """The engine reads the spec by name (src/bridge/options.h): a misspelt key is an error."""
+    from pronghorn import _core
+
+    with pytest.raises(TypeError, match="unknown static_files option 'mount'"):
+        _core.check_static({"routes": ["/s"], "mount": ["."]})
+    with pytest.raises(ValueError, match="in pairs"):
+        _core.check_static({"routes": ["/s", "/t"], "mounts": ["."]})
 
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
