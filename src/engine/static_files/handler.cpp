@@ -76,6 +76,7 @@ std::unique_ptr<Handler> Handler::open(const Config &config, std::string &error)
     mount.real_path = real;
     handler->mounts_.push_back(std::move(mount));
   }
+  handler->openat2_missing_ = !config.use_openat2;
   if (handler->expires_s_ > 0) handler->cache_control_ = "max-age=" + std::to_string(handler->expires_s_);
   return handler;
 }

@@ -48,6 +48,9 @@ struct Config {
   std::vector<std::pair<std::string, std::string>> mounts;
   // Cache-Control: max-age and Expires, in seconds; negative: not sent.
   int64_t expires_s = -1;
+  // false: every file goes through the real-path check, as on a kernel
+  // without openat2 (the tests run both ways).
+  bool use_openat2 = true;
 };
 
 class Handler final : public http::RequestDispatcher {

@@ -74,7 +74,9 @@ class NextDispatcher final : public http::RequestDispatcher {
   std::vector<std::string> targets;
 };
 
-class StaticHandlerTest : public ::testing::Test {
+// Run with openat2 (RESOLVE_BENEATH) and with the real-path check that
+// replaces it where openat2 is missing: both must serve and refuse the same.
+class StaticHandlerTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
     char tmpl[] = "/tmp/pronghorn-static-XXXXXX";
@@ -97,6 +99,7 @@ class StaticHandlerTest : public ::testing::Test {
     ASSERT_EQ(symlink(root.c_str(), (mount + "/escape-dir").c_str()), 0);
     Config config;
     config.mounts = {{"/static", mount}, {"/other/", mount + "/css"}};
+    config.use_openat2 = GetParam();
     std::string error;
     handler = Handler::open(config, error);
     ASSERT_NE(handler, nullptr) << error;
@@ -127,7 +130,7 @@ class StaticHandlerTest : public ::testing::Test {
   NextDispatcher next;
 };
 
-TEST_F(StaticHandlerTest, ServesAFile) {
+TEST_P(StaticHandlerTest, ServesAFile) {
   RecordingExchange r = get("/static/hello.txt?v=1");
   EXPECT_EQ(r.status, 200);
   EXPECT_EQ(r.body, "hello, world\n");
@@ -143,27 +146,27 @@ TEST_F(StaticHandlerTest, ServesAFile) {
   EXPECT_TRUE(next.targets.empty());
 }
 
-TEST_F(StaticHandlerTest, LargeFilesGoBySendfile) {
+TEST_P(StaticHandlerTest, LargeFilesGoBySendfile) {
   RecordingExchange r = get("/static/big.bin");
   EXPECT_EQ(r.status, 200);
   EXPECT_TRUE(r.file_sent);
   EXPECT_EQ(r.body.size(), Handler::kInlineFileMax + 100);
 }
 
-TEST_F(StaticHandlerTest, OtherPathsGoToTheNextDispatcher) {
+TEST_P(StaticHandlerTest, OtherPathsGoToTheNextDispatcher) {
   get("/api/x");
   get("/staticx/hello.txt");
   ASSERT_EQ(next.targets.size(), 2u);
   EXPECT_EQ(next.targets[0], "/api/x");
 }
 
-TEST_F(StaticHandlerTest, RoutesInOrder) {
+TEST_P(StaticHandlerTest, RoutesInOrder) {
   RecordingExchange r = get("/other/app.css");
   EXPECT_EQ(r.status, 200);
   EXPECT_EQ(r.body, "body{}");
 }
 
-TEST_F(StaticHandlerTest, Head) {
+TEST_P(StaticHandlerTest, Head) {
   RecordingExchange r = get("/static/hello.txt", {}, "HEAD");
   EXPECT_EQ(r.status, 200);
   EXPECT_EQ(r.header("content-length"), "13");
@@ -171,7 +174,7 @@ TEST_F(StaticHandlerTest, Head) {
   EXPECT_TRUE(r.complete);
 }
 
-TEST_F(StaticHandlerTest, OtherMethods405) {
+TEST_P(StaticHandlerTest, OtherMethods405) {
   for (const char *method : {"POST", "PUT", "DELETE", "OPTIONS"}) {
     RecordingExchange r = get("/static/hello.txt", {}, method);
     EXPECT_EQ(r.status, 405) << method;
@@ -179,7 +182,7 @@ TEST_F(StaticHandlerTest, OtherMethods405) {
   }
 }
 
-TEST_F(StaticHandlerTest, NotFoundAndDirectories) {
+TEST_P(StaticHandlerTest, NotFoundAndDirectories) {
   for (const char *target : {"/static/missing.txt", "/static", "/static/", "/static/css", "/static/css/",
                              "/static/hello.txt/", "/static/hello.txt/x"}) {
     RecordingExchange r = get(target);
@@ -188,7 +191,7 @@ TEST_F(StaticHandlerTest, NotFoundAndDirectories) {
   EXPECT_TRUE(next.targets.empty());  // a missing file is not the app's
 }
 
-TEST_F(StaticHandlerTest, TraversalAndEscapingLinks) {
+TEST_P(StaticHandlerTest, TraversalAndEscapingLinks) {
   for (const char *target :
        {"/static/../secret.txt", "/static/%2e%2e/secret.txt", "/static/%2E%2E/secret.txt",
         "/static/css%2f..%2f..%2fsecret.txt", "/static/hello.txt%00.css", "/static/escape-link.txt",
@@ -199,12 +202,12 @@ TEST_F(StaticHandlerTest, TraversalAndEscapingLinks) {
   }
 }
 
-TEST_F(StaticHandlerTest, LinksInsideAreServed) {
+TEST_P(StaticHandlerTest, LinksInsideAreServed) {
   EXPECT_EQ(get("/static/inside-link.txt").body, "hello, world\n");
   EXPECT_EQ(get("/static/absolute-inside.txt").body, "hello, world\n");
 }
 
-TEST_F(StaticHandlerTest, Ranges) {
+TEST_P(StaticHandlerTest, Ranges) {
   RecordingExchange r = get("/static/hello.txt", {{"range", "bytes=0-4"}});
   EXPECT_EQ(r.status, 206);
   EXPECT_EQ(r.body, "hello");
@@ -225,7 +228,7 @@ TEST_F(StaticHandlerTest, Ranges) {
   EXPECT_EQ(r.status, 200);
 }
 
-TEST_F(StaticHandlerTest, IfRange) {
+TEST_P(StaticHandlerTest, IfRange) {
   std::string etag = get("/static/hello.txt").header("etag");
   RecordingExchange r = get("/static/hello.txt", {{"range", "bytes=0-4"}, {"if-range", etag}});
   EXPECT_EQ(r.status, 206);
@@ -234,7 +237,7 @@ TEST_F(StaticHandlerTest, IfRange) {
   EXPECT_EQ(r.body, "hello, world\n");
 }
 
-TEST_F(StaticHandlerTest, Conditionals) {
+TEST_P(StaticHandlerTest, Conditionals) {
   RecordingExchange first = get("/static/hello.txt");
   std::string etag = first.header("etag"), modified = first.header("last-modified");
   RecordingExchange r = get("/static/hello.txt", {{"if-none-match", etag}});
@@ -253,7 +256,7 @@ TEST_F(StaticHandlerTest, Conditionals) {
   EXPECT_EQ(r.status, 200);
 }
 
-TEST_F(StaticHandlerTest, Precompressed) {
+TEST_P(StaticHandlerTest, Precompressed) {
   RecordingExchange r = get("/static/css/app.css", {{"accept-encoding", "gzip, deflate, br"}});
   EXPECT_EQ(r.status, 200);
   EXPECT_EQ(r.body, "BR");
@@ -274,12 +277,17 @@ TEST_F(StaticHandlerTest, Precompressed) {
   EXPECT_EQ(r.header("vary"), "Accept-Encoding");
 }
 
-TEST_F(StaticHandlerTest, EmptyFile) {
+TEST_P(StaticHandlerTest, EmptyFile) {
   RecordingExchange r = get("/static/empty.txt");
   EXPECT_EQ(r.status, 200);
   EXPECT_EQ(r.header("content-length"), "0");
   EXPECT_TRUE(r.complete);
 }
+
+INSTANTIATE_TEST_SUITE_P(Resolution, StaticHandlerTest, ::testing::Values(true, false),
+                         [](const ::testing::TestParamInfo<bool> &info) {
+                           return info.param ? "Openat2" : "RealPathCheck";
+                         });
 
 TEST(StaticHandlerOpen, BadMounts) {
   std::string error;
