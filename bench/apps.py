@@ -143,6 +143,32 @@ def _make_fastapi_app():
 fastapi_app = _LazyFastAPI()
 
 
+# ---- static files ----
+# Starlette's StaticFiles mounted at /static over $BENCH_STATIC_DIR: what an app
+# served by uvicorn uses. Servers with static files of their own (Pronghorn's
+# --static-path-*, granian's) serve the same directory under /static without
+# reaching the app; any other path is Starlette's 404.
+class _LazyStatic:
+    def __init__(self):
+        self._app = None
+
+    async def __call__(self, scope, receive, send):
+        app = self._app
+        if app is None:
+            import os
+
+            from starlette.applications import Starlette
+            from starlette.routing import Mount
+            from starlette.staticfiles import StaticFiles
+
+            app = self._app = Starlette(
+                routes=[Mount("/static", StaticFiles(directory=os.environ["BENCH_STATIC_DIR"]))])
+        await app(scope, receive, send)
+
+
+static_files = _LazyStatic()
+
+
 # ---- WebSockets (bench/ws_bench.py) ----
 # /echo: every message back as it came; /broadcast: every message to every open
 # WebSocket on the path; /idle: accept, then wait for the close. Any HTTP

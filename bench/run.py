@@ -76,6 +76,9 @@ class ServerSpec:
     # None: it cannot serve TLS here.
     tls_args: Optional[Callable[[Path], List[str]]] = None
     tls_only: bool = False       # only for the TLS workloads (nginx: the physical limit)
+    # The static-file workloads: options that serve STATIC_DIR under /static from the server
+    # itself; "app" when the app does it (uvicorn + Starlette's StaticFiles); None: not run.
+    static_args: Optional[Callable[[Path], List[str]] | str] = None
     extra_versions: Dict[str, str] = field(default_factory=dict)
 
 
@@ -114,7 +117,8 @@ def server_specs() -> Dict[str, ServerSpec]:
 
     specs = {
         "pronghorn": ServerSpec("pronghorn", "pronghorn", "pronghorn", pronghorn(),
-                                note="--loop uvloop --lifespan off", tls_args=_uvicorn_tls),
+                                note="--loop uvloop --lifespan off", tls_args=_uvicorn_tls,
+                                static_args=lambda d: ["--static-path-route", "/static", "--static-path-mount", str(d)]),
         # Variants for measuring the send thread's choice and the request task
         # (docs/performance.md); only run when named in --servers.
         **{f"pronghorn-{flag}": ServerSpec(f"pronghorn-{flag}", "pronghorn", "pronghorn", pronghorn(f"--{flag}"),
@@ -143,7 +147,7 @@ def server_specs() -> Dict[str, ServerSpec]:
                                   "--workers", str(w), "--no-access-log", "--lifespan", "off",
                                   "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
                                   "--timeout-keep-alive", str(KEEP_ALIVE_S)],
-            note="--loop uvloop --http httptools --lifespan off", tls_args=_uvicorn_tls),
+            note="--loop uvloop --http httptools --lifespan off", tls_args=_uvicorn_tls, static_args="app"),
         "granian": ServerSpec(
             "granian", "granian", "granian",
             lambda app, port, w: [PY, "-m", "granian", "--interface", "asgi", "--host", HOST,
@@ -151,7 +155,9 @@ def server_specs() -> Dict[str, ServerSpec]:
                                   "--log-level", "warning",
                                   "--http1-header-read-timeout", str(KEEP_ALIVE_S * 1000), app],
             note="--interface asgi, default loop and runtime",
-            tls_args=lambda d: ["--ssl-certificate", str(d / "cert.pem"), "--ssl-keyfile", str(d / "key.pem")]),
+            tls_args=lambda d: ["--ssl-certificate", str(d / "cert.pem"), "--ssl-keyfile", str(d / "key.pem")],
+            static_args=lambda d: ["--static-path-route", "/static", "--static-path-mount", str(d),
+                                   "--static-path-expires", "0"]),
         "hypercorn": ServerSpec(
             "hypercorn", "hypercorn", "hypercorn",
             lambda app, port, w: [PY, "-m", "hypercorn", "-b", f"{HOST}:{port}", "-w", str(w),
@@ -168,7 +174,8 @@ def server_specs() -> Dict[str, ServerSpec]:
             multi_only=True, note=f"-k {gworker}"),
         # The physical limit for the TLS workloads: Debian's nginx, one worker, no Python.
         "nginx": ServerSpec("nginx", "nginx", "nginx", _nginx_command, tls_only=True,
-                            note="one worker, `return 200` / a static file", tls_args=lambda d: []),
+                            note="one worker, `return 200` / a static file", tls_args=lambda d: [],
+                            static_args=lambda d: []),
     }
     return specs
 
@@ -178,6 +185,8 @@ def _uvicorn_tls(d: Path) -> List[str]:
 
 
 NGINX_DIR: Optional[Path] = None  # set in main(): the certificate, the config, the static file
+STATIC_DIR: Optional[Path] = None  # set in main(): the files of the static workloads (NGINX_DIR/static)
+STATIC_APP = "apps:static_files"
 
 
 def _nginx_command(app: str, port: int, workers: int) -> List[str]:
@@ -191,6 +200,14 @@ def _nginx_command(app: str, port: int, workers: int) -> List[str]:
     location = (f"location / {{ default_type application/octet-stream; root {d}; try_files /stream.bin =404; }}"
                 if app == "apps:stream"
                 else 'location / { default_type text/plain; return 200 "Hello, world!"; }')
+    listen = (f"listen {HOST}:{port} ssl; ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem; "
+              "ssl_protocols TLSv1.2 TLSv1.3;")
+    if app == STATIC_APP:
+        # The static workloads, over plain HTTP: STATIC_DIR (= d/static) under /static with the
+        # settings a static-file nginx is deployed with (sendfile, full packets).
+        listen = f"listen {HOST}:{port};"
+        location = (f"sendfile on; tcp_nopush on; default_type application/octet-stream; "
+                    f"location /static/ {{ root {d}; }}")
     # As root, nginx's worker would switch to "nobody", which cannot read the temporary directory.
     user = "user root;" if os.geteuid() == 0 else ""
     conf.write_text(f"""{user}
@@ -205,10 +222,7 @@ http {{
   keepalive_requests 1000000;
   client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};
   server {{
-    listen {HOST}:{port} ssl;
-    ssl_certificate {d}/cert.pem;
-    ssl_certificate_key {d}/key.pem;
-    ssl_protocols TLSv1.2 TLSv1.3;
+    {listen}
     {location}
   }}
 }}
@@ -382,6 +396,8 @@ class Server:
             cmd = self.spec.build(self.app, self.port, self.workers)
             if self.tls:
                 cmd += self.spec.tls_args(NGINX_DIR)
+            if self.app == STATIC_APP and callable(self.spec.static_args):
+                cmd += self.spec.static_args(STATIC_DIR)
             env = dict(os.environ)
             env["PYTHONPATH"] = str(BENCH_DIR) + os.pathsep + env.get("PYTHONPATH", "")
             env.pop("WEB_CONCURRENCY", None)
@@ -585,6 +601,7 @@ class Workload:
     py_body: bytes = b""              # the same body, for the check request before measuring
     tls: bool = False                 # over TLS (the servers with tls_args, and nginx)
     close: bool = False               # a new connection per request (Connection: close): handshake-bound
+    static: bool = False              # a file of STATIC_DIR (servers with static_args)
 
 
 POST_JSON = '{"name":"widget","price":9.99,"quantity":3,"tags":["a","b","c"]}'
@@ -609,6 +626,10 @@ WORKLOADS = [
     Workload("tls_new_conn", "Raw ASGI hello world over TLS, a new connection (handshake) per request", "apps:hello",
              tls=True, close=True, connections=16),
     Workload("tls_stream_1m", "1 MiB streamed download over TLS", "apps:stream", tls=True, connections=16),
+    Workload("static_10k", "10 KiB static file (the server's own static files; uvicorn: Starlette's StaticFiles)",
+             STATIC_APP, path="/static/10k.bin", static=True),
+    Workload("static_1m", "1 MiB static file (the server's own static files; uvicorn: Starlette's StaticFiles)",
+             STATIC_APP, path="/static/1m.bin", static=True, connections=16),
 ]
 
 
@@ -1086,6 +1107,12 @@ def main(argv=None) -> int:
         global NGINX_DIR
         NGINX_DIR = tmp / "tls"
         NGINX_DIR.mkdir()
+        global STATIC_DIR
+        STATIC_DIR = NGINX_DIR / "static"
+        STATIC_DIR.mkdir()
+        (STATIC_DIR / "10k.bin").write_bytes(os.urandom(10 * 1024))
+        (STATIC_DIR / "1m.bin").write_bytes(os.urandom(1 << 20))
+        os.environ["BENCH_STATIC_DIR"] = str(STATIC_DIR)  # for Starlette's StaticFiles (apps:static_files)
         if any(w.tls for w in workloads):
             # One certificate for every server (ECDSA P-256: the common choice for speed).
             subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
@@ -1093,8 +1120,11 @@ def main(argv=None) -> int:
                             "-days", "2", "-subj", "/CN=localhost"], check=True, capture_output=True)
         try:
             for wl in workloads:
-                servers = [s for s in available if (wl.workers > 1 or not s.multi_only) and
-                           (s.tls_args is not None if wl.tls else not s.tls_only)]
+                if wl.static:
+                    servers = [s for s in available if s.static_args is not None]
+                else:
+                    servers = [s for s in available if (wl.workers > 1 or not s.multi_only) and
+                               (s.tls_args is not None if wl.tls else not s.tls_only)]
                 log(f"workload {wl.name}: {wl.title} — servers {', '.join(s.name for s in servers)}")
                 data["workloads"][wl.name] = run_workload(wl, servers, args, logdir, tmp)
         finally:

@@ -12,6 +12,8 @@ PRONGHORN_ONLY = {
     "timeout_header_read", "limit_request_line", "limit_request_head", "limit_request_fields", "preload",
     "limit_worker_memory", "worker_lifetime", "reuse_port", "pid_file", "send_thread", "metrics", "metrics_bind",
 }
+# Options named as granian names them (uvicorn has none of them).
+GRANIAN_NAMES = {"static_path_route", "static_path_mount", "static_path_expires"}
 
 
 def status(option) -> str:
@@ -42,6 +44,8 @@ def main() -> None:
         notes = []
         if o.name in PRONGHORN_ONLY:
             notes.append("Pronghorn only")
+        if o.name in GRANIAN_NAMES:
+            notes.append("not in uvicorn; granian's name")
         if o.name in UVICORN_DEFAULT_DIFFERS:
             notes.append(UVICORN_DEFAULT_DIFFERS[o.name])
         notes.append(o.help.replace("|", "\\|"))

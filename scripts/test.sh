@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test: C++ unit tests (plain and under ASan+UBSan), short fuzz runs
-# of the HTTP/1 parser, the WebSocket codec and the HTTP/2 session, and the pytest integration
+# of the HTTP/1 parser, the WebSocket codec, the HTTP/2 session and the static-file rules, and the pytest integration
 # suite against the installed `pronghorn` command (plain, on the other CPython
 # versions the machine has, then with the extension built with ASan+UBSan).
 # Does all set-up itself (scripts/setup.sh).
@@ -64,6 +64,20 @@ grep -E "stat::number_of_executed_units|Done|ERROR" build/fuzz/fuzz-http2_sessio
 if [[ $fuzz_status -ne 0 ]]; then
   echo "fuzzer failed (exit $fuzz_status):"
   tail -n 60 build/fuzz/fuzz-http2_session.log
+  exit 1
+fi
+
+# Static files: the path, range, conditional-header, date and Accept-Encoding
+# rules (no I/O), with their own corpus; a short run (they are small).
+echo "== libFuzzer: static-file rules (${FUZZ_SECONDS_STATIC:-10} s)"
+mkdir -p build/fuzz/corpus-static_rules
+fuzz_status=0
+./build/fuzz/fuzz_static_rules -max_total_time="${FUZZ_SECONDS_STATIC:-10}" -print_final_stats=1 \
+  build/fuzz/corpus-static_rules fuzz/corpus/static_rules >build/fuzz/fuzz-static_rules.log 2>&1 || fuzz_status=$?
+grep -E "stat::number_of_executed_units|Done|ERROR" build/fuzz/fuzz-static_rules.log || true
+if [[ $fuzz_status -ne 0 ]]; then
+  echo "fuzzer failed (exit $fuzz_status):"
+  tail -n 60 build/fuzz/fuzz-static_rules.log
   exit 1
 fi
 

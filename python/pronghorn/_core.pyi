@@ -17,7 +17,7 @@ class Server:
     ) -> None:
         """options: config.options_for(config, "engine") and what server.py works out (state,
         forwarded_allow_ips, headers, access_log*, control_fd, max_requests, send_thread*, tls, ws,
-        metrics).
+        metrics, static_files).
         An unknown key is a TypeError."""
     def listen_tcp(self, host: str, port: int, backlog: int = ..., reuse_port: bool = ...) -> tuple[str, int]: ...
     def listen_unix(self, path: str, backlog: int = ...) -> tuple[str, None]: ...
@@ -38,6 +38,9 @@ class Server:
     state: dict[str, Any] | None
 
 def set_log_level(level: int) -> None: ...
+def check_static(spec: dict[str, Any]) -> None:
+    """spec: config.static_spec(config) (routes, mounts, expires). ValueError (one line) for a
+    route that does not start with '/' or a directory that cannot be opened."""
 def supervise(options: dict[str, Any]) -> int | tuple[int, int, int]:
     """options: config.options_for(config, "supervisor") and reload_dirs, reload_includes,
     reload_excludes, listen_fd, ready_message, metrics_host, metrics_port. An unknown key is a

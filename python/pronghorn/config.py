@@ -163,6 +163,16 @@ OPTIONS: tuple[Option, ...] = (
            "(docs/metrics.md); runs a supervisor even with one worker.", to="supervisor"),
     Option("metrics_bind", "--metrics-bind", "str", "127.0.0.1:9090",
            "Address of the --metrics endpoint, HOST:PORT ([::1]:9090 for IPv6).", metavar="HOST:PORT"),
+    # Static files served by the engine (granian's option names).
+    Option("static_path_route", "--static-path-route", "list", None,
+           "URL path whose requests are answered from --static-path-mount by the engine, never by the app "
+           "(repeatable: the n-th route serves the n-th mount; matched in order). [default with one mount: /static]",
+           metavar="ROUTE"),
+    Option("static_path_mount", "--static-path-mount", "list", None,
+           "Directory of static files served under --static-path-route (repeatable, paired in order).",
+           metavar="DIR"),
+    Option("static_path_expires", "--static-path-expires", "int", None,
+           "Cache-Control max-age and Expires of static files, in seconds [default: none; 0: none]."),
 )
 
 OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
@@ -289,7 +299,25 @@ class _ConfigMethods:
         metrics_address(self.metrics_bind)
         if "metrics_bind" in self.given and not self.metrics:
             raise ConfigError("--metrics-bind needs --metrics")
+        self._validate_static()
         return self
+
+    def _validate_static(self) -> None:
+        """Pairs and ranges; the routes' form and the directories are checked by the
+        engine itself (static_spec and _core.check_static: exit 1 before any worker)."""
+        for name in ("static_path_route", "static_path_mount"):
+            if isinstance(getattr(self, name), (str, os.PathLike)):
+                setattr(self, name, [os.fspath(getattr(self, name))])
+        routes, mounts = self.static_path_route or [], self.static_path_mount or []
+        if routes and not mounts:
+            raise ConfigError("--static-path-route needs --static-path-mount (the directory to serve)")
+        if mounts and routes and len(routes) != len(mounts):
+            raise ConfigError(f"--static-path-route given {len(routes)} time(s) and --static-path-mount "
+                              f"{len(mounts)}: give them in pairs")
+        if len(mounts) > 1 and not routes:
+            raise ConfigError("several --static-path-mount need a --static-path-route each")
+        if self.static_path_expires is not None:
+            _at_least("--static-path-expires", self.static_path_expires, 0)
 
 
 # The annotation of each kind of option in Config (None: not given).
@@ -392,6 +420,13 @@ def metrics_address(value: Any) -> tuple[str, int]:
     if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ConfigError(f"--metrics-bind {text!r}: expected HOST:PORT with a port from 0 to 65535")
     return host, int(port_text)
+def static_spec(config: "Config") -> dict | None:
+    """The static-file options as the engine takes them (_core.Server(static_files=...)), or None."""
+    mounts = list(config.static_path_mount or ())
+    if not mounts:
+        return None
+    routes = list(config.static_path_route or ()) or ["/static"]  # granian's default route
+    return {"routes": routes, "mounts": mounts, "expires": config.static_path_expires or None}
 
 
 def _why_unreadable(path: str) -> str:

@@ -17,7 +17,8 @@ import traceback
 from typing import Any
 
 from pronghorn import _logging
-from pronghorn.config import Config, ConfigError, metrics_address, options_for, reload_patterns, tls_spec, ws_spec
+from pronghorn.config import (Config, ConfigError, metrics_address, options_for, reload_patterns, static_spec,
+                               tls_spec, ws_spec)
 
 EXIT_OK = 0
 EXIT_IMPORT_ERROR = 1
@@ -169,6 +170,21 @@ def _tls_files_ok(tls: dict | None, logger) -> bool:
     return True
 
 
+def _static_files_ok(spec: dict | None, logger) -> bool:
+    """Checks the static routes and opens their directories once, as a worker
+    would: a missing directory or a bad route is one line (exit 1)."""
+    if spec is None:
+        return True
+    from pronghorn import _core
+
+    try:
+        _core.check_static(spec)
+    except ValueError as exc:
+        logger.error("%s", exc)
+        return False
+    return True
+
+
 def _url(host: str, port: int, tls: bool = False) -> str:
     shown = f"[{host}]" if ":" in host else host
     return f"{'https' if tls else 'http'}://{shown}:{port}"
@@ -225,6 +241,9 @@ class Worker:
         tls = tls_spec(config)
         if not _tls_files_ok(tls, logger):
             return EXIT_IMPORT_ERROR
+        statics = static_spec(config)
+        if not _static_files_ok(statics, logger):
+            return EXIT_IMPORT_ERROR
         state: dict = {}
         lifespan = Lifespan(self.app, config.lifespan, logger, state) if config.lifespan != "off" else None
         if lifespan is not None and not await lifespan.startup():
@@ -251,6 +270,7 @@ class Worker:
             ws=ws_spec(config),
             # --metrics (a supervisor option): count into this worker's slot.
             metrics=config.metrics,
+            static_files=statics,
         )
         server = _core.Server(self.app, loop, logger, options)
         self.server = server
@@ -450,6 +470,9 @@ def run(config: Config) -> int:
     # With workers, the certificate and key are checked here, before any
     # worker starts (a single process checks them in Worker.serve).
     if config.supervised and not _tls_files_ok(tls_spec(config), logger):
+        return EXIT_IMPORT_ERROR
+    # Static mounts are checked before anything starts (a worker checks them again).
+    if not _static_files_ok(static_spec(config), logger):
         return EXIT_IMPORT_ERROR
     if not config.supervised:
         if config.pid_file:

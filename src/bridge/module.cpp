@@ -543,6 +543,27 @@ bool parse_ws_settings(PyObject *ws, ws::Settings &out) {
   return true;
 }
 
+// The static-file options: None (off) or a dict of "routes" and "mounts"
+// (lists of str, paired in match order) and "expires" (seconds; None or 0:
+// no Cache-Control/Expires).
+bool parse_static_files(PyObject *spec, static_files::Config &out) {
+  if (spec == nullptr || spec == Py_None) return true;
+  OptionReader read(spec, "static_files");
+  std::vector<std::string> routes, mounts;
+  read.text_list("routes", routes);
+  read.text_list("mounts", mounts);
+  uint64_t expires = 0;
+  read.count("expires", expires);
+  if (!read.finish()) return false;
+  if (routes.size() != mounts.size()) {
+    PyErr_SetString(PyExc_ValueError, "static_files: routes and mounts must be given in pairs");
+    return false;
+  }
+  for (size_t i = 0; i < routes.size(); ++i) out.mounts.emplace_back(routes[i], mounts[i]);
+  out.expires_s = expires > 0 ? static_cast<int64_t>(expires) : -1;
+  return true;
+}
+
 // Server(app, loop, logger, options): `options` is the dict that server.py
 // builds from config.py's OPTIONS table (the options marked for the engine,
 // by their names) and the values it works out for this worker.
@@ -595,7 +616,7 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
   read.count("http2_max_frame_size", h2_frame);
   read.count("http2_max_header_list_size", h2_header_list);
   read.milliseconds("http2_keep_alive_interval", config.http2.keep_alive_interval_ms);
-  PyObject *tls = read.object("tls"), *ws = read.object("ws");
+  PyObject *tls = read.object("tls"), *ws = read.object("ws"), *static_spec = read.object("static_files");
   bool metrics = false;
   read.flag("metrics", metrics);
   if (!read.finish()) return -1;
@@ -629,6 +650,7 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
   config.metrics = metrics ? worker_metrics_slot() : nullptr;
   if (send_thread_always) config.send_thread_min_request_ns = 0;
   if (!parse_ws_settings(ws, config.ws)) return -1;
+  if (!parse_static_files(static_spec, config.static_files)) return -1;
   if (!access_log_format.empty()) {
     std::string error;
     auto format = http::AccessLogFormat::parse(access_log_format, &error);
@@ -706,7 +728,7 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
       s->engine.set_access_hook(access_hook, s);
   }
   if (!s->engine.open()) {
-    PyErr_SetString(PyExc_OSError, "cannot create the event loop (see the log)");
+    PyErr_SetString(PyExc_OSError, "cannot start the engine: its event loop or static file mounts (see the log)");
     return -1;
   }
   if (tls_context != nullptr) {
@@ -956,10 +978,27 @@ PyObject *py_check_tls(PyObject *, PyObject *spec) {
   Py_RETURN_NONE;
 }
 
+// _core.check_static(spec): checks the routes and opens the directories, as
+// a worker would, so that a bad mount stops the server with one line before
+// any worker starts.
+PyObject *py_check_static(PyObject *, PyObject *spec) {
+  static_files::Config config;
+  if (!parse_static_files(spec, config)) return nullptr;
+  if (config.mounts.empty()) Py_RETURN_NONE;
+  std::string error;
+  if (static_files::Handler::open(config, error) == nullptr) {
+    PyErr_SetString(PyExc_ValueError, error.c_str());
+    return nullptr;
+  }
+  Py_RETURN_NONE;
+}
+
 PyMethodDef module_methods[] = {
     {"check_access_log_format", py_check_access_log_format, METH_O,
      "Raise ValueError (one line) for an --access-log-format the engine refuses."},
     {"check_tls", py_check_tls, METH_O, "Raise ValueError (one line) when the TLS options cannot make a context."},
+    {"check_static", py_check_static, METH_O,
+     "Raise ValueError (one line) when a static route is invalid or its directory cannot be opened."},
     {"set_log_sink", set_sink, METH_O,
      "Route the engine's log lines to a callable(level, message), or None for stderr."},
     {"set_log_level", set_level, METH_O, "Set the engine's log level (a logging module level number)."},

@@ -91,6 +91,15 @@ Engine::~Engine() {
 }
 
 bool Engine::open() {
+  if (!config_.static_files.mounts.empty()) {
+    std::string error;
+    static_files_ = static_files::Handler::open(config_.static_files, error);
+    if (static_files_ == nullptr) {
+      log(LogLevel::Error, "Static files: %s", error.c_str());
+      return false;
+    }
+    static_files_->set_next(app_dispatcher_);
+  }
   if (!loop_.open(&tick_handler_, kTickMs)) return false;
   if (config_.send_thread)
     send_thread_open_ = send_thread_.open(

@@ -19,6 +19,7 @@
 #include "engine/net/listener.h"
 #include "engine/net/send_thread.h"
 #include "engine/session.h"
+#include "engine/static_files/handler.h"
 #include "engine/ws/settings.h"
 
 namespace pronghorn {
@@ -65,6 +66,10 @@ struct EngineConfig {
   void (*access_hook)(void *ctx, const SocketAddress &peer, std::string_view method, std::string_view target,
                       std::string_view http_version, int status) = nullptr;
   void *access_ctx = nullptr;
+  // --static-path-route/--static-path-mount/--static-path-expires: requests
+  // under a route are answered by the engine (static_files/handler.h) and
+  // never reach the dispatcher. No mounts: off.
+  static_files::Config static_files;
   // With --access-log-format and a user's logging configuration: the
   // rendered line (without its newline) goes to this hook.
   void (*access_line_hook)(void *ctx, std::string_view line) = nullptr;
@@ -89,7 +94,12 @@ class Engine final {
   void set_tls(std::unique_ptr<TlsContext> context);
   const TlsContext *tls() const { return tls_.get(); }
   int epoll_fd() const { return loop_.fd(); }
-  void set_dispatcher(RequestDispatcher *dispatcher) { dispatcher_ = dispatcher; }
+  // The application's dispatcher; with static files, it gets the requests
+  // outside every static route.
+  void set_dispatcher(RequestDispatcher *dispatcher) {
+    app_dispatcher_ = dispatcher;
+    if (static_files_ != nullptr) static_files_->set_next(dispatcher);
+  }
   void set_access_hook(decltype(EngineConfig::access_hook) hook, void *ctx) {
     config_.access_hook = hook;
     config_.access_ctx = ctx;
@@ -122,7 +132,9 @@ class Engine final {
   // ---- for connections ----
   EventLoop &loop() { return loop_; }
   const EngineConfig &config() const { return config_; }
-  RequestDispatcher *dispatcher() { return dispatcher_; }
+  RequestDispatcher *dispatcher() {
+    return static_files_ != nullptr ? static_cast<RequestDispatcher *>(static_files_.get()) : app_dispatcher_;
+  }
   std::string_view date() const { return date_; }
   void adopt(int fd, const sockaddr_storage &addr, socklen_t len, const SocketAddress *local,
              const TlsContext *tls = nullptr);
@@ -232,8 +244,9 @@ class Engine final {
   bool cost_base_set_ = false;
   uint64_t cost_base_ms_ = 0;
   uint32_t loop_busy_permille_ = 0;
-  RequestDispatcher *dispatcher_ = nullptr;
-  std::unique_ptr<TlsContext> tls_;  // before listeners_: they point at it
+  RequestDispatcher *app_dispatcher_ = nullptr;
+  std::unique_ptr<static_files::Handler> static_files_;  // in front of app_dispatcher_ when configured
+  std::unique_ptr<TlsContext> tls_;                      // before listeners_: they point at it
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<SocketAddress> listen_addresses_;
   Session *sessions_ = nullptr;  // intrusive list head

@@ -183,6 +183,10 @@ bool Transport::send_file(int file_fd, uint64_t offset, uint64_t len) {
   chunk.file_off = static_cast<off_t>(offset);
   chunk.file_left = len;
   out_.push_back(std::move(chunk));
+  // Counted as queued output: the next pipelined request waits while a file
+  // is still going out (as for any queued response), so a client that
+  // pipelines file requests and never reads holds one file, not one per request.
+  out_bytes_ += len;
   return true;
 }
 
@@ -248,6 +252,7 @@ void Transport::flush() {
       last_write_ms_ = server_.loop().now_ms();
       if (metrics::WorkerSlot *m = server_.metrics()) m->sent_bytes.add(static_cast<uint64_t>(n));
       front.file_left -= static_cast<uint64_t>(n);
+      out_bytes_ -= static_cast<size_t>(n);
       if (front.file_left == 0) {
         ::close(front.file_fd);
         out_.pop_front();
