@@ -22,7 +22,7 @@ def status(option) -> str:
     if option.name == "http":
         return "accepted; every value uses Pronghorn's C++ HTTP/1.1"
     if option.name == "ws":
-        return "auto/none accepted (no WebSocket yet); others refused"
+        return "built; every value but none uses Pronghorn's C++ WebSockets"
     if option.name == "interface":
         return "auto, asgi3, asgi2 built; wsgi refused"
     if option.name == "h11_max_incomplete_event_size":
