@@ -446,3 +446,19 @@ def test_a_websocket_counts_once_as_1xx_and_its_bytes(server_factory):
         assert m.get("pronghorn_sent_bytes_total") > 1000
     wait_until(lambda: scrape(mport).get("pronghorn_requests_in_flight") == 0, 5, "the WebSocket's end", srv)
     assert scrape(mport).requests() == 1
+
+
+def test_http2_streams_are_counted(server_factory):
+    """Each HTTP/2 stream is a request: counted by method and status, with its duration."""
+    srv, mport = start(server_factory, "--http2", workers=1)
+    with httpx.Client(http1=False, http2=True, base_url=srv.url, timeout=5) as client:  # h2c, prior knowledge
+        for _ in range(5):
+            r = client.get("/fixed")
+            assert r.status_code == 200 and r.http_version == "HTTP/2"
+        assert client.get("/status?code=404").status_code == 404
+        assert client.post("/echo", content=b"abc").status_code == 200
+    m = scrape(mport)
+    assert m.get("pronghorn_requests_total", method="GET", status="2xx") == 5
+    assert m.get("pronghorn_requests_total", method="GET", status="4xx") == 1
+    assert m.get("pronghorn_requests_total", method="POST", status="2xx") == 1
+    assert m.get("pronghorn_request_duration_seconds_count") == 7

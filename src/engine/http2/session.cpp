@@ -11,6 +11,7 @@
 #include "engine/http/target.h"
 #include "engine/http1/response.h"
 #include "engine/log.h"
+#include "engine/metrics.h"
 #include "engine/text.h"
 
 namespace pronghorn::http2 {
@@ -317,6 +318,8 @@ void Stream::end_exchange(http::Detach why) {
   ended_ = true;
   if (counted_) {
     counted_ = false;
+    if (metrics::WorkerSlot *m = session_.server_.metrics())
+      m->request_ended(metrics::method_of(method_), status_, clock_ns(CLOCK_MONOTONIC) - metrics_start_ns_, true);
     session_.server_.request_finished();
   }
   if (log_pending_) {
@@ -503,6 +506,7 @@ void Session::dispatch(Stream &stream) {
   const EngineConfig &config = server_.config();
   server_.request_started();
   stream.counted_ = true;
+  if (server_.metrics() != nullptr) stream.metrics_start_ns_ = clock_ns(CLOCK_MONOTONIC);
   // (CONNECT has no :path: its target is the authority, RFC 9113 §8.5.)
   std::string_view target = stream.method_ == "CONNECT" ? stream.authority_ : stream.path_;
   if (config.access_log) {

@@ -111,6 +111,7 @@ class Stream final : public http::Exchange {
   uint64_t file_left_ = 0;
   uint64_t last_progress_ms_ = 0;  // when the stream last had DATA framed
   int status_ = 0;
+  uint64_t metrics_start_ns_ = 0;  // --metrics: when the stream was dispatched
   std::string log_target_;
   bool log_pending_ = false;  // --access-log-format: the line is written at the end
   uint64_t log_start_ns_ = 0;
