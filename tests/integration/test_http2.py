@@ -363,3 +363,16 @@ def test_http2_settings_are_advertised(server_factory):
     assert remote.max_concurrent_streams == 7
     assert remote.initial_window_size == 100000
     assert remote.max_frame_size == 32768
+
+
+def test_static_files_over_h2c(server_factory, tmp_path):
+    """The engine's static files are served on HTTP/2 streams as on HTTP/1: body, range, 304."""
+    (tmp_path / "a.txt").write_bytes(b"hello static\n")
+    srv = server_factory(RAW, "--http2", "--static-path-mount", str(tmp_path))
+    with httpx.Client(http1=False, http2=True, base_url=srv.url, timeout=5) as client:
+        r = client.get("/static/a.txt")
+        assert (r.http_version, r.status_code, r.content) == ("HTTP/2", 200, b"hello static\n")
+        part = client.get("/static/a.txt", headers={"Range": "bytes=0-4"})
+        assert (part.status_code, part.content, part.headers["content-range"]) == (206, b"hello", "bytes 0-4/13")
+        again = client.get("/static/a.txt", headers={"If-None-Match": r.headers["etag"]})
+        assert again.status_code == 304 and again.content == b""
