@@ -626,9 +626,15 @@ void Session::update_reading() {
   transport_->set_reading(reading);
 }
 
+bool Session::has_dispatched_stream() const {
+  for (const auto &[id, stream] : streams_)
+    if (stream->dispatched_) return true;
+  return false;
+}
+
 void Session::set_idle_deadline() {
   if (!got_frame_) return;  // the header (preface) deadline set at start holds
-  if (!streams_.empty()) {
+  if (has_dispatched_stream()) {
     deadline_ms_ = 0;
   } else if (deadline_ms_ == 0) {
     deadline_ms_ = server_.loop().now_ms() + server_.config().keep_alive_timeout_ms;
@@ -680,6 +686,24 @@ void Session::on_tick(uint64_t now_ms) {
       reset = true;
     }
   }
+  // A head begun and never finished (HEADERS without its CONTINUATION, a
+  // frame cut short: slowloris) would hold the connection and its memory
+  // forever: past the header timeout the connection ends, as an HTTP/1
+  // request head does. GOAWAY(PROTOCOL_ERROR), as nginx answers a client
+  // that times out mid-frame: the client broke off its own header block,
+  // and nghttp2 can take no other frame until that block ends anyway.
+  const uint64_t header_timeout = server_.config().header_timeout_ms;
+  for (const auto &[id, stream] : streams_) {
+    if (!stream->dispatched_ && !stream->ended_ && now_ms - stream->head_start_ms_ >= header_timeout) {
+      log(LogLevel::Warning,
+          "HTTP/2 connection from %s:%d: stream %d's header block not complete within %llu ms; closing",
+          peer_host(transport_->peer()), transport_->peer().port, id, static_cast<unsigned long long>(header_timeout));
+      nghttp2_session_terminate_session(ng_, NGHTTP2_PROTOCOL_ERROR);
+      failing_ = true;
+      send_pending();  // closes once the GOAWAY is out (a client that does not read: the write stall rule)
+      return;
+    }
+  }
   if (deadline_ms_ != 0 && now_ms >= deadline_ms_) {
     deadline_ms_ = 0;
     if (!got_frame_) {
@@ -688,6 +712,7 @@ void Session::on_tick(uint64_t now_ms) {
       close_now(false);
       return;
     }
+    // (A head still coming is left to the header timeout above.)
     if (streams_.empty()) {
       // Idle keep-alive timeout: GOAWAY (no stream was cut), then the close.
       nghttp2_session_terminate_session(ng_, NGHTTP2_NO_ERROR);
@@ -758,7 +783,9 @@ int Session::on_begin_headers(nghttp2_session *, const nghttp2_frame *frame, voi
   auto &self = *static_cast<Session *>(user);
   if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
   int32_t id = frame->hd.stream_id;
-  self.streams_[id] = std::make_unique<Stream>(self, id);
+  auto stream = std::make_unique<Stream>(self, id);
+  stream->head_start_ms_ = self.server_.loop().now_ms();
+  self.streams_[id] = std::move(stream);
   return 0;
 }
 

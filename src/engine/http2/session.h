@@ -90,8 +90,9 @@ class Stream final : public http::Exchange {
   int head_error_ = 0;       // a status to answer instead of dispatching (431)
   bool has_host_ = false;
   bool dispatched_ = false;
-  bool counted_ = false;  // counted in the engine's active requests
-  bool ended_ = false;    // the application's side is over (see end_exchange)
+  uint64_t head_start_ms_ = 0;  // when its HEADERS frame began (the header timeout)
+  bool counted_ = false;        // counted in the engine's active requests
+  bool ended_ = false;          // the application's side is over (see end_exchange)
   Buffer body_buf_;
   bool body_done_ = false;
   size_t unconsumed_ = 0;  // received bytes not yet given back to the stream's window
@@ -177,6 +178,9 @@ class Session final : public pronghorn::Session, private TransportHandler {
   void want_send();
   void update_reading();
   void set_idle_deadline();
+  // A stream the application serves: one whose head is still coming does
+  // not make the connection busy (its client may never finish it).
+  bool has_dispatched_stream() const;
   // A protocol error or a flood: what nghttp2 queued (its GOAWAY) goes out, then the close.
   void fail_session(const char *why, int code);
   void retire_stream(int32_t id);

@@ -826,3 +826,40 @@ TEST(Http2ChoiceTest, Http1StillServedWhenHttp2IsEnabled) {
 
 }  // namespace
 }  // namespace pronghorn::http2
+
+namespace pronghorn::http2 {
+namespace {
+
+TEST_F(Http2SessionTest, IncompleteHeaderBlockClosesAfterTheHeaderTimeout) {
+  start({}, 65535, true, true, true);  // direct: drive on_tick
+  // HEADERS without END_HEADERS; the CONTINUATION never comes (slowloris).
+  send_raw(frame(NGHTTP2_HEADERS, 0, 1, get_block()));
+  uint64_t now = server->loop().now_ms();
+  h2->on_tick(now + base_config.header_timeout_ms - 1);
+  EXPECT_FALSE(transport->closed()) << "closed before the header timeout";
+  h2->on_tick(now + base_config.header_timeout_ms);
+  pump();
+  EXPECT_TRUE(transport->closed()) << "an unfinished header block held the connection";
+  EXPECT_TRUE(client->goaway);
+  EXPECT_EQ(client->goaway_error, static_cast<uint32_t>(NGHTTP2_PROTOCOL_ERROR));
+  EXPECT_TRUE(app.requests.empty());
+}
+
+TEST_F(Http2SessionTest, HeadersFrameCutShortClosesAfterTheHeaderTimeout) {
+  start({}, 65535, true, true, true);
+  std::string f = frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, 1,
+                        get_block() + std::string(200, '\0'));
+  send_raw(f.substr(0, 12));  // the frame header and 3 bytes of its block
+  uint64_t now = server->loop().now_ms();
+  // The keep-alive deadline does not stand in for the header timeout.
+  h2->on_tick(now + base_config.keep_alive_timeout_ms);
+  h2->on_tick(now + base_config.header_timeout_ms - 1);
+  EXPECT_FALSE(transport->closed());
+  h2->on_tick(now + base_config.header_timeout_ms);
+  pump();
+  EXPECT_TRUE(transport->closed()) << "a HEADERS frame cut short held the connection";
+  EXPECT_TRUE(client->goaway);
+}
+
+}  // namespace
+}  // namespace pronghorn::http2
