@@ -32,6 +32,10 @@ constexpr uint64_t kWriteStallMs = 60000;
 constexpr uint64_t kResetBurstPerStream = 2;
 constexpr uint64_t kResetRate = 33;
 
+uint64_t reset_burst(const Settings &settings) {
+  return std::max<uint64_t>(64, kResetBurstPerStream * settings.max_concurrent_streams);
+}
+
 uint64_t clock_ns(clockid_t clock) {
   timespec ts{};
   clock_gettime(clock, &ts);
@@ -402,8 +406,8 @@ Session::Session(Engine &server, std::unique_ptr<Transport> transport)
   // The application's reads open the windows (Stream::body_taken).
   nghttp2_option_set_no_auto_window_update(option, 1);
   nghttp2_option_set_no_closed_streams(option, 1);
-  nghttp2_option_set_stream_reset_rate_limit(
-      option, std::max<uint64_t>(64, kResetBurstPerStream * settings.max_concurrent_streams), kResetRate);
+  nghttp2_option_set_stream_reset_rate_limit(option, reset_burst(settings), kResetRate);
+  reset_tokens_ = static_cast<double>(reset_burst(settings));
   if (nghttp2_session_server_new2(&ng_, callbacks(), this, option) != 0) ng_ = nullptr;
   nghttp2_option_del(option);
 }
@@ -488,7 +492,8 @@ void Session::process_input() {
   ready.swap(to_dispatch_);
   for (int32_t id : ready) {
     Stream *stream = find(id);
-    if (stream != nullptr && !stream->dispatched_ && !stream->ended_) dispatch(*stream);
+    // (None after the connection is condemned: its GOAWAY is going out.)
+    if (stream != nullptr && !stream->dispatched_ && !stream->ended_ && !failing_) dispatch(*stream);
     if (closed_) return;
   }
   ready.clear();
@@ -630,6 +635,17 @@ bool Session::has_dispatched_stream() const {
   for (const auto &[id, stream] : streams_)
     if (stream->dispatched_) return true;
   return false;
+}
+
+bool Session::take_reset_token() {
+  uint64_t now = server_.loop().now_ms();
+  if (reset_refill_ms_ == 0) reset_refill_ms_ = now;
+  double burst = static_cast<double>(reset_burst(server_.config().http2));
+  reset_tokens_ = std::min(burst, reset_tokens_ + static_cast<double>(now - reset_refill_ms_) * kResetRate / 1000.0);
+  reset_refill_ms_ = now;
+  if (reset_tokens_ < 1) return false;
+  reset_tokens_ -= 1;
+  return true;
 }
 
 void Session::set_idle_deadline() {
@@ -845,6 +861,9 @@ int Session::on_frame_recv(nghttp2_session *, const nghttp2_frame *frame, void *
   }
   bool end_stream = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
   switch (frame->hd.type) {
+    case NGHTTP2_RST_STREAM:
+      if (Stream *stream = self.find(frame->hd.stream_id)) stream->reset_ = true;
+      break;
     case NGHTTP2_HEADERS: {
       Stream *stream = self.find(frame->hd.stream_id);
       if (stream == nullptr) return 0;
@@ -892,6 +911,10 @@ int Session::on_data_chunk(nghttp2_session *ng, uint8_t, int32_t stream_id, cons
 
 int Session::on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *user) {
   auto &self = *static_cast<Session *>(user);
+  if (frame->hd.type == NGHTTP2_RST_STREAM) {
+    if (Stream *stream = self.find(frame->hd.stream_id)) stream->reset_ = true;
+    return 0;
+  }
   if ((frame->hd.type != NGHTTP2_DATA && frame->hd.type != NGHTTP2_HEADERS) ||
       !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
     return 0;
@@ -903,7 +926,7 @@ int Session::on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void
   return 0;
 }
 
-int Session::on_stream_close(nghttp2_session *, int32_t stream_id, uint32_t, void *user) {
+int Session::on_stream_close(nghttp2_session *ng, int32_t stream_id, uint32_t error_code, void *user) {
   auto &self = *static_cast<Session *>(user);
   Stream *stream = self.find(stream_id);
   if (stream == nullptr) return 0;
@@ -912,7 +935,22 @@ int Session::on_stream_close(nghttp2_session *, int32_t stream_id, uint32_t, voi
     stream->file_fd_ = -1;
   }
   // Reset by the client (or by us) before the response was complete.
-  if (!stream->ended_) stream->end_exchange(http::Detach::ClientGone);
+  if (!stream->ended_) {
+    // The application's task goes on after the detach while the stream no
+    // longer counts against SETTINGS_MAX_CONCURRENT_STREAMS: a client that
+    // makes the server reset served streams (DATA past content-length,
+    // window overflow: MadeYouReset, CVE-2025-8671) could start tasks
+    // without bound. Such resets share the budget of the client's own
+    // (nghttp2 limits only the RST_STREAM frames it receives).
+    if (stream->dispatched_ && (stream->reset_ || error_code != NGHTTP2_NO_ERROR) && !self.failing_ &&
+        !self.take_reset_token()) {
+      log(LogLevel::Warning, "HTTP/2 connection from %s:%d: too many streams reset while served; closing",
+          peer_host(self.transport_->peer()), self.transport_->peer().port);
+      nghttp2_session_terminate_session(ng, NGHTTP2_ENHANCE_YOUR_CALM);
+      self.failing_ = true;
+    }
+    stream->end_exchange(http::Detach::ClientGone);
+  }
   self.retire_stream(stream_id);
   return 0;
 }

@@ -90,6 +90,7 @@ class Stream final : public http::Exchange {
   int head_error_ = 0;       // a status to answer instead of dispatching (431)
   bool has_host_ = false;
   bool dispatched_ = false;
+  bool reset_ = false;          // a RST_STREAM went either way
   uint64_t head_start_ms_ = 0;  // when its HEADERS frame began (the header timeout)
   bool counted_ = false;        // counted in the engine's active requests
   bool ended_ = false;          // the application's side is over (see end_exchange)
@@ -181,6 +182,9 @@ class Session final : public pronghorn::Session, private TransportHandler {
   // A stream the application serves: one whose head is still coming does
   // not make the connection busy (its client may never finish it).
   bool has_dispatched_stream() const;
+  // A served stream was reset (MadeYouReset, CVE-2025-8671): takes a token
+  // from the reset budget; false once it is spent.
+  bool take_reset_token();
   // A protocol error or a flood: what nghttp2 queued (its GOAWAY) goes out, then the close.
   void fail_session(const char *why, int code);
   void retire_stream(int32_t id);
@@ -203,6 +207,8 @@ class Session final : public pronghorn::Session, private TransportHandler {
   bool got_frame_ = false;    // the client's preface and first frame came
   uint64_t deadline_ms_ = 0;  // the header (preface) or idle deadline; 0: none
   uint64_t last_ping_ms_ = 0;
+  double reset_tokens_ = 0;  // the reset budget (take_reset_token)
+  uint64_t reset_refill_ms_ = 0;
 };
 
 }  // namespace pronghorn::http2

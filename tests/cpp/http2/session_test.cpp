@@ -861,5 +861,44 @@ TEST_F(Http2SessionTest, HeadersFrameCutShortClosesAfterTheHeaderTimeout) {
   EXPECT_TRUE(client->goaway);
 }
 
+TEST_F(Http2SessionTest, ServerResetsOfServedStreamsAreRateLimited) {
+  start();
+  // POST with content-length: 0, then one DATA byte in the next read: nghttp2
+  // resets the stream (PROTOCOL_ERROR) after it was dispatched (MadeYouReset,
+  // CVE-2025-8671); the app's task would go on, uncounted.
+  std::string block = std::string("\x83\x84\x86", 3) + std::string("\x41\x01x", 3) +
+                      std::string(
+                          "\x0f\x0d\x01"
+                          "0",
+                          4);
+  // The raw frames bypass the client session (it would refuse resets of
+  // streams it never opened): the server's frames are read here.
+  std::string out;
+  auto send = [&](const std::string &bytes) {
+    stream->peer_send(bytes);
+    for (int i = 0; i < 100 && !transport->closed() && stream->inbound_left() > 0; ++i) event(EPOLLIN);
+    out += written;
+    written.clear();
+  };
+  for (uint32_t id = 1; id < 2 * 3000 && !transport->closed(); id += 2) {
+    send(frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS, id, block));
+    send(frame(NGHTTP2_DATA, NGHTTP2_FLAG_END_STREAM, id, "x"));
+  }
+  uint32_t goaway_error = ~0u;
+  for (size_t at = 0; at + 9 <= out.size();) {
+    auto byte = [&](size_t i) { return static_cast<uint32_t>(static_cast<uint8_t>(out[at + i])); };
+    size_t length = (byte(0) << 16) | (byte(1) << 8) | byte(2);
+    if (byte(3) == NGHTTP2_GOAWAY && at + 9 + 8 <= out.size())
+      goaway_error = (byte(13) << 24) | (byte(14) << 16) | (byte(15) << 8) | byte(16);
+    at += 9 + length;
+  }
+  EXPECT_EQ(goaway_error, static_cast<uint32_t>(NGHTTP2_ENHANCE_YOUR_CALM));
+  EXPECT_TRUE(transport->closed());
+  // The budget: 2 per allowed concurrent stream (100) in a burst (the test
+  // takes far less than the second that would refill 33 more).
+  EXPECT_LE(app.requests.size(), 240u);
+  EXPECT_GE(app.requests.size(), 200u);  // within the budget, resets are tolerated
+}
+
 }  // namespace
 }  // namespace pronghorn::http2
