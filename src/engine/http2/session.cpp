@@ -206,6 +206,9 @@ http::WriteStatus Stream::write_body(const char *data, size_t len, bool more) {
     session_.want_send();
     return http::WriteStatus::TooLong;
   }
+  // The stall rule (on_tick) measures how long output waits: a stream
+  // quiet for minutes (SSE, long poll) starts waiting only now.
+  if (!no_body_ && len > 0 && !has_output()) last_progress_ms_ = session_.server_.loop().now_ms();
   if (!no_body_) out_.append(data, len);
   body_sent_ += len;
   if (!more && !no_body_ && has_length_ && body_sent_ < content_length_) {
@@ -256,6 +259,7 @@ http::WriteStatus Stream::send_file(int file_fd, uint64_t offset, uint64_t len) 
   }
   // Read in frame-sized pieces as the peer's window allows (read_body):
   // memory stays bounded whatever the file's size.
+  if (!has_output()) last_progress_ms_ = session_.server_.loop().now_ms();  // the stall rule: waiting from now
   file_fd_ = file_fd;
   file_off_ = offset;
   file_left_ = len;

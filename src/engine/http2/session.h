@@ -111,7 +111,7 @@ class Stream final : public http::Exchange {
   int file_fd_ = -1;
   uint64_t file_off_ = 0;
   uint64_t file_left_ = 0;
-  uint64_t last_progress_ms_ = 0;  // when the stream last had DATA framed
+  uint64_t last_progress_ms_ = 0;  // when DATA was last framed, or output began waiting
   int status_ = 0;
   uint64_t metrics_start_ns_ = 0;  // --metrics: when the stream was dispatched
   std::string log_target_;

@@ -900,5 +900,33 @@ TEST_F(Http2SessionTest, ServerResetsOfServedStreamsAreRateLimited) {
   EXPECT_GE(app.requests.size(), 200u);  // within the budget, resets are tolerated
 }
 
+TEST_F(Http2SessionTest, AQuietStreamThatWritesLateIsNotTakenForStalled) {
+  start({}, 1000, false, true, true);  // the client opens no window by itself
+  int32_t id = client->request("GET", "/events");
+  pump();
+  ASSERT_EQ(app.requests.size(), 1u);
+  std::string first(1000, 'e');  // the whole window: framed at once, nothing waits
+  app_step([&] {
+    ASSERT_EQ(app.requests[0]->exchange->start_response(200, {}), nullptr);
+    app.requests[0]->exchange->write_body(first.data(), first.size(), true);
+  });
+  ASSERT_EQ(client->streams[id].body.size(), 1000u);
+  uint64_t t0 = server->loop().now_ms();
+  // Quiet for 61 s (an SSE stream with nothing to say), then an event that
+  // cannot be framed at once (the window is 0 for a moment).
+  server->loop().set_now_ms_for_testing(t0 + 61000);
+  h2->on_tick(t0 + 61000);
+  app_step([&] { app.requests[0]->exchange->write_body("data: x\n\n", 9, true); });
+  h2->on_tick(t0 + 62000);
+  pump();
+  EXPECT_FALSE(app.requests[0]->detached) << "reset for a wait of 1 s";
+  EXPECT_FALSE(client->streams[id].reset_by_server);
+  // Really stalled: 60 s with the output waiting.
+  h2->on_tick(t0 + 61000 + 60000);
+  pump();
+  EXPECT_TRUE(app.requests[0]->detached);
+  EXPECT_EQ(client->streams[id].error_code, static_cast<uint32_t>(NGHTTP2_CANCEL));
+}
+
 }  // namespace
 }  // namespace pronghorn::http2
