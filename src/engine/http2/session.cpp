@@ -23,6 +23,8 @@ constexpr size_t kStreamOutHigh = 64 * 1024;
 constexpr size_t kStreamOutLow = 16 * 1024;
 // Frames gathered for one transport write.
 constexpr size_t kBatchSize = 64 * 1024;
+// What the batch keeps between writes (the small frames of a quiet connection).
+constexpr size_t kBatchKeep = 16 * 1024;
 // No byte taken by the socket, or a stream whose window stays closed with
 // output waiting, for this long: the client is dropped (the stream is reset).
 constexpr uint64_t kWriteStallMs = 60000;
@@ -599,6 +601,10 @@ void Session::send_pending() {
     transport_->send(&iov, 1);
   }
   batch_.clear();
+  // A large response grows the batch to kBatchSize; an idle connection
+  // should not keep that (thousands of keep-alive connections would): past
+  // a small size it is given back once written.
+  if (batch_.capacity() > kBatchKeep) std::string().swap(batch_);
   in_nghttp2_ = false;
   if (closed_) return;
   if (failed) {

@@ -147,6 +147,7 @@ class Session final : public pronghorn::Session, private TransportHandler {
   Engine &engine() { return server_; }
   Transport &transport() { return *transport_; }
   size_t open_streams() const { return streams_.size(); }
+  size_t batch_capacity_for_testing() const { return batch_.capacity(); }
 
  private:
   friend class Stream;

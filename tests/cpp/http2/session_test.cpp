@@ -928,5 +928,19 @@ TEST_F(Http2SessionTest, AQuietStreamThatWritesLateIsNotTakenForStalled) {
   EXPECT_EQ(client->streams[id].error_code, static_cast<uint32_t>(NGHTTP2_CANCEL));
 }
 
+TEST_F(Http2SessionTest, AnIdleConnectionDoesNotKeepALargeBatchBuffer) {
+  start({}, 65535, true, true, true);
+  int32_t id = client->request("GET", "/big");
+  pump();
+  ASSERT_EQ(app.requests.size(), 1u);
+  std::string body(300000, 'b');
+  app_step([&] { App::answer(*app.requests[0], body); });
+  for (int i = 0; i < 20; ++i) pump();
+  EXPECT_EQ(client->streams[id].body.size(), body.size());
+  EXPECT_EQ(h2->open_streams(), 0u);
+  // (~64 KiB per idle connection before: the batch of the last large write.)
+  EXPECT_LE(h2->batch_capacity_for_testing(), 16u * 1024);
+}
+
 }  // namespace
 }  // namespace pronghorn::http2
