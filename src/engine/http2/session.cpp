@@ -63,6 +63,17 @@ void lowercase_into(std::string &out, std::string_view name) {
     if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
 }
 
+bool ascii_iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    char x = a[i], y = b[i];
+    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
+    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
+    if (x != y) return false;
+  }
+  return true;
+}
+
 const char *peer_host(const SocketAddress &address) {
   return address.is_unix ? "unix" : address.host.c_str();
 }
@@ -544,6 +555,21 @@ void Session::dispatch(Stream &stream) {
     log(LogLevel::Warning, "Exceeded concurrency limit.");
     stream.answer_error(503);
     return;
+  }
+  if (stream.has_host_ && !stream.authority_.empty()) {
+    // RFC 9113 §8.3.1: a client MUST NOT send a Host that differs from
+    // :authority, and a server SHOULD treat such a request as malformed.
+    // Letting either win would let the application's host and the routing
+    // a proxy in front did (by :authority) disagree: 400, as nginx does.
+    for (const auto &[name, value] : stream.headers_) {
+      if (name == "host" && !ascii_iequals(value, stream.authority_)) {
+        log(LogLevel::Warning,
+            "Invalid HTTP request received from %s:%d: \":authority\" and \"host\" differ (stream %d)",
+            peer_host(transport_->peer()), transport_->peer().port, stream.id_);
+        stream.answer_error(400);
+        return;
+      }
+    }
   }
   if (stream.method_ == "CONNECT") {
     // A tunnel: this is not a proxy (HTTP/1 answers CONNECT 405 as well).

@@ -942,5 +942,22 @@ TEST_F(Http2SessionTest, AnIdleConnectionDoesNotKeepALargeBatchBuffer) {
   EXPECT_LE(h2->batch_capacity_for_testing(), 16u * 1024);
 }
 
+TEST_F(Http2SessionTest, HostDifferingFromAuthorityIs400) {
+  app.handler = [](Request &r) { App::answer(r, "ok"); };
+  start();
+  // (The client sends :authority example.com.)
+  int32_t differ = client->request("GET", "/", nullptr, {{"host", "other.host"}});
+  int32_t same = client->request("GET", "/", nullptr, {{"host", "Example.COM"}});
+  pump();
+  EXPECT_EQ(client->streams[differ].status, 400);
+  EXPECT_EQ(client->streams[same].status, 200);  // the same host, in another case
+  ASSERT_EQ(app.requests.size(), 1u);
+  EXPECT_EQ(app.requests[0]->header("host"), "Example.COM");
+  int hosts = 0;
+  for (const auto &[name, value] : app.requests[0]->headers) hosts += name == "host";
+  EXPECT_EQ(hosts, 1);
+  EXPECT_FALSE(transport->closed());
+}
+
 }  // namespace
 }  // namespace pronghorn::http2
