@@ -9,6 +9,7 @@
 
 #include "engine/engine.h"
 #include "engine/http/target.h"
+#include "engine/http1/parser.h"
 #include "engine/http1/response.h"
 #include "engine/log.h"
 #include "engine/metrics.h"
@@ -61,17 +62,6 @@ void lowercase_into(std::string &out, std::string_view name) {
   out.assign(name);
   for (char &c : out)
     if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-}
-
-bool ascii_iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    char x = a[i], y = b[i];
-    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
-    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
-    if (x != y) return false;
-  }
-  return true;
 }
 
 const char *peer_host(const SocketAddress &address) {
@@ -562,7 +552,7 @@ void Session::dispatch(Stream &stream) {
     // Letting either win would let the application's host and the routing
     // a proxy in front did (by :authority) disagree: 400, as nginx does.
     for (const auto &[name, value] : stream.headers_) {
-      if (name == "host" && !ascii_iequals(value, stream.authority_)) {
+      if (name == "host" && !http1::iequals(value, stream.authority_)) {
         log(LogLevel::Warning,
             "Invalid HTTP request received from %s:%d: \":authority\" and \"host\" differ (stream %d)",
             peer_host(transport_->peer()), transport_->peer().port, stream.id_);
@@ -746,7 +736,7 @@ void Session::on_tick(uint64_t now_ms) {
   // and nghttp2 can take no other frame until that block ends anyway.
   const uint64_t header_timeout = server_.config().header_timeout_ms;
   for (const auto &[id, stream] : streams_) {
-    if (!stream->dispatched_ && !stream->ended_ && now_ms - stream->head_start_ms_ >= header_timeout) {
+    if (!failing_ && !stream->dispatched_ && !stream->ended_ && now_ms - stream->head_start_ms_ >= header_timeout) {
       log(LogLevel::Warning,
           "HTTP/2 connection from %s:%d: stream %d's header block not complete within %llu ms; closing",
           peer_host(transport_->peer()), transport_->peer().port, id, static_cast<unsigned long long>(header_timeout));
