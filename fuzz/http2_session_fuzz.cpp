@@ -8,7 +8,12 @@
 // transport's high-water mark and reading pauses are exercised); bits 2..7
 // set the size of the pieces the rest is delivered in. Nothing may crash,
 // leak or touch freed memory (ASan, UBSan); each exchange is detached once.
+// Between pieces the session's tick runs with a clock that jumps 7 s a
+// piece (header timeout, the stall rule, the keep-alive PING); held requests
+// are finished each in one of the application's ways (answer, abort, fail,
+// send_file, writes until Blocked), chosen by the input's bytes in turn.
 #include <sys/epoll.h>
+#include <unistd.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -63,6 +68,43 @@ void answer(http::Exchange &exchange) {
   if (exchange.start_response(200, headers) != nullptr) return;
   if (exchange.write_body(body.data(), body.size(), true) == http::WriteStatus::Closed) return;
   exchange.write_body("end", 3, false);
+}
+
+// A file for send_file (each call takes ownership of a dup of it).
+int response_file() {
+  static int fd = [] {
+    FILE *f = tmpfile();
+    CHECK(f != nullptr);
+    std::string content(5000, 'f');
+    CHECK(fwrite(content.data(), 1, content.size(), f) == content.size());
+    CHECK(fflush(f) == 0);
+    return fileno(f);
+  }();
+  return fd;
+}
+
+// Finishes a held request in one of the ways an application can; may
+// detach (and free) the request.
+void finish(http::Exchange &exchange, uint8_t how) {
+  switch (how % 5) {
+    case 0: answer(exchange); break;
+    case 1: exchange.abort(); break;
+    case 2:
+      if (how & 8) exchange.start_response(200, {});
+      exchange.fail();
+      break;
+    case 3:
+      if (exchange.start_response(200, {{"content-length", "5000"}}) != nullptr) return;
+      exchange.send_file(dup(response_file()), 0, 5000);
+      break;
+    default: {
+      // Writes until Blocked; the stream is left with output waiting.
+      static const std::string chunk(30000, 'w');
+      if (exchange.start_response(200, {}) != nullptr) return;
+      for (int i = 0; i < 8; ++i)
+        if (exchange.write_body(chunk.data(), chunk.size(), true) != http::WriteStatus::Ok) break;
+    }
+  }
 }
 
 struct App final : http::RequestDispatcher {
@@ -125,17 +167,25 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   };
 
   stream->peer_send(std::string(http2::kClientPreface, http2::kClientPrefaceSize));
+  uint64_t now = server.loop().now_ms();
   for (size_t off = 1; off < size && !transport->closed(); off += piece) {
     size_t n = std::min(piece, size - off);
     stream->peer_send(std::string(reinterpret_cast<const char *>(data + off), n));
     event(EPOLLIN | EPOLLOUT);
+    if (transport->closed()) break;
+    now += 7000;
+    server.begin_step();
+    session->on_tick(now);
+    server.end_step();
+    written.clear();
   }
   if (!transport->closed()) {
     // The held requests are answered now; the output drains.
     server.begin_step();
     std::set<Request *> held = live;
+    size_t next = 0;
     for (Request *request : held)
-      if (live.count(request) != 0 && request->exchange != nullptr) answer(*request->exchange);
+      if (live.count(request) != 0 && request->exchange != nullptr) finish(*request->exchange, data[next++ % size]);
     server.end_step();
     for (int i = 0; i < 64 && !transport->closed() && transport->queued_bytes() > 0; ++i) event(EPOLLOUT);
   }

@@ -38,6 +38,8 @@ class EventLoop {
   // Monotonic milliseconds, refreshed by poll().
   uint64_t now_ms() const { return now_ms_; }
   void update_time();
+  // Tests drive the clock (timeouts measured from now_ms()).
+  void set_now_ms_for_testing(uint64_t now_ms) { now_ms_ = now_ms; }
 
  private:
   class TickHandler;

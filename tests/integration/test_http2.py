@@ -104,6 +104,26 @@ def _frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream_id) + payload
 
 
+def _frames(data: bytes) -> list[tuple[int, int, int, bytes]]:
+    """The whole frames in `data`, as (type, flags, stream ID, payload)."""
+    out, at = [], 0
+    while at + 9 <= len(data):
+        length = int.from_bytes(data[at:at + 3], "big")
+        if at + 9 + length > len(data):
+            break
+        out.append((data[at + 3], data[at + 4], int.from_bytes(data[at + 5:at + 9], "big") & 0x7FFFFFFF,
+                    data[at + 9:at + 9 + length]))
+        at += 9 + length
+    return out
+
+
+def _goaway_error(data: bytes) -> int | None:
+    for kind, _, _, payload in _frames(data):
+        if kind == 0x7:
+            return int.from_bytes(payload[4:8], "big")
+    return None
+
+
 # -- clients -----------------------------------------------------------------------------------
 
 
@@ -321,6 +341,117 @@ def test_continuation_flood_is_goawayed(server_factory):
     c.sock.sendall(data)
     c.pump(lambda: c.terminated is not None, timeout=10)
     assert c.terminated is not None and c.terminated.error_code == 11
+
+
+@pytest.mark.parametrize("cut", ["no-continuation", "frame-cut-short"])
+def test_unfinished_header_block_is_closed_after_the_header_timeout(server_factory, cut):
+    """Slowloris: a header block begun and never finished held the connection forever."""
+    srv = server_factory(RAW, "--http2", "--timeout-header-read", "1", "--timeout-keep-alive", "30")
+    c = H2(srv)
+    block = bytes([0x82, 0x84, 0x86, 0x41, 0x01, ord("x")])  # GET / http, :authority x
+    if cut == "no-continuation":
+        data = _frame(0x1, 0x0, 1, block)  # HEADERS without END_HEADERS
+    else:
+        data = _frame(0x1, 0x5, 1, block + bytes(200))[:12]  # the frame header and 3 bytes of its block
+    c.sock.sendall(data)
+    t0 = time.monotonic()
+    received = b""
+    c.sock.settimeout(8)
+    try:
+        while data := c.sock.recv(65536):
+            received += data
+    except OSError:
+        pass
+    assert time.monotonic() - t0 < 5, "not closed"
+    assert _goaway_error(received) == 1, _frames(received)  # PROTOCOL_ERROR
+
+
+def test_server_resets_of_served_streams_are_rate_limited(server_factory):
+    """MadeYouReset (CVE-2025-8671): DATA past content-length: 0 makes the server reset a stream
+    it has dispatched; the app's task goes on, so the resets share the rapid-reset budget."""
+    srv = server_factory(RAW, "--http2", "--http2-max-concurrent-streams", "32", "--access-log-format",
+                         "%(m)s %(U)s %(s)s")
+    c = H2(srv)
+    # POST /sleep?s=3 http, :authority x, content-length: 0: an app task that outlives its stream.
+    block = bytes([0x83, 0x86, 0x04, 10]) + b"/sleep?s=3" + bytes([0x41, 0x01, ord("x"), 0x0F, 0x0D, 0x01]) + b"0"
+    # The server's frames are read raw (the h2 client never opened these streams).
+    received = b""
+
+    def goaway_error() -> int | None:
+        return _goaway_error(received)
+
+    t0 = time.monotonic()
+    sent = 0
+    c.sock.settimeout(0.001)
+    try:
+        for sid in range(1, 2 * 1500, 2):
+            # Apart, so that the stream is dispatched before the DATA comes (in one read
+            # nghttp2 resets it before the app sees it).
+            c.sock.sendall(_frame(0x1, 0x4, sid, block))
+            time.sleep(0.002)
+            c.sock.sendall(_frame(0x0, 0x1, sid, b"x"))
+            sent += 1
+            try:
+                data = c.sock.recv(1 << 20)
+                if not data:
+                    break
+                received += data
+            except (socket.timeout, TimeoutError, BlockingIOError):
+                pass
+            if goaway_error() is not None:
+                break
+    except OSError:
+        pass  # the server closed: its GOAWAY is in what it sent
+    elapsed = time.monotonic() - t0
+    c.sock.settimeout(5)
+    try:
+        while goaway_error() is None:
+            data = c.sock.recv(1 << 20)
+            if not data:
+                break
+            received += data
+    except OSError:
+        pass
+    assert goaway_error() == 11, (sent, received[:200])  # ENHANCE_YOUR_CALM
+    time.sleep(0.5)
+    seen = srv.stdout.count("POST /sleep")
+    # The budget: a burst of 64 (2 x 32 streams, at least 64), 33 a second, and at most one
+    # read's worth of streams (32) dispatched before the reset that spends it. (Before the
+    # budget: all 1500 reached the app and no GOAWAY came.)
+    assert 0 < seen <= 64 + 33 * (elapsed + 1) + 32, (seen, sent, elapsed)
+    c.close()
+    with _h2c(srv) as client:
+        assert client.get("/fixed").text == "hello, world"
+
+
+def test_host_differing_from_authority_is_400(server_factory):
+    """RFC 9113 §8.3.1: a host header naming another entity than :authority is malformed."""
+    srv = server_factory(RAW, "--http2")
+    sock = socket.create_connection(srv.addr, timeout=10)
+    # (h2 would refuse to send the mismatch itself.)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(
+        client_side=True, header_encoding="utf-8", validate_outbound_headers=False,
+        normalize_outbound_headers=False))
+    conn.initiate_connection()
+    base = [(":method", "GET"), (":path", "/scope"), (":scheme", "http"), (":authority", "example.com")]
+    conn.send_headers(1, base + [("host", "other.example")], end_stream=True)
+    conn.send_headers(3, base + [("host", "EXAMPLE.com")], end_stream=True)
+    sock.sendall(conn.data_to_send())
+    status, ended = {}, set()
+    deadline = time.monotonic() + 10
+    while len(ended) < 2 and time.monotonic() < deadline:
+        data = sock.recv(65536)
+        assert data, "closed"
+        for event in conn.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived):
+                status[event.stream_id] = int(dict(event.headers)[":status"])
+            elif isinstance(event, h2.events.DataReceived):
+                conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.StreamEnded):
+                ended.add(event.stream_id)
+        sock.sendall(conn.data_to_send())
+    sock.close()
+    assert status == {1: 400, 3: 200}
 
 
 def test_header_list_over_the_limit_gets_431(server_factory):

@@ -9,6 +9,7 @@
 
 #include "engine/engine.h"
 #include "engine/http/target.h"
+#include "engine/http1/parser.h"
 #include "engine/http1/response.h"
 #include "engine/log.h"
 #include "engine/metrics.h"
@@ -23,6 +24,8 @@ constexpr size_t kStreamOutHigh = 64 * 1024;
 constexpr size_t kStreamOutLow = 16 * 1024;
 // Frames gathered for one transport write.
 constexpr size_t kBatchSize = 64 * 1024;
+// What the batch keeps between writes (the small frames of a quiet connection).
+constexpr size_t kBatchKeep = 16 * 1024;
 // No byte taken by the socket, or a stream whose window stays closed with
 // output waiting, for this long: the client is dropped (the stream is reset).
 constexpr uint64_t kWriteStallMs = 60000;
@@ -31,6 +34,10 @@ constexpr uint64_t kWriteStallMs = 60000;
 // (CVE-2023-44487, rapid reset); the bucket refills at kResetRate a second.
 constexpr uint64_t kResetBurstPerStream = 2;
 constexpr uint64_t kResetRate = 33;
+
+uint64_t reset_burst(const Settings &settings) {
+  return std::max<uint64_t>(64, kResetBurstPerStream * settings.max_concurrent_streams);
+}
 
 uint64_t clock_ns(clockid_t clock) {
   timespec ts{};
@@ -202,6 +209,9 @@ http::WriteStatus Stream::write_body(const char *data, size_t len, bool more) {
     session_.want_send();
     return http::WriteStatus::TooLong;
   }
+  // The stall rule (on_tick) measures how long output waits: a stream
+  // quiet for minutes (SSE, long poll) starts waiting only now.
+  if (!no_body_ && len > 0 && !has_output()) last_progress_ms_ = session_.server_.loop().now_ms();
   if (!no_body_) out_.append(data, len);
   body_sent_ += len;
   if (!more && !no_body_ && has_length_ && body_sent_ < content_length_) {
@@ -252,6 +262,7 @@ http::WriteStatus Stream::send_file(int file_fd, uint64_t offset, uint64_t len) 
   }
   // Read in frame-sized pieces as the peer's window allows (read_body):
   // memory stays bounded whatever the file's size.
+  if (!has_output()) last_progress_ms_ = session_.server_.loop().now_ms();  // the stall rule: waiting from now
   file_fd_ = file_fd;
   file_off_ = offset;
   file_left_ = len;
@@ -402,8 +413,8 @@ Session::Session(Engine &server, std::unique_ptr<Transport> transport)
   // The application's reads open the windows (Stream::body_taken).
   nghttp2_option_set_no_auto_window_update(option, 1);
   nghttp2_option_set_no_closed_streams(option, 1);
-  nghttp2_option_set_stream_reset_rate_limit(
-      option, std::max<uint64_t>(64, kResetBurstPerStream * settings.max_concurrent_streams), kResetRate);
+  nghttp2_option_set_stream_reset_rate_limit(option, reset_burst(settings), kResetRate);
+  reset_tokens_ = static_cast<double>(reset_burst(settings));
   if (nghttp2_session_server_new2(&ng_, callbacks(), this, option) != 0) ng_ = nullptr;
   nghttp2_option_del(option);
 }
@@ -488,7 +499,8 @@ void Session::process_input() {
   ready.swap(to_dispatch_);
   for (int32_t id : ready) {
     Stream *stream = find(id);
-    if (stream != nullptr && !stream->dispatched_ && !stream->ended_) dispatch(*stream);
+    // (None after the connection is condemned: its GOAWAY is going out.)
+    if (stream != nullptr && !stream->dispatched_ && !stream->ended_ && !failing_) dispatch(*stream);
     if (closed_) return;
   }
   ready.clear();
@@ -533,6 +545,21 @@ void Session::dispatch(Stream &stream) {
     log(LogLevel::Warning, "Exceeded concurrency limit.");
     stream.answer_error(503);
     return;
+  }
+  if (stream.has_host_ && !stream.authority_.empty()) {
+    // RFC 9113 §8.3.1: a client MUST NOT send a Host that differs from
+    // :authority, and a server SHOULD treat such a request as malformed.
+    // Letting either win would let the application's host and the routing
+    // a proxy in front did (by :authority) disagree: 400, as nginx does.
+    for (const auto &[name, value] : stream.headers_) {
+      if (name == "host" && !http1::iequals(value, stream.authority_)) {
+        log(LogLevel::Warning,
+            "Invalid HTTP request received from %s:%d: \":authority\" and \"host\" differ (stream %d)",
+            peer_host(transport_->peer()), transport_->peer().port, stream.id_);
+        stream.answer_error(400);
+        return;
+      }
+    }
   }
   if (stream.method_ == "CONNECT") {
     // A tunnel: this is not a proxy (HTTP/1 answers CONNECT 405 as well).
@@ -590,6 +617,10 @@ void Session::send_pending() {
     transport_->send(&iov, 1);
   }
   batch_.clear();
+  // A large response grows the batch to kBatchSize; an idle connection
+  // should not keep that (thousands of keep-alive connections would): past
+  // a small size it is given back once written.
+  if (batch_.capacity() > kBatchKeep) std::string().swap(batch_);
   in_nghttp2_ = false;
   if (closed_) return;
   if (failed) {
@@ -626,9 +657,26 @@ void Session::update_reading() {
   transport_->set_reading(reading);
 }
 
+bool Session::has_dispatched_stream() const {
+  for (const auto &[id, stream] : streams_)
+    if (stream->dispatched_) return true;
+  return false;
+}
+
+bool Session::take_reset_token() {
+  uint64_t now = server_.loop().now_ms();
+  if (reset_refill_ms_ == 0) reset_refill_ms_ = now;
+  double burst = static_cast<double>(reset_burst(server_.config().http2));
+  reset_tokens_ = std::min(burst, reset_tokens_ + static_cast<double>(now - reset_refill_ms_) * kResetRate / 1000.0);
+  reset_refill_ms_ = now;
+  if (reset_tokens_ < 1) return false;
+  reset_tokens_ -= 1;
+  return true;
+}
+
 void Session::set_idle_deadline() {
   if (!got_frame_) return;  // the header (preface) deadline set at start holds
-  if (!streams_.empty()) {
+  if (has_dispatched_stream()) {
     deadline_ms_ = 0;
   } else if (deadline_ms_ == 0) {
     deadline_ms_ = server_.loop().now_ms() + server_.config().keep_alive_timeout_ms;
@@ -680,6 +728,24 @@ void Session::on_tick(uint64_t now_ms) {
       reset = true;
     }
   }
+  // A head begun and never finished (HEADERS without its CONTINUATION, a
+  // frame cut short: slowloris) would hold the connection and its memory
+  // forever: past the header timeout the connection ends, as an HTTP/1
+  // request head does. GOAWAY(PROTOCOL_ERROR), as nginx answers a client
+  // that times out mid-frame: the client broke off its own header block,
+  // and nghttp2 can take no other frame until that block ends anyway.
+  const uint64_t header_timeout = server_.config().header_timeout_ms;
+  for (const auto &[id, stream] : streams_) {
+    if (!failing_ && !stream->dispatched_ && !stream->ended_ && now_ms - stream->head_start_ms_ >= header_timeout) {
+      log(LogLevel::Warning,
+          "HTTP/2 connection from %s:%d: stream %d's header block not complete within %llu ms; closing",
+          peer_host(transport_->peer()), transport_->peer().port, id, static_cast<unsigned long long>(header_timeout));
+      nghttp2_session_terminate_session(ng_, NGHTTP2_PROTOCOL_ERROR);
+      failing_ = true;
+      send_pending();  // closes once the GOAWAY is out (a client that does not read: the write stall rule)
+      return;
+    }
+  }
   if (deadline_ms_ != 0 && now_ms >= deadline_ms_) {
     deadline_ms_ = 0;
     if (!got_frame_) {
@@ -688,6 +754,7 @@ void Session::on_tick(uint64_t now_ms) {
       close_now(false);
       return;
     }
+    // (A head still coming is left to the header timeout above.)
     if (streams_.empty()) {
       // Idle keep-alive timeout: GOAWAY (no stream was cut), then the close.
       nghttp2_session_terminate_session(ng_, NGHTTP2_NO_ERROR);
@@ -758,7 +825,9 @@ int Session::on_begin_headers(nghttp2_session *, const nghttp2_frame *frame, voi
   auto &self = *static_cast<Session *>(user);
   if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
   int32_t id = frame->hd.stream_id;
-  self.streams_[id] = std::make_unique<Stream>(self, id);
+  auto stream = std::make_unique<Stream>(self, id);
+  stream->head_start_ms_ = self.server_.loop().now_ms();
+  self.streams_[id] = std::move(stream);
   return 0;
 }
 
@@ -818,6 +887,9 @@ int Session::on_frame_recv(nghttp2_session *, const nghttp2_frame *frame, void *
   }
   bool end_stream = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
   switch (frame->hd.type) {
+    case NGHTTP2_RST_STREAM:
+      if (Stream *stream = self.find(frame->hd.stream_id)) stream->reset_ = true;
+      break;
     case NGHTTP2_HEADERS: {
       Stream *stream = self.find(frame->hd.stream_id);
       if (stream == nullptr) return 0;
@@ -865,6 +937,10 @@ int Session::on_data_chunk(nghttp2_session *ng, uint8_t, int32_t stream_id, cons
 
 int Session::on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *user) {
   auto &self = *static_cast<Session *>(user);
+  if (frame->hd.type == NGHTTP2_RST_STREAM) {
+    if (Stream *stream = self.find(frame->hd.stream_id)) stream->reset_ = true;
+    return 0;
+  }
   if ((frame->hd.type != NGHTTP2_DATA && frame->hd.type != NGHTTP2_HEADERS) ||
       !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
     return 0;
@@ -876,7 +952,7 @@ int Session::on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void
   return 0;
 }
 
-int Session::on_stream_close(nghttp2_session *, int32_t stream_id, uint32_t, void *user) {
+int Session::on_stream_close(nghttp2_session *ng, int32_t stream_id, uint32_t error_code, void *user) {
   auto &self = *static_cast<Session *>(user);
   Stream *stream = self.find(stream_id);
   if (stream == nullptr) return 0;
@@ -885,7 +961,22 @@ int Session::on_stream_close(nghttp2_session *, int32_t stream_id, uint32_t, voi
     stream->file_fd_ = -1;
   }
   // Reset by the client (or by us) before the response was complete.
-  if (!stream->ended_) stream->end_exchange(http::Detach::ClientGone);
+  if (!stream->ended_) {
+    // The application's task goes on after the detach while the stream no
+    // longer counts against SETTINGS_MAX_CONCURRENT_STREAMS: a client that
+    // makes the server reset served streams (DATA past content-length,
+    // window overflow: MadeYouReset, CVE-2025-8671) could start tasks
+    // without bound. Such resets share the budget of the client's own
+    // (nghttp2 limits only the RST_STREAM frames it receives).
+    if (stream->dispatched_ && (stream->reset_ || error_code != NGHTTP2_NO_ERROR) && !self.failing_ &&
+        !self.take_reset_token()) {
+      log(LogLevel::Warning, "HTTP/2 connection from %s:%d: too many streams reset while served; closing",
+          peer_host(self.transport_->peer()), self.transport_->peer().port);
+      nghttp2_session_terminate_session(ng, NGHTTP2_ENHANCE_YOUR_CALM);
+      self.failing_ = true;
+    }
+    stream->end_exchange(http::Detach::ClientGone);
+  }
   self.retire_stream(stream_id);
   return 0;
 }

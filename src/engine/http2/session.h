@@ -90,8 +90,10 @@ class Stream final : public http::Exchange {
   int head_error_ = 0;       // a status to answer instead of dispatching (431)
   bool has_host_ = false;
   bool dispatched_ = false;
-  bool counted_ = false;  // counted in the engine's active requests
-  bool ended_ = false;    // the application's side is over (see end_exchange)
+  bool reset_ = false;          // a RST_STREAM went either way
+  uint64_t head_start_ms_ = 0;  // when its HEADERS frame began (the header timeout)
+  bool counted_ = false;        // counted in the engine's active requests
+  bool ended_ = false;          // the application's side is over (see end_exchange)
   Buffer body_buf_;
   bool body_done_ = false;
   size_t unconsumed_ = 0;  // received bytes not yet given back to the stream's window
@@ -109,7 +111,7 @@ class Stream final : public http::Exchange {
   int file_fd_ = -1;
   uint64_t file_off_ = 0;
   uint64_t file_left_ = 0;
-  uint64_t last_progress_ms_ = 0;  // when the stream last had DATA framed
+  uint64_t last_progress_ms_ = 0;  // when DATA was last framed, or output began waiting
   int status_ = 0;
   uint64_t metrics_start_ns_ = 0;  // --metrics: when the stream was dispatched
   std::string log_target_;
@@ -145,6 +147,7 @@ class Session final : public pronghorn::Session, private TransportHandler {
   Engine &engine() { return server_; }
   Transport &transport() { return *transport_; }
   size_t open_streams() const { return streams_.size(); }
+  size_t batch_capacity_for_testing() const { return batch_.capacity(); }
 
  private:
   friend class Stream;
@@ -177,6 +180,12 @@ class Session final : public pronghorn::Session, private TransportHandler {
   void want_send();
   void update_reading();
   void set_idle_deadline();
+  // A stream the application serves: one whose head is still coming does
+  // not make the connection busy (its client may never finish it).
+  bool has_dispatched_stream() const;
+  // A served stream was reset (MadeYouReset, CVE-2025-8671): takes a token
+  // from the reset budget; false once it is spent.
+  bool take_reset_token();
   // A protocol error or a flood: what nghttp2 queued (its GOAWAY) goes out, then the close.
   void fail_session(const char *why, int code);
   void retire_stream(int32_t id);
@@ -199,6 +208,8 @@ class Session final : public pronghorn::Session, private TransportHandler {
   bool got_frame_ = false;    // the client's preface and first frame came
   uint64_t deadline_ms_ = 0;  // the header (preface) or idle deadline; 0: none
   uint64_t last_ping_ms_ = 0;
+  double reset_tokens_ = 0;  // the reset budget (take_reset_token)
+  uint64_t reset_refill_ms_ = 0;
 };
 
 }  // namespace pronghorn::http2

@@ -826,3 +826,138 @@ TEST(Http2ChoiceTest, Http1StillServedWhenHttp2IsEnabled) {
 
 }  // namespace
 }  // namespace pronghorn::http2
+
+namespace pronghorn::http2 {
+namespace {
+
+TEST_F(Http2SessionTest, IncompleteHeaderBlockClosesAfterTheHeaderTimeout) {
+  start({}, 65535, true, true, true);  // direct: drive on_tick
+  // HEADERS without END_HEADERS; the CONTINUATION never comes (slowloris).
+  send_raw(frame(NGHTTP2_HEADERS, 0, 1, get_block()));
+  uint64_t now = server->loop().now_ms();
+  h2->on_tick(now + base_config.header_timeout_ms - 1);
+  EXPECT_FALSE(transport->closed()) << "closed before the header timeout";
+  h2->on_tick(now + base_config.header_timeout_ms);
+  pump();
+  EXPECT_TRUE(transport->closed()) << "an unfinished header block held the connection";
+  EXPECT_TRUE(client->goaway);
+  EXPECT_EQ(client->goaway_error, static_cast<uint32_t>(NGHTTP2_PROTOCOL_ERROR));
+  EXPECT_TRUE(app.requests.empty());
+}
+
+TEST_F(Http2SessionTest, HeadersFrameCutShortClosesAfterTheHeaderTimeout) {
+  start({}, 65535, true, true, true);
+  std::string f = frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, 1,
+                        get_block() + std::string(200, '\0'));
+  send_raw(f.substr(0, 12));  // the frame header and 3 bytes of its block
+  uint64_t now = server->loop().now_ms();
+  // The keep-alive deadline does not stand in for the header timeout.
+  h2->on_tick(now + base_config.keep_alive_timeout_ms);
+  h2->on_tick(now + base_config.header_timeout_ms - 1);
+  EXPECT_FALSE(transport->closed());
+  h2->on_tick(now + base_config.header_timeout_ms);
+  pump();
+  EXPECT_TRUE(transport->closed()) << "a HEADERS frame cut short held the connection";
+  EXPECT_TRUE(client->goaway);
+}
+
+TEST_F(Http2SessionTest, ServerResetsOfServedStreamsAreRateLimited) {
+  start();
+  // POST with content-length: 0, then one DATA byte in the next read: nghttp2
+  // resets the stream (PROTOCOL_ERROR) after it was dispatched (MadeYouReset,
+  // CVE-2025-8671); the app's task would go on, uncounted.
+  std::string block = std::string("\x83\x84\x86", 3) + std::string("\x41\x01x", 3) +
+                      std::string(
+                          "\x0f\x0d\x01"
+                          "0",
+                          4);
+  // The raw frames bypass the client session (it would refuse resets of
+  // streams it never opened): the server's frames are read here.
+  std::string out;
+  auto send = [&](const std::string &bytes) {
+    stream->peer_send(bytes);
+    for (int i = 0; i < 100 && !transport->closed() && stream->inbound_left() > 0; ++i) event(EPOLLIN);
+    out += written;
+    written.clear();
+  };
+  for (uint32_t id = 1; id < 2 * 3000 && !transport->closed(); id += 2) {
+    send(frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS, id, block));
+    send(frame(NGHTTP2_DATA, NGHTTP2_FLAG_END_STREAM, id, "x"));
+  }
+  uint32_t goaway_error = ~0u;
+  for (size_t at = 0; at + 9 <= out.size();) {
+    auto byte = [&](size_t i) { return static_cast<uint32_t>(static_cast<uint8_t>(out[at + i])); };
+    size_t length = (byte(0) << 16) | (byte(1) << 8) | byte(2);
+    if (byte(3) == NGHTTP2_GOAWAY && at + 9 + 8 <= out.size())
+      goaway_error = (byte(13) << 24) | (byte(14) << 16) | (byte(15) << 8) | byte(16);
+    at += 9 + length;
+  }
+  EXPECT_EQ(goaway_error, static_cast<uint32_t>(NGHTTP2_ENHANCE_YOUR_CALM));
+  EXPECT_TRUE(transport->closed());
+  // The budget: 2 per allowed concurrent stream (100) in a burst (the test
+  // takes far less than the second that would refill 33 more).
+  EXPECT_LE(app.requests.size(), 240u);
+  EXPECT_GE(app.requests.size(), 200u);  // within the budget, resets are tolerated
+}
+
+TEST_F(Http2SessionTest, AQuietStreamThatWritesLateIsNotTakenForStalled) {
+  start({}, 1000, false, true, true);  // the client opens no window by itself
+  int32_t id = client->request("GET", "/events");
+  pump();
+  ASSERT_EQ(app.requests.size(), 1u);
+  std::string first(1000, 'e');  // the whole window: framed at once, nothing waits
+  app_step([&] {
+    ASSERT_EQ(app.requests[0]->exchange->start_response(200, {}), nullptr);
+    app.requests[0]->exchange->write_body(first.data(), first.size(), true);
+  });
+  ASSERT_EQ(client->streams[id].body.size(), 1000u);
+  uint64_t t0 = server->loop().now_ms();
+  // Quiet for 61 s (an SSE stream with nothing to say), then an event that
+  // cannot be framed at once (the window is 0 for a moment).
+  server->loop().set_now_ms_for_testing(t0 + 61000);
+  h2->on_tick(t0 + 61000);
+  app_step([&] { app.requests[0]->exchange->write_body("data: x\n\n", 9, true); });
+  h2->on_tick(t0 + 62000);
+  pump();
+  EXPECT_FALSE(app.requests[0]->detached) << "reset for a wait of 1 s";
+  EXPECT_FALSE(client->streams[id].reset_by_server);
+  // Really stalled: 60 s with the output waiting.
+  h2->on_tick(t0 + 61000 + 60000);
+  pump();
+  EXPECT_TRUE(app.requests[0]->detached);
+  EXPECT_EQ(client->streams[id].error_code, static_cast<uint32_t>(NGHTTP2_CANCEL));
+}
+
+TEST_F(Http2SessionTest, AnIdleConnectionDoesNotKeepALargeBatchBuffer) {
+  start({}, 65535, true, true, true);
+  int32_t id = client->request("GET", "/big");
+  pump();
+  ASSERT_EQ(app.requests.size(), 1u);
+  std::string body(300000, 'b');
+  app_step([&] { App::answer(*app.requests[0], body); });
+  for (int i = 0; i < 20; ++i) pump();
+  EXPECT_EQ(client->streams[id].body.size(), body.size());
+  EXPECT_EQ(h2->open_streams(), 0u);
+  // (~64 KiB per idle connection before: the batch of the last large write.)
+  EXPECT_LE(h2->batch_capacity_for_testing(), 16u * 1024);
+}
+
+TEST_F(Http2SessionTest, HostDifferingFromAuthorityIs400) {
+  app.handler = [](Request &r) { App::answer(r, "ok"); };
+  start();
+  // (The client sends :authority example.com.)
+  int32_t differ = client->request("GET", "/", nullptr, {{"host", "other.host"}});
+  int32_t same = client->request("GET", "/", nullptr, {{"host", "Example.COM"}});
+  pump();
+  EXPECT_EQ(client->streams[differ].status, 400);
+  EXPECT_EQ(client->streams[same].status, 200);  // the same host, in another case
+  ASSERT_EQ(app.requests.size(), 1u);
+  EXPECT_EQ(app.requests[0]->header("host"), "Example.COM");
+  int hosts = 0;
+  for (const auto &[name, value] : app.requests[0]->headers) hosts += name == "host";
+  EXPECT_EQ(hosts, 1);
+  EXPECT_FALSE(transport->closed());
+}
+
+}  // namespace
+}  // namespace pronghorn::http2
