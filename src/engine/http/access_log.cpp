@@ -7,6 +7,7 @@
 #include <ctime>
 
 #include "engine/http/target.h"
+#include "engine/log.h"
 
 namespace pronghorn::http {
 
@@ -336,6 +337,32 @@ void AccessLogFormat::render_json(std::string &out, const AccessRecord &r) const
   out.append(", \"pid\": ");
   out.append(std::to_string(pid_));
   out.append("}\n");
+}
+
+void append_default_access_line(std::string &line, const SocketAddress &peer, std::string_view method,
+                                std::string_view target, std::string_view protocol, int status, std::string_view reason,
+                                bool colours) {
+  line.append(level_prefix(LogLevel::Info, colours));
+  if (peer.is_unix || peer.host.empty()) {
+    line.append("unix socket");
+  } else {
+    line.append(peer.host);
+    line.push_back(':');
+    line.append(std::to_string(peer.port));
+  }
+  line.append(colours ? " - \"\033[1m" : " - \"");
+  line.append(method);
+  line.push_back(' ');
+  line.append(target);
+  line.push_back(' ');
+  line.append(protocol);
+  line.append(colours ? "\033[0m\" " : "\" ");
+  if (colours) line.append(status < 300 ? "\033[32m" : status < 400 ? "\033[33m" : "\033[31m");
+  line.append(std::to_string(status));
+  line.push_back(' ');
+  line.append(reason);
+  if (colours) line.append("\033[0m");
+  line.push_back('\n');
 }
 
 }  // namespace pronghorn::http

@@ -23,6 +23,13 @@
 
 namespace pronghorn::http {
 
+// uvicorn's access line, 'INFO:     127.0.0.1:51234 - "GET / HTTP/1.1" 200 OK\n',
+// appended to `line` (with its colours when `colours`): the default format
+// of every protocol. `protocol` is "HTTP/1.1", "HTTP/1.0" or "HTTP/2".
+void append_default_access_line(std::string &line, const SocketAddress &peer, std::string_view method,
+                                std::string_view target, std::string_view protocol, int status, std::string_view reason,
+                                bool colours);
+
 struct AccessRecord {
   const SocketAddress *peer = nullptr;
   std::string_view method;

@@ -562,29 +562,9 @@ void Session::write_access_log(int status) {
     config.access_hook(config.access_ctx, peer(), method_, target_, version_minor_ == 1 ? "1.1" : "1.0", status);
     return;
   }
-  // uvicorn's access line: 'INFO:     127.0.0.1:51234 - "GET / HTTP/1.1" 200 OK'
-  bool colours = config.access_log_colours;
-  std::string line(level_prefix(LogLevel::Info, colours));
-  const SocketAddress &peer_ = peer();
-  if (peer_.is_unix || peer_.host.empty()) {
-    line.append("unix socket");
-  } else {
-    line.append(peer_.host);
-    line.push_back(':');
-    line.append(std::to_string(peer_.port));
-  }
-  line.append(colours ? " - \"\033[1m" : " - \"");
-  line.append(method_);
-  line.push_back(' ');
-  line.append(target_);
-  line.append(version_minor_ == 1 ? " HTTP/1.1" : " HTTP/1.0");
-  line.append(colours ? "\033[0m\" " : "\" ");
-  if (colours) line.append(status < 300 ? "\033[32m" : status < 400 ? "\033[33m" : "\033[31m");
-  line.append(std::to_string(status));
-  line.push_back(' ');
-  line.append(reason_phrase(status));
-  if (colours) line.append("\033[0m");
-  line.push_back('\n');
+  std::string line;
+  http::append_default_access_line(line, peer(), method_, target_, version_minor_ == 1 ? "HTTP/1.1" : "HTTP/1.0",
+                                   status, reason_phrase(status), config.access_log_colours);
   server_.append_log(line);
 }
 

@@ -173,29 +173,9 @@ void Stream::write_access_log() {
     config.access_hook(config.access_ctx, peer(), method_, log_target_, "2", status_);
     return;
   }
-  // uvicorn's access line: 'INFO:     127.0.0.1:51234 - "GET / HTTP/2" 200 OK'
-  bool colours = config.access_log_colours;
-  std::string line(level_prefix(LogLevel::Info, colours));
-  const SocketAddress &from = peer();
-  if (from.is_unix || from.host.empty()) {
-    line.append("unix socket");
-  } else {
-    line.append(from.host);
-    line.push_back(':');
-    line.append(std::to_string(from.port));
-  }
-  line.append(colours ? " - \"\033[1m" : " - \"");
-  line.append(method_);
-  line.push_back(' ');
-  line.append(log_target_);
-  line.append(" HTTP/2");
-  line.append(colours ? "\033[0m\" " : "\" ");
-  if (colours) line.append(status_ < 300 ? "\033[32m" : status_ < 400 ? "\033[33m" : "\033[31m");
-  line.append(std::to_string(status_));
-  line.push_back(' ');
-  line.append(http1::reason_phrase(status_));
-  if (colours) line.append("\033[0m");
-  line.push_back('\n');
+  std::string line;
+  http::append_default_access_line(line, peer(), method_, log_target_, "HTTP/2", status_, http1::reason_phrase(status_),
+                                   config.access_log_colours);
   session_.server_.append_log(line);
 }
 
