@@ -44,6 +44,7 @@ class Buffer {
   }
   void commit(size_t n) { end_ += n; }
   void append(const char *p, size_t n) {
+    if (n == 0) return;  // an empty buffer has no storage: memcpy must not get its null pointer
     std::memcpy(prepare(n), p, n);
     commit(n);
   }
