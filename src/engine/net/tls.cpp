@@ -286,7 +286,7 @@ std::unique_ptr<TlsStream> TlsStream::create(const TlsContext &context, int fd) 
     ::close(fd);
     return nullptr;
   }
-  std::unique_ptr<TlsStream> stream(new TlsStream(context, ssl, fd));
+  std::unique_ptr<TlsStream> stream(new TlsStream(ssl, fd));
   BIO_set_data(wbio, stream.get());
   BIO_set_init(wbio, 1);
   SSL_set_bio(ssl, rbio, wbio);

@@ -111,12 +111,11 @@ class TlsStream final : public ByteStream {
   bool handshake_done() const;
 
  private:
-  TlsStream(const TlsContext &context, SSL *ssl, int fd) : context_(context), ssl_(ssl), fd_(fd) {}
+  TlsStream(SSL *ssl, int fd) : ssl_(ssl), fd_(fd) {}
   ssize_t result(int ret, size_t done);
   ssize_t write_plain(const char *data, size_t len);
   friend struct CipherBio;
 
-  const TlsContext &context_;
   SSL *ssl_;
   int fd_;
   std::string gather_;  // iovecs joined, so that small pieces share a record
