@@ -21,65 +21,38 @@ cmake -S . -B build/tests-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DPRONGHORN_BUI
 cmake --build build/tests-asan -j "$JOBS"
 ctest --test-dir build/tests-asan --output-on-failure -j "$JOBS"
 
-echo "== libFuzzer: HTTP/1 request parser (${FUZZ_SECONDS:-30} s)"
 CC=clang CXX=clang++ cmake -S . -B build/fuzz -G Ninja -DPRONGHORN_FUZZ=ON -DPRONGHORN_BUILD_EXTENSION=OFF >/dev/null
 cmake --build build/fuzz -j "$JOBS"
-mkdir -p build/fuzz/corpus
-# The fuzzer's own exit status decides (a crash or leak exits non-zero); its
-# output is kept whole in a log and summarised here.
-fuzz_status=0
-./build/fuzz/fuzz_http1_request -max_total_time="${FUZZ_SECONDS:-30}" -print_final_stats=1 \
-  build/fuzz/corpus fuzz/corpus/http1_request >build/fuzz/fuzz.log 2>&1 || fuzz_status=$?
-grep -E "stat::number_of_executed_units|Done|ERROR" build/fuzz/fuzz.log || true
-if [[ $fuzz_status -ne 0 ]]; then
-  echo "fuzzer failed (exit $fuzz_status):"
-  tail -n 60 build/fuzz/fuzz.log
-  exit 1
-fi
 
-# The WebSocket codec: the frame decoder (with and without permessage-deflate)
-# and the inflater with the extension negotiation, each with its own corpus.
-for target in ws_frame ws_inflate; do
-  echo "== libFuzzer: WebSocket $target (${FUZZ_SECONDS_WS:-20} s)"
+# run_fuzzer TARGET SECONDS WHAT: a libFuzzer run of build/fuzz/fuzz_TARGET
+# from its seed corpus fuzz/corpus/TARGET (what it finds goes to
+# build/fuzz/corpus-TARGET). The fuzzer's own exit status decides (a crash or
+# leak exits non-zero); its output is kept whole in a log and summarised here.
+run_fuzzer() {
+  local target=$1 seconds=$2 what=$3 status=0
+  echo "== libFuzzer: $what ($seconds s)"
   mkdir -p "build/fuzz/corpus-$target"
-  fuzz_status=0
-  "./build/fuzz/fuzz_$target" -max_total_time="${FUZZ_SECONDS_WS:-20}" -print_final_stats=1 \
-    "build/fuzz/corpus-$target" "fuzz/corpus/$target" >"build/fuzz/fuzz-$target.log" 2>&1 || fuzz_status=$?
+  "./build/fuzz/fuzz_$target" -max_total_time="$seconds" -print_final_stats=1 \
+    "build/fuzz/corpus-$target" "fuzz/corpus/$target" >"build/fuzz/fuzz-$target.log" 2>&1 || status=$?
   grep -E "stat::number_of_executed_units|Done|ERROR" "build/fuzz/fuzz-$target.log" || true
-  if [[ $fuzz_status -ne 0 ]]; then
-    echo "fuzzer failed (exit $fuzz_status):"
+  if [[ $status -ne 0 ]]; then
+    echo "fuzzer failed (exit $status):"
     tail -n 60 "build/fuzz/fuzz-$target.log"
     exit 1
   fi
-done
+}
 
+run_fuzzer http1_request "${FUZZ_SECONDS:-30}" "HTTP/1 request parser"
+# The WebSocket codec: the frame decoder (with and without permessage-deflate)
+# and the inflater with the extension negotiation.
+run_fuzzer ws_frame "${FUZZ_SECONDS_WS:-20}" "WebSocket ws_frame"
+run_fuzzer ws_inflate "${FUZZ_SECONDS_WS:-20}" "WebSocket ws_inflate"
 # The HTTP/2 session over an in-memory transport: arbitrary frames after
 # the preface, with an application that answers at once or later.
-echo "== libFuzzer: HTTP/2 session (${FUZZ_SECONDS_H2:-10} s)"
-mkdir -p build/fuzz/corpus-http2_session
-fuzz_status=0
-./build/fuzz/fuzz_http2_session -max_total_time="${FUZZ_SECONDS_H2:-10}" -print_final_stats=1 \
-  build/fuzz/corpus-http2_session fuzz/corpus/http2_session >build/fuzz/fuzz-http2_session.log 2>&1 || fuzz_status=$?
-grep -E "stat::number_of_executed_units|Done|ERROR" build/fuzz/fuzz-http2_session.log || true
-if [[ $fuzz_status -ne 0 ]]; then
-  echo "fuzzer failed (exit $fuzz_status):"
-  tail -n 60 build/fuzz/fuzz-http2_session.log
-  exit 1
-fi
-
+run_fuzzer http2_session "${FUZZ_SECONDS_H2:-10}" "HTTP/2 session"
 # Static files: the path, range, conditional-header, date and Accept-Encoding
-# rules (no I/O), with their own corpus; a short run (they are small).
-echo "== libFuzzer: static-file rules (${FUZZ_SECONDS_STATIC:-10} s)"
-mkdir -p build/fuzz/corpus-static_rules
-fuzz_status=0
-./build/fuzz/fuzz_static_rules -max_total_time="${FUZZ_SECONDS_STATIC:-10}" -print_final_stats=1 \
-  build/fuzz/corpus-static_rules fuzz/corpus/static_rules >build/fuzz/fuzz-static_rules.log 2>&1 || fuzz_status=$?
-grep -E "stat::number_of_executed_units|Done|ERROR" build/fuzz/fuzz-static_rules.log || true
-if [[ $fuzz_status -ne 0 ]]; then
-  echo "fuzzer failed (exit $fuzz_status):"
-  tail -n 60 build/fuzz/fuzz-static_rules.log
-  exit 1
-fi
+# rules (no I/O); a short run (they are small).
+run_fuzzer static_rules "${FUZZ_SECONDS_STATIC:-10}" "static-file rules"
 
 echo "== integration tests (pytest)"
 .venv/bin/python -m pytest tests/integration -q -p no:cacheprovider
