@@ -55,11 +55,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("reload_delay", "--reload-delay", "float", 0.25, "Quiet time after a change before reloading (s).", to="supervisor"),
     Option("workers", "--workers", "int", None, "Number of worker processes. Defaults to $WEB_CONCURRENCY, or 1.", to="supervisor"),
     Option("loop", "--loop", "choice", "auto", "Event loop implementation.", choices=("auto", "asyncio", "uvloop")),
-    Option("http", "--http", "choice", "auto", "HTTP protocol implementation (Pronghorn always uses its own C++ HTTP/1.1).",
-           choices=("auto", "h11", "httptools")),
+    Option("http", "--http", "choice", "auto",
+           "HTTP protocol implementation (every value is served by Pronghorn's own C++ HTTP/1.1, and by its "
+           "HTTP/2 with --http2).",
+           choices=("auto", "h11", "httptools", "zttp")),
     Option("http2", "--http2", "flag", False,
            "Enable HTTP/2: ALPN h2 on TLS (preferred over http/1.1 when the client offers both) and h2c with "
-           "prior knowledge on the plain port. Off by default, so that a uvicorn deployment is served as before.",
+           "prior knowledge on the plain port, as uvicorn's --http2 (which Pronghorn allows with any --http value). "
+           "Off by default, so that a uvicorn deployment is served as before.",
            to="engine"),
     Option("http2_max_concurrent_streams", "--http2-max-concurrent-streams", "int", 100,
            "HTTP/2: streams a client may have open on one connection (SETTINGS_MAX_CONCURRENT_STREAMS).", to="engine"),

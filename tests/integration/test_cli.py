@@ -137,10 +137,18 @@ def test_loop(launch, loop, module):
     assert info(srv)["loop"].split(".")[0] == module
 
 
-@pytest.mark.parametrize("http", ["auto", "h11", "httptools"])
+@pytest.mark.parametrize("http", ["auto", "h11", "httptools", "zttp"])
 def test_http_values_accepted(launch, http):
     srv = launch([APP, "--port", "0", "--http", http])
     assert httpx.get(srv.url + "/", timeout=5).text == "ok"
+
+
+def test_http2_with_any_http_value(launch):
+    # uvicorn 0.54 takes --http2 only with --http zttp; Pronghorn with any value.
+    srv = launch([APP, "--port", "0", "--http", "h11", "--http2"])
+    with httpx.Client(http1=False, http2=True, timeout=5) as client:
+        response = client.get(srv.url + "/")
+    assert (response.http_version, response.text) == ("HTTP/2", "ok")
 
 
 @pytest.mark.parametrize("ws", ["auto", "none"])
