@@ -507,3 +507,25 @@ def test_static_files_over_h2c(server_factory, tmp_path):
         assert (part.status_code, part.content, part.headers["content-range"]) == (206, b"hello", "bytes 0-4/13")
         again = client.get("/static/a.txt", headers={"If-None-Match": r.headers["etag"]})
         assert again.status_code == 304 and again.content == b""
+
+
+def test_limit_concurrency_counts_streams(server_factory):
+    # --limit-concurrency 2: two slow streams are in the app, so a third stream on the same
+    # connection gets 503 (as a third HTTP/1 connection would), and once they finish the
+    # connection is served again.
+    srv = server_factory(RAW, "--http2", "--limit-concurrency", "2")
+    client = H2(srv)
+    try:
+        slow = [client.request("/sleep?s=1"), client.request("/sleep?s=1")]
+        time.sleep(0.3)  # both slow streams are in the app
+        third = client.request("/echo")
+        client.pump(lambda: client.responses[third]["ended"])
+        assert client.responses[third]["status"] == 503
+        client.pump(client.all_ended)
+        assert [client.responses[sid]["status"] for sid in slow] == [200, 200]
+        again = client.request("/echo")
+        client.pump(lambda: client.responses[again]["ended"])
+        assert client.responses[again]["status"] == 200
+    finally:
+        client.close()
+    assert "Exceeded concurrency limit." in srv.stderr
