@@ -770,6 +770,25 @@ TEST_F(Http2SessionTest, SettingsFloodFromAClientThatDoesNotReadCloses) {
   EXPECT_TRUE(transport->closed());
 }
 
+TEST_F(Http2SessionTest, EmptyDataFramesCostOnlyTheirParsing) {
+  start();
+  // CVE-2019-9518: empty DATA frames without END_STREAM. nghttp2 keeps no
+  // state for them and the body that follows is served as if they were not there.
+  int32_t id = client->request("POST", "/");
+  client->drain();
+  std::string flood;
+  for (int i = 0; i < 100000; ++i) flood += frame(NGHTTP2_DATA, 0, id, "");
+  send_raw(frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS, id, std::string("\x83\x84\x86\x41\x01x", 6)) + flood +
+           frame(NGHTTP2_DATA, NGHTTP2_FLAG_END_STREAM, id, "body"));
+  pump();
+  ASSERT_EQ(app.requests.size(), 1u);
+  EXPECT_EQ(app.requests[0]->body, "body");
+  EXPECT_TRUE(app.requests[0]->body_done);
+  EXPECT_FALSE(client->goaway);
+  app_step([&] { App::answer(*app.requests[0], "ok"); });
+  EXPECT_EQ(client->streams[id].body, "ok");
+}
+
 TEST_F(Http2SessionTest, TooManySettingsInOneFrameIsRefused) {
   start();
   std::string entries;
