@@ -34,6 +34,11 @@ constexpr uint64_t kWriteStallMs = 60000;
 // (CVE-2023-44487, rapid reset); the bucket refills at kResetRate a second.
 constexpr uint64_t kResetBurstPerStream = 2;
 constexpr uint64_t kResetRate = 33;
+// Ranges of skipped client stream IDs remembered (Session::skipped_ids_): a
+// client that skips more often has its oldest gaps forgotten, and a HEADERS
+// frame on one of those is only ignored, as on any closed stream.
+constexpr size_t kMaxSkippedRanges = 32;
+constexpr int64_t kMaxWindow = (int64_t{1} << 31) - 1;  // RFC 9113 §6.9.1
 
 uint64_t reset_burst(const Settings &settings) {
   return std::max<uint64_t>(64, kResetBurstPerStream * settings.max_concurrent_streams);
@@ -675,16 +680,43 @@ void Session::fail_session(const char *why, int code) {
       transport_->peer().port, why, code);
   failing_ = true;
   transport_->input().consume(transport_->input().size());
-  // After a fatal error (a flood, too many CONTINUATION frames) nghttp2
-  // queues no GOAWAY of its own: the client is told why all the same.
+  // After a fatal error (a flood, too many CONTINUATION frames, a bad
+  // preface) nghttp2 queues no GOAWAY of its own: the client is told why all
+  // the same. (Where nghttp2 did end the session, its GOAWAY stands: a second
+  // terminate is a no-op. Other frames still queued, such as the server's
+  // SETTINGS when the preface came with the first read, go out before it.)
   if (code == NGHTTP2_ERR_FLOODED || code == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS)
     nghttp2_session_terminate_session(ng_, NGHTTP2_ENHANCE_YOUR_CALM);
-  else if (!nghttp2_session_want_write(ng_))
+  else
     nghttp2_session_terminate_session(ng_, NGHTTP2_PROTOCOL_ERROR);
   send_pending();
   // A flood is a client that does not read what it asks for: the GOAWAY
   // behind its unread bytes will not reach it either.
   if (!closed_ && code == NGHTTP2_ERR_FLOODED) close_now(true);
+}
+
+void Session::connection_error(uint32_t error_code, const char *why) {
+  if (failing_) return;
+  log(LogLevel::Debug, "HTTP/2 connection from %s:%d closed: %s (%s)", peer_host(transport_->peer()),
+      transport_->peer().port, why, nghttp2_http2_strerror(error_code));
+  // nghttp2 ignores every frame after this (inside mem_recv too); the
+  // GOAWAY goes out with the output, then the close (send_pending).
+  nghttp2_session_terminate_session(ng_, error_code);
+  failing_ = true;
+  want_send();
+}
+
+bool Session::initial_window_overflows(const nghttp2_settings &settings) const {
+  // The new value moves every open stream's window by its difference from
+  // the old one (RFC 9113 §6.9.2). (nghttp2 keeps only the last of values
+  // repeated in one frame, and applies that one: so is it checked.)
+  for (size_t i = 0; i < settings.niv; ++i) {
+    if (settings.iv[i].settings_id != NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE) continue;
+    int64_t moved = static_cast<int64_t>(settings.iv[i].value) - initial_window_before_settings_;
+    for (int32_t window : windows_before_settings_)
+      if (window + moved > kMaxWindow) return true;
+  }
+  return false;
 }
 
 void Session::on_tick(uint64_t now_ms) {
@@ -801,6 +833,58 @@ void Session::retire_stream(int32_t id) {
 
 // ---- nghttp2 callbacks (within mem_recv / mem_send) ----
 
+int Session::on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void *user) {
+  auto &self = *static_cast<Session *>(user);
+  if (self.failing_) return 0;
+  switch (hd->type) {
+    case NGHTTP2_CONTINUATION:
+      // RFC 9113 §4.2: a frame over SETTINGS_MAX_FRAME_SIZE is a FRAME_SIZE_ERROR, a
+      // connection error for one that carries a field block. nghttp2 checks every
+      // frame's length but a CONTINUATION's.
+      if (hd->length > nghttp2_session_get_local_settings(ng, NGHTTP2_SETTINGS_MAX_FRAME_SIZE))
+        self.connection_error(NGHTTP2_FRAME_SIZE_ERROR, "CONTINUATION frame over SETTINGS_MAX_FRAME_SIZE");
+      break;
+    case NGHTTP2_HEADERS: {
+      // (Stream 0 and even IDs are nghttp2's to refuse.)
+      int32_t id = hd->stream_id;
+      if (id <= 0 || id % 2 == 0) break;
+      if (id > self.highest_id_) {
+        if (static_cast<int64_t>(id) > static_cast<int64_t>(self.highest_id_) + 2) {
+          self.skipped_ids_.emplace_back(self.highest_id_ + 2, id - 2);
+          if (self.skipped_ids_.size() > kMaxSkippedRanges) self.skipped_ids_.erase(self.skipped_ids_.begin());
+        }
+        self.highest_id_ = id;
+        break;
+      }
+      // RFC 9113 §5.1.1: a stream ID lower than one the client opened is a connection
+      // error PROTOCOL_ERROR. nghttp2, keeping no closed streams, cannot tell it from a
+      // late HEADERS (trailers) of a stream already closed, and ignores both; an ID the
+      // client skipped never opened, so it can only be the former.
+      for (const auto &[first, last] : self.skipped_ids_) {
+        if (id >= first && id <= last) {
+          self.connection_error(NGHTTP2_PROTOCOL_ERROR, "HEADERS on a stream ID lower than an opened one");
+          break;
+        }
+      }
+      break;
+    }
+    case NGHTTP2_SETTINGS:
+      // The windows that a SETTINGS_INITIAL_WINDOW_SIZE in it would move
+      // (initial_window_overflows, on its receipt).
+      self.windows_before_settings_.clear();
+      if ((hd->flags & NGHTTP2_FLAG_ACK) || hd->stream_id != 0 || hd->length == 0) break;
+      self.initial_window_before_settings_ =
+          nghttp2_session_get_remote_settings(ng, NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE);
+      for (const auto &[id, stream] : self.streams_) {
+        int32_t window = nghttp2_session_get_stream_remote_window_size(ng, id);
+        if (window >= 0) self.windows_before_settings_.push_back(window);
+      }
+      break;
+    default: break;
+  }
+  return 0;
+}
+
 int Session::on_begin_headers(nghttp2_session *, const nghttp2_frame *frame, void *user) {
   auto &self = *static_cast<Session *>(user);
   if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
@@ -867,6 +951,13 @@ int Session::on_frame_recv(nghttp2_session *, const nghttp2_frame *frame, void *
   }
   bool end_stream = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
   switch (frame->hd.type) {
+    case NGHTTP2_SETTINGS:
+      // RFC 9113 §6.9.2: a change of SETTINGS_INITIAL_WINDOW_SIZE that takes any window
+      // past 2^31-1 is a connection error FLOW_CONTROL_ERROR (nghttp2 resets the stream).
+      if (!(frame->hd.flags & NGHTTP2_FLAG_ACK) && self.initial_window_overflows(frame->settings))
+        self.connection_error(NGHTTP2_FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE overflows a stream window");
+      self.windows_before_settings_.clear();
+      break;
     case NGHTTP2_RST_STREAM:
       if (Stream *stream = self.find(frame->hd.stream_id)) stream->reset_ = true;
       break;
@@ -966,6 +1057,7 @@ const nghttp2_session_callbacks *Session::callbacks() {
   static nghttp2_session_callbacks *const shared = [] {
     nghttp2_session_callbacks *cbs = nullptr;
     if (nghttp2_session_callbacks_new(&cbs) != 0) return static_cast<nghttp2_session_callbacks *>(nullptr);
+    nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, on_begin_frame);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);

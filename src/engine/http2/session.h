@@ -158,6 +158,9 @@ class Session final : public pronghorn::Session, private TransportHandler {
   void on_transport_failed() override { close_now(true); }
 
   // ---- nghttp2 callbacks ----
+  // Checks of RFC 9113 that nghttp2 leaves out, made as each frame's header
+  // arrives (see the definition).
+  static int on_begin_frame(nghttp2_session *, const nghttp2_frame_hd *hd, void *user);
   static int on_begin_headers(nghttp2_session *, const nghttp2_frame *frame, void *user);
   static int on_header(nghttp2_session *, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
                        const uint8_t *value, size_t valuelen, uint8_t flags, void *user);
@@ -188,6 +191,12 @@ class Session final : public pronghorn::Session, private TransportHandler {
   bool take_reset_token();
   // A protocol error or a flood: what nghttp2 queued (its GOAWAY) goes out, then the close.
   void fail_session(const char *why, int code);
+  // A connection error nghttp2 does not detect itself (RFC 9113 §5.4.1):
+  // GOAWAY with `error_code`, then the close (from within nghttp2's callbacks too).
+  void connection_error(uint32_t error_code, const char *why);
+  // RFC 9113 §6.9.2: a SETTINGS_INITIAL_WINDOW_SIZE that takes an open
+  // stream's send window past 2^31-1 (nghttp2 resets only that stream).
+  bool initial_window_overflows(const nghttp2_settings &settings) const;
   void retire_stream(int32_t id);
   Stream *find(int32_t id);
 
@@ -210,6 +219,16 @@ class Session final : public pronghorn::Session, private TransportHandler {
   uint64_t last_ping_ms_ = 0;
   double reset_tokens_ = 0;  // the reset budget (take_reset_token)
   uint64_t reset_refill_ms_ = 0;
+  // Client stream IDs skipped over when a higher one opened (closed at once,
+  // RFC 9113 §5.1.1), as ranges [first, last], oldest first: a HEADERS frame
+  // on one opens a stream with a lower ID than an earlier one, where a frame
+  // on a stream that did open may be a late one. The newest kMaxSkippedRanges.
+  std::vector<std::pair<int32_t, int32_t>> skipped_ids_;
+  int32_t highest_id_ = -1;  // the highest client stream ID a HEADERS frame used
+  // The open streams' send windows and SETTINGS_INITIAL_WINDOW_SIZE as a
+  // SETTINGS frame began (initial_window_overflows).
+  std::vector<int32_t> windows_before_settings_;
+  uint32_t initial_window_before_settings_ = 0;
 };
 
 }  // namespace pronghorn::http2

@@ -238,8 +238,11 @@ class Http2SessionTest : public ::testing::Test {
     transport = t.get();
     if (direct) {
       // The HTTP/2 session itself, for the tests that drive its tick.
+      // (Bytes an HTTP/1 session read before it handed the connection over.)
+      transport->input().append(handed_over.data(), handed_over.size());
       h2 = new Session(*server, std::move(t));
       ASSERT_NE(server->adopt_session(h2, *transport), nullptr);
+      if (transport->closed()) return;  // (refused what it was handed: its stream is gone)
     } else {
       // Through the HTTP/1 session, as a plain listener's connection: the
       // preface hands it to HTTP/2.
@@ -295,6 +298,56 @@ class Http2SessionTest : public ::testing::Test {
     to_client.swap(written);
     client->feed(to_client);
   }
+  // Raw bytes from the client, and what the server answered, not given to
+  // the client session (whose own state would refuse what it did not send).
+  std::string take_raw(const std::string &bytes) {
+    stream->peer_send(bytes);
+    for (int i = 0; i < 100 && !transport->closed() && stream->inbound_left() > 0; ++i) event(EPOLLIN);
+    std::string out;
+    out.swap(written);
+    return out;
+  }
+  // The frames in `bytes`: type, stream ID, error code (GOAWAY, RST_STREAM; else 0), length.
+  struct RawFrame {
+    uint8_t type;
+    uint32_t stream_id;
+    uint32_t error_code;
+    size_t length;
+  };
+  static std::vector<RawFrame> frames_in(const std::string &bytes) {
+    std::vector<RawFrame> out;
+    auto u8 = [&](size_t at) { return static_cast<uint32_t>(static_cast<uint8_t>(bytes[at])); };
+    auto u32 = [&](size_t at) { return u8(at) << 24 | u8(at + 1) << 16 | u8(at + 2) << 8 | u8(at + 3); };
+    for (size_t at = 0; at + 9 <= bytes.size();) {
+      size_t length = u8(at) << 16 | u8(at + 1) << 8 | u8(at + 2);
+      if (at + 9 + length > bytes.size()) break;
+      uint8_t type = static_cast<uint8_t>(u8(at + 3));
+      uint32_t code = type == NGHTTP2_GOAWAY ? u32(at + 13) : type == NGHTTP2_RST_STREAM ? u32(at + 9) : 0;
+      out.push_back({type, u32(at + 5) & 0x7fffffffu, code, length});
+      at += 9 + length;
+    }
+    return out;
+  }
+  // The error code of the first GOAWAY in `bytes`, or -1.
+  static int64_t goaway_in(const std::string &bytes) {
+    for (const RawFrame &f : frames_in(bytes))
+      if (f.type == NGHTTP2_GOAWAY) return f.error_code;
+    return -1;
+  }
+  static std::string settings_payload(std::initializer_list<std::pair<uint16_t, uint32_t>> entries) {
+    std::string p;
+    for (const auto &[id, value] : entries) {
+      p.push_back(static_cast<char>(id >> 8));
+      p.push_back(static_cast<char>(id));
+      for (int shift = 24; shift >= 0; shift -= 8) p.push_back(static_cast<char>(value >> shift));
+    }
+    return p;
+  }
+  static std::string u32_payload(uint32_t value) {
+    std::string p;
+    for (int shift = 24; shift >= 0; shift -= 8) p.push_back(static_cast<char>(value >> shift));
+    return p;
+  }
   static std::string frame(uint8_t type, uint8_t flags, uint32_t stream_id, const std::string &payload) {
     std::string f;
     f.push_back(static_cast<char>(payload.size() >> 16));
@@ -323,6 +376,7 @@ class Http2SessionTest : public ::testing::Test {
   MemoryStream *stream = nullptr;
   Transport *transport = nullptr;
   std::string written;
+  std::string handed_over;  // in the transport's input before a direct start
   std::unique_ptr<Client> client;
   Session *h2 = nullptr;  // with start(..., direct = true)
 };
@@ -716,6 +770,25 @@ TEST_F(Http2SessionTest, SettingsFloodFromAClientThatDoesNotReadCloses) {
   EXPECT_TRUE(transport->closed());
 }
 
+TEST_F(Http2SessionTest, EmptyDataFramesCostOnlyTheirParsing) {
+  start();
+  // CVE-2019-9518: empty DATA frames without END_STREAM. nghttp2 keeps no
+  // state for them and the body that follows is served as if they were not there.
+  int32_t id = client->request("POST", "/");
+  client->drain();
+  std::string flood;
+  for (int i = 0; i < 100000; ++i) flood += frame(NGHTTP2_DATA, 0, id, "");
+  send_raw(frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS, id, std::string("\x83\x84\x86\x41\x01x", 6)) + flood +
+           frame(NGHTTP2_DATA, NGHTTP2_FLAG_END_STREAM, id, "body"));
+  pump();
+  ASSERT_EQ(app.requests.size(), 1u);
+  EXPECT_EQ(app.requests[0]->body, "body");
+  EXPECT_TRUE(app.requests[0]->body_done);
+  EXPECT_FALSE(client->goaway);
+  app_step([&] { App::answer(*app.requests[0], "ok"); });
+  EXPECT_EQ(client->streams[id].body, "ok");
+}
+
 TEST_F(Http2SessionTest, TooManySettingsInOneFrameIsRefused) {
   start();
   std::string entries;
@@ -753,14 +826,149 @@ TEST_F(Http2SessionTest, EvenStreamIdIsAProtocolError) {
   EXPECT_TRUE(app.requests.empty());
 }
 
-TEST_F(Http2SessionTest, DecreasingStreamIdIsNotServed) {
+TEST_F(Http2SessionTest, LowerStreamIdThanAnOpenedOneIsAProtocolError) {
   start();
-  send_raw(frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, 5, get_block()) +
-           frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, 3, get_block()));
-  // nghttp2 cannot tell a lower ID from a closed stream's: stream 3 is
-  // refused (RST_STREAM or GOAWAY), never served.
+  // RFC 9113 §5.1.1: stream 3 was skipped when 5 opened; HEADERS on it is a
+  // new stream with a lower ID (nghttp2 alone ignored it, as a closed stream's).
+  std::string out =
+      take_raw(frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, 5, get_block()));
   ASSERT_EQ(app.requests.size(), 1u);
-  EXPECT_EQ(app.requests[0]->target, "/");
+  out += take_raw(frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, 3, get_block()));
+  EXPECT_EQ(goaway_in(out), NGHTTP2_PROTOCOL_ERROR);
+  EXPECT_EQ(app.requests.size(), 1u);  // stream 3 never served
+  EXPECT_TRUE(transport->closed());
+}
+
+TEST_F(Http2SessionTest, LowerStreamIdInTheSameReadIsNotServed) {
+  start();
+  std::string out =
+      take_raw(frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, 5, get_block()) +
+               frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, 3, get_block()));
+  EXPECT_EQ(goaway_in(out), NGHTTP2_PROTOCOL_ERROR);
+  EXPECT_TRUE(app.requests.empty());  // condemned in the read that opened 5: nothing dispatched
+}
+
+TEST_F(Http2SessionTest, LateHeadersOnAClosedStreamAreIgnored) {
+  // The app answers before the body is in: the stream ends (RST_STREAM
+  // NO_ERROR) while the client's trailers are on their way. They are a
+  // closed stream's frame, not a lower ID, and are discarded.
+  app.handler = [](Request &r) { App::answer(r, "early"); };
+  start();
+  std::string out =
+      take_raw(frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS, 1, std::string("\x83\x84\x86\x41\x01x", 6)));
+  ASSERT_EQ(app.requests.size(), 1u);
+  bool reset = false;
+  for (const RawFrame &f : frames_in(out)) reset = reset || (f.type == NGHTTP2_RST_STREAM && f.stream_id == 1);
+  ASSERT_TRUE(reset);
+  out = take_raw(frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, 1,
+                       std::string("\x00\x03x-t\x01v", 7)) +
+                 frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, 3, get_block()));
+  EXPECT_EQ(goaway_in(out), -1);
+  EXPECT_FALSE(transport->closed());
+  EXPECT_EQ(app.requests.size(), 2u);  // stream 3 served
+}
+
+TEST_F(Http2SessionTest, OnlyTheNewestSkippedStreamIdsAreRemembered) {
+  start();
+  // Streams 1, 5, 9, ...: each skips one ID; 40 gaps, of which the newest 32 are kept.
+  std::string out;
+  for (int32_t id = 1; id <= 1 + 4 * 40; id += 4)
+    out += take_raw(frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, id, get_block()));
+  ASSERT_EQ(goaway_in(out), -1);
+  // The oldest gap (3) is forgotten: HEADERS on it is only ignored, as on a closed stream.
+  out = take_raw(frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, 3, get_block()));
+  EXPECT_EQ(goaway_in(out), -1);
+  EXPECT_FALSE(transport->closed());
+  // The newest (159) is known for what it is.
+  out = take_raw(frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, 159, get_block()));
+  EXPECT_EQ(goaway_in(out), NGHTTP2_PROTOCOL_ERROR);
+  EXPECT_EQ(app.requests.size(), 41u);
+}
+
+TEST_F(Http2SessionTest, ContinuationOverMaxFrameSizeIsAFrameSizeError) {
+  start();
+  // A field block fragment of valid fields: 2340 x "x-a: v" (7 octets) and "a:" (4 octets).
+  std::string fields;
+  for (int i = 0; i < 2340; ++i) fields += std::string("\x00\x03x-a\x01v", 7);
+  fields += std::string(
+      "\x00\x01"
+      "a"
+      "\x00",
+      4);
+  ASSERT_EQ(fields.size(), 16384u);
+  // At SETTINGS_MAX_FRAME_SIZE: a head like any other (too large a list: 431).
+  int32_t id = client->request("GET", "/");
+  client->drain();
+  send_raw(frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_STREAM, id, get_block()) +
+           frame(NGHTTP2_CONTINUATION, NGHTTP2_FLAG_END_HEADERS, id, fields));
+  pump();
+  EXPECT_EQ(client->streams[id].status, 431);
+  EXPECT_FALSE(client->goaway) << client->goaway_error;
+  // One octet more: RFC 9113 §4.2, a connection error FRAME_SIZE_ERROR (nghttp2
+  // checks the length of every frame but CONTINUATION).
+  std::string out = take_raw(frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_STREAM, 3, get_block()) +
+                             frame(NGHTTP2_CONTINUATION, NGHTTP2_FLAG_END_HEADERS, 3, fields + "x"));
+  EXPECT_EQ(goaway_in(out), NGHTTP2_FRAME_SIZE_ERROR);
+  EXPECT_TRUE(transport->closed());
+}
+
+TEST_F(Http2SessionTest, InitialWindowChangeOverflowingAnOpenStreamIsAConnectionError) {
+  start();
+  int32_t id = client->request("GET", "/held");
+  pump();
+  ASSERT_EQ(app.requests.size(), 1u);
+  // The stream's send window up to 2^31-1 - 1 (WINDOW_UPDATE), then a change
+  // of SETTINGS_INITIAL_WINDOW_SIZE by +1 (allowed), then by +1 more.
+  std::string out =
+      take_raw(frame(NGHTTP2_WINDOW_UPDATE, 0, id, u32_payload(0x7fffffffu - 65535 - 1)) +
+               frame(NGHTTP2_SETTINGS, 0, 0, settings_payload({{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 65536}})));
+  EXPECT_EQ(goaway_in(out), -1);
+  EXPECT_FALSE(transport->closed());
+  // RFC 9113 §6.9.2: a connection error FLOW_CONTROL_ERROR (nghttp2 alone reset the stream).
+  out = take_raw(frame(NGHTTP2_SETTINGS, 0, 0, settings_payload({{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 65537}})));
+  EXPECT_EQ(goaway_in(out), NGHTTP2_FLOW_CONTROL_ERROR);
+  EXPECT_TRUE(transport->closed());
+  EXPECT_TRUE(app.requests[0]->detached);
+}
+
+TEST_F(Http2SessionTest, InitialWindowChangesWithoutOverflowAreApplied) {
+  start();
+  int32_t id = client->request("GET", "/held");
+  pump();
+  ASSERT_EQ(app.requests.size(), 1u);
+  // 0, 2^31-1, 100 in one frame: nghttp2 keeps the last of repeated values
+  // (the stream's window: 100), as RFC 9113 §6.5.3's order has it.
+  std::string out = take_raw(frame(NGHTTP2_SETTINGS, 0, 0,
+                                   settings_payload({{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 0},
+                                                     {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 0x7fffffffu},
+                                                     {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 100}})));
+  EXPECT_EQ(goaway_in(out), -1);
+  EXPECT_FALSE(transport->closed());
+  // The stream's window is now 100: a 1000-octet body goes out 100 octets at a time.
+  // (Not given to the client session: it knows nothing of these settings.)
+  std::string body(1000, 'w');
+  server->begin_step();
+  ASSERT_EQ(app.requests[0]->exchange->start_response(200, {}), nullptr);
+  app.requests[0]->exchange->write_body(body.data(), body.size(), false);
+  server->end_step();
+  std::vector<size_t> data;
+  for (const RawFrame &f : frames_in(written))
+    if (f.type == NGHTTP2_DATA && f.stream_id == static_cast<uint32_t>(id)) data.push_back(f.length);
+  EXPECT_EQ(data, std::vector<size_t>{100});
+}
+
+TEST_F(Http2SessionTest, BadPrefaceGetsAGoawayAfterTheServerSettings) {
+  // Over TLS with ALPN h2, the HTTP/1 session hands over what it read: the
+  // session starts with a bad preface in its input, and its own SETTINGS
+  // still queued. The GOAWAY (PROTOCOL_ERROR) follows it (it was dropped).
+  handed_over = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+  start({}, 65535, true, false, true);
+  std::vector<RawFrame> frames = frames_in(written);
+  ASSERT_EQ(frames.size(), 2u);
+  EXPECT_EQ(frames[0].type, NGHTTP2_SETTINGS);
+  EXPECT_EQ(frames[1].type, NGHTTP2_GOAWAY);
+  EXPECT_EQ(frames[1].error_code, static_cast<uint32_t>(NGHTTP2_PROTOCOL_ERROR));
+  EXPECT_TRUE(transport->closed());
 }
 
 TEST_F(Http2SessionTest, OversizedFrameIsAFrameSizeError) {
