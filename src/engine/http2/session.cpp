@@ -34,6 +34,11 @@ constexpr uint64_t kWriteStallMs = 60000;
 // (CVE-2023-44487, rapid reset); the bucket refills at kResetRate a second.
 constexpr uint64_t kResetBurstPerStream = 2;
 constexpr uint64_t kResetRate = 33;
+// A graceful stop's PING (its opaque data), whose ACK tells that the client
+// has seen the first GOAWAY; without the ACK, the final GOAWAY goes after
+// kShutdownPingWaitMs all the same.
+constexpr uint8_t kShutdownPing[8] = {'p', 'h', '-', 's', 't', 'o', 'p', '1'};
+constexpr uint64_t kShutdownPingWaitMs = 1000;
 
 uint64_t reset_burst(const Settings &settings) {
   return std::max<uint64_t>(64, kResetBurstPerStream * settings.max_concurrent_streams);
@@ -619,7 +624,7 @@ void Session::send_pending() {
   }
   // Over: after a protocol error or a GOAWAY both ways, or a graceful stop
   // whose streams are done, the connection closes once its output is out.
-  bool over = failing_ || (stopping_ && streams_.empty()) ||
+  bool over = failing_ || (final_goaway_sent_ && streams_.empty()) ||
               (!nghttp2_session_want_read(ng_) && !nghttp2_session_want_write(ng_));
   if (over && !nghttp2_session_want_write(ng_) && transport_->output_idle()) {
     close_now(false);
@@ -726,6 +731,11 @@ void Session::on_tick(uint64_t now_ms) {
       return;
     }
   }
+  if (stopping_ && !final_goaway_sent_ && now_ms - stop_started_ms_ >= kShutdownPingWaitMs) {
+    // The client has not answered the stop's PING: the final GOAWAY all the same.
+    send_final_goaway();
+    reset = true;
+  }
   if (deadline_ms_ != 0 && now_ms >= deadline_ms_) {
     deadline_ms_ = 0;
     if (!got_frame_) {
@@ -755,12 +765,26 @@ void Session::on_tick(uint64_t now_ms) {
 bool Session::close_when_idle() {
   if (closed_ || stopping_) return false;
   stopping_ = true;
-  // GOAWAY with the last stream the client opened: streams up to it finish,
-  // later ones are refused (the client retries them elsewhere).
-  nghttp2_submit_goaway(ng_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(ng_), NGHTTP2_NO_ERROR, nullptr,
-                        0);
+  stop_started_ms_ = server_.loop().now_ms();
+  // RFC 9113 §6.8: a first GOAWAY with the largest stream ID stops the
+  // client opening streams without refusing those already on their way
+  // (the ones it sent before it saw the GOAWAY); the PING's ACK comes after
+  // all of them, and then the final GOAWAY names the last stream processed.
+  // (With one GOAWAY naming the last stream read, a busy client's streams
+  // in flight were refused: h2load counted them failed on every reload.)
+  nghttp2_submit_shutdown_notice(ng_);
+  nghttp2_submit_ping(ng_, NGHTTP2_FLAG_NONE, kShutdownPing);
   send_pending();
   return false;
+}
+
+void Session::send_final_goaway() {
+  if (final_goaway_sent_) return;
+  final_goaway_sent_ = true;
+  // Streams up to the last one read finish; a later one cannot exist (the
+  // client saw the first GOAWAY before it answered the PING).
+  nghttp2_submit_goaway(ng_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(ng_), NGHTTP2_NO_ERROR, nullptr,
+                        0);
 }
 
 bool Session::streaming() const {
@@ -883,6 +907,11 @@ int Session::on_frame_recv(nghttp2_session *, const nghttp2_frame *frame, void *
       }
       break;
     }
+    case NGHTTP2_PING:
+      if ((frame->hd.flags & NGHTTP2_FLAG_ACK) != 0 && self.stopping_ &&
+          memcmp(frame->ping.opaque_data, kShutdownPing, sizeof kShutdownPing) == 0)
+        self.send_final_goaway();
+      break;
     case NGHTTP2_DATA:
       if (end_stream) {
         if (Stream *stream = self.find(frame->hd.stream_id)) {

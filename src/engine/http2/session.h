@@ -134,7 +134,8 @@ class Session final : public pronghorn::Session, private TransportHandler {
   // (the preface, when an HTTP/1 session handed the connection over).
   bool start() override;
   void on_tick(uint64_t now_ms) override;
-  // GOAWAY with the last stream ID; open streams finish, then the close.
+  // GOAWAY (first with the largest stream ID, then, once the client has
+  // answered a PING, with the last stream read); open streams finish, then the close.
   bool close_when_idle() override;
   bool streaming() const override;
   void close_now(bool disconnected) override;
@@ -188,6 +189,8 @@ class Session final : public pronghorn::Session, private TransportHandler {
   bool take_reset_token();
   // A protocol error or a flood: what nghttp2 queued (its GOAWAY) goes out, then the close.
   void fail_session(const char *why, int code);
+  // A graceful stop's second GOAWAY, with the last stream ID read.
+  void send_final_goaway();
   void retire_stream(int32_t id);
   Stream *find(int32_t id);
 
@@ -202,8 +205,10 @@ class Session final : public pronghorn::Session, private TransportHandler {
   std::vector<int32_t> writable_;
   std::string batch_;  // frames gathered for one transport write
   bool closed_ = false;
-  bool in_nghttp2_ = false;   // inside mem_recv/mem_send: no re-entry
-  bool stopping_ = false;     // GOAWAY sent for a graceful stop
+  bool in_nghttp2_ = false;         // inside mem_recv/mem_send: no re-entry
+  bool stopping_ = false;           // GOAWAY sent for a graceful stop
+  bool final_goaway_sent_ = false;  // ... and its final one (close_when_idle)
+  uint64_t stop_started_ms_ = 0;
   bool failing_ = false;      // closing after a protocol error
   bool got_frame_ = false;    // the client's preface and first frame came
   uint64_t deadline_ms_ = 0;  // the header (preface) or idle deadline; 0: none
