@@ -667,6 +667,13 @@ def test_chromium_renders_a_page_of_30_assets_over_http2_as_over_http1(server_fa
         seen = {path: (v, status) for path, v, status in lines}
         assert all(seen.get(path) == (version, "200") for path in assets | {"/"}), lines
         assert {v for _, v, _ in lines} == {version}, lines
+    # The page's 10 scripts ran (the DOM after the load, over HTTP/2 again).
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                          f"--user-data-dir={tmp_path / 'profile-dom'}", f"--ignore-certificate-errors-spki-list={spki}",
+                          "--dump-dom", f"https://localhost:{h2_srv.port}/"], capture_output=True, text=True,
+                         timeout=90, env=client_env()).stdout
+    assert dom.count(" ran</p>") == 10 and "not run" not in dom, dom[-2000:]
+    assert set(re.findall(r'"GET \S+ HTTP/([\d.]+)"', h2_srv.stdout)) == {"2"}
     # The two renders are the same picture: at most 0.1 % of the pixels differ (font
     # anti-aliasing is deterministic here; the tolerance is for a rendering nuance, not for
     # a missing asset, which changes thousands of pixels).
