@@ -100,6 +100,7 @@ def test_fastapi_app_over_http2(server_factory, h2_workdir, certs, transport):  
         assert r.content == b"".join(bytes([97 + i % 26]) * 10000 for i in range(200))
 
         # FileResponse of 24 MiB by pathsend: DATA frames read from the file, memory bounded.
+        assert "http.response.pathsend" in client.get("/extensions").json()
         big = _big_file(h2_workdir)
         rss_before = srv.rss_kib()
         digest, size, peak = hashlib.sha256(), 0, rss_before

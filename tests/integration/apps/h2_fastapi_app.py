@@ -13,6 +13,7 @@ Pronghorn, hypercorn and uvicorn alike.
   GET  /cookies            the request cookies; sets two cookies (two set-cookie fields)
   GET  /connection-headers a response with connection-specific fields set by the app
   GET  /raise              an exception: 500
+  GET  /extensions         the scope's extensions (names)
 """
 
 from __future__ import annotations
@@ -153,3 +154,8 @@ async def connection_headers():
 @app.get("/raise")
 async def raise_error():
     raise RuntimeError("h2-app-failure-marker")
+
+
+@app.get("/extensions")
+async def extensions(request: Request):
+    return sorted(request.scope.get("extensions") or {})
