@@ -243,6 +243,13 @@ CASES = [
     # connection, keep-alive set by the app: every server drops them (RFC 9113 §8.2.2).
     Case("app-connection-headers", "/connection-headers"),
     Case("static-asset", "/assets/style1.css"),
+    Case("head-404", "/no/such/route", "HEAD"),
+    # (allow: Starlette makes it from a set, whose order changes with each process's hash seed.)
+    Case("options-405", "/json", "OPTIONS", ignore={"*": {"allow"}}),
+    Case("post-empty-body", "/echo", "POST", body=b""),
+    # te: trailers is the one te value HTTP/2 allows (RFC 9113 §8.2.2); it reaches the app.
+    Case("request-te-trailers", "/headers", headers=[("te", "trailers"), ("accept", "*/*")],
+         unordered_body={"uvicorn-zttp"}),
     Case("html-page", "/"),
 ]
 
@@ -261,6 +268,8 @@ def _h2_fetch(addr: tuple[str, int], case: Case, timeout: float = 20) -> tuple[i
         headers.append(("content-length", str(len(case.body))))
     conn.send_headers(sid, headers, end_stream=case.body is None)
     to_send = case.body or b""
+    if case.body == b"":
+        conn.end_stream(sid)
     status, fields, body, ended = None, [], b"", False
     deadline = time.monotonic() + timeout
     try:
