@@ -34,6 +34,7 @@ from pathlib import Path
 import h2.config
 import h2.connection
 import h2.events
+import h2.settings
 import httpx
 import pytest
 
@@ -152,7 +153,7 @@ def _free_port() -> int:
 class Peer:
     """A peer server (hypercorn, or uvicorn with --http zttp --http2) serving the same app."""
 
-    def __init__(self, kind: str, log_dir: Path, workdir: Path):
+    def __init__(self, kind: str, log_dir: Path, workdir: Path, tls_certs: Path | None = None):
         self.kind = kind
         self.port = _free_port()
         self.addr = ("127.0.0.1", self.port)
@@ -160,9 +161,14 @@ class Peer:
         env.pop("LD_PRELOAD", None)
         if kind == "hypercorn":
             cmd = [sys.executable, "-m", "hypercorn", APP, "--bind", f"127.0.0.1:{self.port}"]
+            if tls_certs is not None:
+                cmd += ["--certfile", str(tls_certs / "server.pem"), "--keyfile", str(tls_certs / "server.key")]
         else:
             cmd = [sys.executable, "-m", "uvicorn", APP, "--http", "zttp", "--http2", "--port", str(self.port)]
-        self.log = open(log_dir / f"{kind}.log", "wb")
+            if tls_certs is not None:
+                cmd += _tls_args(tls_certs)
+        name = f"{kind}{'-tls' if tls_certs else ''}"
+        self.log = open(log_dir / f"{name}.log", "wb")
         self.proc = subprocess.Popen(cmd, cwd=HERE, env=env, stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
@@ -173,7 +179,7 @@ class Peer:
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise AssertionError(f"{kind} did not start: {(log_dir / f'{kind}.log').read_text()}")
+                    raise AssertionError(f"{kind} did not start: {(log_dir / f'{name}.log').read_text()}")
                 time.sleep(0.05)
 
     def stop(self) -> None:
@@ -236,7 +242,8 @@ CASES = [
     Case("split-cookies-joined", "/cookies", headers=[("cookie", "a=1"), ("cookie", "b=2; c=3")]),
     Case("stream", "/stream?n=300&size=1000"),
     Case("head-stream", "/stream?n=3", "HEAD"),
-    Case("file-response", "/big", digest=True),
+    # (2 MiB of the 24 MiB file: hypercorn takes up to 20 s for the whole of it.)
+    Case("file-response-range", "/big", headers=[("range", "bytes=1000000-3097151")], digest=True),
     Case("head-file", "/big", "HEAD"),
     Case("fastapi-404", "/no/such/route"),
     Case("app-exception-500", "/raise"),
@@ -256,13 +263,24 @@ CASES = [
 EXCLUDED = {"date", "server"}
 
 
-def _h2_fetch(addr: tuple[str, int], case: Case, timeout: float = 20) -> tuple[int, Counter, bytes]:
-    """One request on a fresh h2c (prior knowledge) connection made with the `h2` library."""
+def _h2_fetch(addr: tuple[str, int], case: Case, tls_certs: Path | None = None,
+              timeout: float = 60) -> tuple[int, Counter, bytes]:
+    """One request on a fresh connection made with the `h2` library: h2c with prior knowledge,
+    or TLS with ALPN h2."""
     sock = socket.create_connection(addr, timeout=timeout)
+    if tls_certs is not None:
+        ctx = _client_context(tls_certs)
+        ctx.set_alpn_protocols(["h2"])
+        sock = ctx.wrap_socket(sock, server_hostname="localhost")
+        assert sock.selected_alpn_protocol() == "h2"
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
     conn.initiate_connection()
+    # Large windows: a body of a few MiB in a few round trips.
+    conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 8 * MIB})
+    conn.increment_flow_control_window(32 * MIB)
     sid = conn.get_next_available_stream_id()
-    headers = [(":method", case.method), (":path", case.path), (":scheme", "http"), (":authority", "localhost"),
+    headers = [(":method", case.method), (":path", case.path), (":scheme", "https" if tls_certs else "http"),
+               (":authority", "localhost"),
                ("user-agent", "h2-differential")] + case.headers
     if case.body is not None and case.send_length:
         headers.append(("content-length", str(len(case.body))))
@@ -310,24 +328,33 @@ def _h2_fetch(addr: tuple[str, int], case: Case, timeout: float = 20) -> tuple[i
 
 
 @pytest.fixture(scope="module")
-def diff_servers(tmp_path_factory, h2_workdir):
-    """Pronghorn and each peer, serving the same app from the same work directory (so the
-    FileResponse etags and last-modified match)."""
+def diff_servers(tmp_path_factory, h2_workdir, certs):  # noqa: F811
+    """server(kind, tls) -> address: Pronghorn and each peer, h2c or TLS, started on first use,
+    serving the same app from the same work directory (so the FileResponse etags and
+    last-modified match)."""
     logs = tmp_path_factory.mktemp("h2-diff-logs")
-    pronghorn = ServerProcess(APP, ["--http2", "--asgi-pathsend"], log_dir=logs, name="pronghorn",
-                              env={"PRONGHORN_TEST_WORKDIR": str(h2_workdir)}).start()
-    peers: dict[str, Peer] = {}
+    started: dict[tuple[str, bool], ServerProcess | Peer] = {}
 
-    def peer(kind: str) -> Peer:
-        if kind not in peers:
-            peers[kind] = Peer(kind, logs, h2_workdir)
-        return peers[kind]
+    def server(kind: str, tls: bool) -> tuple[str, int]:
+        if (kind, tls) not in started:
+            if kind == "pronghorn":
+                args = ["--http2", "--asgi-pathsend", *(_tls_args(certs) if tls else [])]
+                started[(kind, tls)] = ServerProcess(APP, args, log_dir=logs, name=f"pronghorn{'-tls' if tls else ''}",
+                                                     env={"PRONGHORN_TEST_WORKDIR": str(h2_workdir)}).start()
+            else:
+                started[(kind, tls)] = Peer(kind, logs, h2_workdir, certs if tls else None)
+        return started[(kind, tls)].addr
     try:
-        yield pronghorn, peer
+        yield server
     finally:
-        for p in peers.values():
-            p.stop()
-        assert pronghorn.stop() == 0, pronghorn.stderr
+        errors = []
+        for (kind, _), srv in started.items():
+            if kind == "pronghorn":
+                if srv.stop() != 0:
+                    errors.append(srv.stderr)
+            else:
+                srv.stop()
+        assert not errors, errors
 
 
 def _comparable(case: Case, peer: str, response: tuple[int, Counter, bytes]):
@@ -339,12 +366,14 @@ def _comparable(case: Case, peer: str, response: tuple[int, Counter, bytes]):
     return status, fields, hashlib.sha256(body).hexdigest() if case.digest else body
 
 
+@pytest.mark.parametrize("transport", ["h2c", "tls"])
 @pytest.mark.parametrize("peer", PEERS)
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_same_http2_response_as_peers(diff_servers, peer, case):
-    pronghorn, start_peer = diff_servers
-    ref = _comparable(case, peer, _h2_fetch(start_peer(peer).addr, case))
-    got = _comparable(case, peer, _h2_fetch(pronghorn.addr, case))
+def test_same_http2_response_as_peers(diff_servers, certs, peer, case, transport):  # noqa: F811
+    tls = transport == "tls"
+    tls_certs = certs if tls else None
+    ref = _comparable(case, peer, _h2_fetch(diff_servers(peer, tls), case, tls_certs))
+    got = _comparable(case, peer, _h2_fetch(diff_servers("pronghorn", tls), case, tls_certs))
     assert got[0] == ref[0], f"status differs: {peer}={ref[0]} pronghorn={got[0]}"
     assert got[1] == ref[1], (f"headers differ:\n  only {peer}: {dict(ref[1] - got[1])}\n"
                               f"  only pronghorn: {dict(got[1] - ref[1])}")
