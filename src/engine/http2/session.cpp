@@ -188,10 +188,7 @@ http::WriteStatus Stream::write_body(const char *data, size_t len, bool more) {
   if (session_.closed_ || ended_ || response_ != Response::Started) return http::WriteStatus::Closed;
   if (!no_body_ && has_length_ && body_sent_ + len > content_length_) {
     log(LogLevel::Error, "Response content longer than Content-Length");
-    nghttp2_submit_rst_stream(session_.ng_, NGHTTP2_FLAG_NONE, id_, NGHTTP2_INTERNAL_ERROR);
-    response_ = Response::Done;
-    end_exchange(http::Detach::Complete);
-    session_.want_send();
+    cut_response();
     return http::WriteStatus::TooLong;
   }
   // The stall rule (on_tick) measures how long output waits: a stream
@@ -202,10 +199,7 @@ http::WriteStatus Stream::write_body(const char *data, size_t len, bool more) {
   if (!more && !no_body_ && has_length_ && body_sent_ < content_length_) {
     log(LogLevel::Error, "Response content shorter than Content-Length");
     // What was given goes out; the reset then tells the client the body is cut.
-    nghttp2_submit_rst_stream(session_.ng_, NGHTTP2_FLAG_NONE, id_, NGHTTP2_INTERNAL_ERROR);
-    response_ = Response::Done;
-    end_exchange(http::Detach::Complete);
-    session_.want_send();
+    cut_response();
     return http::WriteStatus::TooShort;
   }
   if (!more) eof_ = true;
@@ -239,10 +233,7 @@ http::WriteStatus Stream::send_file(int file_fd, uint64_t offset, uint64_t len) 
     ::close(file_fd);
     bool longer = body_sent_ + len > content_length_;
     log(LogLevel::Error, "Response content %s than Content-Length", longer ? "longer" : "shorter");
-    nghttp2_submit_rst_stream(session_.ng_, NGHTTP2_FLAG_NONE, id_, NGHTTP2_INTERNAL_ERROR);
-    response_ = Response::Done;
-    end_exchange(http::Detach::Complete);
-    session_.want_send();
+    cut_response();
     return longer ? http::WriteStatus::TooLong : http::WriteStatus::TooShort;
   }
   // Read in frame-sized pieces as the peer's window allows (read_body):
@@ -296,6 +287,8 @@ ssize_t Stream::read_body(nghttp2_session *, int32_t, uint8_t *buf, size_t lengt
       stream.file_fd_ = -1;
     }
   }
+  // A cut response's bytes are out: nghttp2 resets the stream (INTERNAL_ERROR).
+  if (n == 0 && stream.cut_) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
   if (n == 0 && !stream.eof_) {
     stream.deferred_ = true;  // write_body() resumes it
     return NGHTTP2_ERR_DEFERRED;
@@ -369,8 +362,23 @@ void Stream::fail() {
     return;
   }
   // Part of the response went out: the reset tells the client it is cut.
-  nghttp2_submit_rst_stream(session_.ng_, NGHTTP2_FLAG_NONE, id_, NGHTTP2_INTERNAL_ERROR);
+  cut_response();
+}
+
+void Stream::cut_response() {
   response_ = Response::Done;
+  if (no_body_) {
+    nghttp2_submit_rst_stream(session_.ng_, NGHTTP2_FLAG_NONE, id_, NGHTTP2_INTERNAL_ERROR);
+  } else {
+    // Not nghttp2_submit_rst_stream now: it would drop the HEADERS and DATA
+    // still queued, and the client would see a bare reset (no status, no
+    // bytes). read_body resets the stream once the output is framed.
+    cut_ = true;
+    if (deferred_) {
+      deferred_ = false;
+      nghttp2_session_resume_data(session_.ng_, id_);
+    }
+  }
   end_exchange(http::Detach::Complete);
   session_.want_send();
 }

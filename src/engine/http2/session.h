@@ -74,6 +74,10 @@ class Stream final : public http::Exchange {
   // The application's side of the exchange is over (its response is
   // complete, or the stream ended first): the observer is told why.
   void end_exchange(http::Detach why);
+  // A response cut short (its body does not match its content-length, or
+  // the application failed in the middle of it): what was given goes out
+  // after the HEADERS, then RST_STREAM(INTERNAL_ERROR); the exchange ends.
+  void cut_response();
   // Answers with a response of the server's own (431, 500, 503) and ends the exchange.
   void answer_error(int status);
   bool has_output() const { return !out_.empty() || file_left_ > 0; }
@@ -103,6 +107,7 @@ class Stream final : public http::Exchange {
   bool no_body_ = false;   // HEAD, 1xx, 204, 304: the HEADERS frame ends the stream
   bool eof_ = false;       // the application gave the last body bytes
   bool deferred_ = false;  // nghttp2 was told NGHTTP2_ERR_DEFERRED: resume on new bytes
+  bool cut_ = false;       // reset once the output is framed (cut_response)
   bool wants_writable_ = false;
   bool has_length_ = false;
   uint64_t content_length_ = 0;

@@ -606,6 +606,32 @@ TEST_F(Http2SessionTest, AppFailureBeforeTheResponseIs500AndAfterItAReset) {
   app_step([&] { app.requests[1]->exchange->fail(); });
   EXPECT_TRUE(client->streams[b].closed);
   EXPECT_EQ(client->streams[b].error_code, static_cast<uint32_t>(NGHTTP2_INTERNAL_ERROR));
+  EXPECT_EQ(client->streams[b].status, 200);
+  EXPECT_EQ(client->streams[b].body, "part");
+}
+
+TEST_F(Http2SessionTest, ABodyShorterThanItsContentLengthGoesOutThenTheStreamIsReset) {
+  // The client sees the status and the bytes given, then RST_STREAM(INTERNAL_ERROR)
+  // (a reset submitted at once dropped the queued HEADERS and DATA: a bare reset).
+  start();
+  int32_t id = client->request("GET", "/short");
+  pump();
+  http::WriteStatus result = http::WriteStatus::Ok;
+  app_step([&] {
+    Request &r = *app.requests[0];
+    r.exchange->start_response(200, {{"content-length", "10"}});
+    result = r.exchange->write_body("abc", 3, false);
+  });
+  EXPECT_EQ(result, http::WriteStatus::TooShort);
+  EXPECT_EQ(client->streams[id].status, 200);
+  EXPECT_EQ(client->streams[id].body, "abc");
+  EXPECT_TRUE(client->streams[id].closed);
+  EXPECT_EQ(client->streams[id].error_code, static_cast<uint32_t>(NGHTTP2_INTERNAL_ERROR));
+  // The connection serves on.
+  int32_t next = client->request("GET", "/next");
+  pump();
+  app_step([&] { App::answer(*app.requests[1], "fine"); });
+  EXPECT_EQ(client->streams[next].body, "fine");
 }
 
 TEST_F(Http2SessionTest, SendFileStreamsTheFileInBoundedPieces) {
