@@ -141,6 +141,49 @@ def test_fastapi_app_over_http2(server_factory, h2_workdir, certs, transport):  
         assert line in srv.stdout, srv.stdout[-2000:]
 
 
+@pytest.mark.parametrize("transport", ["h2c", "tls"])
+def test_body_shorter_than_content_length_arrives_then_the_stream_is_reset(server_factory, h2_workdir, certs,
+                                                                            transport):  # noqa: F811
+    """An app that promises 10 bytes and sends 3: the client gets the status and the 3 bytes,
+    then RST_STREAM(INTERNAL_ERROR) (not a bare reset), and the connection serves on. (hypercorn
+    ends the stream after the 3 bytes, uvicorn-zttp resets it with CANCEL.)"""
+    tls_certs = certs if transport == "tls" else None
+    srv = _start_app(server_factory, h2_workdir, tls_certs=tls_certs)
+    sock = socket.create_connection(srv.addr, timeout=10)
+    if tls_certs is not None:
+        ctx = _client_context(tls_certs)
+        ctx.set_alpn_protocols(["h2"])
+        sock = ctx.wrap_socket(sock, server_hostname="localhost")
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn.initiate_connection()
+    scheme = "https" if tls_certs else "http"
+    for sid, path in ((1, "/short-body"), (3, "/json")):
+        conn.send_headers(sid, [(":method", "GET"), (":path", path), (":scheme", scheme),
+                                (":authority", "localhost")], end_stream=True)
+    sock.sendall(conn.data_to_send())
+    got: dict[int, dict] = {1: {"body": b""}, 3: {"body": b""}}
+    deadline = time.monotonic() + 10
+    while not all("end" in r for r in got.values()) and time.monotonic() < deadline:
+        data = sock.recv(65536)
+        assert data, "closed"
+        for event in conn.receive_data(data):
+            r = got.get(getattr(event, "stream_id", 0))
+            if isinstance(event, h2.events.ResponseReceived):
+                r["status"] = dict(event.headers)[":status"]
+            elif isinstance(event, h2.events.DataReceived):
+                r["body"] += event.data
+                conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.StreamReset):
+                r["end"] = ("reset", event.error_code)
+            elif isinstance(event, h2.events.StreamEnded):
+                r["end"] = ("ended", 0)
+        sock.sendall(conn.data_to_send())
+    sock.close()
+    assert got[1] == {"status": "200", "body": b"abc", "end": ("reset", 2)}  # INTERNAL_ERROR
+    assert got[3]["status"] == "200" and got[3]["end"] == ("ended", 0)
+    srv.wait_for_log("Response content shorter than Content-Length")
+
+
 # -- 2. differential test over HTTP/2 ------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ Pronghorn, hypercorn and uvicorn alike.
   GET  /connection-headers a response with connection-specific fields set by the app
   GET  /raise              an exception: 500
   GET  /extensions         the scope's extensions (names)
+  GET  /short-body         content-length: 10 and a body of 3 bytes (an application's mistake)
 """
 
 from __future__ import annotations
@@ -159,3 +160,8 @@ async def raise_error():
 @app.get("/extensions")
 async def extensions(request: Request):
     return sorted(request.scope.get("extensions") or {})
+
+
+@app.get("/short-body")
+async def short_body():
+    return Response(b"abc", media_type="text/plain", headers={"content-length": "10"})
