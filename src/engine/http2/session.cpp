@@ -39,6 +39,11 @@ constexpr uint64_t kResetRate = 33;
 // frame on one of those is only ignored, as on any closed stream.
 constexpr size_t kMaxSkippedRanges = 32;
 constexpr int64_t kMaxWindow = (int64_t{1} << 31) - 1;  // RFC 9113 §6.9.1
+// A graceful stop's PING (its opaque data), whose ACK tells that the client
+// has seen the first GOAWAY; without the ACK, the final GOAWAY goes after
+// kShutdownPingWaitMs all the same.
+constexpr uint8_t kShutdownPing[8] = {'p', 'h', '-', 's', 't', 'o', 'p', '1'};
+constexpr uint64_t kShutdownPingWaitMs = 1000;
 
 uint64_t reset_burst(const Settings &settings) {
   return std::max<uint64_t>(64, kResetBurstPerStream * settings.max_concurrent_streams);
@@ -188,10 +193,7 @@ http::WriteStatus Stream::write_body(const char *data, size_t len, bool more) {
   if (session_.closed_ || ended_ || response_ != Response::Started) return http::WriteStatus::Closed;
   if (!no_body_ && has_length_ && body_sent_ + len > content_length_) {
     log(LogLevel::Error, "Response content longer than Content-Length");
-    nghttp2_submit_rst_stream(session_.ng_, NGHTTP2_FLAG_NONE, id_, NGHTTP2_INTERNAL_ERROR);
-    response_ = Response::Done;
-    end_exchange(http::Detach::Complete);
-    session_.want_send();
+    cut_response();
     return http::WriteStatus::TooLong;
   }
   // The stall rule (on_tick) measures how long output waits: a stream
@@ -202,10 +204,7 @@ http::WriteStatus Stream::write_body(const char *data, size_t len, bool more) {
   if (!more && !no_body_ && has_length_ && body_sent_ < content_length_) {
     log(LogLevel::Error, "Response content shorter than Content-Length");
     // What was given goes out; the reset then tells the client the body is cut.
-    nghttp2_submit_rst_stream(session_.ng_, NGHTTP2_FLAG_NONE, id_, NGHTTP2_INTERNAL_ERROR);
-    response_ = Response::Done;
-    end_exchange(http::Detach::Complete);
-    session_.want_send();
+    cut_response();
     return http::WriteStatus::TooShort;
   }
   if (!more) eof_ = true;
@@ -239,10 +238,7 @@ http::WriteStatus Stream::send_file(int file_fd, uint64_t offset, uint64_t len) 
     ::close(file_fd);
     bool longer = body_sent_ + len > content_length_;
     log(LogLevel::Error, "Response content %s than Content-Length", longer ? "longer" : "shorter");
-    nghttp2_submit_rst_stream(session_.ng_, NGHTTP2_FLAG_NONE, id_, NGHTTP2_INTERNAL_ERROR);
-    response_ = Response::Done;
-    end_exchange(http::Detach::Complete);
-    session_.want_send();
+    cut_response();
     return longer ? http::WriteStatus::TooLong : http::WriteStatus::TooShort;
   }
   // Read in frame-sized pieces as the peer's window allows (read_body):
@@ -296,6 +292,8 @@ ssize_t Stream::read_body(nghttp2_session *, int32_t, uint8_t *buf, size_t lengt
       stream.file_fd_ = -1;
     }
   }
+  // A cut response's bytes are out: nghttp2 resets the stream (INTERNAL_ERROR).
+  if (n == 0 && stream.cut_) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
   if (n == 0 && !stream.eof_) {
     stream.deferred_ = true;  // write_body() resumes it
     return NGHTTP2_ERR_DEFERRED;
@@ -369,8 +367,23 @@ void Stream::fail() {
     return;
   }
   // Part of the response went out: the reset tells the client it is cut.
-  nghttp2_submit_rst_stream(session_.ng_, NGHTTP2_FLAG_NONE, id_, NGHTTP2_INTERNAL_ERROR);
+  cut_response();
+}
+
+void Stream::cut_response() {
   response_ = Response::Done;
+  if (no_body_) {
+    nghttp2_submit_rst_stream(session_.ng_, NGHTTP2_FLAG_NONE, id_, NGHTTP2_INTERNAL_ERROR);
+  } else {
+    // Not nghttp2_submit_rst_stream now: it would drop the HEADERS and DATA
+    // still queued, and the client would see a bare reset (no status, no
+    // bytes). read_body resets the stream once the output is framed.
+    cut_ = true;
+    if (deferred_) {
+      deferred_ = false;
+      nghttp2_session_resume_data(session_.ng_, id_);
+    }
+  }
   end_exchange(http::Detach::Complete);
   session_.want_send();
 }
@@ -624,7 +637,7 @@ void Session::send_pending() {
   }
   // Over: after a protocol error or a GOAWAY both ways, or a graceful stop
   // whose streams are done, the connection closes once its output is out.
-  bool over = failing_ || (stopping_ && streams_.empty()) ||
+  bool over = failing_ || (final_goaway_sent_ && streams_.empty()) ||
               (!nghttp2_session_want_read(ng_) && !nghttp2_session_want_write(ng_));
   if (over && !nghttp2_session_want_write(ng_) && transport_->output_idle()) {
     close_now(false);
@@ -758,6 +771,11 @@ void Session::on_tick(uint64_t now_ms) {
       return;
     }
   }
+  if (stopping_ && !final_goaway_sent_ && now_ms - stop_started_ms_ >= kShutdownPingWaitMs) {
+    // The client has not answered the stop's PING: the final GOAWAY all the same.
+    send_final_goaway();
+    reset = true;
+  }
   if (deadline_ms_ != 0 && now_ms >= deadline_ms_) {
     deadline_ms_ = 0;
     if (!got_frame_) {
@@ -787,12 +805,26 @@ void Session::on_tick(uint64_t now_ms) {
 bool Session::close_when_idle() {
   if (closed_ || stopping_) return false;
   stopping_ = true;
-  // GOAWAY with the last stream the client opened: streams up to it finish,
-  // later ones are refused (the client retries them elsewhere).
-  nghttp2_submit_goaway(ng_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(ng_), NGHTTP2_NO_ERROR, nullptr,
-                        0);
+  stop_started_ms_ = server_.loop().now_ms();
+  // RFC 9113 §6.8: a first GOAWAY with the largest stream ID stops the
+  // client opening streams without refusing those already on their way
+  // (the ones it sent before it saw the GOAWAY); the PING's ACK comes after
+  // all of them, and then the final GOAWAY names the last stream processed.
+  // (With one GOAWAY naming the last stream read, a busy client's streams
+  // in flight were refused: h2load counted them failed on every reload.)
+  nghttp2_submit_shutdown_notice(ng_);
+  nghttp2_submit_ping(ng_, NGHTTP2_FLAG_NONE, kShutdownPing);
   send_pending();
   return false;
+}
+
+void Session::send_final_goaway() {
+  if (final_goaway_sent_) return;
+  final_goaway_sent_ = true;
+  // Streams up to the last one read finish; a later one cannot exist (the
+  // client saw the first GOAWAY before it answered the PING).
+  nghttp2_submit_goaway(ng_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(ng_), NGHTTP2_NO_ERROR, nullptr,
+                        0);
 }
 
 bool Session::streaming() const {
@@ -974,6 +1006,11 @@ int Session::on_frame_recv(nghttp2_session *, const nghttp2_frame *frame, void *
       }
       break;
     }
+    case NGHTTP2_PING:
+      if ((frame->hd.flags & NGHTTP2_FLAG_ACK) != 0 && self.stopping_ &&
+          memcmp(frame->ping.opaque_data, kShutdownPing, sizeof kShutdownPing) == 0)
+        self.send_final_goaway();
+      break;
     case NGHTTP2_DATA:
       if (end_stream) {
         if (Stream *stream = self.find(frame->hd.stream_id)) {

@@ -74,6 +74,10 @@ class Stream final : public http::Exchange {
   // The application's side of the exchange is over (its response is
   // complete, or the stream ended first): the observer is told why.
   void end_exchange(http::Detach why);
+  // A response cut short (its body does not match its content-length, or
+  // the application failed in the middle of it): what was given goes out
+  // after the HEADERS, then RST_STREAM(INTERNAL_ERROR); the exchange ends.
+  void cut_response();
   // Answers with a response of the server's own (431, 500, 503) and ends the exchange.
   void answer_error(int status);
   bool has_output() const { return !out_.empty() || file_left_ > 0; }
@@ -103,6 +107,7 @@ class Stream final : public http::Exchange {
   bool no_body_ = false;   // HEAD, 1xx, 204, 304: the HEADERS frame ends the stream
   bool eof_ = false;       // the application gave the last body bytes
   bool deferred_ = false;  // nghttp2 was told NGHTTP2_ERR_DEFERRED: resume on new bytes
+  bool cut_ = false;       // reset once the output is framed (cut_response)
   bool wants_writable_ = false;
   bool has_length_ = false;
   uint64_t content_length_ = 0;
@@ -134,7 +139,8 @@ class Session final : public pronghorn::Session, private TransportHandler {
   // (the preface, when an HTTP/1 session handed the connection over).
   bool start() override;
   void on_tick(uint64_t now_ms) override;
-  // GOAWAY with the last stream ID; open streams finish, then the close.
+  // GOAWAY (first with the largest stream ID, then, once the client has
+  // answered a PING, with the last stream read); open streams finish, then the close.
   bool close_when_idle() override;
   bool streaming() const override;
   void close_now(bool disconnected) override;
@@ -197,6 +203,8 @@ class Session final : public pronghorn::Session, private TransportHandler {
   // RFC 9113 §6.9.2: a SETTINGS_INITIAL_WINDOW_SIZE that takes an open
   // stream's send window past 2^31-1 (nghttp2 resets only that stream).
   bool initial_window_overflows(const nghttp2_settings &settings) const;
+  // A graceful stop's second GOAWAY, with the last stream ID read.
+  void send_final_goaway();
   void retire_stream(int32_t id);
   Stream *find(int32_t id);
 
@@ -211,8 +219,10 @@ class Session final : public pronghorn::Session, private TransportHandler {
   std::vector<int32_t> writable_;
   std::string batch_;  // frames gathered for one transport write
   bool closed_ = false;
-  bool in_nghttp2_ = false;   // inside mem_recv/mem_send: no re-entry
-  bool stopping_ = false;     // GOAWAY sent for a graceful stop
+  bool in_nghttp2_ = false;         // inside mem_recv/mem_send: no re-entry
+  bool stopping_ = false;           // GOAWAY sent for a graceful stop
+  bool final_goaway_sent_ = false;  // ... and its final one (close_when_idle)
+  uint64_t stop_started_ms_ = 0;
   bool failing_ = false;      // closing after a protocol error
   bool got_frame_ = false;    // the client's preface and first frame came
   uint64_t deadline_ms_ = 0;  // the header (preface) or idle deadline; 0: none

@@ -119,6 +119,7 @@ class Client {
   bool goaway = false;
   int32_t goaway_last_id = -1;
   uint32_t goaway_error = 0;
+  std::vector<int32_t> goaway_last_ids;  // every GOAWAY's, in order
   int recv_error = 0;
 
  private:
@@ -149,6 +150,7 @@ class Client {
       self.goaway = true;
       self.goaway_last_id = frame->goaway.last_stream_id;
       self.goaway_error = frame->goaway.error_code;
+      self.goaway_last_ids.push_back(frame->goaway.last_stream_id);
     } else if (frame->hd.type == NGHTTP2_RST_STREAM) {
       self.streams[frame->hd.stream_id].reset_by_server = true;
     }
@@ -563,6 +565,54 @@ TEST_F(Http2SessionTest, GracefulStopSendsGoawayAndLetsOpenStreamsFinish) {
   EXPECT_EQ(server->connection_count(), 0u);
 }
 
+TEST_F(Http2SessionTest, GracefulStopDoesNotRefuseAStreamAlreadyOnItsWay) {
+  // RFC 9113 §6.8: GOAWAY(2^31-1), PING, and after its ACK GOAWAY(last
+  // stream read). A stream the client sent before it saw the first GOAWAY
+  // is served (one GOAWAY naming the last stream read refused it).
+  start();
+  int32_t first = client->request("GET", "/first");
+  pump();
+  ASSERT_EQ(app.requests.size(), 1u);
+  server->begin_shutdown();  // the notice and the PING are written, not yet read by the client
+  int32_t late = client->request("GET", "/late");
+  stream->peer_send(client->drain());
+  pump();
+  ASSERT_EQ(app.requests.size(), 2u);
+  ASSERT_EQ(client->goaway_last_ids.size(), 2u);
+  EXPECT_EQ(client->goaway_last_ids[0], (1u << 31) - 1);
+  EXPECT_EQ(client->goaway_last_ids[1], late);
+  EXPECT_EQ(client->goaway_error, static_cast<uint32_t>(NGHTTP2_NO_ERROR));
+  EXPECT_FALSE(client->streams[late].closed);
+  app_step([&] { App::answer(*app.requests[0], "one"); });
+  EXPECT_FALSE(transport->closed());
+  app_step([&] { App::answer(*app.requests[1], "two"); });
+  EXPECT_EQ(client->streams[first].body, "one");
+  EXPECT_EQ(client->streams[late].body, "two");
+  EXPECT_EQ(client->streams[late].error_code, static_cast<uint32_t>(NGHTTP2_NO_ERROR));
+  EXPECT_TRUE(transport->closed());
+}
+
+TEST_F(Http2SessionTest, GracefulStopSendsTheFinalGoawayWithoutThePingAck) {
+  // A client that never answers the stop's PING still gets the final
+  // GOAWAY (on the tick, after a second), and the idle connection closes.
+  start({}, 65535, true, true, true);
+  int32_t id = client->request("GET", "/x");
+  pump();
+  app_step([&] { App::answer(*app.requests[0], "x"); });
+  ASSERT_EQ(client->streams[id].body, "x");
+  server->begin_shutdown();
+  std::string notice;
+  notice.swap(written);  // the client never reads it: no PING ACK
+  EXPECT_FALSE(transport->closed());
+  h2->on_tick(server->loop().now_ms() + 500);
+  EXPECT_FALSE(transport->closed());
+  h2->on_tick(server->loop().now_ms() + 1500);
+  client->feed(notice + written);
+  ASSERT_EQ(client->goaway_last_ids.size(), 2u);
+  EXPECT_EQ(client->goaway_last_ids[1], id);
+  EXPECT_TRUE(transport->closed());
+}
+
 TEST_F(Http2SessionTest, AConnectionChosenDuringAStopServesWhatCameThenCloses) {
   start({}, 65535, true, false);  // the preface is queued, not read yet
   int32_t id = client->request("GET", "/early");
@@ -610,6 +660,32 @@ TEST_F(Http2SessionTest, AppFailureBeforeTheResponseIs500AndAfterItAReset) {
   app_step([&] { app.requests[1]->exchange->fail(); });
   EXPECT_TRUE(client->streams[b].closed);
   EXPECT_EQ(client->streams[b].error_code, static_cast<uint32_t>(NGHTTP2_INTERNAL_ERROR));
+  EXPECT_EQ(client->streams[b].status, 200);
+  EXPECT_EQ(client->streams[b].body, "part");
+}
+
+TEST_F(Http2SessionTest, ABodyShorterThanItsContentLengthGoesOutThenTheStreamIsReset) {
+  // The client sees the status and the bytes given, then RST_STREAM(INTERNAL_ERROR)
+  // (a reset submitted at once dropped the queued HEADERS and DATA: a bare reset).
+  start();
+  int32_t id = client->request("GET", "/short");
+  pump();
+  http::WriteStatus result = http::WriteStatus::Ok;
+  app_step([&] {
+    Request &r = *app.requests[0];
+    r.exchange->start_response(200, {{"content-length", "10"}});
+    result = r.exchange->write_body("abc", 3, false);
+  });
+  EXPECT_EQ(result, http::WriteStatus::TooShort);
+  EXPECT_EQ(client->streams[id].status, 200);
+  EXPECT_EQ(client->streams[id].body, "abc");
+  EXPECT_TRUE(client->streams[id].closed);
+  EXPECT_EQ(client->streams[id].error_code, static_cast<uint32_t>(NGHTTP2_INTERNAL_ERROR));
+  // The connection serves on.
+  int32_t next = client->request("GET", "/next");
+  pump();
+  app_step([&] { App::answer(*app.requests[1], "fine"); });
+  EXPECT_EQ(client->streams[next].body, "fine");
 }
 
 TEST_F(Http2SessionTest, SendFileStreamsTheFileInBoundedPieces) {
