@@ -26,9 +26,10 @@ constexpr size_t kStreamOutLow = 16 * 1024;
 constexpr size_t kBatchSize = 64 * 1024;
 // What the batch keeps between writes (the small frames of a quiet connection).
 constexpr size_t kBatchKeep = 16 * 1024;
-// DATA payloads from this size on are written from the stream's buffer
-// (NGHTTP2_DATA_FLAG_NO_COPY): neither copied into nghttp2's frame buffer
-// nor into the batch. Smaller ones are cheaper copied with the other frames.
+// DATA payloads from this size on are not copied into nghttp2's frame
+// buffer (NGHTTP2_DATA_FLAG_NO_COPY): on a plain connection they are
+// written from the stream's buffer, over TLS copied once into the batch
+// (Session::on_send_data). Smaller ones are cheaper copied with the other frames.
 constexpr size_t kNoCopyMin = 1024;
 // Pieces (runs of the batch, payloads in stream buffers) of one write.
 constexpr size_t kMaxPieces = 64;
@@ -1061,11 +1062,20 @@ int Session::on_send_data(nghttp2_session *, nghttp2_frame *frame, const uint8_t
     char pad_length = static_cast<char>(padding);
     self.gather(&pad_length, 1);
   }
-  // The payload is written from the stream's buffer: consume() only moves
-  // its read index, and nothing appends to it before the write (no
-  // application code runs while frames are gathered).
-  self.pieces_.push_back({stream.out_.data(), 0, length});
-  self.gathered_ += length;
+  if (self.transport_->tls() != nullptr) {
+    // TLS: the payload joins the batch (the one copy, from the stream's
+    // buffer), so that frame headers and payloads share records: the TLS
+    // stream makes a record of each piece of 4 KiB or more, and a 9-byte
+    // frame header between two payloads would be a record of its own.
+    if (self.batch_.capacity() < kBatchSize + length + 64) self.batch_.reserve(kBatchSize + length + 64);
+    self.gather(stream.out_.data(), length);
+  } else {
+    // The payload is written from the stream's buffer: consume() only moves
+    // its read index, and nothing appends to it before the write (no
+    // application code runs while frames are gathered).
+    self.pieces_.push_back({stream.out_.data(), 0, length});
+    self.gathered_ += length;
+  }
   stream.out_.consume(length);
   if (stream.out_.empty()) self.drained_.push_back(&stream);
   if (padding > 0) self.gather(kZeros, padding);
