@@ -1249,8 +1249,8 @@ def write_markdown(data: dict, out: Path) -> None:
                                     if w.get("h2") else "")
                                  + (f" ({_fmt(r, 2)}× uvicorn)" if r is not None else ""))
         if idle_rows:
-            kind = "HTTP/2" if w.get("h2") else "keep-alive"
-            L.append(f"RSS cost of {data['settings']['idle_connections']} idle {kind} connections ({wname}): "
+            kind = f"HTTP/2 connections ({wname})" if w.get("h2") else "keep-alive connections"
+            L.append(f"RSS cost of {data['settings']['idle_connections']} idle {kind}: "
                      + "; ".join(idle_rows) + ".")
             L.append("")
 
