@@ -19,6 +19,11 @@
 # with the app's step that runs inside it (everything but the event loop's
 # own wait); the profile of the process that counted most is reported.
 #        TOGGLE='*Engine::run_once*' bash bench/callgrind.sh apps:hello --no-send-thread --metrics
+#
+# H2=1 drives HTTP/2 (h2c, prior knowledge) with h2load instead of wrk:
+# --http2 is added, CONNECTIONS (default 16) x STREAMS (default 10) concurrent
+# streams, and the requests are the ones answered 2xx.
+#        H2=1 bash bench/callgrind.sh apps:hello
 set -euo pipefail
 BENCH_DIR="$(cd "$(dirname "$0")" && pwd)"
 PY="${PY:-$BENCH_DIR/../.venv/bin/python}"
@@ -27,11 +32,14 @@ PORT="${PORT:-8099}"
 OUT="${OUT:-/tmp/pronghorn-callgrind}"
 DURATION="${DURATION:-10}"
 URL_PATH="${URL_PATH:-/}"
-for tool in valgrind wrk; do
+EXTRA=()
+[[ "${H2:-0}" == 1 ]] && EXTRA=(--http2)
+for tool in valgrind wrk h2load; do
   if ! command -v "$tool" > /dev/null 2>&1; then
     echo "[bench/callgrind.sh] installing $tool from Debian" >&2
     SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$tool" > /dev/null
+    pkg=$tool; [[ $tool == h2load ]] && pkg=nghttp2-client
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$pkg" > /dev/null
   fi
 done
 cd "$BENCH_DIR"
@@ -42,7 +50,7 @@ else
   VG_ARGS=(--instr-atstart=no)
 fi
 valgrind --tool=callgrind "${VG_ARGS[@]}" --callgrind-out-file="$OUT.%p" \
-  "$PY" -m pronghorn "$APP" --port "$PORT" --lifespan off --log-level warning --no-access-log "$@" \
+  "$PY" -m pronghorn "$APP" --port "$PORT" --lifespan off --log-level warning --no-access-log "${EXTRA[@]}" "$@" \
   > "$OUT.log" 2>&1 &
 VG=$!
 trap 'kill $VG 2>/dev/null || true' EXIT
@@ -51,9 +59,14 @@ if [[ -z "${TOGGLE:-}" ]]; then
   callgrind_control -i on "$VG" > /dev/null
   callgrind_control -z "$VG" > /dev/null
 fi
-WRK_ARGS=(-t1 "-c${CONNECTIONS:-16}" "-d${DURATION}s")
-[[ -n "${WRK_SCRIPT:-}" ]] && WRK_ARGS+=(-s "$WRK_SCRIPT")
-REQUESTS=$(wrk "${WRK_ARGS[@]}" "http://127.0.0.1:$PORT$URL_PATH" | awk '/requests in/ {print $1}')
+if [[ "${H2:-0}" == 1 ]]; then
+  REQUESTS=$(h2load -t1 -c "${CONNECTIONS:-16}" -m "${STREAMS:-10}" -D "$DURATION" "http://127.0.0.1:$PORT$URL_PATH" |
+    awk '/^status codes:/ {print $3}')
+else
+  WRK_ARGS=(-t1 "-c${CONNECTIONS:-16}" "-d${DURATION}s")
+  [[ -n "${WRK_SCRIPT:-}" ]] && WRK_ARGS+=(-s "$WRK_SCRIPT")
+  REQUESTS=$(wrk "${WRK_ARGS[@]}" "http://127.0.0.1:$PORT$URL_PATH" | awk '/requests in/ {print $1}')
+fi
 if [[ -n "${TOGGLE:-}" ]]; then
   # Each process writes its profile when it exits (a supervisor stops its
   # workers first); the worker's is the one with the most instructions.
@@ -71,4 +84,4 @@ else
   PROFILE=$(ls "$OUT".*.1 | head -1)
   TOTAL=$(callgrind_annotate "$PROFILE" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
 fi
-echo "app=$APP options=$* requests=$REQUESTS instructions=$TOTAL per_request=$((TOTAL / REQUESTS)) profile=$PROFILE"
+echo "app=$APP options=${EXTRA[*]} $* requests=$REQUESTS instructions=$TOTAL per_request=$((TOTAL / REQUESTS)) profile=$PROFILE"

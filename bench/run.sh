@@ -7,9 +7,10 @@
 #   BENCH_SKIP_SETUP=1 bash bench/run.sh   # reuse the venv as it is
 #
 # Set-up: uses the project's .venv if it exists, else creates bench/.venv; installs the
-# peers (uvicorn[standard], granian, hypercorn, gunicorn, matplotlib, fastapi) one by one
+# peers (uvicorn[standard], granian, hypercorn, gunicorn, matplotlib, fastapi, zttp) one by one
 # (a peer that fails to install is reported "missing" by run.py, not silently dropped);
-# builds and installs pronghorn from the repository; installs wrk from Debian if needed.
+# builds and installs pronghorn from the repository; installs wrk and h2load (nghttp2-client)
+# from Debian if needed.
 set -uo pipefail
 BENCH_DIR="$(cd "$(dirname "$0")" && pwd)"
 REPO_DIR="$(cd "$BENCH_DIR/.." && pwd)"
@@ -41,7 +42,9 @@ if [[ "${BENCH_SKIP_SETUP:-0}" != 1 ]]; then
   "$PY" -m pip install -q --no-build-isolation --no-deps -Cbuild-dir=build/bench-ext "$REPO_DIR" || { log "pronghorn failed to build/install"; exit 1; }
 
   # Peers, one at a time, so one failure does not hide the others.
-  for pkg in "uvicorn[standard]" uvloop httptools fastapi granian "hypercorn[uvloop]" gunicorn matplotlib; do
+  # zttp: uvicorn's own HTTP/2 (--http zttp --http2) for the HTTP/2 workloads (wheels for
+  # CPython 3.11-3.13 on manylinux x86_64); without it run.py skips uvicorn there with a note.
+  for pkg in "uvicorn[standard]" uvloop httptools fastapi granian "hypercorn[uvloop]" gunicorn matplotlib zttp; do
     if ! "$PY" -m pip install -q "$pkg" >/dev/null 2>"$BENCH_DIR/.pip-err.txt"; then
       log "could not install $pkg (run.py reports it as missing):"
       tail -n 3 "$BENCH_DIR/.pip-err.txt" >&2
@@ -61,6 +64,13 @@ if [[ "${BENCH_SKIP_SETUP:-0}" != 1 ]]; then
     SUDO=""; [[ "$(id -u)" != 0 ]] && SUDO="sudo"
     $SUDO apt-get update -qq >/dev/null 2>&1 || true
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null 2>&1 || log "could not install wrk"
+  fi
+  if ! command -v h2load >/dev/null 2>&1; then
+    log "installing h2load (nghttp2-client) from Debian"
+    SUDO=""; [[ "$(id -u)" != 0 ]] && SUDO="sudo"
+    $SUDO apt-get update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nghttp2-client >/dev/null 2>&1 ||
+      log "could not install nghttp2-client (run.py skips the HTTP/2 workloads)"
   fi
 fi
 

@@ -3,6 +3,8 @@
 Runs `bench/run.py --smoke` (1 round of 1 s per workload) against pronghorn and uvicorn
 and checks that results.json / results.md (and chart.png when matplotlib is there) exist
 with a row with positive requests/s for every workload and server.  No assertion on speed.
+Of the HTTP/2 workloads (h2load) the smoke run has h2c_hello; uvicorn serves it only with
+the zttp package, and is reported skipped with that reason otherwise.
 """
 
 import json
@@ -28,7 +30,7 @@ def _workload_names():
     sys.modules[name] = mod  # dataclasses look their module up there
     try:
         spec.loader.exec_module(mod)
-        return [w.name for w in mod.WORKLOADS]
+        return [w.name for w in mod.WORKLOADS if w.smoke], {w.name for w in mod.WORKLOADS if w.h2}
     finally:
         sys.modules.pop(name, None)
 
@@ -42,8 +44,8 @@ def _has(mod):
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_bench_smoke(tmp_path):
-    if shutil.which("wrk") is None:
-        pytest.skip("wrk is not installed")
+    if shutil.which("wrk") is None or shutil.which("h2load") is None:
+        pytest.skip("wrk or h2load is not installed")
     for mod in ("pronghorn", "uvicorn", "fastapi", "uvloop", "httptools"):
         if not _has(mod):
             pytest.skip(f"{mod} is not installed")
@@ -62,14 +64,19 @@ def test_bench_smoke(tmp_path):
 
     data = json.loads(results_json.read_text())
     md = results_md.read_text()
-    workloads = _workload_names()
+    workloads, h2_workloads = _workload_names()
     assert set(data["workloads"]) == set(workloads)
+    assert "h2c_hello" in workloads
     for name in workloads:
         w = data["workloads"][name]
         assert f"## {name}:" in md
         for server in SERVERS:
             entry = w["servers"].get(server)
             assert entry is not None, f"{name}: no entry for {server}"
+            if name in h2_workloads and server == "uvicorn" and not _has("zttp"):
+                assert "zttp is not installed" in entry.get("skipped", ""), entry
+                assert f"| {server} | skipped: " in md
+                continue
             assert "failed" not in entry, f"{name}/{server}: {entry.get('failed')}"
             med = entry["median"]
             assert med["rps"] > 0, f"{name}/{server}: {med}"
@@ -80,6 +87,10 @@ def test_bench_smoke(tmp_path):
                 assert "idle_rss_cost_kib" in w["servers"][server]["median"]
     for server in SERVERS:
         assert data["servers"][server]["status"] == "ok"
+    # HTTP/2: errors are counted, not hidden (none expected from a working server)
+    h2 = data["workloads"]["h2c_hello"]["servers"]["pronghorn"]["runs"][0]
+    assert h2["errors"] == 0 and h2["failed"] == 0 and h2["status_2xx"] == h2["requests"] > 0, h2
+    assert "## HTTP/2: pronghorn against its peers" in md
 
 
 @pytest.mark.timeout(300)

@@ -26,6 +26,13 @@ constexpr size_t kStreamOutLow = 16 * 1024;
 constexpr size_t kBatchSize = 64 * 1024;
 // What the batch keeps between writes (the small frames of a quiet connection).
 constexpr size_t kBatchKeep = 16 * 1024;
+// DATA payloads from this size on are not copied into nghttp2's frame
+// buffer (NGHTTP2_DATA_FLAG_NO_COPY): on a plain connection they are
+// written from the stream's buffer, over TLS copied once into the batch
+// (Session::on_send_data). Smaller ones are cheaper copied with the other frames.
+constexpr size_t kNoCopyMin = 1024;
+// Pieces (runs of the batch, payloads in stream buffers) of one write.
+constexpr size_t kMaxPieces = 64;
 // No byte taken by the socket, or a stream whose window stays closed with
 // output waiting, for this long: the client is dropped (the stream is reset).
 constexpr uint64_t kWriteStallMs = 60000;
@@ -68,11 +75,46 @@ bool connection_specific(std::string_view lower_name) {
          lower_name == "upgrade" || lower_name == "proxy-connection" || lower_name == "te";
 }
 
-void lowercase_into(std::string &out, std::string_view name) {
-  out.assign(name);
-  for (char &c : out)
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+bool has_upper(std::string_view name) {
+  for (char c : name)
+    if (c >= 'A' && c <= 'Z') return true;
+  return false;
 }
+
+// The name in lower case: the name itself when it is already (ASGI
+// applications send lower-case names), else a copy appended to `arena`,
+// which the caller reserved so that no append moves earlier copies.
+std::string_view lowercase_view(std::string &arena, std::string_view name) {
+  if (!has_upper(name)) return name;
+  size_t at = arena.size();
+  arena.append(name);
+  for (size_t i = at; i < arena.size(); ++i)
+    if (arena[i] >= 'A' && arena[i] <= 'Z') arena[i] = static_cast<char>(arena[i] - 'A' + 'a');
+  return std::string_view(arena).substr(at);
+}
+
+// The header fields of one response: on the stack up to a usual count, so
+// that a response allocates nothing of its own before nghttp2 copies them.
+class NvList {
+ public:
+  explicit NvList(size_t n) {
+    if (n > kInline) heap_.reserve(n);
+  }
+  void push(std::string_view name, std::string_view value) {
+    if (heap_.capacity() > 0)
+      heap_.push_back(make_nv(name, value));
+    else
+      inline_[size_++] = make_nv(name, value);
+  }
+  nghttp2_nv *data() { return heap_.capacity() > 0 ? heap_.data() : inline_; }
+  size_t size() const { return heap_.capacity() > 0 ? heap_.size() : size_; }
+
+ private:
+  static constexpr size_t kInline = 24;
+  nghttp2_nv inline_[kInline];
+  size_t size_ = 0;
+  std::vector<nghttp2_nv> heap_;
+};
 
 const char *peer_host(const SocketAddress &address) {
   return address.is_unix ? "unix" : address.host.c_str();
@@ -106,20 +148,37 @@ const char *Stream::start_response(int status, const http::HeaderList &headers) 
   if (status < 200 || status > 999) return "Invalid HTTP status code.";
   if (session_.closed_ || ended_ || response_ != Response::NotStarted) return nullptr;
   const EngineConfig &config = session_.server_.config();
-  std::string status_text = std::to_string(status);
-  // Lower-cased names live here until nghttp2 has copied them.
-  std::vector<std::string> names(headers.size());
-  std::vector<nghttp2_nv> nva;
-  nva.reserve(headers.size() + 3 + config.extra_headers.size());
-  nva.push_back(make_nv(":status", status_text));
+  char status_text[4];  // 200..999
+  status_text[0] = static_cast<char>('0' + status / 100);
+  status_text[1] = static_cast<char>('0' + status / 10 % 10);
+  status_text[2] = static_cast<char>('0' + status % 10);
+  status_text[3] = '\0';
+  // Names not already in lower case are lowered into one arena (reserved
+  // first: the views into it must not move), which lives until nghttp2 has
+  // copied them.
+  size_t name_bytes = 0;
+  for (const auto &[name, value] : headers) name_bytes += name.size();
+  for (const auto &[name, value] : config.extra_headers) name_bytes += name.size();
+  std::string lowered;
+  // The names as sent, lowered where needed: a small array on the stack
+  // for the usual count of headers.
+  constexpr size_t kInlineNames = 16;
+  std::string_view inline_names[kInlineNames];
+  std::vector<std::string_view> heap_names;
+  std::string_view *names = inline_names;
+  if (headers.size() > kInlineNames) {
+    heap_names.resize(headers.size());
+    names = heap_names.data();
+  }
   bool app_server = false, app_date = false;
   has_length_ = false;
   for (size_t i = 0; i < headers.size(); ++i) {
     const auto &[name, value] = headers[i];
     if (!http1::valid_header_name(name)) return "Invalid HTTP header name.";
     if (!http1::valid_header_value(value)) return "Invalid HTTP header value.";
-    lowercase_into(names[i], name);
-    const std::string &lower = names[i];
+    if (lowered.capacity() < name_bytes && has_upper(name)) lowered.reserve(name_bytes);
+    names[i] = lowercase_view(lowered, name);
+    std::string_view lower = names[i];
     if (lower == "content-length") {
       if (value.empty() || value.size() > 18) return "Invalid content-length header.";
       uint64_t v = 0;
@@ -135,19 +194,25 @@ const char *Stream::start_response(int status, const http::HeaderList &headers) 
       app_date = true;
     }
   }
-  std::vector<std::string> extra_names(config.extra_headers.size());
+  std::vector<std::string_view> extra_names;
+  if (!config.extra_headers.empty()) {
+    if (lowered.capacity() < name_bytes) lowered.reserve(name_bytes);
+    extra_names.resize(config.extra_headers.size());
+  }
   for (size_t i = 0; i < config.extra_headers.size(); ++i) {
-    lowercase_into(extra_names[i], config.extra_headers[i].first);
+    extra_names[i] = lowercase_view(lowered, config.extra_headers[i].first);
     if (extra_names[i] == "server") app_server = true;
     if (extra_names[i] == "date") app_date = true;
   }
+  NvList nva(headers.size() + 3 + config.extra_headers.size());
+  nva.push(":status", status_text);
   // The same defaults as an HTTP/1 response, before the application's own.
-  if (config.date_header && !app_date) nva.push_back(make_nv("date", session_.server_.date()));
-  if (config.server_header && !app_server) nva.push_back(make_nv("server", "pronghorn"));
+  if (config.date_header && !app_date) nva.push("date", session_.server_.date());
+  if (config.server_header && !app_server) nva.push("server", "pronghorn");
   for (size_t i = 0; i < config.extra_headers.size(); ++i)
-    if (!connection_specific(extra_names[i])) nva.push_back(make_nv(extra_names[i], config.extra_headers[i].second));
+    if (!connection_specific(extra_names[i])) nva.push(extra_names[i], config.extra_headers[i].second);
   for (size_t i = 0; i < headers.size(); ++i)
-    if (!connection_specific(names[i])) nva.push_back(make_nv(names[i], headers[i].second));
+    if (!connection_specific(names[i])) nva.push(names[i], headers[i].second);
 
   no_body_ = method_ == "HEAD" || status == 204 || status == 304;
   nghttp2_data_provider provider{};
@@ -263,11 +328,20 @@ ssize_t Stream::read_body(nghttp2_session *, int32_t, uint8_t *buf, size_t lengt
                           nghttp2_data_source *source, void *) {
   auto &stream = *static_cast<Stream *>(source->ptr);
   size_t n = 0;
+  size_t left = 0;  // in out_ once this frame is written
   if (!stream.out_.empty()) {
     n = std::min(length, stream.out_.size());
-    memcpy(buf, stream.out_.data(), n);
-    stream.out_.consume(n);
-    stream.out_.release_if_empty();
+    left = stream.out_.size() - n;
+    if (n >= kNoCopyMin) {
+      // Session::on_send_data writes it from out_ (and consumes it there).
+      *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+    } else {
+      memcpy(buf, stream.out_.data(), n);
+      stream.out_.consume(n);
+      // (Freed after the write: an earlier frame's payload may still be
+      // gathered from this buffer.)
+      if (stream.out_.empty()) stream.session_.drained_.push_back(&stream);
+    }
   } else if (stream.file_left_ > 0) {
     size_t want = static_cast<size_t>(std::min<uint64_t>(length, stream.file_left_));
     ssize_t got;
@@ -298,9 +372,9 @@ ssize_t Stream::read_body(nghttp2_session *, int32_t, uint8_t *buf, size_t lengt
     stream.deferred_ = true;  // write_body() resumes it
     return NGHTTP2_ERR_DEFERRED;
   }
-  if (stream.eof_ && !stream.has_output()) *flags |= NGHTTP2_DATA_FLAG_EOF;
+  if (stream.eof_ && left == 0 && stream.file_left_ == 0) *flags |= NGHTTP2_DATA_FLAG_EOF;
   stream.last_progress_ms_ = stream.session_.server_.loop().now_ms();
-  if (stream.wants_writable_ && stream.out_.size() <= kStreamOutLow) {
+  if (stream.wants_writable_ && left <= kStreamOutLow) {
     stream.wants_writable_ = false;
     stream.session_.writable_.push_back(stream.id_);
   }
@@ -580,6 +654,44 @@ void Session::dispatch(Stream &stream) {
   server_.dispatcher()->on_request(stream, head);
 }
 
+void Session::gather(const char *data, size_t len) {
+  if (!pieces_.empty() && pieces_.back().external == nullptr)
+    pieces_.back().len += len;  // (the last run of the batch ends at its end)
+  else
+    pieces_.push_back({nullptr, batch_.size(), len});
+  batch_.append(data, len);
+  gathered_ += len;
+}
+
+bool Session::write_gathered() {
+  iovec iov[kMaxPieces];
+  int count = 0;
+  bool sent = true;
+  for (const OutPiece &piece : pieces_) {
+    const char *base = piece.external != nullptr ? piece.external : batch_.data() + piece.offset;
+    iov[count++] = {const_cast<char *>(base), piece.len};
+    // The transport writes what the socket takes and copies the rest.
+    if (count == static_cast<int>(kMaxPieces)) {
+      sent = transport_->send(iov, count);
+      count = 0;
+      if (!sent || closed_) break;
+    }
+  }
+  if (sent && !closed_ && count > 0) sent = transport_->send(iov, count);
+  drop_gathered();
+  return sent;
+}
+
+void Session::drop_gathered() {
+  pieces_.clear();
+  batch_.clear();
+  gathered_ = 0;
+  gather_full_ = false;
+  // The stream buffers whose last bytes were in this write are freed now.
+  for (Stream *stream : drained_) stream->out_.release_if_empty();
+  drained_.clear();
+}
+
 void Session::want_send() {
   if (closed_ || in_nghttp2_) return;  // the caller's loop sends afterwards
   // Framed when the current step ends, with whatever else it writes.
@@ -592,7 +704,7 @@ void Session::send_pending() {
   in_nghttp2_ = true;
   bool failed = false;
   int error = 0;
-  while (transport_->queued_bytes() + batch_.size() < high) {
+  while (transport_->queued_bytes() + gathered_ < high) {
     const uint8_t *data = nullptr;
     ssize_t n = nghttp2_session_mem_send(ng_, &data);
     if (n < 0) {
@@ -600,25 +712,25 @@ void Session::send_pending() {
       error = static_cast<int>(n);
       break;
     }
-    if (n == 0) break;
-    batch_.append(reinterpret_cast<const char *>(data), static_cast<size_t>(n));
-    if (batch_.size() >= kBatchSize) {
-      iovec iov{batch_.data(), batch_.size()};
-      bool sent = transport_->send(&iov, 1);
-      batch_.clear();
-      if (!sent || closed_) break;
+    if (n == 0 && !gather_full_) break;
+    if (n > 0) gather(reinterpret_cast<const char *>(data), static_cast<size_t>(n));
+    // (Room left for a call of mem_send: on_send_data pauses it before the
+    // pieces run out, and one frame may follow.)
+    if (gather_full_ || gathered_ >= kBatchSize || pieces_.size() + 8 >= kMaxPieces) {
+      gather_full_ = false;
+      if (!write_gathered() || closed_) break;
     }
   }
-  // (Still guarded: nothing may re-enter while batch_ is being written.)
-  if (!closed_ && !batch_.empty()) {
-    iovec iov{batch_.data(), batch_.size()};
-    transport_->send(&iov, 1);
-  }
-  batch_.clear();
+  // (Still guarded: nothing may re-enter while the gathered output is being written.)
+  if (!closed_)
+    write_gathered();
+  else
+    drop_gathered();
   // A large response grows the batch to kBatchSize; an idle connection
   // should not keep that (thousands of keep-alive connections would): past
   // a small size it is given back once written.
   if (batch_.capacity() > kBatchKeep) std::string().swap(batch_);
+  if (pieces_.capacity() > 16) std::vector<OutPiece>().swap(pieces_);
   in_nghttp2_ = false;
   if (closed_) return;
   if (failed) {
@@ -859,6 +971,7 @@ void Session::close_now(bool disconnected) {
 void Session::retire_stream(int32_t id) {
   auto it = streams_.find(id);
   if (it == streams_.end()) return;
+  if (header_stream_ == it->second.get()) header_stream_ = nullptr;
   dead_streams_.push_back(std::move(it->second));
   streams_.erase(it);
 }
@@ -923,6 +1036,9 @@ int Session::on_begin_headers(nghttp2_session *, const nghttp2_frame *frame, voi
   int32_t id = frame->hd.stream_id;
   auto stream = std::make_unique<Stream>(self, id);
   stream->head_start_ms_ = self.server_.loop().now_ms();
+  // A header block comes whole before any other frame (RFC 9113 §4.3): its
+  // fields go to this stream without a lookup each.
+  self.header_stream_ = stream.get();
   self.streams_[id] = std::move(stream);
   return 0;
 }
@@ -931,7 +1047,9 @@ int Session::on_header(nghttp2_session *, const nghttp2_frame *frame, const uint
                        const uint8_t *value, size_t valuelen, uint8_t, void *user) {
   auto &self = *static_cast<Session *>(user);
   if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;  // trailers
-  Stream *stream = self.find(frame->hd.stream_id);
+  Stream *stream = self.header_stream_ != nullptr && self.header_stream_->id_ == frame->hd.stream_id
+                       ? self.header_stream_
+                       : self.find(frame->hd.stream_id);
   if (stream == nullptr || stream->head_error_ != 0) return 0;
   // SETTINGS_MAX_HEADER_LIST_SIZE counts each field as name + value + 32
   // (RFC 9113 §6.5.2): more is answered 431, and no more is kept (an HPACK
@@ -971,6 +1089,7 @@ int Session::on_header(nghttp2_session *, const nghttp2_frame *frame, const uint
       }
     }
   }
+  if (stream->headers_.empty()) stream->headers_.reserve(8);
   stream->headers_.emplace_back(n, v);
   return 0;
 }
@@ -1060,6 +1179,43 @@ int Session::on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void
   return 0;
 }
 
+int Session::on_send_data(nghttp2_session *, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
+                          nghttp2_data_source *source, void *user) {
+  auto &self = *static_cast<Session *>(user);
+  auto &stream = *static_cast<Stream *>(source->ptr);
+  static constexpr char kZeros[256] = {};
+  self.gather(reinterpret_cast<const char *>(framehd), 9);
+  size_t padding = frame->data.padlen > 0 ? frame->data.padlen - 1 : 0;
+  if (frame->data.padlen > 0) {
+    char pad_length = static_cast<char>(padding);
+    self.gather(&pad_length, 1);
+  }
+  if (self.transport_->tls() != nullptr) {
+    // TLS: the payload joins the batch (the one copy, from the stream's
+    // buffer), so that frame headers and payloads share records: the TLS
+    // stream makes a record of each piece of 4 KiB or more, and a 9-byte
+    // frame header between two payloads would be a record of its own.
+    if (self.batch_.capacity() < kBatchSize + length + 64) self.batch_.reserve(kBatchSize + length + 64);
+    self.gather(stream.out_.data(), length);
+  } else {
+    // The payload is written from the stream's buffer: consume() only moves
+    // its read index, and nothing appends to it before the write (no
+    // application code runs while frames are gathered).
+    self.pieces_.push_back({stream.out_.data(), 0, length});
+    self.gathered_ += length;
+  }
+  stream.out_.consume(length);
+  if (stream.out_.empty()) self.drained_.push_back(&stream);
+  if (padding > 0) self.gather(kZeros, padding);
+  // A full write: nghttp2 takes the frame as sent and returns from mem_send
+  // (PAUSE), the gathered output is written, and framing goes on.
+  if (self.gathered_ >= kBatchSize || self.pieces_.size() + 4 >= kMaxPieces) {
+    self.gather_full_ = true;
+    return NGHTTP2_ERR_PAUSE;
+  }
+  return 0;
+}
+
 int Session::on_stream_close(nghttp2_session *ng, int32_t stream_id, uint32_t error_code, void *user) {
   auto &self = *static_cast<Session *>(user);
   Stream *stream = self.find(stream_id);
@@ -1100,6 +1256,7 @@ const nghttp2_session_callbacks *Session::callbacks() {
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
     nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
+    nghttp2_session_callbacks_set_send_data_callback(cbs, on_send_data);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
     return cbs;
   }();

@@ -175,6 +175,10 @@ class Session final : public pronghorn::Session, private TransportHandler {
                            void *user);
   static int on_frame_send(nghttp2_session *, const nghttp2_frame *frame, void *user);
   static int on_stream_close(nghttp2_session *, int32_t stream_id, uint32_t error_code, void *user);
+  // A DATA frame whose payload read_body left in the stream's buffer
+  // (NGHTTP2_DATA_FLAG_NO_COPY): gathered for the write as it is.
+  static int on_send_data(nghttp2_session *, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
+                          nghttp2_data_source *source, void *user);
   static const nghttp2_session_callbacks *callbacks();
 
   // Feeds the input buffer to nghttp2, then dispatches the requests it
@@ -184,6 +188,11 @@ class Session final : public pronghorn::Session, private TransportHandler {
   // Asks nghttp2 for frames while the transport's queue is below its
   // high-water mark and writes them; closes when nghttp2 is done.
   void send_pending();
+  // Output of one transport write: frames nghttp2 serialised are copied
+  // into batch_; large DATA payloads stay in their stream's buffer.
+  void gather(const char *data, size_t len);
+  bool write_gathered();  // false: the transport failed
+  void drop_gathered();
   // Output is ready: framed when the current step ends (with whatever else
   // the step writes), or now outside nghttp2's callbacks if no step runs.
   void want_send();
@@ -212,12 +221,24 @@ class Session final : public pronghorn::Session, private TransportHandler {
   std::unique_ptr<Transport> transport_;
   nghttp2_session *ng_ = nullptr;
   std::unordered_map<int32_t, std::unique_ptr<Stream>> streams_;
+  Stream *header_stream_ = nullptr;  // the stream whose header block nghttp2 is decoding
   // Streams closed by nghttp2, freed where no Stream method can be running.
   std::vector<std::unique_ptr<Stream>> dead_streams_;
   std::vector<int32_t> to_dispatch_;
   std::vector<int32_t> body_ready_;
   std::vector<int32_t> writable_;
   std::string batch_;  // frames gathered for one transport write
+  struct OutPiece {
+    const char *external;  // a payload in a stream's buffer; nullptr: batch_[offset, offset + len)
+    size_t offset;
+    size_t len;
+  };
+  std::vector<OutPiece> pieces_;  // the write, in order
+  size_t gathered_ = 0;           // bytes in pieces_
+  bool gather_full_ = false;      // on_send_data paused nghttp2: write, then frame on
+  // Streams whose buffer emptied into the write: freed once it is written
+  // (their payloads are read from those buffers until then).
+  std::vector<Stream *> drained_;
   bool closed_ = false;
   bool in_nghttp2_ = false;         // inside mem_recv/mem_send: no re-entry
   bool stopping_ = false;           // GOAWAY sent for a graceful stop
