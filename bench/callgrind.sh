@@ -19,6 +19,10 @@
 # with the app's step that runs inside it (everything but the event loop's
 # own wait); the profile of the process that counted most is reported.
 #        TOGGLE='*Engine::run_once*' bash bench/callgrind.sh apps:hello --no-send-thread --metrics
+#
+# TLS=1 serves TLS with a fresh ECDSA P-256 certificate (as bench/run.py's TLS workloads) and
+# drives https; with WRK_SCRIPT=close.lua every request is a new connection (a handshake):
+#        TLS=1 WRK_SCRIPT=close.lua bash bench/callgrind.sh apps:hello --no-send-thread
 set -euo pipefail
 BENCH_DIR="$(cd "$(dirname "$0")" && pwd)"
 PY="${PY:-$BENCH_DIR/../.venv/bin/python}"
@@ -36,24 +40,32 @@ for tool in valgrind wrk; do
 done
 cd "$BENCH_DIR"
 rm -f "$OUT".*
+SCHEME=http
+TLS_ARGS=()
+if [[ -n "${TLS:-}" ]]; then
+  SCHEME=https
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$OUT.key.pem" \
+    -out "$OUT.cert.pem" -days 2 -subj /CN=localhost > /dev/null 2>&1
+  TLS_ARGS=(--ssl-certfile "$OUT.cert.pem" --ssl-keyfile "$OUT.key.pem")
+fi
 if [[ -n "${TOGGLE:-}" ]]; then
   VG_ARGS=(--collect-atstart=no "--toggle-collect=$TOGGLE")
 else
   VG_ARGS=(--instr-atstart=no)
 fi
 valgrind --tool=callgrind "${VG_ARGS[@]}" --callgrind-out-file="$OUT.%p" \
-  "$PY" -m pronghorn "$APP" --port "$PORT" --lifespan off --log-level warning --no-access-log "$@" \
+  "$PY" -m pronghorn "$APP" --port "$PORT" --lifespan off --log-level warning --no-access-log "${TLS_ARGS[@]}" "$@" \
   > "$OUT.log" 2>&1 &
 VG=$!
 trap 'kill $VG 2>/dev/null || true' EXIT
-for _ in $(seq 120); do curl -s -o /dev/null "http://127.0.0.1:$PORT$URL_PATH" && break; sleep 1; done
+for _ in $(seq 120); do curl -sk -o /dev/null "$SCHEME://127.0.0.1:$PORT$URL_PATH" && break; sleep 1; done
 if [[ -z "${TOGGLE:-}" ]]; then
   callgrind_control -i on "$VG" > /dev/null
   callgrind_control -z "$VG" > /dev/null
 fi
 WRK_ARGS=(-t1 "-c${CONNECTIONS:-16}" "-d${DURATION}s")
 [[ -n "${WRK_SCRIPT:-}" ]] && WRK_ARGS+=(-s "$WRK_SCRIPT")
-REQUESTS=$(wrk "${WRK_ARGS[@]}" "http://127.0.0.1:$PORT$URL_PATH" | awk '/requests in/ {print $1}')
+REQUESTS=$(wrk "${WRK_ARGS[@]}" "$SCHEME://127.0.0.1:$PORT$URL_PATH" | awk '/requests in/ {print $1}')
 if [[ -n "${TOGGLE:-}" ]]; then
   # Each process writes its profile when it exits (a supervisor stops its
   # workers first); the worker's is the one with the most instructions.
@@ -68,7 +80,7 @@ else
   callgrind_control -d "$VG" > /dev/null
   sleep 2
   kill "$VG"; wait "$VG" 2>/dev/null || true
-  PROFILE=$(ls "$OUT".*.1 | head -1)
+  PROFILE=$(ls "$OUT".[0-9]*.1 | head -1)
   TOTAL=$(callgrind_annotate "$PROFILE" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
 fi
 echo "app=$APP options=$* requests=$REQUESTS instructions=$TOTAL per_request=$((TOTAL / REQUESTS)) profile=$PROFILE"
