@@ -144,7 +144,8 @@ def server_specs() -> Dict[str, ServerSpec]:
         # and --servers pronghorn,pronghorn-base.
         **({"pronghorn-base": ServerSpec("pronghorn-base", "pronghorn", "pronghorn",
                                          pronghorn(python=os.environ["PRONGHORN_BASE_PYTHON"]),
-                                         note="PRONGHORN_BASE_PYTHON's build, --loop uvloop --lifespan off")}
+                                         note="PRONGHORN_BASE_PYTHON's build, --loop uvloop --lifespan off",
+                                         tls_args=_uvicorn_tls)}
            if os.environ.get("PRONGHORN_BASE_PYTHON") else {}),
         "uvicorn": ServerSpec(
             "uvicorn", "uvicorn", "uvicorn",
