@@ -986,6 +986,30 @@ def write_markdown(data: dict, out: Path) -> None:
     L.append("")
     L.append("rps× > 1: more requests/s than uvicorn; cpu/req× < 1: less server CPU per request than uvicorn.")
     L.append("")
+    # Rounds are interleaved, so round i of two servers ran minutes apart at most: the ratio
+    # within each round, and its spread, says more than the ratio of medians on a noisy machine.
+    pair_rows = []
+    for wname, w in data["workloads"].items():
+        for a in data["servers"]:
+            for b in ("uvicorn", "nginx"):
+                if a in (b, "uvicorn"):
+                    continue
+                ra, rb = w["servers"].get(a, {}).get("runs", []), w["servers"].get(b, {}).get("runs", [])
+                if len(ra) < 2 or len(ra) != len(rb):
+                    continue
+                rps = [x["rps"] / y["rps"] for x, y in zip(ra, rb) if x.get("rps") and y.get("rps")]
+                cpu = [x["cpu_us_per_req"] / y["cpu_us_per_req"] for x, y in zip(ra, rb)
+                       if x.get("cpu_us_per_req") and y.get("cpu_us_per_req")]
+                if rps and cpu:
+                    pair_rows.append(f"| {wname} | {a} ÷ {b} | {median(rps):.2f} ({min(rps):.2f}–{max(rps):.2f}) "
+                                     f"| {median(cpu):.2f} ({min(cpu):.2f}–{max(cpu):.2f}) |")
+    if pair_rows:
+        L.append("Ratios within each round (median of the rounds, lowest–highest):")
+        L.append("")
+        L.append("| workload | servers | req/s ratio | CPU/req ratio |")
+        L.append("|---|---|---|---|")
+        L.extend(pair_rows)
+        L.append("")
 
     idle_rows = []
     for wname, w in data["workloads"].items():
