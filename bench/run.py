@@ -384,6 +384,22 @@ def server_cpus(root: int) -> str:
     return ",".join(sorted(lists))
 
 
+def cpu_times() -> Dict[str, Tuple[int, int]]:
+    """Per CPU (cpu0, cpu1, ...): (busy, total) clock ticks since boot, from /proc/stat."""
+    out = {}
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("cpu") and line[3].isdigit():
+                    name, *vals = line.split()
+                    v = [int(x) for x in vals]
+                    idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
+                    out[name] = (sum(v[:8]) - idle, sum(v[:8]))
+    except OSError:
+        pass
+    return out
+
+
 def workers_rss_kib(root: int) -> int:
     return sum(_status_kib(p, "VmRSS") or 0 for p in worker_pids(root))
 
@@ -752,10 +768,12 @@ def measure(server: Server, wl: Workload, duration: int, threads: int, script: P
     sampler.sample_once()
     sampler.start()
     user0, sys0 = tree_cpu_split(server.pid)
+    machine0 = cpu_times()
     try:
         res = run_wrk(server.port, wl.path, duration, wl.connections, threads, script, tls=wl.tls)
     finally:
         user1, sys1 = tree_cpu_split(server.pid)
+        machine1 = cpu_times()
         sampler.finish()
     res["cpu_user_s"], res["cpu_sys_s"] = user1 - user0, sys1 - sys0
     res["cpu_s"] = res["cpu_user_s"] + res["cpu_sys_s"]
@@ -770,6 +788,11 @@ def measure(server: Server, wl: Workload, duration: int, threads: int, script: P
     res["server_cpu_pct"] = 100 * res["cpu_s"] / wall if wall else None
     res["client_cpu_pct"] = 100 * res["client_cpu_s"] / wall if wall and "client_cpu_s" in res else None
     res["server_cpus"] = server_cpus(server.pid)
+    # Each CPU's busy share over the run, every process counted: above the server's and the
+    # load generator's own shares, the rest was other work on the machine.
+    res["machine_cpu_pct"] = {c: round(100 * (machine1[c][0] - machine0[c][0]) /
+                                       max(1, machine1[c][1] - machine0[c][1]), 1)
+                              for c in machine1 if c in machine0}
     res["worker_peak_rss_kib"] = max(sampler.peak.values()) if sampler.peak else None
     res["worker_hwm_kib"] = max(sampler.hwm.values()) if sampler.hwm else None
     res["workers_seen"] = len(sampler.peak)
@@ -878,7 +901,8 @@ def run_workload(wl: Workload, servers: List[ServerSpec], args, logdir: Path, tm
                 log(f"  round {rnd + 1} {spec.name:10s} {r['rps']:9.0f} req/s  {lat}"
                     f"  cpu {cpu if cpu is None else round(cpu, 1)} us/req"
                     f" (client {ccpu if ccpu is None else round(ccpu, 1)}; busy server {r['server_cpu_pct']:.0f}%"
-                    f" client {r['client_cpu_pct'] or 0:.0f}%)  errors {r['errors']}{extra}")
+                    f" client {r['client_cpu_pct'] or 0:.0f}%; CPUs "
+                    f"{'/'.join(f'{v:.0f}' for v in r['machine_cpu_pct'].values())}%)  errors {r['errors']}{extra}")
     finally:
         for srv in running.values():
             srv.stop()
@@ -946,7 +970,8 @@ def write_markdown(data: dict, out: Path) -> None:
         server_cpus, client_cpus = s["pin"].split(":")
         L.append(f"- Pinned (--pin {s['pin']}): every process of each server on CPU(s) {server_cpus}, the load "
                  f"generator on CPU(s) {client_cpus}. 'busy' = each side's CPU time over the run's wall time, in % "
-                 "of one CPU: the side near 100% was the limit.")
+                 "of one CPU: the side near 100% was the limit; in brackets each CPU's busy share over the run, "
+                 "every process counted (what is above the two sides' shares was other work on the machine).")
     L.append(f"- Method: per workload the servers are measured interleaved for {s['rounds']} round(s) of "
              f"{s['duration']} s each (after a {s['warmup']} s warm-up); the table shows the median of the rounds "
              f"(RSS: the maximum; 'req/s range' = lowest–highest round, a measure of the noise). CPU/req = utime+stime (with children) of the server's whole process tree "
@@ -1041,7 +1066,7 @@ def write_markdown(data: dict, out: Path) -> None:
                      "'still open' counts the idle connections the server had not closed by the end.")
         L.append("")
         hdr = ("| server | req/s | req/s range | p50 ms | p99 ms | CPU µs/req | CPU µs/req range | client CPU µs/req "
-               "| busy server / client % | RSS/worker MiB | HWM MiB | errors | rps vs uvicorn | CPU/req vs uvicorn |")
+               "| busy server / client % (each CPU, all processes) | RSS/worker MiB | HWM MiB | errors | rps vs uvicorn | CPU/req vs uvicorn |")
         sep = "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
         if idle:
             hdr += " idle RSS before MiB | after MiB | cost of idle conns MiB | KiB/conn | still open |"
@@ -1061,6 +1086,9 @@ def write_markdown(data: dict, out: Path) -> None:
             cpu_all = [r["cpu_us_per_req"] for r in e.get("runs", []) if r.get("cpu_us_per_req") is not None]
             cpu_spread = f"{_fmt(min(cpu_all), 1)}–{_fmt(max(cpu_all), 1)}" if cpu_all else "–"
             busy = f"{_fmt(med.get('server_cpu_pct'))} / {_fmt(med.get('client_cpu_pct'))}"
+            machine = [r["machine_cpu_pct"] for r in e.get("runs", []) if r.get("machine_cpu_pct")]
+            if machine:
+                busy += " (CPUs " + "/".join(_fmt(median([m.get(c) for m in machine])) for c in machine[0]) + ")"
             row = (f"| {n} | {_fmt(med['rps'])} | {spread} | {_fmt(med.get('p50_us'), 2, 1000)} | {_fmt(med.get('p99_us'), 2, 1000)} "
                    f"| {_fmt(med['cpu_us_per_req'], 1)} | {cpu_spread} | {_fmt(med.get('client_cpu_us_per_req'), 1)} | {busy} "
                    f"| {_fmt(med['worker_peak_rss_kib'], 1, 1024)} "
