@@ -24,6 +24,9 @@
 # --http2 is added, CONNECTIONS (default 16) x STREAMS (default 10) concurrent
 # streams, and the requests are the ones answered 2xx.
 #        H2=1 bash bench/callgrind.sh apps:hello
+# TLS=1 serves TLS with a fresh ECDSA P-256 certificate (as bench/run.py's TLS workloads) and
+# drives https; with WRK_SCRIPT=close.lua every request is a new connection (a handshake):
+#        TLS=1 WRK_SCRIPT=close.lua bash bench/callgrind.sh apps:hello --no-send-thread
 set -euo pipefail
 BENCH_DIR="$(cd "$(dirname "$0")" && pwd)"
 PY="${PY:-$BENCH_DIR/../.venv/bin/python}"
@@ -44,6 +47,13 @@ for tool in valgrind wrk h2load; do
 done
 cd "$BENCH_DIR"
 rm -f "$OUT".*
+SCHEME=http
+if [[ -n "${TLS:-}" ]]; then
+  SCHEME=https
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$OUT.key.pem" \
+    -out "$OUT.cert.pem" -days 2 -subj /CN=localhost > /dev/null 2>&1
+  EXTRA+=(--ssl-certfile "$OUT.cert.pem" --ssl-keyfile "$OUT.key.pem")
+fi
 if [[ -n "${TOGGLE:-}" ]]; then
   VG_ARGS=(--collect-atstart=no "--toggle-collect=$TOGGLE")
 else
@@ -54,18 +64,18 @@ valgrind --tool=callgrind "${VG_ARGS[@]}" --callgrind-out-file="$OUT.%p" \
   > "$OUT.log" 2>&1 &
 VG=$!
 trap 'kill $VG 2>/dev/null || true' EXIT
-for _ in $(seq 120); do curl -s -o /dev/null "http://127.0.0.1:$PORT$URL_PATH" && break; sleep 1; done
+for _ in $(seq 120); do curl -sk -o /dev/null "$SCHEME://127.0.0.1:$PORT$URL_PATH" && break; sleep 1; done
 if [[ -z "${TOGGLE:-}" ]]; then
   callgrind_control -i on "$VG" > /dev/null
   callgrind_control -z "$VG" > /dev/null
 fi
 if [[ "${H2:-0}" == 1 ]]; then
-  REQUESTS=$(h2load -t1 -c "${CONNECTIONS:-16}" -m "${STREAMS:-10}" -D "$DURATION" "http://127.0.0.1:$PORT$URL_PATH" |
+  REQUESTS=$(h2load -t1 -c "${CONNECTIONS:-16}" -m "${STREAMS:-10}" -D "$DURATION" "$SCHEME://127.0.0.1:$PORT$URL_PATH" |
     awk '/^status codes:/ {print $3}')
 else
   WRK_ARGS=(-t1 "-c${CONNECTIONS:-16}" "-d${DURATION}s")
   [[ -n "${WRK_SCRIPT:-}" ]] && WRK_ARGS+=(-s "$WRK_SCRIPT")
-  REQUESTS=$(wrk "${WRK_ARGS[@]}" "http://127.0.0.1:$PORT$URL_PATH" | awk '/requests in/ {print $1}')
+  REQUESTS=$(wrk "${WRK_ARGS[@]}" "$SCHEME://127.0.0.1:$PORT$URL_PATH" | awk '/requests in/ {print $1}')
 fi
 if [[ -n "${TOGGLE:-}" ]]; then
   # Each process writes its profile when it exits (a supervisor stops its
@@ -81,7 +91,7 @@ else
   callgrind_control -d "$VG" > /dev/null
   sleep 2
   kill "$VG"; wait "$VG" 2>/dev/null || true
-  PROFILE=$(ls "$OUT".*.1 | head -1)
+  PROFILE=$(ls "$OUT".[0-9]*.1 | head -1)
   TOTAL=$(callgrind_annotate "$PROFILE" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
 fi
 echo "app=$APP options=${EXTRA[*]} $* requests=$REQUESTS instructions=$TOTAL per_request=$((TOTAL / REQUESTS)) profile=$PROFILE"

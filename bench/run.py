@@ -92,6 +92,11 @@ PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 ALL_SERVERS = ["pronghorn", "uvicorn", "granian", "hypercorn", "gunicorn", "nginx"]
 SMOKE_SERVERS = ["pronghorn", "uvicorn"]
 IDLE_CONNECTIONS = 1000
+# --pin: the CPUs of the server (all its processes) and of the load generator, as taskset
+# lists ("1" and "0"); None: no pinning (both float over every CPU).
+PIN_SERVER: Optional[str] = None
+PIN_CLIENT: Optional[str] = None
+CLIENT = "wrk"             # --client: wrk, or h2load (--h1) for the GET workloads
 
 
 def log(msg: str) -> None:
@@ -180,9 +185,9 @@ def server_specs() -> Dict[str, ServerSpec]:
         # and --servers pronghorn,pronghorn-base.
         **({"pronghorn-base": ServerSpec("pronghorn-base", "pronghorn", "pronghorn",
                                          pronghorn(python=os.environ["PRONGHORN_BASE_PYTHON"]),
+                                         note="PRONGHORN_BASE_PYTHON's build, --loop uvloop --lifespan off",
                                          tls_args=_uvicorn_tls, h2_argv=lambda argv: argv + ["--http2"],
-                                         h2_note="--http2",
-                                         note="PRONGHORN_BASE_PYTHON's build, --loop uvloop --lifespan off")}
+                                         h2_note="--http2")}
            if os.environ.get("PRONGHORN_BASE_PYTHON") else {}),
         "uvicorn": ServerSpec(
             "uvicorn", "uvicorn", "uvicorn",
@@ -433,6 +438,37 @@ class RssSampler(threading.Thread):
                 self.hwm[pid] = hwm
 
 
+def server_cpus(root: int) -> str:
+    """The CPUs the server's processes may run on (Cpus_allowed_list), joined: one value when
+    --pin held for all of them."""
+    lists = set()
+    for pid in session_pids(root):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("Cpus_allowed_list:"):
+                        lists.add(line.split(":", 1)[1].strip())
+        except OSError:
+            pass
+    return ",".join(sorted(lists))
+
+
+def cpu_times() -> Dict[str, Tuple[int, int]]:
+    """Per CPU (cpu0, cpu1, ...): (busy, total) clock ticks since boot, from /proc/stat."""
+    out = {}
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("cpu") and line[3].isdigit():
+                    name, *vals = line.split()
+                    v = [int(x) for x in vals]
+                    idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
+                    out[name] = (sum(v[:8]) - idle, sum(v[:8]))
+    except OSError:
+        pass
+    return out
+
+
 def workers_rss_kib(root: int) -> int:
     return sum(_status_kib(p, "VmRSS") or 0 for p in worker_pids(root))
 
@@ -467,6 +503,10 @@ class Server:
             cmd = self.spec.build(self.app, self.port, self.workers)
             if self.h2:
                 cmd = self.spec.h2_argv(cmd)
+            if PIN_SERVER is not None:
+                # taskset execs the server: same pid, and every process and thread it starts
+                # inherits the mask.
+                cmd = ["taskset", "-c", PIN_SERVER] + cmd
             if self.tls:
                 cmd += self.spec.tls_args(NGINX_DIR)
             if self.app == STATIC_APP and callable(self.spec.static_args):
@@ -642,20 +682,65 @@ def lua_script(method: str, body: Optional[str], content_type: Optional[str], de
     return "\n".join(parts) + "\n" + LUA_DONE
 
 
-def run_wrk(port: int, path: str, duration: int, connections: int, threads: int, script: Path,
-            tls: bool = False) -> dict:
-    cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--latency",
-           "--timeout", "10s", "-s", str(script), f"{'https' if tls else 'http'}://{HOST}:{port}{path}"]
+def _run_client(cmd: List[str], duration: int) -> Tuple[subprocess.CompletedProcess, float]:
+    """Runs the load generator (pinned with --pin); returns it and the CPU seconds it used
+    (user + system, from the rusage of reaped children: the only child reaped meanwhile)."""
+    if PIN_CLIENT is not None:
+        cmd = ["taskset", "-c", PIN_CLIENT] + cmd
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     except subprocess.TimeoutExpired:
-        raise RuntimeError("wrk did not finish in time")
+        raise RuntimeError(f"{cmd[0]} did not finish in time")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return proc, cpu
+
+
+def run_wrk(port: int, path: str, duration: int, connections: int, threads: int, script: Path,
+            tls: bool = False) -> dict:
+    if CLIENT == "h2load":
+        return run_h2load_h1(port, path, duration, connections, threads, tls)
+    cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--latency",
+           "--timeout", "10s", "-s", str(script), f"{'https' if tls else 'http'}://{HOST}:{port}{path}"]
+    proc, client_cpu = _run_client(cmd, duration)
     m = re.search(r"^BENCH_JSON (\{.*\})$", proc.stdout, re.M)
     if proc.returncode != 0 or not m:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr.strip()[-300:]} {proc.stdout.strip()[-300:]}")
     res = json.loads(m.group(1))
     res["rps"] = res["requests"] / (res["duration_us"] / 1e6) if res["duration_us"] else 0.0
     res["errors"] = sum(res[k] for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout"))
+    res["client_cpu_s"] = client_cpu
+    return res
+
+
+_H2LOAD_UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6}
+
+
+def run_h2load_h1(port: int, path: str, duration: int, connections: int, threads: int, tls: bool) -> dict:
+    """nghttp2's h2load speaking HTTP/1.1 (--h1): the --client h2load load generator, for GET
+    workloads on kept-alive connections. It reports a mean latency, not percentiles."""
+    cmd = ["h2load", "--h1", "-t", str(threads), "-c", str(connections), "-D", str(duration),
+           f"{'https' if tls else 'http'}://{HOST}:{port}{path}"]
+    proc, client_cpu = _run_client(cmd, duration)
+    out = proc.stdout
+    fin = re.search(r"^finished in ([\d.]+)s, ([\d.]+) req/s, ([\d.]+)([KMG]?)B/s", out, re.M)
+    req = re.search(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                    r"(\d+) errored, (\d+) timeout", out, re.M)
+    codes = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out, re.M)
+    lat = re.search(r"^time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)", out, re.M)
+    if proc.returncode != 0 or not fin or not req:
+        raise RuntimeError(f"h2load failed ({proc.returncode}): {proc.stderr.strip()[-300:]} {out.strip()[-300:]}")
+    secs = float(fin.group(1))
+    succeeded = int(req.group(4))
+    res = {"requests": succeeded, "duration_us": secs * 1e6, "rps": succeeded / secs if secs else 0.0,
+           "errors": int(req.group(5)) + int(req.group(6)) + int(req.group(7)),
+           "p50_us": None, "p90_us": None, "p99_us": None,
+           "mean_us": float(lat.group(5)) * _H2LOAD_UNITS[lat.group(6)] if lat else None,
+           "max_us": float(lat.group(3)) * _H2LOAD_UNITS[lat.group(4)] if lat else None,
+           "client_cpu_s": client_cpu}
+    if codes:
+        res["errors"] += sum(int(codes.group(i)) for i in (2, 3, 4))  # not 2xx
     return res
 
 
@@ -729,14 +814,12 @@ def run_h2load(port: int, path: str, duration: int, connections: int, streams: i
         log_file = Path(name)
     cmd += ["--log-file", str(log_file), _h2load_url(port, path, tls)]
     try:
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
-        except subprocess.TimeoutExpired:
-            raise RuntimeError("h2load did not finish in time")
+        proc, client_cpu = _run_client(cmd, duration)
         if proc.returncode != 0:
             raise RuntimeError(f"h2load failed ({proc.returncode}): {proc.stderr.strip()[-300:]} "
                                f"{proc.stdout.strip()[-300:]}")
         res = parse_h2load(proc.stdout)
+        res["client_cpu_s"] = client_cpu
         lat = []
         with open(log_file) as f:
             for line in f:
@@ -954,6 +1037,7 @@ def measure(server: Server, wl: Workload, duration: int, threads: int, script: P
     sampler.sample_once()
     sampler.start()
     user0, sys0 = tree_cpu_split(server.pid)
+    machine0 = cpu_times()
     try:
         if wl.h2:
             res = run_h2load(server.port, wl.path, duration, wl.connections, wl.streams, tls=wl.tls,
@@ -962,6 +1046,7 @@ def measure(server: Server, wl: Workload, duration: int, threads: int, script: P
             res = run_wrk(server.port, wl.path, duration, wl.connections, threads, script, tls=wl.tls)
     finally:
         user1, sys1 = tree_cpu_split(server.pid)
+        machine1 = cpu_times()
         sampler.finish()
     res["cpu_user_s"], res["cpu_sys_s"] = user1 - user0, sys1 - sys0
     res["cpu_s"] = res["cpu_user_s"] + res["cpu_sys_s"]
@@ -969,6 +1054,18 @@ def measure(server: Server, wl: Workload, duration: int, threads: int, script: P
     res["cpu_us_per_req"] = (res["cpu_s"] / n * 1e6) if n else None
     res["cpu_user_us_per_req"] = (res["cpu_user_s"] / n * 1e6) if n else None
     res["cpu_sys_us_per_req"] = (res["cpu_sys_s"] / n * 1e6) if n else None
+    # Who was the limit: each side's CPU as a share of one CPU over the run (with --pin each
+    # has one CPU: near 100% is saturated).
+    wall = res["duration_us"] / 1e6 if res.get("duration_us") else None
+    res["client_cpu_us_per_req"] = (res["client_cpu_s"] / n * 1e6) if n and "client_cpu_s" in res else None
+    res["server_cpu_pct"] = 100 * res["cpu_s"] / wall if wall else None
+    res["client_cpu_pct"] = 100 * res["client_cpu_s"] / wall if wall and "client_cpu_s" in res else None
+    res["server_cpus"] = server_cpus(server.pid)
+    # Each CPU's busy share over the run, every process counted: above the server's and the
+    # load generator's own shares, the rest was other work on the machine.
+    res["machine_cpu_pct"] = {c: round(100 * (machine1[c][0] - machine0[c][0]) /
+                                       max(1, machine1[c][1] - machine0[c][1]), 1)
+                              for c in machine1 if c in machine0}
     res["worker_peak_rss_kib"] = max(sampler.peak.values()) if sampler.peak else None
     res["worker_hwm_kib"] = max(sampler.hwm.values()) if sampler.hwm else None
     res["workers_seen"] = len(sampler.peak)
@@ -1010,12 +1107,17 @@ def median(values):
 
 
 def summarize(runs: List[dict]) -> dict:
-    keys_median = ["rps", "p50_us", "p99_us", "cpu_us_per_req", "requests", "errors",
+    keys_median = ["rps", "p50_us", "p99_us", "mean_us", "cpu_us_per_req", "requests", "errors",
+                   "client_cpu_us_per_req", "server_cpu_pct", "client_cpu_pct",
                    "idle_rss_cost_kib", "idle_rss_before_kib", "idle_rss_after_kib", "idle_alive"]
     out = {k: median([r.get(k) for r in runs]) for k in keys_median if any(k in r for r in runs)}
     out["worker_peak_rss_kib"] = max((r["worker_peak_rss_kib"] for r in runs if r.get("worker_peak_rss_kib")), default=None)
     out["worker_hwm_kib"] = max((r["worker_hwm_kib"] for r in runs if r.get("worker_hwm_kib")), default=None)
     out["rounds"] = len(runs)
+    for k in ("rps", "cpu_us_per_req"):
+        vals = [r[k] for r in runs if r.get(k) is not None]
+        if vals:
+            out[k + "_min"], out[k + "_max"] = min(vals), max(vals)
     return out
 
 
@@ -1075,10 +1177,14 @@ def run_workload(wl: Workload, servers: List[ServerSpec], args, logdir: Path, tm
                     extra = (f" idle cost {r['idle_rss_cost_kib'] / 1024:.1f} MiB,"
                              f" alive {r['idle_alive']}/{r['idle_connections']}")
                 cpu = r["cpu_us_per_req"]
-                p50 = "–" if r["p50_us"] is None else f"{r['p50_us'] / 1000:.2f}"
-                p99 = "–" if r["p99_us"] is None else f"{r['p99_us'] / 1000:.2f}"
-                log(f"  round {rnd + 1} {spec.name:10s} {r['rps']:9.0f} req/s  p50 {p50} ms"
-                    f"  p99 {p99} ms  cpu {cpu if cpu is None else round(cpu, 1)} us/req"
+                ccpu = r.get("client_cpu_us_per_req")
+                lat = (f"p50 {r['p50_us'] / 1000:.2f} ms  p99 {(r.get('p99_us') or 0) / 1000:.2f} ms"
+                       if r.get("p50_us") is not None else f"mean {(r.get('mean_us') or 0) / 1000:.2f} ms")
+                log(f"  round {rnd + 1} {spec.name:10s} {r['rps']:9.0f} req/s  {lat}"
+                    f"  cpu {cpu if cpu is None else round(cpu, 1)} us/req"
+                    f" (client {ccpu if ccpu is None else round(ccpu, 1)}; busy server {r.get('server_cpu_pct') or 0:.0f}%"
+                    f" client {r.get('client_cpu_pct') or 0:.0f}%; CPUs "
+                    f"{'/'.join(f'{v:.0f}' for v in (r.get('machine_cpu_pct') or {}).values())}%)"
                     f"  errors {r['errors']}{extra}")
     finally:
         for srv in running.values():
@@ -1152,11 +1258,18 @@ def write_markdown(data: dict, out: Path) -> None:
     L.append(f"- Date: {data['date']}")
     L.append(f"- Machine: {m['cores']} cores, {m['cpu_model']}, Linux {m['kernel']}, Python {m['python']}; "
              f"load average at start {', '.join(f'{x:.2f}' for x in m['loadavg_at_start'])}")
-    L.append(f"- Load generator: {m['wrk']} on the same machine (loopback), "
+    s = data["settings"]
+    client = m["wrk"] if s.get("client", "wrk") == "wrk" else "h2load --h1 (nghttp2)"
+    L.append(f"- Load generator: {client} on the same machine (loopback), "
              f"{data['settings']['threads']} thread(s)"
              + (f"; HTTP/2: {m['h2load']}, 1 thread" if m.get("h2load") and
                 any(w.get("h2") for w in data["workloads"].values()) else ""))
-    s = data["settings"]
+    if s.get("pin"):
+        server_cpus, client_cpus = s["pin"].split(":")
+        L.append(f"- Pinned (--pin {s['pin']}): every process of each server on CPU(s) {server_cpus}, the load "
+                 f"generator on CPU(s) {client_cpus}. 'busy' = each side's CPU time over the run's wall time, in % "
+                 "of one CPU: the side near 100% was the limit; in brackets each CPU's busy share over the run, "
+                 "every process counted (what is above the two sides' shares was other work on the machine).")
     L.append(f"- Method: per workload the servers are measured interleaved for {s['rounds']} round(s) of "
              f"{s['duration']} s each (after a {s['warmup']} s warm-up); the table shows the median of the rounds "
              f"(RSS: the maximum; 'req/s range' = lowest–highest round, a measure of the noise). CPU/req = utime+stime (with children) of the server's whole process tree "
@@ -1196,6 +1309,30 @@ def write_markdown(data: dict, out: Path) -> None:
     L.append("")
     L.append("rps× > 1: more requests/s than uvicorn; cpu/req× < 1: less server CPU per request than uvicorn.")
     L.append("")
+    # Rounds are interleaved, so round i of two servers ran minutes apart at most: the ratio
+    # within each round, and its spread, says more than the ratio of medians on a noisy machine.
+    pair_rows = []
+    for wname, w in data["workloads"].items():
+        for a in data["servers"]:
+            for b in ("uvicorn", "nginx"):
+                if a in (b, "uvicorn"):
+                    continue
+                ra, rb = w["servers"].get(a, {}).get("runs", []), w["servers"].get(b, {}).get("runs", [])
+                if len(ra) < 2 or len(ra) != len(rb):
+                    continue
+                rps = [x["rps"] / y["rps"] for x, y in zip(ra, rb) if x.get("rps") and y.get("rps")]
+                cpu = [x["cpu_us_per_req"] / y["cpu_us_per_req"] for x, y in zip(ra, rb)
+                       if x.get("cpu_us_per_req") and y.get("cpu_us_per_req")]
+                if rps and cpu:
+                    pair_rows.append(f"| {wname} | {a} ÷ {b} | {median(rps):.2f} ({min(rps):.2f}–{max(rps):.2f}) "
+                                     f"| {median(cpu):.2f} ({min(cpu):.2f}–{max(cpu):.2f}) |")
+    if pair_rows:
+        L.append("Ratios within each round (median of the rounds, lowest–highest):")
+        L.append("")
+        L.append("| workload | servers | req/s ratio | CPU/req ratio |")
+        L.append("|---|---|---|---|")
+        L.extend(pair_rows)
+        L.append("")
 
     h2_names = [n for n, w in data["workloads"].items() if w.get("h2") and not w.get("idle")]
     if h2_names:
@@ -1282,8 +1419,9 @@ def write_markdown(data: dict, out: Path) -> None:
                      "1 s later minus before; then the light wrk run below runs while they stay open; "
                      "'still open' counts the idle connections the server had not closed by the end.")
         L.append("")
-        hdr = "| server | req/s | req/s range | p50 ms | p99 ms | CPU µs/req | RSS/worker MiB | HWM MiB | errors | rps vs uvicorn | CPU/req vs uvicorn |"
-        sep = "|---|---|---|---|---|---|---|---|---|---|---|"
+        hdr = ("| server | req/s | req/s range | p50 ms | p99 ms | CPU µs/req | CPU µs/req range | client CPU µs/req "
+               "| busy server / client % (each CPU, all processes) | RSS/worker MiB | HWM MiB | errors | rps vs uvicorn | CPU/req vs uvicorn |")
+        sep = "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
         if idle:
             hdr += " idle RSS before MiB | after MiB | cost of idle conns MiB | KiB/conn | still open |"
             sep += "---|---|---|---|---|"
@@ -1302,8 +1440,15 @@ def write_markdown(data: dict, out: Path) -> None:
             c = _ratio(med.get("cpu_us_per_req"), base.get("cpu_us_per_req")) if base else None
             rps_all = [r["rps"] for r in e.get("runs", []) if r.get("rps") is not None]
             spread = f"{_fmt(min(rps_all))}–{_fmt(max(rps_all))}" if rps_all else "–"
-            row = (f"| {n} | {_fmt(med['rps'])} | {spread} | {_fmt(med['p50_us'], 2, 1000)} | {_fmt(med['p99_us'], 2, 1000)} "
-                   f"| {_fmt(med['cpu_us_per_req'], 1)} | {_fmt(med['worker_peak_rss_kib'], 1, 1024)} "
+            cpu_all = [r["cpu_us_per_req"] for r in e.get("runs", []) if r.get("cpu_us_per_req") is not None]
+            cpu_spread = f"{_fmt(min(cpu_all), 1)}–{_fmt(max(cpu_all), 1)}" if cpu_all else "–"
+            busy = f"{_fmt(med.get('server_cpu_pct'))} / {_fmt(med.get('client_cpu_pct'))}"
+            machine = [r["machine_cpu_pct"] for r in e.get("runs", []) if r.get("machine_cpu_pct")]
+            if machine:
+                busy += " (CPUs " + "/".join(_fmt(median([m.get(c) for m in machine])) for c in machine[0]) + ")"
+            row = (f"| {n} | {_fmt(med['rps'])} | {spread} | {_fmt(med.get('p50_us'), 2, 1000)} | {_fmt(med.get('p99_us'), 2, 1000)} "
+                   f"| {_fmt(med['cpu_us_per_req'], 1)} | {cpu_spread} | {_fmt(med.get('client_cpu_us_per_req'), 1)} | {busy} "
+                   f"| {_fmt(med['worker_peak_rss_kib'], 1, 1024)} "
                    f"| {_fmt(med['worker_hwm_kib'], 1, 1024)} | {_fmt(med['errors'])} "
                    f"| {_fmt(r, 2)} | {_fmt(c, 2)} |")
             if idle:
@@ -1376,12 +1521,19 @@ def parse_args(argv=None):
     p.add_argument("--duration", type=int, default=5, help="seconds per wrk run (integer)")
     p.add_argument("--warmup", type=int, default=1, help="seconds of warm-up per server and workload (0: none)")
     p.add_argument("--threads", type=int, default=1, help="wrk threads")
+    p.add_argument("--pin", nargs="?", const="1:0", default=None, metavar="SERVER_CPUS:CLIENT_CPUS",
+                   help="pin every process of each server to SERVER_CPUS and the load generator to CLIENT_CPUS "
+                        "(taskset lists; default with no value 1:0), the same for every server")
+    p.add_argument("--client", choices=["wrk", "h2load"], default="wrk",
+                   help="load generator: wrk (default), or h2load --h1 (GET workloads on kept-alive connections)")
     p.add_argument("--idle-connections", type=int, default=IDLE_CONNECTIONS)
     p.add_argument("--smoke", action="store_true", help="1 round of 1 s per workload, no warm-up, 2 servers")
     p.add_argument("--out", default=str(BENCH_DIR / "results"))
     p.add_argument("--render-only", action="store_true",
                    help="measure nothing: rewrite results.md and chart.png from OUT/results.json")
     args = p.parse_args(argv)
+    if args.pin is not None and not re.fullmatch(r"[\d,-]+:[\d,-]+", args.pin):
+        p.error("--pin takes SERVER_CPUS:CLIENT_CPUS, e.g. 1:0")
     if args.smoke:
         args.rounds, args.duration, args.warmup = 1, 1, 0
         if not args.servers:
@@ -1415,6 +1567,16 @@ def main(argv=None) -> int:
     if shutil.which("wrk") is None:
         log("wrk is not installed (apt-get install -y wrk)")
         return 2
+    global PIN_SERVER, PIN_CLIENT, CLIENT
+    if args.pin is not None:
+        if shutil.which("taskset") is None:
+            log("--pin needs taskset (util-linux)")
+            return 2
+        PIN_SERVER, PIN_CLIENT = args.pin.split(":")
+    CLIENT = args.client
+    if CLIENT == "h2load" and shutil.which("h2load") is None:
+        log("h2load is not installed (apt-get install -y nghttp2-client)")
+        return 2
 
     specs = server_specs()
     wanted = args.servers.split(",") if args.servers else list(ALL_SERVERS)
@@ -1430,6 +1592,11 @@ def main(argv=None) -> int:
             log(f"unknown workload(s): {bad}")
             return 2
         workloads = [w for w in WORKLOADS if w.name in names]
+    if CLIENT == "h2load":
+        skipped = [w.name for w in workloads if w.close or w.idle or w.method != "GET" or w.delay_ms]
+        if skipped:
+            log(f"--client h2load runs GET workloads on kept-alive connections only: skipping {', '.join(skipped)}")
+        workloads = [w for w in workloads if w.name not in skipped]
 
     server_info: Dict[str, dict] = {}
     available: List[ServerSpec] = []
@@ -1468,6 +1635,7 @@ def main(argv=None) -> int:
         "machine": machine_info(),
         "settings": {"rounds": args.rounds, "duration": args.duration, "warmup": args.warmup,
                      "threads": args.threads, "smoke": args.smoke, "idle_connections": args.idle_connections,
+                     "pin": args.pin, "client": args.client,
                      "keep_alive_s": KEEP_ALIVE_S},
         "servers": server_info,
         "versions": {k: v for k in ("fastapi", "pydantic", "starlette", "uvloop", "httptools", "matplotlib")

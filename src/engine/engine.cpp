@@ -29,6 +29,13 @@ class Engine::Listener final : public IoHandler {
   ~Listener() { stop(); }
 
   bool start() {
+    // Linux gives accepted sockets the listener's TCP_NODELAY: set once here,
+    // it saves a setsockopt per connection (checked on the first one).
+    if (!address_.is_unix && !nodelay_tried_) {
+      nodelay_tried_ = true;
+      int one = 1;
+      nodelay_on_listener_ = setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0;
+    }
     // EPOLLEXCLUSIVE: with several workers on one shared socket, wake one.
     if (!server_.loop().add(fd_, EPOLLIN | EPOLLEXCLUSIVE, this)) return false;
     registered_ = true;
@@ -64,7 +71,13 @@ class Engine::Listener final : public IoHandler {
         if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) pause();
         return;
       }
-      server_.adopt(fd, addr, len, &address_, tls_);
+      if (nodelay_on_listener_ && !nodelay_checked_ && (addr.ss_family == AF_INET || addr.ss_family == AF_INET6)) {
+        nodelay_checked_ = true;
+        int value = 0;
+        socklen_t value_len = sizeof value;
+        nodelay_inherited_ = getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &value, &value_len) == 0 && value != 0;
+      }
+      server_.adopt(fd, addr, len, &address_, tls_, nodelay_inherited_);
     }
   }
 
@@ -76,6 +89,10 @@ class Engine::Listener final : public IoHandler {
   SocketAddress address_;
   const TlsContext *tls_;  // nullptr: plain HTTP/1
   bool registered_ = false;
+  bool nodelay_tried_ = false;
+  bool nodelay_on_listener_ = false;
+  bool nodelay_checked_ = false;
+  bool nodelay_inherited_ = false;  // accepted sockets come with TCP_NODELAY
 };
 
 Engine::Engine(EngineConfig config) : config_(std::move(config)) {}
@@ -128,12 +145,12 @@ void Engine::set_tls(std::unique_ptr<TlsContext> context) {
 }
 
 void Engine::adopt(int fd, const sockaddr_storage &addr, socklen_t len, const SocketAddress *local,
-                   const TlsContext *tls) {
+                   const TlsContext *tls, bool nodelay_set) {
   if (shutting_down_) {
     ::close(fd);
     return;
   }
-  if (addr.ss_family == AF_INET || addr.ss_family == AF_INET6) {
+  if (!nodelay_set && (addr.ss_family == AF_INET || addr.ss_family == AF_INET6)) {
     int one = 1;
     // Responses are written whole; Nagle would only delay them.
     if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0)

@@ -136,8 +136,9 @@ class Engine final {
     return static_files_ != nullptr ? static_cast<RequestDispatcher *>(static_files_.get()) : app_dispatcher_;
   }
   std::string_view date() const { return date_; }
+  // nodelay_set: the socket already has TCP_NODELAY (inherited from its listener).
   void adopt(int fd, const sockaddr_storage &addr, socklen_t len, const SocketAddress *local,
-             const TlsContext *tls = nullptr);
+             const TlsContext *tls = nullptr, bool nodelay_set = false);
   // Starts an HTTP/1 session on a transport (it hands the transport to an
   // HTTP/2 session when the first bytes say so); nullptr when it could not
   // start (it is closed then).

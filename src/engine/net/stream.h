@@ -49,6 +49,12 @@ class ByteStream {
   // The stream holds input of its own (decrypted TLS records): a read must
   // not ask for fewer bytes than a record, or the rest waits with no event.
   virtual bool buffers_input() const { return false; }
+  // While on, records that a read makes once the handshake is done (a TLS
+  // 1.3 session ticket, sent after the client's Finished) stay in the stream:
+  // they leave with the answer to what was read, in the same send(). The
+  // transport turns it on around a readable event and sends what is left
+  // after it.
+  virtual void hold_read_output(bool) {}
 };
 
 // A connected, non-blocking socket (TCP or Unix). Owns and closes the fd.

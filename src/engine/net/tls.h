@@ -108,6 +108,7 @@ class TlsStream final : public ByteStream {
   bool buffers_input() const override { return true; }
   ssize_t flush_pending() override;
   void release_buffers() override;
+  void hold_read_output(bool hold) override { hold_read_output_ = hold; }
   bool handshake_done() const;
 
  private:
@@ -125,7 +126,8 @@ class TlsStream final : public ByteStream {
   bool failed_logged_ = false;
   bool shut_ = false;
   bool shut_pending_ = false;  // SHUT_WR waits until close_notify has left cipher_
-  uint64_t sent_bytes_ = 0;    // bytes the socket took (the write-stall clock's progress)
+  bool hold_read_output_ = false;
+  uint64_t sent_bytes_ = 0;  // bytes the socket took (the write-stall clock's progress)
 };
 
 }  // namespace pronghorn

@@ -51,7 +51,15 @@ void Transport::on_io(uint32_t events) {
   if (events & EPOLLOUT) flush();
   if (closed_) return;
   if (events & EPOLLIN) {
+    // Records the reads make (a TLS session ticket) wait for the answer the
+    // session writes to what was read, and leave with it; what no write took
+    // along is sent here.
+    holding_ = true;
+    stream_->hold_read_output(true);
     handler_->on_readable();
+    holding_ = false;
+    if (stream_ != nullptr) stream_->hold_read_output(false);
+    if (!closed_ && stream_->pending_output() > 0) flush();
   } else if (events & (EPOLLERR | EPOLLHUP)) {
     handler_->on_transport_failed();
   }
@@ -88,7 +96,9 @@ ssize_t Transport::read_into(char *dst, size_t len) {
     // The stream has bytes of its own to send (TLS handshake records): the
     // write-stall clock starts now if nothing was going out.
     if (was_idle) last_write_ms_ = server_.loop().now_ms();
-    update_interest();
+    // Records held for the answer (see on_io) need no write interest: on_io
+    // sends what is left of them once the session has handled the data.
+    if (!holding_ || stream_->read_blocked()) update_interest();
   }
   return n;
 }

@@ -142,6 +142,7 @@ class Transport final : public IoHandler {
   bool registered_ = false;
   bool started_ = false;
   bool closed_ = false;
+  bool holding_ = false;  // in on_io's readable event: the stream holds what its reads make
   bool send_in_flight_ = false;
   void (*release_)(void *) = nullptr;
   void *release_ctx_ = nullptr;

@@ -126,6 +126,36 @@ class Pair {
     return plain;
   }
 
+  // One step of each direction, for tests that order the flights themselves.
+  void client_step() {
+    SSL_do_handshake(client_);
+    ERR_clear_error();
+  }
+  std::string to_server() {
+    std::string plain;
+    char *data = nullptr;
+    long pending = BIO_get_mem_data(out_, &data);
+    if (pending > 0) {
+      EXPECT_EQ(write(client_fd_, data, static_cast<size_t>(pending)), pending);
+    }
+    (void)BIO_reset(out_);
+    char buf[16384];
+    ssize_t got;
+    while ((got = server->read(buf, sizeof buf)) > 0) plain.append(buf, static_cast<size_t>(got));
+    return plain;
+  }
+  size_t to_client() {
+    char buf[16384];
+    ssize_t back;
+    size_t total = 0;
+    while ((back = read(client_fd_, buf, sizeof buf)) > 0) {
+      BIO_write(in_, buf, static_cast<int>(back));
+      total += static_cast<size_t>(back);
+    }
+    return total;
+  }
+  bool client_has_ticket() const { return SSL_SESSION_has_ticket(SSL_get0_session(client_)) == 1; }
+
   bool client_done() const { return SSL_is_init_finished(client_) == 1; }
   void client_write(const std::string &text) {
     size_t done = 0;
@@ -201,6 +231,36 @@ TEST(TlsStream, HandshakeAndRequestSplitAtEveryByteBoundary) {
     EXPECT_EQ(info->alpn, "http/1.1");
     EXPECT_EQ(info->server_name, "localhost");
   }
+}
+
+// The client's Finished and its first request in one read: the session
+// ticket that the Finished makes waits (hold_read_output, as the transport
+// asks during a readable event) and leaves with the response, in one send.
+TEST(TlsStream, TicketMadeByTheFirstRequestsReadLeavesWithTheResponse) {
+  auto ctx = context();
+  Pair pair(*ctx, 100000);
+  pair.server->hold_read_output(true);
+  pair.client_step();  // ClientHello
+  EXPECT_EQ(pair.to_server(), "");
+  EXPECT_EQ(pair.server->pending_output(), 0u);  // the server's flight is not held: no data was read
+  ASSERT_GT(pair.to_client(), 0u);
+  pair.client_step();  // the server's flight read; the client's Finished written
+  ASSERT_TRUE(pair.client_done());
+  const std::string request = "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+  pair.client_write(request);
+  EXPECT_EQ(pair.to_server(), request);
+  EXPECT_GT(pair.server->pending_output(), 0u);  // the ticket, held
+  EXPECT_EQ(pair.to_client(), 0u);
+  std::string response = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+  iovec iov[] = {{response.data(), response.size()}};
+  ASSERT_EQ(pair.server->writev(iov, 1), static_cast<ssize_t>(response.size()));
+  EXPECT_EQ(pair.server->pending_output(), 0u);
+  EXPECT_GT(pair.to_client(), 0u);
+  EXPECT_EQ(pair.client_read(), response);
+  EXPECT_TRUE(pair.client_has_ticket());
+  const TlsInfo *info = pair.server->tls_info();
+  ASSERT_NE(info, nullptr);
+  EXPECT_EQ(info->cipher_suite, 0x1301);  // TLS_AES_128_GCM_SHA256 preferred
 }
 
 TEST(TlsStream, CloseNotifyOnShutdown) {
