@@ -893,24 +893,8 @@ def _read_h2_until_answered(sock: socket.socket) -> None:
 def open_idle_h2_connections(port: int, n: int) -> List[socket.socket]:
     """n HTTP/2 connections (h2c, prior knowledge) that each exchange the preface and SETTINGS
     (both ACKed) and complete one GET /, then stay open and idle."""
-    socks: List[socket.socket] = []
     hello = H2_PREFACE + _h2_frame(0x4, 0, 0) + _h2_get_request(port, "/")
-    batch = 50
-    try:
-        for start in range(0, n, batch):
-            group = []
-            for _ in range(min(batch, n - start)):
-                s = socket.create_connection((HOST, port), timeout=15)
-                socks.append(s)
-                group.append(s)
-                s.sendall(hello)
-            for s in group:
-                _read_h2_until_answered(s)
-    except BaseException:
-        for s in socks:
-            s.close()
-        raise
-    return socks
+    return _open_answered_connections(port, n, hello, _read_h2_until_answered)
 
 
 # --------------------------------------------------------------------------- workloads
@@ -985,8 +969,14 @@ H2_IDLE_TRICKLE_RPS = 200
 
 def open_idle_connections(port: int, n: int) -> List[socket.socket]:
     """n sockets that each send one request, read the response, then stay open and idle."""
-    socks: List[socket.socket] = []
     req = f"GET / HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode()
+    return _open_answered_connections(port, n, req, _read_response)
+
+
+def _open_answered_connections(port: int, n: int, request: bytes,
+                               read_answer: Callable[[socket.socket], object]) -> List[socket.socket]:
+    """n sockets that each send `request` and read its answer (50 at a time), left open."""
+    socks: List[socket.socket] = []
     batch = 50
     try:
         for start in range(0, n, batch):
@@ -995,9 +985,9 @@ def open_idle_connections(port: int, n: int) -> List[socket.socket]:
                 s = socket.create_connection((HOST, port), timeout=15)
                 socks.append(s)
                 group.append(s)
-                s.sendall(req)
+                s.sendall(request)
             for s in group:
-                _read_response(s)
+                read_answer(s)
     except BaseException:
         for s in socks:
             s.close()
