@@ -128,6 +128,19 @@ def test_curl_and_alpn(server_factory, certs):
     assert "Verify return code: 0 (ok)" in s_client.stdout
 
 
+@pytest.mark.pronghorn_only  # the TLS 1.3 suite order is Pronghorn's own
+@pytest.mark.parametrize("offered,chosen", [
+    ("TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256", "TLS_AES_128_GCM_SHA256"),  # the server's order
+    ("TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256", "TLS_CHACHA20_POLY1305_SHA256"),  # no AES hardware
+])
+def test_tls13_suite_is_the_servers_choice_but_chacha_first_is_honoured(server_factory, certs, offered, chosen):
+    srv = server_factory(RAW, *_tls_args(certs, "ecdsa"))
+    s_client = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{srv.port}", "-tls1_3",
+                               "-ciphersuites", offered, "-CAfile", str(certs / "ca.pem"), "-servername", "localhost"],
+                              input="", capture_output=True, text=True, timeout=20, env=client_env())
+    assert f"Cipher is {chosen}" in s_client.stdout, s_client.stdout[-2000:]
+
+
 def test_tls_1_0_and_1_1_refused(server_factory, certs):
     srv = server_factory(RAW, *_tls_args(certs))
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)

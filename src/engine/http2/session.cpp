@@ -51,6 +51,7 @@ constexpr int64_t kMaxWindow = (int64_t{1} << 31) - 1;  // RFC 9113 §6.9.1
 // kShutdownPingWaitMs all the same.
 constexpr uint8_t kShutdownPing[8] = {'p', 'h', '-', 's', 't', 'o', 'p', '1'};
 constexpr uint64_t kShutdownPingWaitMs = 1000;
+constexpr int32_t kMaxStreamId = 0x7fffffff;  // a shutdown notice's last stream ID (RFC 9113 §6.8)
 
 uint64_t reset_burst(const Settings &settings) {
   return std::max<uint64_t>(64, kResetBurstPerStream * settings.max_concurrent_streams);
@@ -367,12 +368,18 @@ ssize_t Stream::read_body(nghttp2_session *, int32_t, uint8_t *buf, size_t lengt
     }
   }
   // A cut response's bytes are out: nghttp2 resets the stream (INTERNAL_ERROR).
-  if (n == 0 && stream.cut_) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  if (n == 0 && stream.cut_) {
+    stream.end_framed_ = true;
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  }
   if (n == 0 && !stream.eof_) {
     stream.deferred_ = true;  // write_body() resumes it
     return NGHTTP2_ERR_DEFERRED;
   }
-  if (stream.eof_ && left == 0 && stream.file_left_ == 0) *flags |= NGHTTP2_DATA_FLAG_EOF;
+  if (stream.eof_ && left == 0 && stream.file_left_ == 0) {
+    *flags |= NGHTTP2_DATA_FLAG_EOF;
+    stream.end_framed_ = true;
+  }
   stream.last_progress_ms_ = stream.session_.server_.loop().now_ms();
   if (stream.wants_writable_ && left <= kStreamOutLow) {
     stream.wants_writable_ = false;
@@ -453,6 +460,9 @@ void Stream::cut_response() {
     // still queued, and the client would see a bare reset (no status, no
     // bytes). read_body resets the stream once the output is framed.
     cut_ = true;
+    // The reset waits for the client's window like the bytes before it: the
+    // stall rule (Session::on_tick) counts from now.
+    last_progress_ms_ = session_.server_.loop().now_ms();
     if (deferred_) {
       deferred_ = false;
       nghttp2_session_resume_data(session_.ng_, id_);
@@ -552,6 +562,9 @@ void Session::process_input() {
   if (closed_) return;
   Buffer &in = transport_->input();
   if (!in.empty() && !failing_) {
+    // A SETTINGS frame whose payload comes in this read: DATA sent since its
+    // header came has moved the windows (nothing is sent within mem_recv).
+    if (settings_pending_) snapshot_windows();
     in_nghttp2_ = true;
     ssize_t rv = nghttp2_session_mem_recv(ng_, reinterpret_cast<const uint8_t *>(in.data()), in.size());
     in_nghttp2_ = false;
@@ -572,7 +585,11 @@ void Session::process_input() {
   for (int32_t id : ready) {
     Stream *stream = find(id);
     // (None after the connection is condemned: its GOAWAY is going out.)
-    if (stream != nullptr && !stream->dispatched_ && !stream->ended_ && !failing_) dispatch(*stream);
+    if (stream == nullptr || stream->dispatched_ || stream->ended_ || failing_) continue;
+    if (final_goaway_sent_ && id > final_last_id_)
+      stream->end_exchange(http::Detach::ClientGone);  // refused by the final GOAWAY, never run
+    else
+      dispatch(*stream);
     if (closed_) return;
   }
   ready.clear();
@@ -831,6 +848,15 @@ void Session::connection_error(uint32_t error_code, const char *why) {
   want_send();
 }
 
+void Session::snapshot_windows() {
+  windows_before_settings_.clear();
+  initial_window_before_settings_ = nghttp2_session_get_remote_settings(ng_, NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE);
+  for (const auto &[id, stream] : streams_) {
+    int32_t window = nghttp2_session_get_stream_remote_window_size(ng_, id);
+    if (window >= 0) windows_before_settings_.push_back(window);
+  }
+}
+
 bool Session::initial_window_overflows(const nghttp2_settings &settings) const {
   // The new value moves every open stream's window by its difference from
   // the old one (RFC 9113 §6.9.2). (nghttp2 keeps only the last of values
@@ -857,7 +883,7 @@ void Session::on_tick(uint64_t now_ms) {
   // the application's send() forever: it is reset after the stall time.
   bool reset = false;
   for (auto &[id, stream] : streams_) {
-    if (stream->has_output() && now_ms - stream->last_progress_ms_ >= kWriteStallMs) {
+    if (stream->output_waiting() && now_ms - stream->last_progress_ms_ >= kWriteStallMs) {
       log(LogLevel::Debug, "HTTP/2 stream %d: the client's window stayed closed for %llu s; resetting", id,
           static_cast<unsigned long long>(kWriteStallMs / 1000));
       nghttp2_submit_rst_stream(ng_, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
@@ -924,8 +950,10 @@ bool Session::close_when_idle() {
   // all of them, and then the final GOAWAY names the last stream processed.
   // (With one GOAWAY naming the last stream read, a busy client's streams
   // in flight were refused: h2load counted them failed on every reload.)
+  // The PING goes once that GOAWAY is out (on_frame_send): nghttp2 sends a
+  // PING before any GOAWAY queued with it, and an ACK of a PING that went
+  // first would prove nothing.
   nghttp2_submit_shutdown_notice(ng_);
-  nghttp2_submit_ping(ng_, NGHTTP2_FLAG_NONE, kShutdownPing);
   send_pending();
   return false;
 }
@@ -933,10 +961,13 @@ bool Session::close_when_idle() {
 void Session::send_final_goaway() {
   if (final_goaway_sent_) return;
   final_goaway_sent_ = true;
-  // Streams up to the last one read finish; a later one cannot exist (the
-  // client saw the first GOAWAY before it answered the PING).
-  nghttp2_submit_goaway(ng_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(ng_), NGHTTP2_NO_ERROR, nullptr,
-                        0);
+  // Streams up to the last one read finish. One the client opened later
+  // (it saw the first GOAWAY late, or the PING went unanswered) is refused
+  // by nghttp2 once this GOAWAY is out; until then nghttp2 still takes new
+  // streams, and process_input() keeps them from the application: a client
+  // may retry a refused request, so the app must not have run it.
+  final_last_id_ = nghttp2_session_get_last_proc_stream_id(ng_);
+  nghttp2_submit_goaway(ng_, NGHTTP2_FLAG_NONE, final_last_id_, NGHTTP2_NO_ERROR, nullptr, 0);
 }
 
 bool Session::streaming() const {
@@ -1017,13 +1048,10 @@ int Session::on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, voi
       // The windows that a SETTINGS_INITIAL_WINDOW_SIZE in it would move
       // (initial_window_overflows, on its receipt).
       self.windows_before_settings_.clear();
+      self.settings_pending_ = false;
       if ((hd->flags & NGHTTP2_FLAG_ACK) || hd->stream_id != 0 || hd->length == 0) break;
-      self.initial_window_before_settings_ =
-          nghttp2_session_get_remote_settings(ng, NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE);
-      for (const auto &[id, stream] : self.streams_) {
-        int32_t window = nghttp2_session_get_stream_remote_window_size(ng, id);
-        if (window >= 0) self.windows_before_settings_.push_back(window);
-      }
+      self.settings_pending_ = true;
+      self.snapshot_windows();
       break;
     default: break;
   }
@@ -1108,6 +1136,7 @@ int Session::on_frame_recv(nghttp2_session *, const nghttp2_frame *frame, void *
       if (!(frame->hd.flags & NGHTTP2_FLAG_ACK) && self.initial_window_overflows(frame->settings))
         self.connection_error(NGHTTP2_FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE overflows a stream window");
       self.windows_before_settings_.clear();
+      self.settings_pending_ = false;
       break;
     case NGHTTP2_RST_STREAM:
       if (Stream *stream = self.find(frame->hd.stream_id)) stream->reset_ = true;
@@ -1164,6 +1193,15 @@ int Session::on_data_chunk(nghttp2_session *ng, uint8_t, int32_t stream_id, cons
 
 int Session::on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *user) {
   auto &self = *static_cast<Session *>(user);
+  if (frame->hd.type == NGHTTP2_GOAWAY) {
+    // A graceful stop's first GOAWAY is out: now its PING (close_when_idle).
+    if (self.stopping_ && !self.stop_ping_sent_ && !self.final_goaway_sent_ &&
+        frame->goaway.last_stream_id == kMaxStreamId) {
+      self.stop_ping_sent_ = true;
+      nghttp2_submit_ping(ng, NGHTTP2_FLAG_NONE, kShutdownPing);
+    }
+    return 0;
+  }
   if (frame->hd.type == NGHTTP2_RST_STREAM) {
     if (Stream *stream = self.find(frame->hd.stream_id)) stream->reset_ = true;
     return 0;

@@ -81,6 +81,9 @@ class Stream final : public http::Exchange {
   // Answers with a response of the server's own (431, 500, 503) and ends the exchange.
   void answer_error(int status);
   bool has_output() const { return !out_.empty() || file_left_ > 0; }
+  // Bytes, or the end of the stream (END_STREAM, or a cut response's reset),
+  // wait for the client's window: what the stall rule watches.
+  bool output_waiting() const { return has_output() || ((eof_ || cut_) && !no_body_ && !end_framed_); }
   void write_access_log();
 
   Session &session_;
@@ -104,10 +107,11 @@ class Stream final : public http::Exchange {
 
   // ---- the response ----
   Response response_ = Response::NotStarted;
-  bool no_body_ = false;   // HEAD, 1xx, 204, 304: the HEADERS frame ends the stream
-  bool eof_ = false;       // the application gave the last body bytes
-  bool deferred_ = false;  // nghttp2 was told NGHTTP2_ERR_DEFERRED: resume on new bytes
-  bool cut_ = false;       // reset once the output is framed (cut_response)
+  bool no_body_ = false;     // HEAD, 1xx, 204, 304: the HEADERS frame ends the stream
+  bool eof_ = false;         // the application gave the last body bytes
+  bool deferred_ = false;    // nghttp2 was told NGHTTP2_ERR_DEFERRED: resume on new bytes
+  bool cut_ = false;         // reset once the output is framed (cut_response)
+  bool end_framed_ = false;  // the last DATA frame (END_STREAM) or the cut's reset is framed
   bool wants_writable_ = false;
   bool has_length_ = false;
   uint64_t content_length_ = 0;
@@ -212,6 +216,8 @@ class Session final : public pronghorn::Session, private TransportHandler {
   // RFC 9113 §6.9.2: a SETTINGS_INITIAL_WINDOW_SIZE that takes an open
   // stream's send window past 2^31-1 (nghttp2 resets only that stream).
   bool initial_window_overflows(const nghttp2_settings &settings) const;
+  // The open streams' send windows and SETTINGS_INITIAL_WINDOW_SIZE, before a SETTINGS frame applies.
+  void snapshot_windows();
   // A graceful stop's second GOAWAY, with the last stream ID read.
   void send_final_goaway();
   void retire_stream(int32_t id);
@@ -244,9 +250,11 @@ class Session final : public pronghorn::Session, private TransportHandler {
   bool stopping_ = false;           // GOAWAY sent for a graceful stop
   bool final_goaway_sent_ = false;  // ... and its final one (close_when_idle)
   uint64_t stop_started_ms_ = 0;
-  bool failing_ = false;      // closing after a protocol error
-  bool got_frame_ = false;    // the client's preface and first frame came
-  uint64_t deadline_ms_ = 0;  // the header (preface) or idle deadline; 0: none
+  bool stop_ping_sent_ = false;  // the stop's PING, once its first GOAWAY is out
+  int32_t final_last_id_ = 0;    // the final GOAWAY's last stream ID: later streams are not dispatched
+  bool failing_ = false;         // closing after a protocol error
+  bool got_frame_ = false;       // the client's preface and first frame came
+  uint64_t deadline_ms_ = 0;     // the header (preface) or idle deadline; 0: none
   uint64_t last_ping_ms_ = 0;
   double reset_tokens_ = 0;  // the reset budget (take_reset_token)
   uint64_t reset_refill_ms_ = 0;
@@ -259,6 +267,7 @@ class Session final : public pronghorn::Session, private TransportHandler {
   // The open streams' send windows and SETTINGS_INITIAL_WINDOW_SIZE as a
   // SETTINGS frame began (initial_window_overflows).
   std::vector<int32_t> windows_before_settings_;
+  bool settings_pending_ = false;  // a SETTINGS frame's header came, its payload not yet
   uint32_t initial_window_before_settings_ = 0;
 };
 

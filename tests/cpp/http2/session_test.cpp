@@ -1269,5 +1269,215 @@ TEST_F(Http2SessionTest, HostDifferingFromAuthorityIs400) {
   EXPECT_FALSE(transport->closed());
 }
 
+namespace {
+// GOAWAY last_stream_id values in raw server output, in order.
+std::vector<uint32_t> goaway_ids(const std::string &bytes) {
+  std::vector<uint32_t> out;
+  auto u8 = [&](size_t at) { return static_cast<uint32_t>(static_cast<uint8_t>(bytes[at])); };
+  for (size_t at = 0; at + 9 <= bytes.size();) {
+    size_t length = u8(at) << 16 | u8(at + 1) << 8 | u8(at + 2);
+    if (at + 9 + length > bytes.size()) break;
+    if (u8(at + 3) == NGHTTP2_GOAWAY)
+      out.push_back((u8(at + 9) << 24 | u8(at + 10) << 16 | u8(at + 11) << 8 | u8(at + 12)) & 0x7fffffffu);
+    at += 9 + length;
+  }
+  return out;
+}
+}  // namespace
+
+TEST_F(Http2SessionTest, StopGoawayGoesOutBeforeItsPing) {
+  start();
+  int32_t id = client->request("GET", "/first");
+  pump();
+  ASSERT_EQ(app.requests.size(), 1u);
+  (void)id;
+  written.clear();
+  server->begin_shutdown();
+  std::vector<RawFrame> frames = frames_in(written);
+  int goaway_at = -1, ping_at = -1;
+  for (size_t i = 0; i < frames.size(); ++i) {
+    if (frames[i].type == NGHTTP2_GOAWAY && goaway_at < 0) goaway_at = static_cast<int>(i);
+    if (frames[i].type == NGHTTP2_PING && ping_at < 0) ping_at = static_cast<int>(i);
+  }
+  ASSERT_GE(goaway_at, 0);
+  ASSERT_GE(ping_at, 0);
+  // RFC 9113 §6.8: the PING must follow the GOAWAY so that its ACK proves the GOAWAY was seen.
+  EXPECT_LT(goaway_at, ping_at) << "PING (ob_urgent) is written before the shutdown notice GOAWAY (ob_reg)";
+}
+
+TEST_F(Http2SessionTest, StreamAfterThePingAckInTheSameReadIsRefusedNotServed) {
+  start();
+  int32_t first = client->request("GET", "/first");
+  pump();
+  ASSERT_EQ(app.requests.size(), 1u);
+  ASSERT_EQ(first, 1);
+  server->begin_shutdown();
+  written.clear();  // GOAWAY(2^31-1) + PING, not given to the client
+  // The client ACKs the PING and a request follows in the same segment (a client that answers a
+  // PING before it has acted on the GOAWAY read with it).
+  std::string ack = frame(NGHTTP2_PING, NGHTTP2_FLAG_ACK, 0, "ph-stop1");
+  std::string headers = frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_STREAM | NGHTTP2_FLAG_END_HEADERS, 3, get_block());
+  std::string out = take_raw(ack + headers);
+  std::vector<uint32_t> ids = goaway_ids(out);
+  ASSERT_FALSE(ids.empty());
+  // The final GOAWAY says stream 3 was not processed (the client may retry it) ...
+  EXPECT_LT(ids.back(), 3u);
+  // ... yet the application was given it.
+  EXPECT_EQ(app.requests.size(), 1u) << "stream 3 was dispatched to the app, then refused by GOAWAY(last=" << ids.back()
+                                     << ")";
+}
+
+TEST_F(Http2SessionTest, CutResponseWithAClosedWindowIsResetAfterTheStall) {
+  start({}, 3, false, true, true);  // the client's stream window: 3 bytes, never reopened
+  int32_t id = client->request("GET", "/cut");
+  pump();
+  ASSERT_EQ(app.requests.size(), 1u);
+  http::WriteStatus result = http::WriteStatus::Ok;
+  app_step([&] {
+    Request &r = *app.requests[0];
+    r.exchange->start_response(200, {{"content-length", "10"}});
+    result = r.exchange->write_body("abc", 3, false);
+  });
+  EXPECT_EQ(result, http::WriteStatus::TooShort);
+  EXPECT_EQ(client->streams[id].body, "abc");
+  uint64_t now = server->loop().now_ms();
+  h2->on_tick(now + 61000);
+  pump();
+  h2->on_tick(now + 125000);
+  pump();
+  // The write-stall rule resets a stream whose window stays closed, with only its reset waiting too.
+  EXPECT_TRUE(client->streams[id].closed) << "cut stream stays open: no RST_STREAM, no stall reset";
+  EXPECT_EQ(h2->open_streams(), 0u);
+}
+
+TEST_F(Http2SessionTest, SettingsSplitAcrossReadsIsJudgedOnCurrentWindows) {
+  start({}, 65535, false);
+  int32_t id = client->request("GET", "/big");
+  pump();
+  ASSERT_EQ(app.requests.size(), 1u);
+  app_step([&] { ASSERT_EQ(app.requests[0]->exchange->start_response(200, {}), nullptr); });
+  // The client opens stream 1's window to the maximum (legal: 65535 + increment = 2^31-1).
+  std::string out =
+      take_raw(frame(NGHTTP2_WINDOW_UPDATE, 0, static_cast<uint32_t>(id), u32_payload((1u << 31) - 1 - 65535)));
+  ASSERT_EQ(goaway_in(out), -1);
+  // A SETTINGS frame whose header comes in one read ...
+  std::string settings =
+      frame(NGHTTP2_SETTINGS, 0, 0, settings_payload({{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 65535 + 16384}}));
+  out = take_raw(settings.substr(0, 9));
+  ASSERT_EQ(goaway_in(out), -1);
+  // ... the server sends 16 KiB on the stream meanwhile (its window: 2^31-1 - 16384) ...
+  std::string body(16384, 'x');
+  server->begin_step();
+  app.requests[0]->exchange->write_body(body.data(), body.size(), true);
+  server->end_step();
+  written.clear();
+  // ... and the rest of the frame: +16384 takes the window back to exactly 2^31-1, which is legal.
+  out = take_raw(settings.substr(9));
+  EXPECT_EQ(goaway_in(out), -1)
+      << "FLOW_CONTROL_ERROR judged on the window as it was when the SETTINGS header was read";
+}
+
+TEST_F(Http2SessionTest, SettingsWholeAfterTheSameDataIsAccepted) {
+  start({}, 65535, false);
+  int32_t id = client->request("GET", "/big");
+  pump();
+  app_step([&] { ASSERT_EQ(app.requests[0]->exchange->start_response(200, {}), nullptr); });
+  std::string out =
+      take_raw(frame(NGHTTP2_WINDOW_UPDATE, 0, static_cast<uint32_t>(id), u32_payload((1u << 31) - 1 - 65535)));
+  std::string body(16384, 'x');
+  server->begin_step();
+  app.requests[0]->exchange->write_body(body.data(), body.size(), true);
+  server->end_step();
+  ASSERT_GE(written.size(), 16384u);
+  written.clear();
+  std::string settings =
+      frame(NGHTTP2_SETTINGS, 0, 0, settings_payload({{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 65535 + 16384}}));
+  out = take_raw(settings);
+  EXPECT_EQ(goaway_in(out), -1);
+}
+
+TEST_F(Http2SessionTest, NoCopyUnderPartialWritesResetsAndAborts) {
+  start({}, 1u << 24, true, true, true);
+  const int kStreams = 12;
+  std::vector<std::string> bodies;
+  std::vector<int32_t> ids;
+  for (int i = 0; i < kStreams; ++i) {
+    std::string b(1000 + i * 7919 + (i % 3) * 65536, 'a');
+    for (size_t k = 0; k < b.size(); ++k) b[k] = static_cast<char>('a' + (k * 7 + i) % 26);
+    bodies.push_back(b);
+    ids.push_back(client->request("GET", "/" + std::to_string(i)));
+  }
+  pump();
+  ASSERT_EQ(app.requests.size(), static_cast<size_t>(kStreams));
+  stream->set_write_capacity(1500);  // the socket takes 1500 bytes per writev
+  server->begin_step();
+  for (int i = 0; i < kStreams; ++i) {
+    Request &r = *app.requests[i];
+    std::string length = std::to_string(bodies[i].size() + (i % 4 == 1 ? 5 : 0));
+    ASSERT_EQ(r.exchange->start_response(200, {{"content-length", length}}), nullptr);
+    r.exchange->write_body(bodies[i].data(), bodies[i].size(), i % 4 != 1 && i % 4 != 2);  // some cut, some open
+  }
+  server->end_step();
+  for (int round = 0; round < 400 && !transport->closed(); ++round) {
+    if (round == 3) {
+      server->begin_step();
+      for (int i = 0; i < kStreams; ++i)
+        if (i % 4 == 2 && app.requests[i]->exchange != nullptr) app.requests[i]->exchange->abort();
+      server->end_step();
+    }
+    if (round == 5) nghttp2_submit_rst_stream(client->ng, NGHTTP2_FLAG_NONE, ids[0], NGHTTP2_CANCEL);
+    transport->on_io(EPOLLOUT);
+    pump();
+    if (round == 200) stream->set_write_capacity(std::numeric_limits<size_t>::max());
+  }
+  for (int i = 1; i < kStreams; ++i) {
+    const ClientStream &c = client->streams[ids[i]];
+    if (i % 4 == 0 || i % 4 == 3) {
+      EXPECT_TRUE(c.body == bodies[i]) << i;
+    } else {
+      EXPECT_TRUE(c.body.size() <= bodies[i].size() && bodies[i].compare(0, c.body.size(), c.body) == 0) << i;
+    }
+  }
+}
+
+TEST_F(Http2SessionTest, StopThenProtocolErrorThenTickCloses) {
+  start({}, 65535, true, true, true);
+  int32_t id = client->request("GET", "/x");
+  pump();
+  ASSERT_EQ(app.requests.size(), 1u);
+  server->begin_shutdown();
+  server->begin_shutdown();
+  written.clear();
+  std::string out =
+      take_raw(frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_STREAM | NGHTTP2_FLAG_END_HEADERS, 2, get_block()));
+  EXPECT_EQ(goaway_in(out), NGHTTP2_PROTOCOL_ERROR);
+  if (!transport->closed()) {
+    h2->on_tick(server->loop().now_ms() + 1500);
+    h2->on_tick(server->loop().now_ms() + 3000);
+  }
+  app_step([&] {
+    if (app.requests[0]->exchange) App::answer(*app.requests[0], "x");
+  });
+  EXPECT_TRUE(transport->closed());
+  (void)id;
+}
+
+TEST_F(Http2SessionTest, EndOfStreamWithAClosedWindowIsResetAfterTheStall) {
+  start({}, 3, false, true, true);
+  int32_t id = client->request("GET", "/eof");
+  pump();
+  app_step([&] {
+    Request &r = *app.requests[0];
+    r.exchange->start_response(200, {});
+    r.exchange->write_body("abc", 3, true);
+  });
+  app_step([&] { app.requests[0]->exchange->write_body(nullptr, 0, false); });
+  uint64_t now = server->loop().now_ms();
+  h2->on_tick(now + 61000);
+  pump();
+  EXPECT_TRUE(client->streams[id].closed)
+      << "END_STREAM (empty DATA) waits for a window that never opens; no stall reset";
+}
+
 }  // namespace
 }  // namespace pronghorn::http2
