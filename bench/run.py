@@ -721,26 +721,19 @@ def run_h2load_h1(port: int, path: str, duration: int, connections: int, threads
     """nghttp2's h2load speaking HTTP/1.1 (--h1): the --client h2load load generator, for GET
     workloads on kept-alive connections. It reports a mean latency, not percentiles."""
     cmd = ["h2load", "--h1", "-t", str(threads), "-c", str(connections), "-D", str(duration),
-           f"{'https' if tls else 'http'}://{HOST}:{port}{path}"]
+           _h2load_url(port, path, tls)]
     proc, client_cpu = _run_client(cmd, duration)
-    out = proc.stdout
-    fin = re.search(r"^finished in ([\d.]+)s, ([\d.]+) req/s, ([\d.]+)([KMG]?)B/s", out, re.M)
-    req = re.search(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
-                    r"(\d+) errored, (\d+) timeout", out, re.M)
-    codes = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out, re.M)
-    lat = re.search(r"^time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)", out, re.M)
-    if proc.returncode != 0 or not fin or not req:
-        raise RuntimeError(f"h2load failed ({proc.returncode}): {proc.stderr.strip()[-300:]} {out.strip()[-300:]}")
-    secs = float(fin.group(1))
-    succeeded = int(req.group(4))
-    res = {"requests": succeeded, "duration_us": secs * 1e6, "rps": succeeded / secs if secs else 0.0,
-           "errors": int(req.group(5)) + int(req.group(6)) + int(req.group(7)),
-           "p50_us": None, "p90_us": None, "p99_us": None,
-           "mean_us": float(lat.group(5)) * _H2LOAD_UNITS[lat.group(6)] if lat else None,
-           "max_us": float(lat.group(3)) * _H2LOAD_UNITS[lat.group(4)] if lat else None,
-           "client_cpu_s": client_cpu}
-    if codes:
-        res["errors"] += sum(int(codes.group(i)) for i in (2, 3, 4))  # not 2xx
+    if proc.returncode != 0:
+        raise RuntimeError(f"h2load failed ({proc.returncode}): {proc.stderr.strip()[-300:]} {proc.stdout.strip()[-300:]}")
+    res = parse_h2load(proc.stdout)
+    lat = re.search(r"^time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)",
+                    proc.stdout, re.M)
+    secs = res["h2load_elapsed_s"]
+    res.update({"duration_us": secs * 1e6, "rps": res["requests"] / secs if secs else 0.0,
+                "p50_us": None, "p90_us": None, "p99_us": None,
+                "mean_us": float(lat.group(5)) * _H2LOAD_UNITS[lat.group(6)] if lat else None,
+                "max_us": float(lat.group(3)) * _H2LOAD_UNITS[lat.group(4)] if lat else None,
+                "client_cpu_s": client_cpu})
     return res
 
 
