@@ -142,6 +142,16 @@ def test_head_of_bare_crs_answered_at_once(raw_server):
 
 
 @pytest.mark.pronghorn_only
+@pytest.mark.parametrize("data", [b"\0" * 24, b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03"], ids=["nuls", "tls_hello"])
+def test_binary_without_newline_answered_at_once(raw_server, data):
+    # No newline ever comes: the method's bytes alone show the request is bad
+    # (httptools answers these at once too), not the 10 s header timeout.
+    t0 = time.monotonic()
+    _expect_error_and_close(raw_server, data, timeout=3)
+    assert time.monotonic() - t0 < 2.0
+
+
+@pytest.mark.pronghorn_only
 def test_http2_request_line_505(raw_server):
     _expect_error_and_close(raw_server, b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", status=505)
 

@@ -112,6 +112,16 @@ Result RequestHeadParser::parse(char *buf, size_t len, RequestHead &out) {
         if (line_len > limits_.max_request_line) return fail(414, "request line too long", len);
       }
       if (len > limits_.max_head) return fail(431, "request head too large", len);
+      // The method is judged as its bytes arrive: a peer that sends NULs,
+      // a TLS ClientHello or other binary on the plain port would otherwise
+      // wait for a newline that never comes (until the header timeout). Any
+      // byte that would make the complete line's method invalid fails now
+      // with the same status; a CR alone is a blank line's start.
+      if (!have_request_line_ && !(available == 1 && start[0] == '\r')) {
+        size_t i = 0;
+        while (i < available && is_token_char(static_cast<unsigned char>(start[i]))) ++i;
+        if (i < available && (i == 0 || start[i] != ' ')) return fail(400, "invalid method", len);
+      }
       return {Status::Incomplete, 0};
     }
     size_t line_with_lf = static_cast<size_t>(newline - start) + 1;

@@ -601,6 +601,23 @@ TEST(RequestHeadParserReject, InvalidMethod) {
   expect_rejected("/ HTTP/1.1\r\nHost: h\r\n\r\n", 400);
 }
 
+TEST(RequestHeadParserReject, BinaryBeforeAnyNewlineFailsAtOnce) {
+  // NULs, a TLS ClientHello on the plain port, a method cut by a CR: refused
+  // with the bytes that show it, not after the header timeout.
+  for (std::string input : {std::string(24, '\0'), std::string("\x16\x03\x01\x00\xa5\x01", 6), std::string("GET\r"),
+                            std::string(" "), std::string("GE\x01")}) {
+    OneShot one(input);
+    EXPECT_EQ(one.result().status, Status::Error) << testing::PrintToString(input);
+    EXPECT_EQ(one.parser().error().status, 400) << testing::PrintToString(input);
+    EXPECT_STREQ(one.parser().error().reason, "invalid method");
+  }
+  // A method still arriving, a method and its space, a blank line's CR: wait.
+  for (std::string input : {"G", "GET", "GET ", "GET /partial", "\r", "\r\nGE"}) {
+    OneShot one(input);
+    EXPECT_EQ(one.result().status, Status::Incomplete) << testing::PrintToString(input);
+  }
+}
+
 TEST(RequestHeadParserReject, InvalidTarget) {
   expect_rejected("GET /a b HTTP/1.1\r\nHost: h\r\n\r\n", 400);
   expect_rejected("GET  / HTTP/1.1\r\nHost: h\r\n\r\n", 400);
