@@ -1,7 +1,5 @@
 #include "supervisor/metrics_http.h"
 
-#include <netdb.h>
-#include <netinet/in.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -13,6 +11,7 @@
 #include <string_view>
 
 #include "engine/log.h"
+#include "engine/net/listener.h"
 
 namespace pronghorn::supervisor {
 
@@ -82,50 +81,10 @@ MetricsEndpoint::~MetricsEndpoint() {
 bool MetricsEndpoint::open(int epoll_fd, const std::string &host, int port, Render render) {
   epoll_fd_ = epoll_fd;
   render_ = std::move(render);
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  addrinfo *res = nullptr;
-  std::string service = std::to_string(port);
-  int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &res);
-  if (rc != 0) {
-    log(LogLevel::Error, "--metrics-bind %s:%d: cannot resolve the host: %s", host.c_str(), port, gai_strerror(rc));
-    return false;
-  }
-  int fd = -1, err = 0;
-  const char *failed = "socket";
-  for (addrinfo *ai = res; ai != nullptr && fd < 0; ai = ai->ai_next) {
-    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-    if (fd < 0) {
-      err = errno;
-      failed = "socket";
-      continue;
-    }
-    int one = 1;
-    // A restart must not wait for the last scrape's TIME_WAIT connections.
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0)
-      log_errno(LogLevel::Warning, errno, "--metrics-bind: setsockopt(SO_REUSEADDR) failed");
-    if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, kListenBacklog) == 0) break;
-    err = errno;
-    failed = "bind";
-    ::close(fd);
-    fd = -1;
-  }
-  freeaddrinfo(res);
-  if (fd < 0) {
-    log_errno(LogLevel::Error, err, "--metrics-bind %s:%d: %s failed", host.c_str(), port, failed);
-    return false;
-  }
-  sockaddr_storage addr{};
-  socklen_t len = sizeof addr;
-  if (getsockname(fd, reinterpret_cast<sockaddr *>(&addr), &len) == 0) {
-    if (addr.ss_family == AF_INET) port_ = ntohs(reinterpret_cast<sockaddr_in *>(&addr)->sin_port);
-    if (addr.ss_family == AF_INET6) port_ = ntohs(reinterpret_cast<sockaddr_in6 *>(&addr)->sin6_port);
-  } else {
-    log_errno(LogLevel::Warning, errno, "--metrics-bind: getsockname failed");
-    port_ = port;
-  }
+  int fd = listen_tcp(host, port, kListenBacklog, false, "--metrics-bind");
+  if (fd < 0) return false;
+  // Port 0 asks the kernel for one; the log line and the tests need which.
+  port_ = port != 0 ? port : local_address(fd).port;
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.fd = fd;

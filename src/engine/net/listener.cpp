@@ -50,7 +50,7 @@ SocketAddress local_address(int fd) {
   return address_of(addr, len);
 }
 
-int listen_tcp(const std::string &host, int port, int backlog, bool reuse_port) {
+int listen_tcp(const std::string &host, int port, int backlog, bool reuse_port, const char *option) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -59,7 +59,10 @@ int listen_tcp(const std::string &host, int port, int backlog, bool reuse_port) 
   std::string service = std::to_string(port);
   int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &res);
   if (rc != 0) {
-    log(LogLevel::Error, "cannot resolve host %s: %s", host.c_str(), gai_strerror(rc));
+    if (option != nullptr)
+      log(LogLevel::Error, "%s %s:%d: cannot resolve the host: %s", option, host.c_str(), port, gai_strerror(rc));
+    else
+      log(LogLevel::Error, "cannot resolve host %s: %s", host.c_str(), gai_strerror(rc));
     return -1;
   }
   int fd = -1;
@@ -88,8 +91,12 @@ int listen_tcp(const std::string &host, int port, int backlog, bool reuse_port) 
     fd = -1;
   }
   freeaddrinfo(res);
-  if (fd < 0) log_errno(LogLevel::Error, last_errno, "%s on %s:%d failed", failed_call, host.c_str(), port);
-  return fd;
+  if (fd >= 0) return fd;
+  if (option != nullptr)
+    log_errno(LogLevel::Error, last_errno, "%s %s:%d: %s failed", option, host.c_str(), port, failed_call);
+  else
+    log_errno(LogLevel::Error, last_errno, "%s on %s:%d failed", failed_call, host.c_str(), port);
+  return -1;
 }
 
 int listen_unix(const std::string &path, int backlog) {
