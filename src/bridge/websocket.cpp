@@ -8,6 +8,7 @@
 
 #include "bridge/bridge.h"
 #include "engine/http/target.h"
+#include "engine/http1/response.h"
 #include "engine/log.h"
 #include "engine/ws/handshake.h"
 #include "engine/ws/session.h"
@@ -397,6 +398,13 @@ void log_handshake(WebSocketObject *self, const SocketAddress &peer, const char 
     log(LogLevel::Info, "%s:%d - \"WebSocket %s\" %s", peer.host.c_str(), peer.port, self->log_target.c_str(), outcome);
 }
 
+// The line the websockets library logs under uvicorn for every handshake
+// answered with something other than 101 (the app's close before accept: 403;
+// its denial response; 500 after an exception), after the access line.
+void log_rejected(int status) {
+  log(LogLevel::Info, "connection rejected (%d %s)", status, http1::reason_phrase(status));
+}
+
 PyObject *send_denial_start(WebSocketObject *self, PyObject *message) {
   PyObject *status_obj = get(message, names.status);
   if (status_obj == nullptr) {
@@ -454,6 +462,7 @@ PyObject *send_http_response(WebSocketObject *self, int status, PyObject *header
     PyErr_SetString(PyExc_RuntimeError, error);
     return nullptr;
   }
+  log_rejected(status);
   conn->write_body(body, body_len, false);  // completes the exchange: detaches us (1006)
   return ready_none();
 }
@@ -722,7 +731,9 @@ void complete_websocket(PyObject *op, PyObject *exc, bool cancelled, PyObject *r
     } else {
       server.log_exception("Exception in ASGI application\n", exc);
     }
-    // 500 if the handshake is still open; 1011 on an open WebSocket.
+    // 500 if the handshake is still open (uvicorn sends none once the app
+    // began a denial response: it only closes); 1011 on an open WebSocket.
+    if (self->conn != nullptr && self->denial_headers == nullptr) log_rejected(500);
     if (self->conn != nullptr) self->conn->fail();
     if (self->ws != nullptr) self->ws->close(ws::close_code::InternalError, "");
     return;
@@ -734,6 +745,7 @@ void complete_websocket(PyObject *op, PyObject *exc, bool cancelled, PyObject *r
   }
   if (self->conn != nullptr) {
     server.log_error("ASGI callable returned without completing handshake.");
+    if (self->denial_headers == nullptr) log_rejected(500);
     self->conn->fail();
     return;
   }
