@@ -481,3 +481,294 @@ def test_framework_websockets_same(ws_framework_servers, certs, framework, lib):
     assert sorted(logs["candidate"]) == sorted(logs["reference"]), (
         f"log lines differ\n--- uvicorn\n" + "\n".join(logs["reference"]) + f"\n--- {SERVER_KIND}\n"
         + "\n".join(logs["candidate"]))
+
+
+# ==========================================================================================
+# sse-starlette over HTTP/2 (TLS and h2c) against hypercorn, and over HTTPS/1.1 against uvicorn
+# ==========================================================================================
+
+
+class Hypercorn:
+    """hypercorn serving APP (HTTP/2 over TLS with ALPN, or h2c with prior knowledge on a plain port)."""
+
+    def __init__(self, app: str, log_dir: Path, name: str, tls_certs: Path | None, env: dict):
+        from test_http2_real import _free_port
+        self.port = _free_port()
+        self.kind = "hypercorn"
+        cmd = [sys.executable, "-m", "hypercorn", app, "--bind", f"127.0.0.1:{self.port}"]
+        if tls_certs is not None:
+            cmd += ["--certfile", str(tls_certs / "server.pem"), "--keyfile", str(tls_certs / "server.key")]
+        self.log_path = log_dir / f"{name}.log"
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, cwd=HERE, env={**client_env(), "PYTHONDONTWRITEBYTECODE": "1", **env},
+                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while b"Running on" not in self.log_path.read_bytes():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"hypercorn did not start:\n{self.log_path.read_text()}")
+            time.sleep(0.05)
+
+    @property
+    def stderr(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def sse_h2_servers(tmp_path_factory, certs):  # noqa: F811
+    """{(transport, kind): (server, events file)} for transport in tls/h2c, kind pronghorn/hypercorn."""
+    if IS_UVICORN:
+        pytest.skip("uvicorn serves no HTTP/2 by default (the candidate runs with --http2)")
+    work = tmp_path_factory.mktemp("sse-h2")
+    servers = {}
+    try:
+        for transport in ("tls", "h2c"):
+            tls = certs if transport == "tls" else None
+            events = work / f"{transport}-pronghorn.events"
+            extra = _tls_args(certs) if tls else []
+            srv = ServerProcess(SSE_APP, ["--http2", *extra], log_dir=work, name=f"sse-{transport}",
+                                env={"PRONGHORN_TEST_SSE_LOG": str(events)}).start()
+            servers[(transport, "pronghorn")] = (srv, events)
+            events = work / f"{transport}-hypercorn.events"
+            servers[(transport, "hypercorn")] = (
+                Hypercorn(SSE_APP, work, f"hypercorn-{transport}", tls, {"PRONGHORN_TEST_SSE_LOG": str(events)}), events)
+        yield servers
+    finally:
+        for srv, _ in servers.values():
+            srv.stop()
+
+
+def _h2_client(port: int, transport: str, certs: Path, **kw) -> httpx.Client:  # noqa: F811
+    if transport == "tls":
+        return httpx.Client(http2=True, verify=_client_context(certs), base_url=f"https://localhost:{port}", **kw)
+    return httpx.Client(http1=False, http2=True, base_url=f"http://127.0.0.1:{port}", **kw)
+
+
+def _stream_events(client: httpx.Client, path: str, n: int) -> tuple[str, list[tuple[float, dict]], float]:
+    """Read N events of PATH, then close the stream: (http_version, [(t, event)], t_closed)."""
+    got = []
+    t0 = time.monotonic()
+    with client.stream("GET", path) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"] == "text/event-stream; charset=utf-8"
+        assert "content-length" not in r.headers
+        version = r.http_version
+        for event in _sse_events(r.iter_lines()):
+            got.append((time.monotonic() - t0, event))
+            if len(got) == n:
+                break
+    return version, got, time.monotonic()
+
+
+@pytest.mark.parametrize("kind", ["hypercorn", "pronghorn"])
+@pytest.mark.parametrize("transport", ["tls", "h2c"])
+def test_sse_over_http2_events_as_sent_and_disconnect(sse_h2_servers, certs, transport, kind):  # noqa: F811
+    """Each event reaches the httpx HTTP/2 client when it is produced (one per 0.2 s, not at the end);
+    the client leaving closes the app's generator within 1 s. (httpx sends no RST_STREAM for a
+    response closed early: the stream ends with the connection.)"""
+    srv, events = sse_h2_servers[(transport, kind)]
+    ident = uuid.uuid4().hex[:12]
+    offset = len(srv.stderr)
+    with _h2_client(srv.port, transport, certs, timeout=httpx.Timeout(5, read=2)) as c:
+        version, got, _ = _stream_events(c, f"/endless?id={ident}", 5)
+        assert version == "HTTP/2"
+        assert [e for _, e in got] == [{"event": "tick", "id": str(i), "data": f"tick {i}"} for i in range(5)]
+        assert got[-1][0] - got[0][0] >= 0.6, got
+        # Another stream on the same connection while the abandoned one still flows.
+        assert c.get("/").text == "sse app"
+    t_closed = time.monotonic()
+    closed_at = _wait_event_line(events, "endless", ident, "closed", 3.0)
+    assert closed_at is not None, f"{kind}: generator still running 3 s after the client left"
+    assert closed_at - t_closed < 1.0, closed_at - t_closed
+    time.sleep(0.2)
+    assert not _log_problems(srv.stderr[offset:]), srv.stderr[offset:]
+
+
+@pytest.mark.parametrize("transport", ["tls", "h2c"])
+def test_sse_over_http2_same_as_hypercorn(sse_h2_servers, certs, transport):  # noqa: F811
+    responses = {}
+    for kind in ("hypercorn", "pronghorn"):
+        srv, _ = sse_h2_servers[(transport, kind)]
+        with _h2_client(srv.port, transport, certs, timeout=5) as c:
+            responses[kind] = c.get("/finite", params={"n": 5})
+    ref, got = responses["hypercorn"], responses["pronghorn"]
+    assert got.http_version == ref.http_version == "HTTP/2"
+    assert got.status_code == ref.status_code == 200
+    drop = {"date", "server", "alt-svc"}
+    assert sorted((k, v) for k, v in got.headers.multi_items() if k not in drop) == \
+        sorted((k, v) for k, v in ref.headers.multi_items() if k not in drop)
+    assert got.content == ref.content
+    srv, _ = sse_h2_servers[(transport, "pronghorn")]
+    srv.wait_for_log(r'"GET /finite\?n=5 HTTP/2" 200', timeout=5, stream="stdout" if "GET" in srv.stdout else "stderr")
+
+
+@pytest.mark.parametrize("kind", ["hypercorn", "pronghorn"])
+def test_sse_curl_http2_prior_knowledge(sse_h2_servers, kind):
+    """curl --http2-prior-knowledge -N on h2c: ticks arrive one by one; curl's exit (the
+    connection closed) closes the generator."""
+    srv, events = sse_h2_servers[("h2c", kind)]
+    ident = uuid.uuid4().hex[:12]
+    curl = subprocess.Popen(["curl", "-sN", "--http2-prior-knowledge", f"http://127.0.0.1:{srv.port}/endless?id={ident}"],
+                            stdout=subprocess.PIPE, env=client_env())
+    times = []
+    try:
+        t0 = time.monotonic()
+        for line in curl.stdout:
+            if line.startswith(b"data: "):
+                times.append((time.monotonic() - t0, line.strip().decode()))
+                if len(times) == 3:
+                    break
+    finally:
+        curl.terminate()
+        curl.wait(5)
+        t_closed = time.monotonic()
+    assert [d for _, d in times] == ["data: tick 0", "data: tick 1", "data: tick 2"], times
+    assert times[-1][0] - times[0][0] >= 0.3, times
+    closed_at = _wait_event_line(events, "endless", ident, "closed", 3.0)
+    assert closed_at is not None and closed_at - t_closed < 1.0, f"{kind}: generator not closed after curl left"
+
+
+@pytest.fixture(scope="module")
+def sse_tls_servers(tmp_path_factory, certs):  # noqa: F811
+    work = tmp_path_factory.mktemp("sse-tls")
+    servers = _start_pair(SSE_APP, _tls_args(certs), work, "sse-tls",
+                          env=lambda role: {"PRONGHORN_TEST_SSE_LOG": str(work / f"{role}.events")})
+    for role in ROLES:
+        servers[role].events_path = work / f"{role}.events"
+    yield servers
+    _stop_pair(servers)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_sse_over_https_1_1(sse_tls_servers, certs, role):  # noqa: F811
+    srv = sse_tls_servers[role]
+    ident = uuid.uuid4().hex[:12]
+    offset = len(srv.stderr)
+    with httpx.Client(verify=_client_context(certs), base_url=f"https://localhost:{srv.port}",
+                      timeout=httpx.Timeout(5, read=2)) as c:
+        version, got, t_closed = _stream_events(c, f"/endless?id={ident}", 5)
+    assert version == "HTTP/1.1"
+    assert [e for _, e in got] == [{"event": "tick", "id": str(i), "data": f"tick {i}"} for i in range(5)]
+    assert got[-1][0] - got[0][0] >= 0.6, got
+    closed_at = _wait_event_line(srv.events_path, "endless", ident, "closed", 3.0)
+    assert closed_at is not None and closed_at - t_closed < 1.0, f"{srv.kind}: generator not closed"
+    time.sleep(0.2)
+    assert not _log_problems(srv.stderr[offset:]), srv.stderr[offset:]
+
+
+def test_sse_over_https_1_1_same_answer(sse_tls_servers, certs):  # noqa: F811
+    responses = {}
+    for role, srv in sse_tls_servers.items():
+        with httpx.Client(verify=_client_context(certs), base_url=f"https://localhost:{srv.port}", timeout=5) as c:
+            responses[role] = c.get("/finite", params={"n": 5})
+    ref, got = responses["reference"], responses["candidate"]
+    assert ref.status_code == got.status_code == 200
+    drop = {"date", "server"}
+    assert sorted((k, v) for k, v in got.headers.multi_items() if k not in drop) == \
+        sorted((k, v) for k, v in ref.headers.multi_items() if k not in drop)
+    assert got.content == ref.content
+
+
+@pytest.mark.parametrize("kind", ["hypercorn", "pronghorn"])
+def test_sse_over_h2c_rst_stream_closes_the_generator(sse_h2_servers, kind):
+    """A browser leaving a page resets the stream (RST_STREAM CANCEL) and keeps the connection:
+    the generator must be closed within 1 s, and the connection serve the next stream."""
+    import socket
+
+    import h2.config
+    import h2.connection
+    import h2.errors
+    import h2.events
+    srv, events = sse_h2_servers[("h2c", kind)]
+    ident = uuid.uuid4().hex[:12]
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+
+    def request(path: str) -> int:
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, [(":method", "GET"), (":scheme", "http"), (":authority", "localhost"),
+                                (":path", path)], end_stream=True)
+        sock.sendall(conn.data_to_send())
+        return sid
+
+    def pump(until) -> dict:
+        bodies: dict[int, bytes] = {}
+        while True:
+            data = sock.recv(65536)
+            assert data, "the server closed the connection"
+            for ev in conn.receive_data(data):
+                if isinstance(ev, h2.events.DataReceived):
+                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    bodies[ev.stream_id] = bodies.get(ev.stream_id, b"") + ev.data
+                if isinstance(ev, h2.events.StreamEnded):
+                    bodies.setdefault(ev.stream_id, b"")
+                    bodies[("ended", ev.stream_id)] = True
+            sock.sendall(conn.data_to_send())
+            if until(bodies):
+                return bodies
+
+    try:
+        sid = request(f"/endless?id={ident}")
+        pump(lambda b: b.get(sid, b"").count(b"data: tick") >= 2)
+        conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+        sock.sendall(conn.data_to_send())
+        t_reset = time.monotonic()
+        closed_at = _wait_event_line(events, "endless", ident, "closed", 3.0)
+        assert closed_at is not None, f"{kind}: generator still running 3 s after RST_STREAM(CANCEL)"
+        assert closed_at - t_reset < 1.0, closed_at - t_reset
+        sid2 = request("/")
+        bodies = pump(lambda b: ("ended", sid2) in b)
+        assert bodies[sid2] == b"sse app"
+    finally:
+        sock.close()
+
+
+@pytest.mark.pronghorn_only
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sse_over_http2_graceful_stop_with_open_stream(tmp_path, certs, sig):  # noqa: F811
+    """A stop with an endless SSE stream open over h2 (curl --http2): GOAWAY at once, the events
+    go on for --timeout-graceful-streams (1 s; documented), then the stream is reset (CANCEL: the
+    response is unfinished, as uvicorn's closed connection says over HTTP/1.1), the generator is
+    closed, the server gone within 5 s, exit 0.
+    (Not httpx: python-h2 takes any frame after a GOAWAY for an error, its issue 1181;
+    docs/architecture.md.)"""
+    events = tmp_path / "events"
+    srv = ServerProcess(SSE_APP, ["--http2", *_tls_args(certs)], log_dir=tmp_path, name="sse-h2-stop",
+                        env={"PRONGHORN_TEST_SSE_LOG": str(events)}).start()
+    curl = subprocess.Popen(["curl", "-sSN", "--http2", "--cacert", str(certs / "ca.pem"),
+                             f"https://localhost:{srv.port}/endless?id=stop"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=client_env())
+    try:
+        for line in curl.stdout:
+            if line.startswith(b"data: tick 1"):
+                break
+        t0 = time.monotonic()
+        srv.send_signal(sig)
+        rc = srv.proc.wait(timeout=8)
+        elapsed = time.monotonic() - t0
+        rest, err = curl.communicate(timeout=5)
+    finally:
+        srv.kill()
+        if curl.poll() is None:
+            curl.kill()
+            curl.wait()
+    assert elapsed < 5, elapsed
+    assert rc == 0, srv.stderr
+    # curl: "Transferred a partial file" (18) or "stream not closed cleanly" (92), not a timeout.
+    assert curl.returncode in (18, 92), (curl.returncode, err, rest[-300:])
+    assert rest.endswith(b"\r\n\r\n"), rest[-200:]  # whole events only
+    assert b"data: tick 3" in rest, rest  # events went on after the signal (0.2 s apart)
+    assert "Closed 1 streaming response(s) to stop." in srv.stderr, srv.stderr
+    assert _wait_event_line(events, "endless", "stop", "closed", 0) is not None
+    assert "Traceback" not in srv.stderr, srv.stderr
