@@ -417,7 +417,7 @@ PyObject *send_denial_start(WebSocketObject *self, PyObject *message) {
     PyErr_Format(PyExc_RuntimeError, "Invalid HTTP status code '%ld' in response.", status);
     return nullptr;
   }
-  if (self->conn != nullptr) log_handshake(self, self->conn->peer(), std::to_string(status).c_str());
+  if (self->conn != nullptr) log_handshake(self, self->conn->log_client(), std::to_string(status).c_str());
   PyObject *headers = get(message, names.headers);
   if (headers == nullptr && PyErr_Occurred()) return nullptr;
   PyObject *list = headers == nullptr || headers == Py_None ? PyList_New(0) : PySequence_List(headers);
@@ -503,11 +503,11 @@ PyObject *websocket_send(PyObject *op, PyObject *message) {
   if (!self->accepted && self->denial_headers == nullptr && !self->close_sent) {
     // The handshake.
     if (type_is(type, ws_names.accept)) {
-      if (self->conn != nullptr) log_handshake(self, self->conn->peer(), "[accepted]");
+      if (self->conn != nullptr) log_handshake(self, self->conn->log_client(), "[accepted]");
       return send_accept(self, message);
     }
     if (type_is(type, ws_names.close)) {
-      if (self->conn != nullptr) log_handshake(self, self->conn->peer(), "403");
+      if (self->conn != nullptr) log_handshake(self, self->conn->log_client(), "403");
       return send_http_response(self, 403, nullptr, "", 0);
     }
     if (type_is(type, ws_names.response_start)) return send_denial_start(self, message);
