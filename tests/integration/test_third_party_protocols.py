@@ -772,3 +772,256 @@ def test_sse_over_http2_graceful_stop_with_open_stream(tmp_path, certs, sig):  #
     assert "Closed 1 streaming response(s) to stop." in srv.stderr, srv.stderr
     assert _wait_event_line(events, "endless", "stop", "closed", 0) is not None
     assert "Traceback" not in srv.stderr, srv.stderr
+
+
+# ==========================================================================================
+# Django admin over HTTPS, and behind a TLS-terminating proxy (X-Forwarded-Proto)
+# ==========================================================================================
+
+
+@pytest.fixture(scope="module")
+def django_https_servers(tmp_path_factory, certs):  # noqa: F811
+    """{"tls": pair over HTTPS, "proxy": pair on plain HTTP trusting 127.0.0.1's X-Forwarded-*,
+    "untrusted": pair on plain HTTP trusting another address only}; the secure-cookie settings."""
+    import shutil
+    work = tmp_path_factory.mktemp("django-https")
+    env = {"DJANGO_SETTINGS_MODULE": "third_party.django_project.settings", "PYTHONDONTWRITEBYTECODE": "1",
+           "PRONGHORN_TEST_DJANGO_DB": str(work / "prepared.sqlite3"),
+           "PRONGHORN_TEST_DJANGO_STATIC": str(work / "static"), "PRONGHORN_TEST_DJANGO_SECURE": "1"}
+    r = subprocess.run([sys.executable, "-m", "third_party.django_project.setup_db"], cwd=HERE,
+                       env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, f"Django setup failed:\n{r.stdout}\n{r.stderr}"
+    pairs = {}
+    try:
+        for name, args in (("tls", _tls_args(certs)),
+                           ("proxy", ["--proxy-headers", "--forwarded-allow-ips", "127.0.0.1"]),
+                           ("untrusted", ["--proxy-headers", "--forwarded-allow-ips", "10.9.8.7"])):
+            for role in ROLES:
+                shutil.copy(work / "prepared.sqlite3", work / f"{name}-{role}.sqlite3")
+            pairs[name] = _start_pair(DJANGO_APP, args, work, f"django-{name}",
+                                      env=lambda role, n=name: {**env, "PRONGHORN_TEST_DJANGO_DB":
+                                                                str(work / f"{n}-{role}.sqlite3")})
+        yield pairs
+    finally:
+        for pair in pairs.values():
+            _stop_pair(pair)
+
+
+def _set_cookies(r: httpx.Response) -> dict[str, list[str]]:
+    """name -> attributes (lower-cased, Expires/Max-Age dropped: clock)."""
+    out = {}
+    for v in r.headers.get_list("set-cookie"):
+        name = v.split("=", 1)[0]
+        out[name] = sorted(a.strip().lower() for a in v.split(";")[1:]
+                           if not a.strip().lower().startswith(("expires=", "max-age=")))
+    return out
+
+
+def _cookie_values(r: httpx.Response) -> dict[str, str]:
+    return {v.split("=", 1)[0]: v.split("=", 1)[1].split(";", 1)[0] for v in r.headers.get_list("set-cookie")}
+
+
+def _django_admin_flow(base: str, client: httpx.Client, origin: str, extra_headers: dict) -> dict[str, httpx.Response]:
+    """The admin login with its CSRF checks; cookies carried by hand (Secure cookies over the
+    proxy's plain HTTP hop, which httpx's jar would not send)."""
+    steps = {}
+    jar: dict[str, str] = {}
+
+    def req(method, path, headers=None, **kw):
+        h = {**extra_headers, **(headers or {})}
+        if jar:
+            h["cookie"] = "; ".join(f"{k}={v}" for k, v in jar.items())
+        r = client.request(method, base + path, headers=h, **kw)
+        jar.update(_cookie_values(r))
+        return r
+
+    steps["login-page"] = page = req("GET", "/admin/login/?next=/admin/")
+    token = CSRF_INPUT_RE.search(page.text).group(1)
+    form = {"csrfmiddlewaretoken": token, "username": DJANGO_USER, "password": DJANGO_PASSWORD, "next": "/admin/"}
+    # HTTPS: Django wants a Referer (or an Origin) of the same https origin.
+    steps["no-referer"] = req("POST", "/admin/login/?next=/admin/", data=form)
+    steps["foreign-origin"] = req("POST", "/admin/login/?next=/admin/", data=form,
+                                  headers={"origin": "https://evil.example", "referer": "https://evil.example/"})
+    steps["http-origin"] = req("POST", "/admin/login/?next=/admin/", data=form,
+                               headers={"origin": origin.replace("https://", "http://")})
+    steps["login"] = req("POST", "/admin/login/?next=/admin/", data=form,
+                         headers={"origin": origin, "referer": origin + "/admin/login/"})
+    steps["index"] = req("GET", "/admin/")
+    return steps
+
+
+def _check_django_https_flow(steps: dict[str, httpx.Response], role: str) -> None:
+    assert steps["login-page"].status_code == 200, role
+    assert "secure" in _set_cookies(steps["login-page"])["csrftoken"], (role, steps["login-page"].headers)
+    for name in ("no-referer", "foreign-origin", "http-origin"):
+        assert steps[name].status_code == 403, (role, name, steps[name].status_code)
+    assert steps["login"].status_code == 302 and steps["login"].headers["location"] == "/admin/", (
+        role, steps["login"].status_code, steps["login"].text[:2000])
+    assert _set_cookies(steps["login"])["sessionid"] == ["httponly", "path=/", "samesite=lax", "secure"], role
+    assert steps["index"].status_code == 200 and "Site administration" in steps["index"].text, role
+
+
+def _same_django_steps(got: dict[str, dict[str, httpx.Response]]) -> None:
+    from test_third_party import _compare_pages
+    for step in got["reference"]:
+        _compare_pages({role: got[role][step] for role in ROLES}, step)
+
+
+def test_django_admin_over_https(django_https_servers, certs):  # noqa: F811
+    got = {}
+    for role, srv in django_https_servers["tls"].items():
+        origin = f"https://localhost:{srv.port}"
+        with httpx.Client(verify=_client_context(certs), timeout=10) as c:
+            got[role] = _django_admin_flow(origin, c, origin, {})
+        _check_django_https_flow(got[role], role)
+    _same_django_steps(got)
+    for role, srv in django_https_servers["tls"].items():
+        # Django's reasons (logged by django.security.csrf; the pages say nothing without DEBUG).
+        for reason in ("Referer checking failed - no Referer.", "Origin checking failed - https://evil.example",
+                       f"Origin checking failed - http://localhost:{srv.port}"):
+            assert reason in srv.stderr, (role, reason, srv.stderr[-2000:])
+
+
+def test_django_admin_behind_a_proxy(django_https_servers):
+    """A TLS-terminating proxy on 127.0.0.1 says X-Forwarded-Proto: https: Django sees a secure
+    request (scope scheme "https"), so the same CSRF rules as over HTTPS and Secure cookies; the
+    access log names the client from X-Forwarded-For."""
+    got = {}
+    pair = django_https_servers["proxy"]
+    for role, srv in pair.items():
+        origin = f"https://localhost:{srv.port}"
+        with httpx.Client(timeout=10) as c:
+            got[role] = _django_admin_flow(srv.url, c, origin, {
+                "x-forwarded-proto": "https", "x-forwarded-for": "203.0.113.9", "host": f"localhost:{srv.port}"})
+        _check_django_https_flow(got[role], role)
+    _same_django_steps(got)
+    lines = {}
+    for role, srv in pair.items():
+        srv.wait_for_log(r'203\.0\.113\.9:\d+ - "GET /admin/ HTTP/1\.1" 200', timeout=5, stream="stdout")
+        lines[role] = [PEER_ADDR_RE.sub("ADDR", re.sub(r"203\.0\.113\.9:\d+", "CLIENT", line))
+                       for line in srv.stdout.splitlines() if '"' in line]
+    assert lines["candidate"] == lines["reference"], lines
+
+
+def test_django_admin_behind_an_untrusted_proxy(django_https_servers):
+    """X-Forwarded-Proto from an address not in --forwarded-allow-ips is ignored: the request is
+    plain HTTP to Django (no Secure-cookie login possible: the https Origin does not match), and
+    the access log names the socket's peer."""
+    got = {}
+    pair = django_https_servers["untrusted"]
+    for role, srv in pair.items():
+        origin = f"https://localhost:{srv.port}"
+        with httpx.Client(timeout=10) as c:
+            got[role] = _django_admin_flow(srv.url, c, origin, {
+                "x-forwarded-proto": "https", "x-forwarded-for": "203.0.113.9", "host": f"localhost:{srv.port}"})
+        assert got[role]["login"].status_code == 403, (role, got[role]["login"].status_code)
+    _same_django_steps(got)
+    for role, srv in pair.items():
+        srv.wait_for_log(r'127\.0\.0\.1:\d+ - "POST /admin/login/\?next=/admin/ HTTP/1\.1" 403', timeout=5,
+                         stream="stdout")
+        assert "203.0.113.9" not in srv.stdout, role
+
+
+# ==========================================================================================
+# datasette: pages and JSON API over HTTP/1.1 (against uvicorn) and HTTP/2 (against hypercorn)
+# ==========================================================================================
+
+DATASETTE_APP = "third_party.datasette_app:app"
+DATASETTE_PATHS = [
+    "/", "/animals", "/animals/animals", "/animals/animals?_sort=name", "/animals/animals/2",
+    "/animals/animals.json", "/animals/animals.json?_shape=array", "/animals/animals.json?_shape=objects&speed__gt=50",
+    "/animals/animals/2.json", "/animals.json?sql=select+name,+speed+from+animals+order+by+speed+desc",
+    "/animals/animals.csv", "/animals/animals.csv?_stream=on&_size=max", "/-/databases.json", "/-/plugins.json",
+    "/-/static/app.css", "/no/such/page", "/animals/no_such_table", "/animals.json?sql=select+nonsense",
+]
+
+
+@pytest.fixture(scope="module")
+def datasette_db(tmp_path_factory) -> Path:
+    db = tmp_path_factory.mktemp("datasette") / "animals.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("create table animals (id integer primary key, name text, speed integer, note text)")
+        conn.executemany("insert into animals (name, speed, note) values (?, ?, ?)", [
+            ("pronghorn", 88, "the fastest in the Americas"), ("bison", 56, None), ("elk", 72, "wapiti"),
+            ("ünïcødé hare", 64, "<b>escaped?</b>")])
+    return db
+
+
+def _datasette_norm(body: bytes, port: int) -> bytes:
+    body = body.replace(str(port).encode(), b"PORT")
+    # Timings, in the pages and the JSON.
+    body = re.sub(rb'"query_ms": ?[0-9.eE-]+', b'"query_ms": 0', body)
+    return re.sub(rb"[0-9.]+ ?ms\b", b"N ms", body)
+
+
+def _datasette_compare(responses: dict, ports: dict, what: str) -> None:
+    (ref_name, ref), (got_name, got) = responses.items()
+    assert got.status_code == ref.status_code, (what, ref.status_code, got.status_code)
+    drop = {"date", "server", "alt-svc"}
+    rh = sorted((k, v.replace(str(ports[ref_name]), "PORT")) for k, v in ref.headers.multi_items() if k not in drop)
+    gh = sorted((k, v.replace(str(ports[got_name]), "PORT")) for k, v in got.headers.multi_items() if k not in drop)
+    assert gh == rh, f"{what}: headers differ\n  {ref_name}: {rh}\n  {got_name}: {gh}"
+    assert _datasette_norm(got.content, ports[got_name]) == _datasette_norm(ref.content, ports[ref_name]), (
+        f"{what}: body differs\n{ref.content[:500]!r}\n{got.content[:500]!r}")
+
+
+@pytest.fixture(scope="module")
+def datasette_http1(tmp_path_factory, datasette_db):
+    servers = _start_pair(DATASETTE_APP, [], tmp_path_factory.mktemp("datasette-h1"), "datasette",
+                          env={"PRONGHORN_TEST_DATASETTE_DB": str(datasette_db)})
+    yield servers
+    _stop_pair(servers)
+
+
+def test_datasette_over_http1_same_as_uvicorn(datasette_http1):
+    ports = {role: srv.port for role, srv in datasette_http1.items()}
+    offsets = {role: len(srv.stdout) for role, srv in datasette_http1.items()}
+    for path in DATASETTE_PATHS:
+        responses = {}
+        for role, srv in datasette_http1.items():
+            with httpx.Client(base_url=srv.url, timeout=10) as c:
+                responses[role] = c.get(path)
+        if path == "/animals/animals.json?_shape=array":
+            assert [a["name"] for a in responses["reference"].json()] == [
+                "pronghorn", "bison", "elk", "ünïcødé hare"]
+        _datasette_compare(responses, ports, path)
+    time.sleep(0.2)
+    # The access lines (datasette also prints rich tracebacks of its 404s to stdout: object ids).
+    logs = {role: [line for line in _log_lines(srv.stdout, offsets[role]) if ' - "' in line]
+            for role, srv in datasette_http1.items()}
+    assert len(logs["reference"]) == len(DATASETTE_PATHS)
+    assert logs["candidate"] == logs["reference"]
+
+
+@pytest.fixture(scope="module")
+def datasette_http2(tmp_path_factory, datasette_db, certs):  # noqa: F811
+    if IS_UVICORN:
+        pytest.skip("uvicorn serves no HTTP/2 by default")
+    work = tmp_path_factory.mktemp("datasette-h2")
+    env = {"PRONGHORN_TEST_DATASETTE_DB": str(datasette_db)}
+    srv = ServerProcess(DATASETTE_APP, ["--http2", *_tls_args(certs)], log_dir=work, name="datasette-h2",
+                        env=env).start()
+    peer = None
+    try:
+        peer = Hypercorn(DATASETTE_APP, work, "hypercorn-datasette", certs, env)
+        yield {"hypercorn": peer, "pronghorn": srv}
+    finally:
+        if peer is not None:
+            peer.stop()
+        srv.stop()
+
+
+def test_datasette_over_http2_same_as_hypercorn(datasette_http2, certs):  # noqa: F811
+    ports = {name: srv.port for name, srv in datasette_http2.items()}
+    clients = {name: httpx.Client(http2=True, verify=_client_context(certs), timeout=10,
+                                  base_url=f"https://localhost:{srv.port}") for name, srv in datasette_http2.items()}
+    try:
+        for path in DATASETTE_PATHS:
+            responses = {name: c.get(path) for name, c in clients.items()}
+            assert {r.http_version for r in responses.values()} == {"HTTP/2"}
+            _datasette_compare(responses, ports, path)
+    finally:
+        for c in clients.values():
+            c.close()
+    srv = datasette_http2["pronghorn"]
+    srv.wait_for_log(r'"GET /animals/animals\.json HTTP/2" 200', timeout=5, stream="stdout")
