@@ -8,6 +8,8 @@
                                     with 1000, {"cmd": "kick"} with 4001 "kicked". Joining and leaving
                                     (WebSocketDisconnect) are broadcast as {"event": "join"|"leave"}.
   WS  /slow?id=ID                   accepts, then sends {"n": i} every 0.1 s until the client leaves
+  WS  /boom                         raises before accepting (the server answers the handshake with 500)
+  WS  /forgetful                    returns without accepting or closing (500 too)
   GET /events?id=ID                 the lines recorded for ID (what the app saw), as JSON
   GET /pid                          the worker's pid
 
@@ -94,6 +96,16 @@ async def slow(websocket: WebSocket, id: str = "-"):
         raise
     finally:
         record(id, "closed")
+
+
+@app.websocket("/boom")
+async def boom(websocket: WebSocket):
+    raise RuntimeError("boom before accept")
+
+
+@app.websocket("/forgetful")
+async def forgetful(websocket: WebSocket):
+    return None
 
 
 @app.get("/events")
