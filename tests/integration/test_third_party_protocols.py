@@ -655,6 +655,34 @@ def sse_tls_servers(tmp_path_factory, certs):  # noqa: F811
 
 
 @pytest.mark.parametrize("role", ROLES)
+def test_sse_over_https_1_1_with_aiohttp(sse_tls_servers, certs, role):  # noqa: F811
+    """aiohttp's client reads the events as they come, and its leaving closes the generator."""
+    srv = sse_tls_servers[role]
+    ident = uuid.uuid4().hex[:12]
+
+    async def run():
+        got = []
+        t0 = time.monotonic()
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"https://localhost:{srv.port}/endless?id={ident}",
+                                   ssl=_client_context(certs)) as r:
+                assert r.status == 200 and r.headers["content-type"] == "text/event-stream; charset=utf-8"
+                async for raw in r.content:
+                    line = raw.decode().rstrip("\r\n")
+                    if line.startswith("data: "):
+                        got.append((time.monotonic() - t0, line))
+                        if len(got) == 4:
+                            break
+        return got, time.monotonic()
+
+    got, t_closed = asyncio.run(run())
+    assert [d for _, d in got] == [f"data: tick {i}" for i in range(4)]
+    assert got[-1][0] - got[0][0] >= 0.4, got
+    closed_at = _wait_event_line(srv.events_path, "endless", ident, "closed", 3.0)
+    assert closed_at is not None and closed_at - t_closed < 1.0, f"{srv.kind}: generator not closed"
+
+
+@pytest.mark.parametrize("role", ROLES)
 def test_sse_over_https_1_1(sse_tls_servers, certs, role):  # noqa: F811
     srv = sse_tls_servers[role]
     ident = uuid.uuid4().hex[:12]
@@ -1030,6 +1058,30 @@ def test_datasette_over_http2_same_as_hypercorn(datasette_http2, certs):  # noqa
             c.close()
     srv = datasette_http2["pronghorn"]
     srv.wait_for_log(r'"GET /animals/animals\.json HTTP/2" 200', timeout=5, stream="stdout")
+
+
+@pytest.mark.parametrize("flag,version", [("--http2", "2"), ("--http1.1", "1.1")])
+def test_datasette_with_curl_and_openssl(datasette_http2, certs, flag, version):  # noqa: F811
+    """curl negotiates h2 (or http/1.1 when told) by ALPN with both servers and gets the same JSON;
+    openssl s_client sees ALPN h2 and a verified chain."""
+    bodies = {}
+    for name, srv in datasette_http2.items():
+        out = subprocess.run(["curl", "-sS", flag, "--cacert", str(certs / "ca.pem"), "-w", "\n%{http_version}",
+                              f"https://localhost:{srv.port}/animals/animals.json?_shape=array"],
+                             capture_output=True, text=True, timeout=20, env=client_env())
+        assert out.returncode == 0, (name, out.stderr)
+        body, _, got_version = out.stdout.rpartition("\n")
+        assert got_version == version, (name, got_version)
+        bodies[name] = json.loads(body)
+    assert bodies["pronghorn"] == bodies["hypercorn"]
+    assert [a["name"] for a in bodies["pronghorn"]] == ["pronghorn", "bison", "elk", "ünïcødé hare"]
+    if flag == "--http2":
+        srv = datasette_http2["pronghorn"]
+        s_client = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{srv.port}", "-alpn", "h2,http/1.1",
+                                   "-CAfile", str(certs / "ca.pem"), "-servername", "localhost"],
+                                  input="", capture_output=True, text=True, timeout=20, env=client_env())
+        assert "ALPN protocol: h2" in s_client.stdout, s_client.stdout[-2000:]
+        assert "Verify return code: 0 (ok)" in s_client.stdout
 
 
 @pytest.mark.slow  # two servers of two workers each, a rolling restart: ~10 s
