@@ -339,7 +339,11 @@ bool Session::begin_upgrade() {
     if (ws_check_.status == 426) headers.emplace_back("sec-websocket-version", "13");
     keep_alive_ = false;
     const char *error = start_response(ws_check_.status, headers);
-    if (error == nullptr) write_body(body.data(), body.size(), false);
+    if (error == nullptr) {
+      // uvicorn's line for it (the websockets library's); the access line is ours.
+      log(LogLevel::Info, "connection rejected (%d %s)", ws_check_.status, reason_phrase(ws_check_.status));
+      write_body(body.data(), body.size(), false);
+    }
     return false;
   }
   // What accept_websocket() needs outlives the head's views.
