@@ -18,7 +18,6 @@ import os
 import re
 import signal
 import sqlite3
-import ssl
 import subprocess
 import sys
 import time
@@ -31,8 +30,7 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from conftest import HERE, IS_UVICORN, SERVER_KIND, ServerProcess, client_env
-from test_http2_real import Peer
+from conftest import HERE, IS_UVICORN, SERVER_KIND, ServerProcess, client_env, expected_signal_exit
 from test_third_party import (CSRF_INPUT_RE, DJANGO_APP, DJANGO_PASSWORD, DJANGO_USER, SSE_APP, _log_problems,
                               _sse_events, _wait_event_line)
 from test_tls import _client_context, _tls_args, certs  # noqa: F401  (certs: the fixture)
@@ -396,7 +394,6 @@ def test_fastapi_graceful_stop_with_open_websockets(tmp_path, role):
     expected = 1012 if kind == "uvicorn" else 1001
     assert codes == [expected] * 3, (kind, codes, srv.stderr)
     assert elapsed < 5, elapsed
-    from conftest import expected_signal_exit
     assert rc == (-signal.SIGTERM if kind == "uvicorn" else expected_signal_exit(signal.SIGTERM)), (rc, srv.stderr)
     seen = (tmp_path / "chat.log").read_text().splitlines()
     for i in range(3):
@@ -617,7 +614,7 @@ def test_sse_over_http2_same_as_hypercorn(sse_h2_servers, certs, transport):  # 
         sorted((k, v) for k, v in ref.headers.multi_items() if k not in drop)
     assert got.content == ref.content
     srv, _ = sse_h2_servers[(transport, "pronghorn")]
-    srv.wait_for_log(r'"GET /finite\?n=5 HTTP/2" 200', timeout=5, stream="stdout" if "GET" in srv.stdout else "stderr")
+    srv.wait_for_log(r'"GET /finite\?n=5 HTTP/2" 200', timeout=5, stream="stdout")
 
 
 @pytest.mark.parametrize("kind", ["hypercorn", "pronghorn"])
