@@ -599,6 +599,23 @@ def test_sse_over_http2_events_as_sent_and_disconnect(sse_h2_servers, certs, tra
     assert not _log_problems(srv.stderr[offset:]), srv.stderr[offset:]
 
 
+@pytest.mark.parametrize("kind", ["hypercorn", "pronghorn"])
+def test_sse_over_http2_headers_before_first_event(sse_h2_servers, certs, kind):  # noqa: F811
+    """/delayed sends its first event after 3 s: the HEADERS frame (EventSourceResponse starts the
+    response at once) must reach the client long before it, not be held for the first DATA."""
+    srv, _ = sse_h2_servers[("tls", kind)]
+    with _h2_client(srv.port, "tls", certs, timeout=httpx.Timeout(5, read=6)) as c:
+        t0 = time.monotonic()
+        with c.stream("GET", f"/delayed?id={uuid.uuid4().hex[:12]}") as r:
+            t_head = time.monotonic() - t0
+            assert r.status_code == 200 and r.http_version == "HTTP/2"
+            first = next(_sse_events(r.iter_lines()))
+            t_first = time.monotonic() - t0
+    assert t_head < 1.5, f"{kind}: response head after {t_head:.2f} s"
+    assert first == {"event": "late", "data": "late 0"}
+    assert 2.5 < t_first < 4.5, t_first
+
+
 @pytest.mark.parametrize("transport", ["tls", "h2c"])
 def test_sse_over_http2_same_as_hypercorn(sse_h2_servers, certs, transport):  # noqa: F811
     responses = {}
