@@ -660,6 +660,19 @@ def test_sse_curl_http2_prior_knowledge(sse_h2_servers, kind):
     assert closed_at is not None and closed_at - t_closed < 1.0, f"{kind}: generator not closed after curl left"
 
 
+def test_sse_curl_http2_upgrade_is_served_as_http1(sse_h2_servers):
+    """curl --http2 on the plain port asks for `Upgrade: h2c`: Pronghorn serves the request as
+    HTTP/1.1 (documented; hypercorn upgrades), and the events arrive the same."""
+    srv, _ = sse_h2_servers[("h2c", "pronghorn")]
+    out = subprocess.run(["curl", "-sS", "--http2", "-w", "\n%{http_version}", f"http://127.0.0.1:{srv.port}/finite?n=2"],
+                         capture_output=True, text=True, timeout=20, env=client_env())
+    assert out.returncode == 0, out.stderr
+    body, _, version = out.stdout.rpartition("\n")
+    assert version == "1.1"
+    assert list(_sse_events(body.replace("\r\n", "\n").split("\n"))) == [
+        {"id": str(i), "event": "n", "data": f"event {i}"} for i in range(2)]
+
+
 @pytest.fixture(scope="module")
 def sse_tls_servers(tmp_path_factory, certs):  # noqa: F811
     work = tmp_path_factory.mktemp("sse-tls")
