@@ -236,7 +236,10 @@ PyObject *AppServer::build_scope(http::Exchange &exchange, const http::RequestHe
     else if (http::ForwardedTrust::plain_proto(forwarded_proto))
       Py_SETREF(scheme, Py_NewRef(names.scheme_http));
     std::string_view chosen = forwarded.client(forwarded_for);
-    if (!chosen.empty()) client = Py_BuildValue("(s#i)", chosen.data(), static_cast<Py_ssize_t>(chosen.size()), 0);
+    if (!chosen.empty()) {
+      client = Py_BuildValue("(s#i)", chosen.data(), static_cast<Py_ssize_t>(chosen.size()), 0);
+      exchange.set_log_client(chosen);  // the access line names the same client as the scope
+    }
   }
   if (client == nullptr) client = address_tuple(exchange.peer());
   if (!ok) {

@@ -8,6 +8,7 @@
 
 #include "bridge/bridge.h"
 #include "engine/http/target.h"
+#include "engine/http1/response.h"
 #include "engine/log.h"
 #include "engine/ws/handshake.h"
 #include "engine/ws/session.h"
@@ -397,6 +398,13 @@ void log_handshake(WebSocketObject *self, const SocketAddress &peer, const char 
     log(LogLevel::Info, "%s:%d - \"WebSocket %s\" %s", peer.host.c_str(), peer.port, self->log_target.c_str(), outcome);
 }
 
+// The line the websockets library logs under uvicorn for every handshake
+// answered with something other than 101 (the app's close before accept: 403;
+// its denial response; 500 after an exception), after the access line.
+void log_rejected(int status) {
+  log(LogLevel::Info, "connection rejected (%d %s)", status, http1::reason_phrase(status));
+}
+
 PyObject *send_denial_start(WebSocketObject *self, PyObject *message) {
   PyObject *status_obj = get(message, names.status);
   if (status_obj == nullptr) {
@@ -409,7 +417,7 @@ PyObject *send_denial_start(WebSocketObject *self, PyObject *message) {
     PyErr_Format(PyExc_RuntimeError, "Invalid HTTP status code '%ld' in response.", status);
     return nullptr;
   }
-  if (self->conn != nullptr) log_handshake(self, self->conn->peer(), std::to_string(status).c_str());
+  if (self->conn != nullptr) log_handshake(self, self->conn->log_client(), std::to_string(status).c_str());
   PyObject *headers = get(message, names.headers);
   if (headers == nullptr && PyErr_Occurred()) return nullptr;
   PyObject *list = headers == nullptr || headers == Py_None ? PyList_New(0) : PySequence_List(headers);
@@ -454,6 +462,7 @@ PyObject *send_http_response(WebSocketObject *self, int status, PyObject *header
     PyErr_SetString(PyExc_RuntimeError, error);
     return nullptr;
   }
+  log_rejected(status);
   conn->write_body(body, body_len, false);  // completes the exchange: detaches us (1006)
   return ready_none();
 }
@@ -494,11 +503,11 @@ PyObject *websocket_send(PyObject *op, PyObject *message) {
   if (!self->accepted && self->denial_headers == nullptr && !self->close_sent) {
     // The handshake.
     if (type_is(type, ws_names.accept)) {
-      if (self->conn != nullptr) log_handshake(self, self->conn->peer(), "[accepted]");
+      if (self->conn != nullptr) log_handshake(self, self->conn->log_client(), "[accepted]");
       return send_accept(self, message);
     }
     if (type_is(type, ws_names.close)) {
-      if (self->conn != nullptr) log_handshake(self, self->conn->peer(), "403");
+      if (self->conn != nullptr) log_handshake(self, self->conn->log_client(), "403");
       return send_http_response(self, 403, nullptr, "", 0);
     }
     if (type_is(type, ws_names.response_start)) return send_denial_start(self, message);
@@ -722,7 +731,9 @@ void complete_websocket(PyObject *op, PyObject *exc, bool cancelled, PyObject *r
     } else {
       server.log_exception("Exception in ASGI application\n", exc);
     }
-    // 500 if the handshake is still open; 1011 on an open WebSocket.
+    // 500 if the handshake is still open (uvicorn sends none once the app
+    // began a denial response: it only closes); 1011 on an open WebSocket.
+    if (self->conn != nullptr && self->denial_headers == nullptr) log_rejected(500);
     if (self->conn != nullptr) self->conn->fail();
     if (self->ws != nullptr) self->ws->close(ws::close_code::InternalError, "");
     return;
@@ -734,6 +745,7 @@ void complete_websocket(PyObject *op, PyObject *exc, bool cancelled, PyObject *r
   }
   if (self->conn != nullptr) {
     server.log_error("ASGI callable returned without completing handshake.");
+    if (self->denial_headers == nullptr) log_rejected(500);
     self->conn->fail();
     return;
   }

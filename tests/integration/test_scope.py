@@ -220,3 +220,33 @@ def test_no_proxy_headers(server_factory):
     d = _scope(srv, PROXY_REQ)
     assert d["client"][0] == "127.0.0.1"
     assert d["scheme"] == "http"
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["trusted", "untrusted"])
+def test_access_log_names_the_forwarded_client(server_factory, trusted):
+    """As uvicorn (whose access log reads the scope's client): the access line of a request from a
+    trusted proxy names the X-Forwarded-For client, with port 0, over HTTP/1.1, HTTP/2 and for a
+    WebSocket handshake; from an untrusted peer, the peer."""
+    import asyncio
+
+    import httpx
+    from websockets.asyncio.client import connect
+    allow = "127.0.0.1" if trusted else "10.1.2.3"
+    srv = server_factory("apps.raw_app:app", "--forwarded-allow-ips", allow, "--http2")
+    ws_srv = server_factory("apps.ws_app:raw", "--forwarded-allow-ips", allow)
+    headers = {"x-forwarded-for": "203.0.113.7", "x-forwarded-proto": "https"}
+    with httpx.Client(base_url=srv.url, timeout=5) as c:
+        assert c.get("/fixed", headers=headers).status_code == 200
+    with httpx.Client(base_url=srv.url, http1=False, http2=True, timeout=5) as c:
+        assert c.get("/fixed?h2", headers=headers).http_version == "HTTP/2"
+
+    async def ws():
+        async with connect(f"ws://127.0.0.1:{ws_srv.port}/echo", additional_headers=headers) as conn:
+            await conn.send("x")
+            assert await conn.recv() == "x"
+
+    asyncio.run(ws())
+    who = r"203\.0\.113\.7:0" if trusted else r"127\.0\.0\.1:[1-9]\d*"
+    srv.wait_for_log(rf'{who} - "GET /fixed HTTP/1\.1" 200', timeout=5, stream="stdout")
+    srv.wait_for_log(rf'{who} - "GET /fixed\?h2 HTTP/2" 200', timeout=5, stream="stdout")
+    ws_srv.wait_for_log(rf'{who} - "WebSocket /echo" \[accepted\]', timeout=5)

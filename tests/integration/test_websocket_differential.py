@@ -138,3 +138,37 @@ def test_same_outcome(servers, name):
         return ref, got
     ref, got = asyncio.run(both())
     assert got == ref, f"uvicorn: {ref!r}\n{SERVER_KIND}: {got!r}"
+
+
+BAD_HANDSHAKES = {
+    "no key": b"Sec-WebSocket-Version: 13\r\n",
+    "short key": b"Sec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n",
+    "version 12": b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 12\r\n",
+}
+
+
+def test_refused_handshake_logs_connection_rejected(servers):
+    """A handshake the server refuses itself gets the websockets library's INFO line under uvicorn,
+    "connection rejected (400 Bad Request)"; Pronghorn logs the same line with its own status
+    (426 for another version: RFC 6455 §4.4, documented) besides its access line."""
+    import re
+    import socket
+    import time
+    for role in ("reference", "candidate"):
+        srv = servers[(role, "raw")]
+        offset = len(srv.stderr)
+        statuses = []
+        for extra in BAD_HANDSHAKES.values():
+            with socket.create_connection(srv.addr, timeout=5) as s:
+                s.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" + extra
+                          + b"\r\n")
+                statuses.append(int(s.recv(100).split(b" ")[1]))
+        deadline = time.monotonic() + 5
+        while True:
+            lines = re.findall(r"^INFO:     connection rejected \((\d+) [A-Za-z ]+\)$", srv.stderr[offset:], re.M)
+            if len(lines) >= 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert [int(x) for x in lines] == statuses, (role, statuses, srv.stderr[offset:])
+        if srv.kind == "uvicorn":
+            assert statuses == [400, 400, 400]

@@ -81,6 +81,12 @@ class Exchange {
   virtual void attach(ExchangeObserver *observer) = 0;
   virtual const SocketAddress &peer() const = 0;
   virtual const SocketAddress &local() const = 0;
+  // The client that the access log names: the peer, unless the application
+  // side found a trusted proxy's X-Forwarded-For (--proxy-headers) and said
+  // so with set_log_client() before the response began. As uvicorn, whose
+  // access log reads the scope's client, that is the address with port 0.
+  virtual const SocketAddress &log_client() const = 0;
+  virtual void set_log_client(std::string_view host) = 0;
   // The connection's TLS parameters (net/tls.h), or nullptr over plain TCP.
   virtual const TlsInfo *tls() const = 0;
 

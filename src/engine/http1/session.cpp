@@ -265,6 +265,7 @@ void Session::begin_exchange(size_t head_len) {
   }
   body_done_ = decoder_.done();
   ws_key_.clear();
+  has_log_client_ = false;
   if (server_.config().access_log || head_.upgrade) {
     method_.assign(head_.method);
     target_.clear();
@@ -338,7 +339,11 @@ bool Session::begin_upgrade() {
     if (ws_check_.status == 426) headers.emplace_back("sec-websocket-version", "13");
     keep_alive_ = false;
     const char *error = start_response(ws_check_.status, headers);
-    if (error == nullptr) write_body(body.data(), body.size(), false);
+    if (error == nullptr) {
+      // uvicorn's line for it (the websockets library's); the access line is ours.
+      log(LogLevel::Info, "connection rejected (%d %s)", ws_check_.status, reason_phrase(ws_check_.status));
+      write_body(body.data(), body.size(), false);
+    }
     return false;
   }
   // What accept_websocket() needs outlives the head's views.
@@ -531,7 +536,7 @@ void Session::finish_access_log() {
   log_pending_ = false;
   const http::AccessLogFormat &format = *server_.config().access_format;
   http::AccessRecord record;
-  record.peer = &peer();
+  record.peer = &log_client();
   record.method = method_;
   record.target = target_;
   record.protocol = version_minor_ == 1 ? "HTTP/1.1" : "HTTP/1.0";
@@ -559,11 +564,11 @@ void Session::write_access_log(int status) {
     return;
   }
   if (config.access_hook != nullptr) {
-    config.access_hook(config.access_ctx, peer(), method_, target_, version_minor_ == 1 ? "1.1" : "1.0", status);
+    config.access_hook(config.access_ctx, log_client(), method_, target_, version_minor_ == 1 ? "1.1" : "1.0", status);
     return;
   }
   std::string line;
-  http::append_default_access_line(line, peer(), method_, target_, version_minor_ == 1 ? "HTTP/1.1" : "HTTP/1.0",
+  http::append_default_access_line(line, log_client(), method_, target_, version_minor_ == 1 ? "HTTP/1.1" : "HTTP/1.0",
                                    status, reason_phrase(status), config.access_log_colours);
   server_.append_log(line);
 }

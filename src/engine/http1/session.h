@@ -71,6 +71,12 @@ class Session final : public pronghorn::Session, public http::Exchange, private 
   void attach(ExchangeObserver *observer) override { observer_ = observer; }
   bool open() const { return !closed_; }
   const SocketAddress &peer() const override { return transport_->peer(); }
+  const SocketAddress &log_client() const override { return has_log_client_ ? log_client_ : peer(); }
+  void set_log_client(std::string_view host) override {
+    log_client_.host.assign(host);
+    log_client_.port = 0;
+    has_log_client_ = true;
+  }
   const SocketAddress &local() const override { return transport_->local(); }
   const TlsInfo *tls() const override { return transport_->tls(); }
 
@@ -197,6 +203,8 @@ class Session final : public pronghorn::Session, public http::Exchange, private 
   int64_t log_start_unix_ns_ = 0;
   int log_status_ = 0;
   bool log_pending_ = false;
+  SocketAddress log_client_;  // see set_log_client(); per request
+  bool has_log_client_ = false;
   std::vector<std::string> log_request_values_;
   std::vector<std::string> log_response_values_;
 

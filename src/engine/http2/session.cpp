@@ -246,12 +246,12 @@ void Stream::write_access_log() {
   const EngineConfig &config = session_.server_.config();
   if (config.access_format != nullptr) return;  // written when the exchange ends (it has the length)
   if (config.access_hook != nullptr) {
-    config.access_hook(config.access_ctx, peer(), method_, log_target_, "2", status_);
+    config.access_hook(config.access_ctx, log_client(), method_, log_target_, "2", status_);
     return;
   }
   std::string line;
-  http::append_default_access_line(line, peer(), method_, log_target_, "HTTP/2", status_, http1::reason_phrase(status_),
-                                   config.access_log_colours);
+  http::append_default_access_line(line, log_client(), method_, log_target_, "HTTP/2", status_,
+                                   http1::reason_phrase(status_), config.access_log_colours);
   session_.server_.append_log(line);
 }
 
@@ -401,7 +401,7 @@ void Stream::end_exchange(http::Detach why) {
     log_pending_ = false;
     const http::AccessLogFormat &format = *session_.server_.config().access_format;
     http::AccessRecord record;
-    record.peer = &peer();
+    record.peer = &log_client();
     record.method = method_;
     record.target = log_target_;
     record.protocol = "HTTP/2";

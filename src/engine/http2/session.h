@@ -49,6 +49,12 @@ class Stream final : public http::Exchange {
   void attach(http::ExchangeObserver *observer) override { observer_ = observer; }
   const SocketAddress &peer() const override;
   const SocketAddress &local() const override;
+  const SocketAddress &log_client() const override { return has_log_client_ ? log_client_ : peer(); }
+  void set_log_client(std::string_view host) override {
+    log_client_.host.assign(host);
+    log_client_.port = 0;
+    has_log_client_ = true;
+  }
   const TlsInfo *tls() const override;
   Buffer &body_buffer() override { return body_buf_; }
   bool body_complete() const override { return body_done_; }
@@ -92,6 +98,8 @@ class Stream final : public http::Exchange {
 
   // ---- the request ----
   std::string method_, path_, authority_, scheme_;
+  SocketAddress log_client_;  // see set_log_client()
+  bool has_log_client_ = false;
   std::vector<std::pair<std::string, std::string>> headers_;
   size_t header_bytes_ = 0;  // as SETTINGS_MAX_HEADER_LIST_SIZE counts them
   int head_error_ = 0;       // a status to answer instead of dispatching (431)

@@ -22,6 +22,8 @@ class RecordingExchange final : public http::Exchange {
   void attach(http::ExchangeObserver *) override {}
   const SocketAddress &peer() const override { return address; }
   const SocketAddress &local() const override { return address; }
+  const SocketAddress &log_client() const override { return address; }
+  void set_log_client(std::string_view) override {}
   const TlsInfo *tls() const override { return nullptr; }
   Buffer &body_buffer() override { return *body_in; }
   bool body_complete() const override { return true; }

@@ -13,6 +13,9 @@ Routes:
   GET  /redirect              302 to /
   GET  /stream                a Stream of 5 chunks (chunked)
   GET  /boom                  an exception -> 500
+  WS   /ws                    a @websocket handler: JSON echo until {"cmd": "bye"}, then close 4000 "done"
+  WS   /listen                a @websocket_listener: each text message back upper-cased
+  WS   /guarded               a guard that refuses (NotAuthorizedException) before the handshake
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import msgspec
-from litestar import Litestar, MediaType, Response, delete, get, post, put
-from litestar.exceptions import NotFoundException
+from litestar import Litestar, MediaType, Response, WebSocket, delete, get, post, put, websocket, websocket_listener
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, NotFoundException
+from litestar.handlers.base import BaseRouteHandler
 from litestar.response import Redirect, Stream
 
 ITEMS = {1: {"id": 1, "name": "horn", "price": 9.5, "tags": ["a", "b"]},
@@ -114,5 +119,32 @@ async def boom() -> dict:
     raise RuntimeError("boom")
 
 
+@websocket("/ws")
+async def ws_echo(socket: WebSocket) -> None:
+    await socket.accept()
+    while True:
+        data = await socket.receive_json()
+        if data == {"cmd": "bye"}:
+            await socket.close(code=4000, reason="done")
+            return
+        await socket.send_json({"echo": data})
+
+
+@websocket_listener("/listen")
+async def ws_listen(data: str) -> str:
+    return data.upper()
+
+
+def refuse(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    raise NotAuthorizedException("no entry")
+
+
+@websocket("/guarded", guards=[refuse])
+async def ws_guarded(socket: WebSocket) -> None:
+    await socket.accept()
+    await socket.send_text("should not get here")
+
+
 app = Litestar(route_handlers=[index, get_item, list_items, create_item, create_order, replace_item,
-                               delete_item, files, text, redirect, stream, headers, boom])
+                               delete_item, files, text, redirect, stream, headers, boom,
+                               ws_echo, ws_listen, ws_guarded])

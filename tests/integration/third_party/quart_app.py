@@ -10,6 +10,9 @@ Routes:
   GET  /redirect        302 to /
   GET  /cookie          sets a cookie
   GET  /boom            an exception -> 500
+  WS   /ws              JSON echo (accepted implicitly by the first send) until "bye", then close 1000
+  WS   /ws/denied       abort(401) before accepting: an HTTP 401 response to the handshake
+                        (the websocket.http.response extension) where the server offers it
   anything else         404
 """
 
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 
-from quart import Quart, abort, jsonify, make_response, redirect, request
+from quart import Quart, abort, jsonify, make_response, redirect, request, websocket
 
 app = Quart(__name__)
 STARTED = []
@@ -82,3 +85,18 @@ async def cookie():
 @app.get("/boom")
 async def boom():
     raise RuntimeError("boom")
+
+
+@app.websocket("/ws")
+async def ws_echo():
+    while True:
+        data = await websocket.receive_json()
+        if data == "bye":
+            await websocket.close(1000)
+            return
+        await websocket.send_json({"echo": data, "path": websocket.path})
+
+
+@app.websocket("/ws/denied")
+async def ws_denied():
+    abort(401)

@@ -3,6 +3,7 @@
 Environment (set by the test fixture):
   PRONGHORN_TEST_DJANGO_DB       path of the sqlite database file
   PRONGHORN_TEST_DJANGO_STATIC   STATIC_ROOT, filled by collectstatic and served by whitenoise
+  PRONGHORN_TEST_DJANGO_SECURE   "1": the HTTPS deployment settings (secure session and CSRF cookies)
 """
 
 import os
@@ -77,6 +78,12 @@ STORAGES = {
     # Hashed names (served with a far-future max-age) and gzip copies, as in whitenoise's docs.
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
+
+if os.environ.get("PRONGHORN_TEST_DJANGO_SECURE") == "1":
+    # What `manage.py check --deploy` asks for behind HTTPS. Django trusts the ASGI scope's scheme
+    # (request.is_secure()), so no SECURE_PROXY_SSL_HEADER: the server's --proxy-headers sets it.
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
