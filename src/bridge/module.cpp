@@ -457,10 +457,11 @@ std::unique_ptr<TlsContext> make_tls_context(PyObject *spec) {
 }
 
 // Sends the response heads still held when the event loop's step that
-// started them ended (scheduled with call_soon by schedule_flush).
+// started them ended, and reads the input TLS streams hold for sessions that
+// read again (Engine::defer_readable); scheduled with call_soon by schedule_flush.
 PyObject *server_flush_heads(PyObject *op, PyObject *) {
   AppServer *s = reinterpret_cast<ServerObject *>(op)->server;
-  if (s != nullptr) s->engine.flush_held_heads();
+  if (s != nullptr) s->engine.run_scheduled();
   Py_RETURN_NONE;
 }
 
