@@ -200,6 +200,7 @@ class Pair {
     return recv(server_fd(), &c, 1, MSG_PEEK | MSG_DONTWAIT) < 0 && errno == EAGAIN;
   }
   int server_fd() const { return server_fd_; }
+  bool client_open() const { return client_fd_ >= 0; }
   void close_client_socket() {
     close(client_fd_);
     client_fd_ = -1;
@@ -465,6 +466,62 @@ TEST(TlsStream, ManyRecordsSplitAtEveryByteBoundary) {
   }
 }
 
+// Random record sizes, random cuts of the byte stream, random read sizes, and
+// sometimes a close_notify at the end: whatever the mix, a read that says
+// "would block" leaves nothing held (has_buffered_input() false: the epoll
+// event for the next bytes is the only one coming), and every byte, then
+// the end, comes out.
+TEST(TlsStream, RandomRecordsCutsAndReadSizesNeverStrandInput) {
+  auto ctx = context();
+  uint32_t seed = 12345;
+  auto next = [&seed](uint32_t n) {
+    seed = seed * 1103515245u + 12345u;
+    return (seed >> 8) % n;
+  };
+  for (int iteration = 0; iteration < 30; ++iteration) {
+    SCOPED_TRACE(iteration);
+    Pair pair(*ctx, 100000);
+    pair.carry();
+    ASSERT_TRUE(pair.server->handshake_done());
+    std::string sent;
+    int records = 1 + static_cast<int>(next(40));
+    for (int i = 0; i < records; ++i) {
+      std::string record(1 + next(i % 5 == 0 ? 20000 : 300), static_cast<char>('a' + next(26)));
+      pair.client_write(record);
+      sent += record;
+    }
+    bool close_notify = next(2) == 0;
+    if (close_notify) pair.client_shutdown();
+    std::string got;
+    bool ended = false;
+    std::vector<char> buf(70000);
+    while (!ended) {
+      size_t pending = pair.client_pending();
+      if (pending > 0) pair.send_to_server(1 + next(static_cast<uint32_t>(std::min<size_t>(pending, 65536))));
+      bool socket_done = pair.client_pending() == 0;
+      if (socket_done && !close_notify && pair.client_open()) pair.close_client_socket();  // the end: EOF instead
+      while (true) {
+        size_t room = 1 + next(next(2) == 0 ? 64 : 70000);
+        ssize_t n = pair.server->read(buf.data(), room);
+        if (n > 0) {
+          got.append(buf.data(), static_cast<size_t>(n));
+          continue;
+        }
+        if (n == 0) {
+          ended = true;
+          break;
+        }
+        ASSERT_EQ(n, kWouldBlock);
+        EXPECT_FALSE(pair.server->has_buffered_input());  // nothing stranded
+        ASSERT_FALSE(socket_done) << "would block with every byte on the socket";
+        break;
+      }
+    }
+    EXPECT_EQ(got, sent);
+    EXPECT_FALSE(pair.server->has_buffered_input());
+  }
+}
+
 // ---- the transport: input held in user space reaches the session ----
 
 // A session stand-in: reads `room` bytes per call, and stops reading (as a
@@ -522,7 +579,9 @@ TEST(TlsTransport, RecordsLeftInUserSpaceAreReadWithoutAnEvent) {
   t.start(100, 50);  // 5,000 bytes: 50 reads of 100, more than one event's share
   for (int i = 0; i < 10 && t.reader.got.size() < t.sent.size(); ++i) {
     t.engine.run_once(0);
-    if (i == 0) EXPECT_TRUE(t.pair.server_socket_empty());  // all of it came in one recv()
+    if (i == 0) {
+      EXPECT_TRUE(t.pair.server_socket_empty());  // all of it came in one recv()
+    }
   }
   EXPECT_EQ(t.reader.got, t.sent);
 }
