@@ -25,6 +25,8 @@ struct Names {
   PyObject *http_response_start, *http_response_body, *http_response_pathsend;
   PyObject *asgi, *http_version, *server, *client, *scheme, *method, *root_path, *raw_path, *query_string, *state,
       *extensions;
+  // The ASGI TLS extension's keys.
+  PyObject *tls, *server_cert, *client_cert_chain, *client_cert_name, *client_cert_error, *tls_version, *cipher_suite;
   PyObject *v1_1, *v1_0, *scheme_http, *scheme_https, *empty_bytes, *empty_str;
   PyObject *asgi_template;        // {"version": "3.0", "spec_version": "2.3"} (uvicorn's)
   PyObject *asgi_template_2_4;    // {"version": "3.0", "spec_version": "2.4"} (--asgi-spec-version 2.4)

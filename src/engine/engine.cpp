@@ -199,6 +199,42 @@ void Engine::hold_head(Session *session) {
   }
 }
 
+void Engine::schedule() {
+  if (!flush_scheduled_ && flush_scheduler_ != nullptr) {
+    flush_scheduled_ = true;
+    flush_scheduler_(flush_scheduler_ctx_);
+  }
+}
+
+void Engine::defer_readable(Transport *transport) {
+  if (std::find(ready_transports_.begin(), ready_transports_.end(), transport) == ready_transports_.end())
+    ready_transports_.push_back(transport);
+  if (!polling_) schedule();
+}
+
+void Engine::run_deferred_reads() {
+  // The ones listed now, once each: one that lists itself again (it left
+  // input for the next turn) waits for the next call, so that a busy
+  // connection does not keep the loop to itself.
+  for (size_t budget = ready_transports_.size(); budget > 0 && !ready_transports_.empty(); --budget) {
+    Transport *transport = ready_transports_.front();
+    ready_transports_.erase(ready_transports_.begin());
+    transport->on_deferred_readable();
+  }
+}
+
+void Engine::run_scheduled() {
+  flush_scheduled_ = false;
+  if (!ready_transports_.empty()) {
+    // A step: heads the reads' requests hold are sent just below.
+    ++step_depth_;
+    run_deferred_reads();
+    --step_depth_;
+    if (!ready_transports_.empty()) schedule();
+  }
+  flush_held_heads();
+}
+
 void Engine::flush_held_heads() {
   flush_scheduled_ = false;
   // Each is unlisted before its head is sent: a send that closes a
@@ -260,7 +296,13 @@ void Engine::retire(Session *session) {
 
 int Engine::run_once(int timeout_ms) {
   begin_step();
-  int n = loop_.poll(timeout_ms);
+  // Input held in user space is read after the events: no waiting for more first.
+  polling_ = true;
+  int n = loop_.poll(ready_transports_.empty() ? timeout_ms : 0);
+  if (!ready_transports_.empty()) run_deferred_reads();
+  polling_ = false;
+  // Left for the next turn: epoll will not call run_once() for them.
+  if (!ready_transports_.empty()) schedule();
   end_step();
   for (Session *session : graveyard_) delete session;
   graveyard_.clear();

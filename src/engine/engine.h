@@ -207,6 +207,17 @@ class Engine final {
   }
   void hold_head(Session *session);
   void flush_held_heads();
+  // The scheduler's call: the deferred reads (below), then the held heads.
+  void run_scheduled();
+  // ---- input held in user space (TLS records a read left) ----
+  // A transport whose stream holds input and whose session reads again
+  // (after set_reading(false), or with its output over the bound) has no
+  // epoll event to come for it: it is listed here and read at the end of
+  // run_once(), or, listed outside it (an app's step resumed a session),
+  // soon through the scheduler. Never inside an app's step: a read may
+  // start a request.
+  void defer_readable(Transport *transport);
+  void forget_readable(Transport *transport) { std::erase(ready_transports_, transport); }
   void set_flush_scheduler(void (*schedule)(void *ctx), void *ctx) {
     flush_scheduler_ = schedule;
     flush_scheduler_ctx_ = ctx;
@@ -267,6 +278,10 @@ class Engine final {
   uint64_t max_tick_delay_ns_ = 0;
   bool recycle_requested_ = false;
   std::vector<Session *> held_heads_;
+  std::vector<Transport *> ready_transports_;
+  bool polling_ = false;  // in run_once(): it reads the listed transports at its end
+  void run_deferred_reads();
+  void schedule();
   int step_depth_ = 0;
   bool flush_scheduled_ = false;
   void (*flush_scheduler_)(void *) = nullptr;

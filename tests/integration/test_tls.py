@@ -5,6 +5,7 @@ renewed one), a client certificate, and a key that matches nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -513,6 +514,78 @@ def test_pipelined_request_after_a_body_over_tls(server_factory, certs):
     assert (second.status, second.body) == (200, b"hello, world")
 
 
+class _BioTls:
+    """A TLS client over memory BIOs: it decides how its records meet the socket (every
+    write() is its own record; flush() sends all of them in one sendall). recv() makes it a
+    socket for ResponseReader."""
+
+    def __init__(self, sock: socket.socket, ctx: ssl.SSLContext):
+        self.sock = sock
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
+        while True:
+            try:
+                self.obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.flush()
+                data = sock.recv(65536)
+                if not data:
+                    raise EOFError("closed in the handshake")
+                self.incoming.write(data)
+        self.flush()
+
+    def write(self, data: bytes) -> None:
+        self.obj.write(data)
+
+    def flush(self) -> None:
+        pending = self.outgoing.read()
+        if pending:
+            self.sock.sendall(pending)
+
+    def settimeout(self, timeout: float) -> None:
+        self.sock.settimeout(timeout)
+
+    def recv(self, n: int) -> bytes:
+        while True:
+            try:
+                return self.obj.read(n)
+            except ssl.SSLWantReadError:
+                data = self.sock.recv(65536)
+                if not data:
+                    return b""
+                self.incoming.write(data)
+            except ssl.SSLZeroReturnError:
+                return b""
+
+
+def test_many_records_in_one_segment_with_pauses_are_all_answered(server_factory, certs):
+    """A 2 MiB upload whose app stops reading for a while, then 40 pipelined requests of one TLS
+    record each, all written at once: the server takes up to 64 KiB of records per recv() and
+    keeps what its read had no room for, and the HTTP/1 session stops reading (the app's pause,
+    each pipelined request in turn): every request must still be answered, with nothing new on
+    the socket to wake it."""
+    srv = server_factory(RAW, *_tls_args(certs))
+    body = os.urandom(2 * 1024 * 1024)
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as raw:
+        s = _BioTls(raw, _client_context(certs))
+        s.write(b"POST /upload?pause_after=100000&pause=0.5 HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body))
+        for at in range(0, len(body), 16384):
+            s.write(body[at:at + 16384])
+        for i in range(40):
+            s.write(b"GET /fixed?i=%d HTTP/1.1\r\nHost: x\r\n\r\n" % i)
+        records = s.outgoing.read()
+        sender = threading.Thread(target=raw.sendall, args=(records,))  # read while the app pauses
+        sender.start()
+        reader = ResponseReader(s, timeout=10)
+        first = reader.read_response()
+        rest = [reader.read_response() for _ in range(40)]
+        sender.join(10)
+    assert first.status == 200 and json.loads(first.body)["bytes"] == len(body)
+    assert [(r.status, r.body) for r in rest] == [(200, b"hello, world")] * 40
+
+
 def test_forwarded_proto_http_from_a_trusted_proxy_over_tls(server_factory, certs):
     srv = server_factory(RAW, *_tls_args(certs))
     r = httpx.get(f"{_https(srv)}/scope", headers={"x-forwarded-proto": "http"}, verify=_client_context(certs),
@@ -553,3 +626,28 @@ def test_websocket_over_tls(server_factory, certs):
     assert scope["scheme"] == "wss"
     if not IS_UVICORN:
         assert scope["extensions"]["tls"]["tls_version"] in (0x0303, 0x0304)
+
+
+def test_websocket_burst_over_tls_with_reading_paused(server_factory, certs):
+    """wss: 400 messages sent without waiting for their echoes. The server stops reading while
+    the app's queue is full or its echoes are not read, with TLS records possibly held in user
+    space; every echo must still come back, in order."""
+    import asyncio
+
+    from websockets.asyncio.client import connect
+
+    srv = server_factory("apps.ws_app:raw", *_tls_args(certs))
+    port = srv.addr[1]
+    messages = [os.urandom(100 + 37 * (i % 50)) for i in range(400)]
+
+    async def main():
+        async with connect(f"wss://localhost:{port}/echo", ssl=_client_context(certs), max_size=None) as ws:
+            async def send_all():
+                for m in messages:
+                    await ws.send(m)
+            sender = asyncio.create_task(send_all())
+            await asyncio.sleep(0.3)  # the server's queue and the socket fill meanwhile
+            got = [await ws.recv() for _ in messages]
+            await sender
+            return got
+    assert asyncio.run(asyncio.wait_for(main(), 30)) == messages

@@ -122,8 +122,10 @@ ssize_t Session::read_result(ssize_t n) {
 }
 
 void Session::on_readable() {
-  // (Not from a stream that holds decrypted input: a read shorter than its
-  // record would leave the rest there with no event to come back for it.)
+  // (Not from a stream that holds input, TLS: there the body goes through
+  // the input buffer. A direct read would be safe now that the transport
+  // comes back for input the stream holds (has_buffered_input), but it was
+  // not measured.)
   if (phase_ == Phase::Active && !body_done_ && !discard_body_ && in_.empty() && decoder_.length_framed() &&
       !transport_->buffers_input()) {
     // Content-Length body with nothing else buffered: read straight into the

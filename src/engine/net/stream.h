@@ -49,6 +49,12 @@ class ByteStream {
   // The stream holds input of its own (decrypted TLS records): a read must
   // not ask for fewer bytes than a record, or the rest waits with no event.
   virtual bool buffers_input() const { return false; }
+  // Input is held in user space that a read() would return now (or the end
+  // of the stream, or an error) without the socket becoming readable: TLS
+  // records that came in the same recv() as others and did not fit in the
+  // caller's buffer, or arrived while the session was not reading. epoll
+  // will not report them, so the transport calls the session again.
+  virtual bool has_buffered_input() const { return false; }
   // While on, records that a read makes once the handshake is done (a TLS
   // 1.3 session ticket, sent after the client's Finished) stay in the stream:
   // they leave with the answer to what was read, in the same send(). The

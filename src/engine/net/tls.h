@@ -3,7 +3,11 @@
 // socket (TlsStream). No TLS code of our own: OpenSSL does the protocol; this
 // only configures it and adapts its calls to the ByteStream contract.
 //
-// Reading uses OpenSSL's socket BIO: records come straight from the socket.
+// Reading goes through a BIO of ours too: one recv() per read() takes what
+// the socket holds (up to 64 KiB) into a per-thread scratch area, OpenSSL
+// takes its records from there (OpenSSL's socket BIO makes two read(2) per
+// record, header and body), and what the caller's buffer had no room for is
+// kept (rin_, at most one recv's worth) and reported by has_buffered_input().
 // Writing goes through a BIO of ours that collects the records in a buffer
 // (cipher_), sent with one send() per call: OpenSSL's socket BIO makes one
 // write(2) per 16 KiB record, which on a 1 MiB download costs more than the
@@ -106,6 +110,7 @@ class TlsStream final : public ByteStream {
   bool sends_itself() const override { return true; }
   uint64_t sent_bytes() const override { return sent_bytes_; }
   bool buffers_input() const override { return true; }
+  bool has_buffered_input() const override;
   ssize_t flush_pending() override;
   void release_buffers() override;
   void hold_read_output(bool hold) override { hold_read_output_ = hold; }
@@ -116,11 +121,21 @@ class TlsStream final : public ByteStream {
   ssize_t result(int ret, size_t done);
   ssize_t write_plain(const char *data, size_t len);
   friend struct CipherBio;
+  friend struct CipherInBio;
 
   SSL *ssl_;
   int fd_;
   std::string gather_;  // iovecs joined, so that small pieces share a record
   Buffer cipher_;       // records OpenSSL wrote that the socket has not taken yet
+  // The read side: OpenSSL reads from in_view_ (set during read(): the
+  // scratch area after a recv, or rin_); what it did not take goes to rin_.
+  Buffer rin_;
+  const char *in_view_ = nullptr;
+  size_t in_view_len_ = 0;
+  bool eof_seen_ = false;  // the socket reported its end (OpenSSL sees it after the bytes before it)
+  bool finished_ = false;  // read() returned 0 or kFailed: nothing more to come back for
+  ssize_t deferred_ = 1;   // 0 or kFailed met after data: the next read() returns it (1: none)
+  int deferred_errno_ = 0;
   int send_errno_ = 0;  // a failed send(): reported by the next call
   mutable std::unique_ptr<TlsInfo> info_;
   bool failed_logged_ = false;

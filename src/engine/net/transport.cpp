@@ -18,6 +18,10 @@ constexpr uint64_t kMaxFileSend = 1u << 20;  // one sendfile call
 // Larger ones (streamed downloads) are written here: copying them for the
 // thread would cost what it saves, and their pace is the client's anyway.
 constexpr size_t kMaxThreadedSend = 64 * 1024;
+// Reads of input the stream holds (TLS records) in one readable event; more
+// waits for the engine's next turn (Engine::defer_readable), so that one
+// connection cannot keep the loop to itself.
+constexpr int kMaxBufferedReads = 16;
 
 size_t total_size(const iovec *iov, int count) {
   size_t total = 0;
@@ -30,6 +34,7 @@ Transport::Transport(Engine &server, std::unique_ptr<ByteStream> stream, SocketA
     : server_(server), stream_(std::move(stream)), peer_(std::move(peer)), local_(local) {}
 
 Transport::~Transport() {
+  if (deferred_) server_.forget_readable(this);
   for (OutChunk &chunk : out_)
     if (chunk.file_fd >= 0) ::close(chunk.file_fd);
 }
@@ -51,18 +56,36 @@ void Transport::on_io(uint32_t events) {
   if (events & EPOLLOUT) flush();
   if (closed_) return;
   if (events & EPOLLIN) {
-    // Records the reads make (a TLS session ticket) wait for the answer the
-    // session writes to what was read, and leave with it; what no write took
-    // along is sent here.
-    holding_ = true;
-    stream_->hold_read_output(true);
-    handler_->on_readable();
-    holding_ = false;
-    if (stream_ != nullptr) stream_->hold_read_output(false);
-    if (!closed_ && stream_->pending_output() > 0) flush();
+    readable_event();
   } else if (events & (EPOLLERR | EPOLLHUP)) {
     handler_->on_transport_failed();
   }
+}
+
+void Transport::readable_event() {
+  // Records the reads make (a TLS session ticket) wait for the answer the
+  // session writes to what was read, and leave with it; what no write took
+  // along is sent here.
+  holding_ = true;
+  stream_->hold_read_output(true);
+  handler_->on_readable();
+  // Input the stream holds (TLS records that came in the same recv() as
+  // those read) has no epoll event to come back for it: read on while the
+  // session wants to, a bounded number of times, then at the engine's next turn.
+  for (int i = 0; i < kMaxBufferedReads && buffered_readable(); ++i) handler_->on_readable();
+  holding_ = false;
+  if (closed_) return;
+  stream_->hold_read_output(false);
+  if (stream_->pending_output() > 0) flush();
+  if (buffered_readable()) {
+    deferred_ = true;
+    server_.defer_readable(this);
+  }
+}
+
+void Transport::on_deferred_readable() {
+  deferred_ = false;
+  if (buffered_readable()) readable_event();
 }
 
 void Transport::set_reading(bool reading) {
@@ -78,6 +101,12 @@ void Transport::update_interest() {
   if (want != interest_) {
     interest_ = want;
     if (registered_) server_.loop().modify(stream_->fd(), want, this);
+  }
+  // Reading again (or no longer blocked) with input held in user space:
+  // no event will come for it. (Within a readable event, on_io reads on.)
+  if (reading && !holding_ && !deferred_ && stream_->has_buffered_input()) {
+    deferred_ = true;
+    server_.defer_readable(this);
   }
 }
 
@@ -305,6 +334,10 @@ void Transport::flush() {
 void Transport::close() {
   if (closed_) return;
   closed_ = true;
+  if (deferred_) {
+    deferred_ = false;
+    server_.forget_readable(this);
+  }
   if (registered_) server_.loop().remove(stream_->fd());
   registered_ = false;
   // With a send in flight the fd stays open (its number must not be reused)

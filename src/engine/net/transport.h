@@ -56,6 +56,9 @@ class Transport final : public IoHandler {
   // calls); a second call does nothing.
   bool start();
   void on_io(uint32_t events) override;
+  // Engine::defer_readable's call: the stream holds input (TLS records) and
+  // the session reads again; handled as a readable event.
+  void on_deferred_readable();
 
   const SocketAddress &peer() const { return peer_; }
   const SocketAddress &local() const { return *local_; }
@@ -126,6 +129,11 @@ class Transport final : public IoHandler {
   bool send_via_thread(const iovec *iov, int count, size_t total);
   void update_interest();
   void fail(int err, const char *what);
+  // The session reads, and the stream holds input a read returns now.
+  bool buffered_readable() const {
+    return !closed_ && reading_ && !stream_->read_blocked() && stream_->has_buffered_input();
+  }
+  void readable_event();
 
   Engine &server_;
   std::unique_ptr<ByteStream> stream_;
@@ -144,6 +152,7 @@ class Transport final : public IoHandler {
   bool closed_ = false;
   bool holding_ = false;  // in on_io's readable event: the stream holds what its reads make
   bool send_in_flight_ = false;
+  bool deferred_ = false;  // listed with Engine::defer_readable
   void (*release_)(void *) = nullptr;
   void *release_ctx_ = nullptr;
 };
