@@ -1285,12 +1285,18 @@ void Session::run_tunnels() {
       // The Stream outlives the calls (streams are freed only from
       // dead_streams_, outside events); its tunnel may not (a WebSocket that
       // closes frees its transport, and so the tunnel).
-      for (int reads = 0; reads < 256 && stream != nullptr && stream->tunnel_ != nullptr; ++reads) {
+      bool more = false;
+      for (int reads = 0; stream != nullptr && stream->tunnel_ != nullptr; ++reads) {
         Transport *t = stream->tunnel_->transport();
         if (!t->reading() || (stream->body_buf_.empty() && !stream->body_done_)) break;
+        if (reads == 256) {
+          more = true;  // (a large window's worth: the rest after the other tunnels)
+          break;
+        }
         t->on_io(EPOLLIN);
         if (closed_) return;
       }
+      if (more) schedule_tunnel(id);
     }
   }
 }

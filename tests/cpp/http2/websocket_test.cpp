@@ -316,7 +316,8 @@ class Http2WebSocketTest : public ::testing::Test {
     stream->set_sink(&written);
     auto t = std::make_unique<Transport>(*server, std::move(owned), SocketAddress{false, "10.0.0.1", 1234}, &local);
     transport = t.get();
-    ASSERT_NE(server->start_session(std::move(t)), nullptr);
+    h2 = new Session(*server, std::move(t));
+    ASSERT_NE(server->adopt_session(h2, *transport), nullptr);
     client = std::make_unique<Client>(client_window, client_auto_window);
     stream->peer_send(client->drain());
     event(EPOLLIN);
@@ -361,6 +362,7 @@ class Http2WebSocketTest : public ::testing::Test {
   Transport *transport = nullptr;
   std::string written;
   std::unique_ptr<Client> client;
+  Session *h2 = nullptr;
 };
 
 TEST_F(Http2WebSocketTest, TheServerOffersExtendedConnectWhenWebSocketsAreOn) {
@@ -645,6 +647,31 @@ TEST_F(Http2WebSocketTest, DataBeforeTheAcceptIsReadAfterIt) {
   auto got = frames(id);
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].payload, "early");
+}
+
+}  // namespace
+}  // namespace pronghorn::http2
+
+namespace pronghorn::http2 {
+namespace {
+
+TEST_F(Http2WebSocketTest, AWindowHeldClosedResetsTheStreamAndTheWebSocketSees1006) {
+  start({}, 1000, false);
+  int32_t id = client->websocket();
+  pump();
+  Socket &s = *app.sockets[0];
+  std::string big(100000, 'b');
+  app_step([&] { s.session->send(false, big.data(), big.size()); });
+  uint64_t now = server->loop().now_ms();
+  server->begin_step();
+  h2->on_tick(now + 61000);
+  server->end_step();
+  pump();
+  EXPECT_TRUE(client->streams[id].reset_by_server);
+  EXPECT_EQ(client->streams[id].error_code, static_cast<uint32_t>(NGHTTP2_CANCEL));
+  EXPECT_EQ(s.detached_code, 1006);
+  EXPECT_EQ(server->active_requests(), 0u);
+  EXPECT_FALSE(transport->closed());
 }
 
 }  // namespace
