@@ -382,16 +382,36 @@ def test_a_websocket_whose_client_does_not_read_stalls_only_itself(server_factor
     assert c.frames(other) == [(1, b"not stalled")]
 
 
-def test_pings_go_out_on_the_tunnel(server_factory):
-    srv = server_factory(RAW, "--http2", "--ws-ping-interval", "0.2", "--ws-ping-timeout", "5")
+def test_pings_go_out_on_the_tunnel_and_a_missing_pong_closes_it(server_factory, ws_log):
+    srv = server_factory(RAW, "--http2", "--ws-ping-interval", "0.2", "--ws-ping-timeout", "0.5",
+                         env={"WS_TEST_LOG": str(ws_log)})
     c = Client(srv.addr)
     sid = c.websocket("/echo")
     (op, payload), = c.frames(sid, 1, timeout=5)
     assert op == 9
     c.send(sid, ws_frame(10, payload))  # the pong
     c.send(sid, ws_frame(1, b"after ping"))
-    frames = c.frames(sid, 1)
-    assert (1, b"after ping") in frames or any(op == 9 for op, _ in frames)
+    seen = []
+    for _ in range(10):
+        for op, payload in c.frames(sid, 1):
+            seen.append(op)
+            if op == 9:
+                c.send(sid, ws_frame(10, payload))
+            if (op, payload) == (1, b"after ping"):
+                break
+        else:
+            continue
+        break
+    assert 1 in seen
+    # Pings left unanswered: the server closes (1011, as on HTTP/1) and ends the stream.
+    other = c.websocket("/echo")
+    frames = []
+    deadline = time.monotonic() + 10
+    while not any(op == 8 for op, _ in frames) and time.monotonic() < deadline:
+        frames += c.frames(other, 1)
+    assert (8, struct.pack(">H", 1011) + b"keepalive ping timeout") in frames
+    c.pump(lambda: c.streams[other]["ended"] or c.streams[other]["reset"] is not None)
+    assert wait_log(ws_log, lambda e: e.get("path") == "/echo" and e["disconnect"]["code"] == 1011)
 
 
 def test_graceful_stop_closes_tunnelled_websockets_with_1001_then_goaway(server_factory, ws_log):
