@@ -12,6 +12,9 @@
 // piece (header timeout, the stall rule, the keep-alive PING); held requests
 // are finished each in one of the application's ways (answer, abort, fail,
 // send_file, writes until Blocked), chosen by the input's bytes in turn.
+// WebSockets over HTTP/2 (RFC 8441 extended CONNECT) are accepted at once
+// or, when held, accepted or denied; an accepted one echoes every message
+// (its frames come in the stream's DATA) and must be detached by the end.
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -27,6 +30,7 @@
 #include "engine/http2/session.h"
 #include "engine/net/memory_stream.h"
 #include "engine/net/transport.h"
+#include "engine/ws/session.h"
 
 namespace {
 
@@ -42,10 +46,41 @@ using namespace pronghorn;
 
 struct Request;
 std::set<Request *> live;
+struct WebSocket;
+std::set<WebSocket *> live_ws;
+
+// An accepted WebSocket: echoes what it receives until the session lets go.
+struct WebSocket final : ws::MessageObserver {
+  ws::Session *session = nullptr;
+  void on_message() override {
+    ws::Message m;
+    while (session != nullptr && session->take_message(m))
+      if (session->send(m.text, m.data.data(), m.data.size()) == http::WriteStatus::Closed) break;
+  }
+  void on_writable() override {}
+  void on_detach(uint16_t, std::string_view) override {
+    session = nullptr;
+    live_ws.erase(this);
+    delete this;
+  }
+};
+
+// Accepts a WebSocket handshake (the exchange lets go of its observer).
+void accept_websocket(http::Exchange &exchange) {
+  const char *error = nullptr;
+  ws::Session *session = exchange.accept_websocket("", {{"x-fuzz", "1"}}, &error);
+  CHECK(error == nullptr);
+  if (session == nullptr) return;
+  auto *ws = new WebSocket;
+  ws->session = session;
+  live_ws.insert(ws);
+  session->attach(ws);  // may detach (and free) it at once
+}
 
 struct Request final : http::ExchangeObserver {
   http::Exchange *exchange = nullptr;
   bool detached = false;
+  bool websocket = false;
   void on_body_ready() override {
     if (exchange == nullptr) return;
     Buffer &buf = exchange->body_buffer();
@@ -85,7 +120,15 @@ int response_file() {
 
 // Finishes a held request in one of the ways an application can; may
 // detach (and free) the request.
-void finish(http::Exchange &exchange, uint8_t how) {
+void finish(Request &request, uint8_t how) {
+  http::Exchange &exchange = *request.exchange;
+  if (request.websocket && how % 2 == 0) {
+    // Accepted: the exchange drops the request without on_detach.
+    live.erase(&request);
+    delete &request;
+    accept_websocket(exchange);
+    return;
+  }
   switch (how % 5) {
     case 0: answer(exchange); break;
     case 1: exchange.abort(); break;
@@ -111,8 +154,13 @@ struct App final : http::RequestDispatcher {
   bool answer_now = true;
   void on_request(http::Exchange &exchange, const http::RequestHead &head) override {
     CHECK(head.http_version == "2");
+    if (head.websocket != nullptr && answer_now) {
+      accept_websocket(exchange);
+      return;
+    }
     auto *request = new Request;
     request->exchange = &exchange;
+    request->websocket = head.websocket != nullptr;
     live.insert(request);
     exchange.attach(request);
     if (answer_now) answer(exchange);  // may detach (and free) the request
@@ -185,12 +233,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     std::set<Request *> held = live;
     size_t next = 0;
     for (Request *request : held)
-      if (live.count(request) != 0 && request->exchange != nullptr) finish(*request->exchange, data[next++ % size]);
+      if (live.count(request) != 0 && request->exchange != nullptr) finish(*request, data[next++ % size]);
     server.end_step();
     for (int i = 0; i < 64 && !transport->closed() && transport->queued_bytes() > 0; ++i) event(EPOLLOUT);
   }
   if (!transport->closed()) session->close_now(true);
-  CHECK(live.empty());  // every exchange was detached
+  CHECK(live.empty());     // every exchange was detached
+  CHECK(live_ws.empty());  // and every WebSocket (the connection's close drops them)
   CHECK(server.active_requests() == 0);
   server.run_once(0);  // frees the session
   return 0;

@@ -61,7 +61,8 @@ OPTIONS: tuple[Option, ...] = (
            choices=("auto", "h11", "httptools", "zttp")),
     Option("http2", "--http2", "flag", False,
            "Enable HTTP/2: ALPN h2 on TLS (preferred over http/1.1 when the client offers both) and h2c with "
-           "prior knowledge on the plain port, as uvicorn's --http2 (which Pronghorn allows with any --http value). "
+           "prior knowledge on the plain port, as uvicorn's --http2 (which Pronghorn allows with any --http value); "
+           "WebSockets over HTTP/2 (RFC 8441 extended CONNECT) unless --ws none. "
            "Off by default, so that a uvicorn deployment is served as before.",
            to="engine"),
     Option("http2_max_concurrent_streams", "--http2-max-concurrent-streams", "int", 100,

@@ -179,8 +179,10 @@ Session *Engine::adopt_session(Session *session, Transport &t) {
   session->next = sessions_;
   if (sessions_ != nullptr) sessions_->prev = session;
   sessions_ = session;
-  ++connection_count_;
-  if (config_.metrics != nullptr) config_.metrics->open_connections.set(connection_count_);
+  if (!session->tunnelled) {
+    ++connection_count_;
+    if (config_.metrics != nullptr) config_.metrics->open_connections.set(connection_count_);
+  }
   if (!session->start()) {
     session->close_now(false);
     return nullptr;
@@ -284,8 +286,10 @@ void Engine::retire(Session *session) {
     sessions_ = session->next;
   if (session->next != nullptr) session->next->prev = session->prev;
   session->prev = session->next = nullptr;
-  --connection_count_;
-  if (config_.metrics != nullptr) config_.metrics->open_connections.set(connection_count_);
+  if (!session->tunnelled) {
+    --connection_count_;
+    if (config_.metrics != nullptr) config_.metrics->open_connections.set(connection_count_);
+  }
   // The send thread still uses its fd: the transport releases the session
   // when the send is reported.
   if (session->send_in_flight()) return;

@@ -42,6 +42,9 @@ class Session {
   Session *prev = nullptr;
   Session *next = nullptr;
   bool head_listed = false;  // in the server's list of held heads
+  // Runs inside another session's connection (a WebSocket in an HTTP/2
+  // stream): not a connection of its own in connection_count().
+  bool tunnelled = false;
 };
 
 }  // namespace pronghorn

@@ -1,5 +1,6 @@
 #include "engine/http2/session.h"
 
+#include <sys/epoll.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,6 +15,9 @@
 #include "engine/log.h"
 #include "engine/metrics.h"
 #include "engine/text.h"
+#include "engine/ws/deflate.h"
+#include "engine/ws/handshake.h"
+#include "engine/ws/session.h"
 
 namespace pronghorn::http2 {
 
@@ -122,6 +126,132 @@ const char *peer_host(const SocketAddress &address) {
 }
 }  // namespace
 
+// ============================================================== Tunnel
+
+// The ByteStream of a WebSocket over HTTP/2 (RFC 8441): reads take the
+// stream's received DATA (and open its window by what they take, so a
+// WebSocket whose queue is full stops its client, not the connection);
+// writes become the stream's DATA frames (its response body buffer, framed
+// as the client's windows allow). Bytes not framed yet are its
+// pending_output(), so the WebSocket session's Blocked/on_writable follow
+// the client's window. No fd: the HTTP/2 session drives its transport with
+// on_io() (EPOLLIN when DATA came, EPOLLOUT when its bytes were framed,
+// EPOLLHUP when the stream ended). Freed with that transport: the stream
+// then ends with END_STREAM once its bytes are out.
+class Tunnel final : public ByteStream {
+ public:
+  Tunnel(Session &session, Stream &stream) : session_(&session), stream_(&stream) {}
+  ~Tunnel() override;
+  Tunnel(const Tunnel &) = delete;
+  Tunnel &operator=(const Tunnel &) = delete;
+
+  void set_transport(Transport *transport) { transport_ = transport; }
+  Transport *transport() const { return transport_; }
+  // The stream or the connection is gone: reads and writes fail from now.
+  void detach() {
+    session_ = nullptr;
+    stream_ = nullptr;
+  }
+  void framed(size_t n) { framed_ += n; }
+
+  ssize_t read(char *buf, size_t len) override;
+  ssize_t writev(const iovec *iov, int count) override;
+  ssize_t send_file(int, off_t *, size_t) override {
+    errno = EOPNOTSUPP;  // (a WebSocket session sends no files)
+    return kFailed;
+  }
+  // The end of the stream is sent when the WebSocket session lets go.
+  void shutdown_write() override {}
+  int fd() const override { return -1; }
+  const TlsInfo *tls_info() const override { return session_ != nullptr ? session_->transport_->tls() : nullptr; }
+  size_t pending_output() const override { return stream_ != nullptr ? stream_->out_.size() : 0; }
+  // Progress for the transport's write-stall clock: bytes framed since the last call.
+  ssize_t flush_pending() override {
+    uint64_t n = framed_ - reported_;
+    reported_ = framed_;
+    return static_cast<ssize_t>(n);
+  }
+  bool sends_itself() const override { return true; }
+  uint64_t sent_bytes() const override { return framed_; }
+  void interest_changed(uint32_t events) override {
+    // Reading resumed (the WebSocket's queue has room) with input waiting.
+    if ((events & EPOLLIN) != 0 && stream_ != nullptr && (!stream_->body_buf_.empty() || stream_->body_done_))
+      session_->schedule_tunnel(stream_->id_);
+  }
+
+ private:
+  Session *session_;
+  Stream *stream_;
+  Transport *transport_ = nullptr;
+  uint64_t framed_ = 0;  // bytes of this tunnel nghttp2 has framed
+  uint64_t reported_ = 0;
+};
+
+Tunnel::~Tunnel() {
+  if (stream_ == nullptr) return;
+  Stream &stream = *stream_;
+  Session &session = *session_;
+  stream.tunnel_ = nullptr;
+  if (session.closed_) return;
+  // Input the WebSocket will not read: its window is given back (later DATA
+  // is dropped as for any ended exchange).
+  if (stream.unconsumed_ > 0) {
+    nghttp2_session_consume_stream(session.ng_, stream.id_, stream.unconsumed_);
+    stream.unconsumed_ = 0;
+  }
+  stream.body_buf_.consume(stream.body_buf_.size());
+  stream.body_buf_.release_if_empty();
+  // END_STREAM follows the last bytes (the close frame): the stream's half
+  // of a TCP close (RFC 8441 §4).
+  stream.eof_ = true;
+  stream.last_progress_ms_ = session.server_.loop().now_ms();  // the stall rule, should the window stay closed
+  if (stream.deferred_) {
+    stream.deferred_ = false;
+    nghttp2_session_resume_data(session.ng_, stream.id_);
+  }
+  session.want_send();
+}
+
+ssize_t Tunnel::read(char *buf, size_t len) {
+  if (stream_ == nullptr) {
+    errno = ECONNRESET;
+    return kFailed;
+  }
+  Buffer &in = stream_->body_buf_;
+  if (in.empty()) return stream_->body_done_ ? 0 : kWouldBlock;
+  size_t n = std::min(len, in.size());
+  memcpy(buf, in.data(), n);
+  in.consume(n);
+  in.release_if_empty();
+  // The stream's window opens by what the WebSocket took.
+  stream_->unconsumed_ -= std::min(stream_->unconsumed_, n);
+  nghttp2_session_consume_stream(session_->ng_, stream_->id_, n);
+  session_->want_send();
+  return static_cast<ssize_t>(n);
+}
+
+ssize_t Tunnel::writev(const iovec *iov, int count) {
+  if (stream_ == nullptr || session_->closed_) {
+    errno = ECONNRESET;
+    return kFailed;
+  }
+  Stream &stream = *stream_;
+  // The stall rule measures how long output waits for the client's window.
+  if (!stream.has_output()) stream.last_progress_ms_ = session_->server_.loop().now_ms();
+  size_t total = 0;
+  for (int i = 0; i < count; ++i) {
+    stream.out_.append(static_cast<const char *>(iov[i].iov_base), iov[i].iov_len);
+    total += iov[i].iov_len;
+  }
+  // (Framing progress is reported back, EPOLLOUT, from read_body.)
+  if (stream.deferred_) {
+    stream.deferred_ = false;
+    nghttp2_session_resume_data(session_->ng_, stream.id_);
+  }
+  session_->want_send();
+  return static_cast<ssize_t>(total);
+}
+
 // ============================================================== Stream
 
 const SocketAddress &Stream::peer() const {
@@ -229,7 +359,9 @@ const char *Stream::start_response(int status, const http::HeaderList &headers) 
   response_ = Response::Started;
   status_ = status;
   last_progress_ms_ = session_.server_.loop().now_ms();
-  if (config.access_log) {
+  // (A WebSocket handshake's outcome is logged by the application side, as
+  // on HTTP/1: "WebSocket /path" [accepted], or its denial's status.)
+  if (config.access_log && !websocket_) {
     if (const http::AccessLogFormat *format = config.access_format.get()) {
       const std::vector<std::string> &wanted = format->response_headers();
       for (const auto &[name, value] : headers)
@@ -381,7 +513,12 @@ ssize_t Stream::read_body(nghttp2_session *, int32_t, uint8_t *buf, size_t lengt
     stream.end_framed_ = true;
   }
   stream.last_progress_ms_ = stream.session_.server_.loop().now_ms();
-  if (stream.wants_writable_ && left <= kStreamOutLow) {
+  if (stream.tunnel_ != nullptr) {
+    // A WebSocket's bytes left its buffer: its session hears of it (EPOLLOUT).
+    stream.tunnel_->framed(n);
+    std::vector<int32_t> &writable = stream.session_.writable_;
+    if (writable.empty() || writable.back() != stream.id_) writable.push_back(stream.id_);
+  } else if (stream.wants_writable_ && left <= kStreamOutLow) {
     stream.wants_writable_ = false;
     stream.session_.writable_.push_back(stream.id_);
   }
@@ -439,6 +576,78 @@ void Stream::answer_error(int status) {
   http::HeaderList headers{{"content-type", "text/plain; charset=utf-8"}, {"content-length", length}};
   if (start_response(status, headers) == nullptr) write_body(body.data(), body.size(), false);
   if (!ended_) end_exchange(http::Detach::Complete);
+}
+
+void Stream::refuse_websocket(int status, const char *reason) {
+  log(LogLevel::Debug, "%s:%d - WebSocket handshake refused: %s (HTTP/2 stream %d)", peer_host(peer()), peer().port,
+      reason, id_);
+  std::string body = "Failed to open a WebSocket connection: ";
+  body.append(reason);
+  body.append(".\n");
+  std::string length = std::to_string(body.size());
+  http::HeaderList headers{{"content-type", "text/plain; charset=utf-8"}, {"content-length", length}};
+  // RFC 6455 §4.4: the versions this server speaks.
+  if (status == 426) headers.emplace_back("sec-websocket-version", "13");
+  if (start_response(status, headers) == nullptr) write_body(body.data(), body.size(), false);
+  if (!ended_) end_exchange(http::Detach::Complete);
+}
+
+ws::Session *Stream::accept_websocket(std::string_view subprotocol, const http::HeaderList &headers,
+                                      const char **error) {
+  *error = nullptr;
+  if (!websocket_ || session_.closed_ || ended_ || response_ != Response::NotStarted) return nullptr;
+  Engine &server = session_.server_;
+  const ws::Settings &settings = server.config().ws;
+  ws::DeflateParams deflate;
+  std::string extension;
+  bool compress = false;
+  if (settings.per_message_deflate && !ws_extensions_.empty()) {
+    std::vector<std::string_view> offers(ws_extensions_.begin(), ws_extensions_.end());
+    compress = ws::negotiate_deflate(offers.data(), offers.size(), deflate, extension);
+  }
+  // RFC 8441 §5: a 2xx answers the CONNECT; no Sec-WebSocket-Accept (there
+  // was no key). A 2xx to CONNECT has no content-length (RFC 9110 §9.3.6):
+  // one the application gives is left out, as it would frame the tunnel.
+  http::HeaderList all;
+  all.reserve(headers.size() + 2);
+  if (compress) all.emplace_back("sec-websocket-extensions", extension);
+  if (!subprotocol.empty()) all.emplace_back("sec-websocket-protocol", subprotocol);
+  for (const auto &header : headers)
+    if (!http1::iequals(header.first, "content-length")) all.push_back(header);
+  *error = start_response(200, all);
+  if (*error != nullptr) return nullptr;
+  // Not submitted: the stream is gone (its reset detaches the observer).
+  if (response_ != Response::Started) return nullptr;
+  // Not a streaming response: a graceful stop closes the WebSocket (1001)
+  // rather than cutting the stream.
+  response_ = Response::Done;
+  // As an HTTP exchange the handshake ends here (HTTP/1 counts its 101 the
+  // same way); the request stays active until the WebSocket closes
+  // (ws::Session::close_now ends it).
+  if (counted_) {
+    counted_ = false;
+    if (metrics::WorkerSlot *m = server.metrics()) m->request_ended(metrics::method_of(method_), 200, 0, false);
+  }
+  http::ExchangeObserver *observer = observer_;
+  observer_ = nullptr;
+  ended_ = true;
+  auto owned = std::make_unique<Tunnel>(session_, *this);
+  Tunnel *tunnel = owned.get();
+  tunnel_ = tunnel;
+  auto transport = std::make_unique<Transport>(server, std::move(owned), peer(), &local());
+  Transport &t = *transport;
+  tunnel->set_transport(&t);
+  t.set_counts_bytes(false);
+  t.start();
+  auto *ws_session = new ws::Session(server, std::move(transport), compress ? &deflate : nullptr);
+  ws_session->tunnelled = true;
+  if (server.adopt_session(ws_session, t) == nullptr) {
+    if (observer != nullptr) observer->on_detach(http::Detach::ClientGone);
+    return nullptr;
+  }
+  // DATA that came with or after the CONNECT (within the stream's window)
+  // is read once the application side attaches (the transport's reading).
+  return ws_session;
 }
 
 void Stream::fail() {
@@ -502,8 +711,10 @@ Session::Session(Engine &server, std::unique_ptr<Transport> transport)
 }
 
 Session::~Session() {
-  for (auto &[id, stream] : streams_)
+  for (auto &[id, stream] : streams_) {
     if (stream->file_fd_ >= 0) ::close(stream->file_fd_);
+    if (stream->tunnel_ != nullptr) stream->tunnel_->detach();
+  }
   if (ng_ != nullptr) nghttp2_session_del(ng_);
 }
 
@@ -523,8 +734,14 @@ bool Session::start() {
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, settings.initial_window_size},
       {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, settings.max_frame_size},
       {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, settings.max_header_list_size},
+      // RFC 8441: WebSockets over extended CONNECT, when WebSockets are on.
+      // Without it nghttp2 refuses a :protocol pseudo-header (the stream is
+      // malformed: RST_STREAM PROTOCOL_ERROR).
+      {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1},
   };
-  int rv = nghttp2_submit_settings(ng_, NGHTTP2_FLAG_NONE, entries, sizeof entries / sizeof entries[0]);
+  size_t count = sizeof entries / sizeof entries[0];
+  if (!server_.config().ws.enabled) --count;
+  int rv = nghttp2_submit_settings(ng_, NGHTTP2_FLAG_NONE, entries, count);
   if (rv != 0) {
     log(LogLevel::Error, "HTTP/2 SETTINGS rejected: %s", nghttp2_strerror(rv));
     return false;
@@ -599,6 +816,8 @@ void Session::process_input() {
     if (stream != nullptr && stream->observer_ != nullptr) stream->observer_->on_body_ready();
     if (closed_) return;
   }
+  run_tunnels();
+  if (closed_) return;
   send_pending();
 }
 
@@ -608,8 +827,9 @@ void Session::dispatch(Stream &stream) {
   server_.request_started();
   stream.counted_ = true;
   if (server_.metrics() != nullptr) stream.metrics_start_ns_ = clock_ns(CLOCK_MONOTONIC);
-  // (CONNECT has no :path: its target is the authority, RFC 9113 §8.5.)
-  std::string_view target = stream.method_ == "CONNECT" ? stream.authority_ : stream.path_;
+  // (CONNECT has no :path: its target is the authority, RFC 9113 §8.5; an
+  // extended CONNECT has one, RFC 8441 §4.)
+  std::string_view target = stream.method_ == "CONNECT" && stream.protocol_.empty() ? stream.authority_ : stream.path_;
   if (config.access_log) {
     http::append_log_target(stream.log_target_, config.root_path, target);
     if (const http::AccessLogFormat *format = config.access_format.get()) {
@@ -650,10 +870,23 @@ void Session::dispatch(Stream &stream) {
       }
     }
   }
-  if (stream.method_ == "CONNECT") {
+  if (stream.method_ == "CONNECT" && stream.protocol_.empty()) {
     // A tunnel: this is not a proxy (HTTP/1 answers CONNECT 405 as well).
     stream.answer_error(405);
     return;
+  }
+  bool websocket = false;
+  if (!stream.protocol_.empty()) {
+    // RFC 8441 extended CONNECT (nghttp2 checked its form: CONNECT with
+    // :scheme, :path and :authority, and only once our SETTINGS offered it).
+    // The one protocol spoken is WebSocket: any other is not implemented.
+    if (stream.protocol_ != "websocket" || stream.method_ != "CONNECT" || !config.ws.enabled) {
+      log(LogLevel::Warning, "Unsupported :protocol \"%s\" from %s:%d (HTTP/2 stream %d)", stream.protocol_.c_str(),
+          peer_host(transport_->peer()), transport_->peer().port, stream.id_);
+      stream.answer_error(501);
+      return;
+    }
+    websocket = true;
   }
   http::RequestHead head;
   head.method = stream.method_;
@@ -668,6 +901,20 @@ void Session::dispatch(Stream &stream) {
     if (stream.has_host_ && head.host.empty() && name == "host") head.host = value;
   }
   if (head.host.empty()) head.host = stream.authority_;
+  if (websocket) {
+    ws::HandshakeCheck check = ws::check_extended_connect(head);
+    if (check.status != 0) {
+      stream.refuse_websocket(check.status, check.reason);
+      return;
+    }
+    stream.websocket_ = true;
+    // The application side logs the handshake ("WebSocket /path" ...), not the stream.
+    stream.log_pending_ = false;
+    stream.ws_extensions_.assign(check.extensions.begin(), check.extensions.end());
+    head.websocket = &check;
+    server_.dispatcher()->on_request(stream, head);
+    return;
+  }
   server_.dispatcher()->on_request(stream, head);
 }
 
@@ -761,7 +1008,14 @@ void Session::send_pending() {
   writable.swap(writable_);
   for (int32_t id : writable) {
     Stream *stream = find(id);
-    if (stream != nullptr && stream->observer_ != nullptr) stream->observer_->on_writable();
+    if (stream != nullptr && stream->tunnel_ != nullptr)
+      stream->tunnel_->transport()->on_io(EPOLLOUT);  // its WebSocket's bytes were framed
+    else if (stream != nullptr && stream->observer_ != nullptr)
+      stream->observer_->on_writable();
+    if (closed_) return;
+  }
+  if (!tunnel_hups_.empty() || !tunnel_ready_.empty()) {
+    run_tunnels();
     if (closed_) return;
   }
   // Over: after a protocol error or a GOAWAY both ways, or a graceful stop
@@ -994,9 +1248,57 @@ void Session::close_now(bool disconnected) {
   closed_ = true;
   // Whatever the reason, an exchange still open did not complete.
   (void)disconnected;
-  for (auto &[id, stream] : streams_) stream->end_exchange(http::Detach::ClientGone);
+  // Tunnelled WebSockets lose their connection: they see it drop (1006).
+  std::vector<Transport *> tunnels;
+  tunnels.swap(tunnel_hups_);
+  for (auto &[id, stream] : streams_) {
+    if (stream->tunnel_ != nullptr) {
+      tunnels.push_back(stream->tunnel_->transport());
+      stream->tunnel_->detach();
+      stream->tunnel_ = nullptr;
+    }
+    stream->end_exchange(http::Detach::ClientGone);
+  }
   transport_->close();
   server_.retire(this);
+  for (Transport *t : tunnels) t->on_io(EPOLLHUP);
+}
+
+void Session::schedule_tunnel(int32_t id) {
+  if (tunnel_ready_.empty() || tunnel_ready_.back() != id) tunnel_ready_.push_back(id);
+  want_send();
+}
+
+void Session::run_tunnels() {
+  if (closed_ || in_nghttp2_) return;
+  // (Bounded: a WebSocket session reads what is there each time, and one
+  // that stops reading leaves its input for later.)
+  for (int round = 0; round < 64 && (!tunnel_hups_.empty() || !tunnel_ready_.empty()); ++round) {
+    std::vector<Transport *> hups;
+    hups.swap(tunnel_hups_);
+    for (Transport *t : hups) t->on_io(EPOLLHUP);
+    if (closed_) return;
+    std::vector<int32_t> ready;
+    ready.swap(tunnel_ready_);
+    for (int32_t id : ready) {
+      Stream *stream = find(id);
+      // The Stream outlives the calls (streams are freed only from
+      // dead_streams_, outside events); its tunnel may not (a WebSocket that
+      // closes frees its transport, and so the tunnel).
+      bool more = false;
+      for (int reads = 0; stream != nullptr && stream->tunnel_ != nullptr; ++reads) {
+        Transport *t = stream->tunnel_->transport();
+        if (!t->reading() || (stream->body_buf_.empty() && !stream->body_done_)) break;
+        if (reads == 256) {
+          more = true;  // (a large window's worth: the rest after the other tunnels)
+          break;
+        }
+        t->on_io(EPOLLIN);
+        if (closed_) return;
+      }
+      if (more) schedule_tunnel(id);
+    }
+  }
 }
 
 void Session::retire_stream(int32_t id) {
@@ -1103,6 +1405,8 @@ int Session::on_header(nghttp2_session *, const nghttp2_frame *frame, const uint
       stream->authority_.assign(v);
     else if (n == ":scheme")
       stream->scheme_.assign(v);
+    else if (n == ":protocol")
+      stream->protocol_.assign(v);
     return 0;
   }
   if (n == "host") stream->has_host_ = true;
@@ -1151,6 +1455,7 @@ int Session::on_frame_recv(nghttp2_session *, const nghttp2_frame *frame, void *
         // Trailers: accepted and not passed on (ASGI has no request trailers).
         stream->body_done_ = true;
         self.body_ready_.push_back(stream->id_);
+        if (stream->tunnel_ != nullptr) self.tunnel_ready_.push_back(stream->id_);
       }
       break;
     }
@@ -1164,6 +1469,8 @@ int Session::on_frame_recv(nghttp2_session *, const nghttp2_frame *frame, void *
         if (Stream *stream = self.find(frame->hd.stream_id)) {
           stream->body_done_ = true;
           self.body_ready_.push_back(stream->id_);
+          // A WebSocket's client ended its side: as a TCP FIN, read as the end.
+          if (stream->tunnel_ != nullptr) self.tunnel_ready_.push_back(stream->id_);
         }
       }
       break;
@@ -1180,6 +1487,13 @@ int Session::on_data_chunk(nghttp2_session *ng, uint8_t, int32_t stream_id, cons
   nghttp2_session_consume_connection(ng, len);
   Stream *stream = self.find(stream_id);
   if (stream == nullptr) return 0;
+  if (stream->tunnel_ != nullptr) {
+    // A WebSocket's bytes: its session reads them (and opens the window).
+    stream->body_buf_.append(reinterpret_cast<const char *>(data), len);
+    stream->unconsumed_ += len;
+    if (self.tunnel_ready_.empty() || self.tunnel_ready_.back() != stream_id) self.tunnel_ready_.push_back(stream_id);
+    return 0;
+  }
   if (stream->ended_) {
     // The response is complete: the rest of the body is not wanted.
     nghttp2_session_consume_stream(ng, stream_id, len);
@@ -1261,6 +1575,14 @@ int Session::on_stream_close(nghttp2_session *ng, int32_t stream_id, uint32_t er
   if (stream->file_fd_ >= 0) {
     ::close(stream->file_fd_);
     stream->file_fd_ = -1;
+  }
+  if (stream->tunnel_ != nullptr) {
+    // The stream ended (reset either way, or closed) under its WebSocket:
+    // as a dropped TCP connection, the WebSocket sees 1006 (run_tunnels,
+    // once nghttp2 has returned).
+    self.tunnel_hups_.push_back(stream->tunnel_->transport());
+    stream->tunnel_->detach();
+    stream->tunnel_ = nullptr;
   }
   // Reset by the client (or by us) before the response was complete.
   if (!stream->ended_) {

@@ -34,9 +34,14 @@ namespace pronghorn {
 class Engine;
 }
 
+namespace pronghorn::ws {
+class Session;
+}
+
 namespace pronghorn::http2 {
 
 class Session;
+class Tunnel;
 
 // One request stream: the Exchange the application sees.
 class Stream final : public http::Exchange {
@@ -64,14 +69,15 @@ class Stream final : public http::Exchange {
   http::WriteStatus send_file(int file_fd, uint64_t offset, uint64_t len) override;
   void fail() override;
   void abort() override;
-  // WebSockets over HTTP/2 (RFC 8441) are not offered: never called.
-  ws::Session *accept_websocket(std::string_view, const http::HeaderList &, const char **error) override {
-    *error = "WebSockets over HTTP/2 are not supported";
-    return nullptr;
-  }
+  // A WebSocket over HTTP/2 (RFC 8441 extended CONNECT): the 200 response
+  // goes out without END_STREAM, and a ws::Session runs on a Transport over
+  // this stream's DATA frames (a Tunnel).
+  ws::Session *accept_websocket(std::string_view subprotocol, const http::HeaderList &headers,
+                                const char **error) override;
 
  private:
   friend class Session;
+  friend class Tunnel;
   enum class Response { NotStarted, Started, Done };
 
   // nghttp2's data source: the next DATA payload from the body buffer or the file.
@@ -91,6 +97,8 @@ class Stream final : public http::Exchange {
   // wait for the client's window: what the stall rule watches.
   bool output_waiting() const { return has_output() || ((eof_ || cut_) && !no_body_ && !end_framed_); }
   void write_access_log();
+  // A WebSocket handshake refused (426, as HTTP/1 answers it).
+  void refuse_websocket(int status, const char *reason);
 
   Session &session_;
   int32_t id_;
@@ -100,6 +108,7 @@ class Stream final : public http::Exchange {
   std::string method_, path_, authority_, scheme_;
   SocketAddress log_client_;  // see set_log_client()
   bool has_log_client_ = false;
+  std::string protocol_;  // :protocol (RFC 8441 extended CONNECT)
   std::vector<std::pair<std::string, std::string>> headers_;
   size_t header_bytes_ = 0;  // as SETTINGS_MAX_HEADER_LIST_SIZE counts them
   int head_error_ = 0;       // a status to answer instead of dispatching (431)
@@ -112,6 +121,14 @@ class Stream final : public http::Exchange {
   Buffer body_buf_;
   bool body_done_ = false;
   size_t unconsumed_ = 0;  // received bytes not yet given back to the stream's window
+
+  // ---- a WebSocket (RFC 8441) ----
+  bool websocket_ = false;                  // dispatched as a WebSocket handshake
+  std::vector<std::string> ws_extensions_;  // Sec-WebSocket-Extensions offers, for the accept
+  // Once accepted: the ByteStream that the WebSocket session's transport
+  // reads this stream's DATA from and writes its frames through (nullptr
+  // once the WebSocket session let go, or the stream ended first).
+  Tunnel *tunnel_ = nullptr;
 
   // ---- the response ----
   Response response_ = Response::NotStarted;
@@ -158,7 +175,10 @@ class Session final : public pronghorn::Session, private TransportHandler {
   void close_now(bool disconnected) override;
   void cut_for_stop() override;
   // Frames what the streams have ready (the server calls this when a step ends).
-  void send_held_head() override { send_pending(); }
+  void send_held_head() override {
+    run_tunnels();
+    send_pending();
+  }
   bool send_in_flight() const override { return transport_->send_in_flight(); }
   void on_released() override;
 
@@ -169,6 +189,7 @@ class Session final : public pronghorn::Session, private TransportHandler {
 
  private:
   friend class Stream;
+  friend class Tunnel;
 
   // ---- TransportHandler ----
   void on_readable() override;
@@ -230,6 +251,11 @@ class Session final : public pronghorn::Session, private TransportHandler {
   void send_final_goaway();
   void retire_stream(int32_t id);
   Stream *find(int32_t id);
+  // Tells tunnelled WebSockets what happened on their streams (outside
+  // nghttp2's callbacks): input or its end (tunnel_ready_), the stream gone
+  // (tunnel_hups_: EPOLLHUP, the WebSocket sees the connection drop).
+  void run_tunnels();
+  void schedule_tunnel(int32_t id);
 
   Engine &server_;
   std::unique_ptr<Transport> transport_;
@@ -241,6 +267,10 @@ class Session final : public pronghorn::Session, private TransportHandler {
   std::vector<int32_t> to_dispatch_;
   std::vector<int32_t> body_ready_;
   std::vector<int32_t> writable_;
+  std::vector<int32_t> tunnel_ready_;
+  // Transports of tunnels whose stream closed (valid until the event ends:
+  // a session is freed only after its batch of events).
+  std::vector<Transport *> tunnel_hups_;
   std::string batch_;  // frames gathered for one transport write
   struct OutPiece {
     const char *external;  // a payload in a stream's buffer; nullptr: batch_[offset, offset + len)

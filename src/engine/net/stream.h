@@ -61,6 +61,11 @@ class ByteStream {
   // transport turns it on around a readable event and sends what is left
   // after it.
   virtual void hold_read_output(bool) {}
+  // A stream without an fd (no epoll registration) learns the events its
+  // transport now waits for: the stream that drives it with on_io() (a
+  // WebSocket tunnelled in an HTTP/2 stream) delivers input once reading
+  // resumes.
+  virtual void interest_changed(uint32_t) {}
 };
 
 // A connected, non-blocking socket (TCP or Unix). Owns and closes the fd.

@@ -100,7 +100,10 @@ void Transport::update_interest() {
   uint32_t want = (reading ? EPOLLIN : 0u) | (writing ? static_cast<uint32_t>(EPOLLOUT) : 0u);
   if (want != interest_) {
     interest_ = want;
-    if (registered_) server_.loop().modify(stream_->fd(), want, this);
+    if (registered_)
+      server_.loop().modify(stream_->fd(), want, this);
+    else
+      stream_->interest_changed(want);
   }
   // Reading again (or no longer blocked) with input held in user space:
   // no event will come for it. (Within a readable event, on_io reads on.)
@@ -115,7 +118,8 @@ ssize_t Transport::read_into(char *dst, size_t len) {
   bool was_idle = output_idle();
   ssize_t n = stream_->read(dst, len);
   if (n > 0) {
-    if (metrics::WorkerSlot *m = server_.metrics()) m->received_bytes.add(static_cast<uint64_t>(n));
+    if (metrics::WorkerSlot *m = counts_bytes_ ? server_.metrics() : nullptr)
+      m->received_bytes.add(static_cast<uint64_t>(n));
   }
   if (n == kFailed) {
     int err = errno;
@@ -179,7 +183,7 @@ bool Transport::send(iovec *iov, int count) {
     }
     if (n > 0) {
       written = static_cast<size_t>(n);
-      if (metrics::WorkerSlot *m = server_.metrics()) m->sent_bytes.add(written);
+      if (metrics::WorkerSlot *m = counts_bytes_ ? server_.metrics() : nullptr) m->sent_bytes.add(written);
     }
     // The write-stall clock: it starts when output stops being idle, and
     // moves on when the socket takes bytes (a TLS stream's writev reports
@@ -243,7 +247,7 @@ bool Transport::send_via_thread(const iovec *iov, int count, size_t total) {
 void Transport::on_send_done(SendThread::Done &done) {
   send_in_flight_ = false;
   // Counted here, on the loop thread: the slot has one writer.
-  if (metrics::WorkerSlot *m = server_.metrics()) m->sent_bytes.add(done.written);
+  if (metrics::WorkerSlot *m = counts_bytes_ ? server_.metrics() : nullptr) m->sent_bytes.add(done.written);
   if (closed_) {
     // Closed while the send was in flight: the fd can be closed now.
     stream_.reset();
@@ -289,7 +293,8 @@ void Transport::flush() {
         return;
       }
       last_write_ms_ = server_.loop().now_ms();
-      if (metrics::WorkerSlot *m = server_.metrics()) m->sent_bytes.add(static_cast<uint64_t>(n));
+      if (metrics::WorkerSlot *m = counts_bytes_ ? server_.metrics() : nullptr)
+        m->sent_bytes.add(static_cast<uint64_t>(n));
       front.file_left -= static_cast<uint64_t>(n);
       out_bytes_ -= static_cast<size_t>(n);
       if (front.file_left == 0) {
@@ -309,7 +314,7 @@ void Transport::flush() {
       return;
     }
     size_t written = static_cast<size_t>(n);
-    if (metrics::WorkerSlot *m = server_.metrics()) m->sent_bytes.add(written);
+    if (metrics::WorkerSlot *m = counts_bytes_ ? server_.metrics() : nullptr) m->sent_bytes.add(written);
     if (stream_->sends_itself() ? stream_->sent_bytes() != sent_before : written > 0) {
       last_write_ms_ = server_.loop().now_ms();
       sent_before = stream_->sent_bytes();

@@ -81,10 +81,15 @@ class Transport final : public IoHandler {
   void trim_input();
   // Whether the session wants to read; write interest follows the queue.
   void set_reading(bool reading);
+  bool reading() const { return reading_; }
   // Small writes may go through the server's SendThread (its cost model
   // counts HTTP requests); a session whose sends are not requests (WebSocket
   // messages) writes directly.
   void set_send_thread_allowed(bool allowed) { send_thread_allowed_ = allowed; }
+  // A transport over another connection's stream (a tunnel in an HTTP/2
+  // stream) does not count its bytes in the metrics: the connection's own
+  // transport counts them once.
+  void set_counts_bytes(bool counts) { counts_bytes_ = counts; }
 
   // ---- writing ----
   // Writes `iov` now as far as the socket takes it and queues the rest (or
@@ -147,6 +152,7 @@ class Transport final : public IoHandler {
   uint32_t interest_ = 0;
   bool reading_ = true;
   bool send_thread_allowed_ = true;
+  bool counts_bytes_ = true;
   bool registered_ = false;
   bool started_ = false;
   bool closed_ = false;

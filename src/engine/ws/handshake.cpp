@@ -108,6 +108,29 @@ HandshakeCheck check_handshake(const http::RequestHead &head) {
   return check;
 }
 
+HandshakeCheck check_extended_connect(const http::RequestHead &head) {
+  HandshakeCheck check;
+  size_t versions = 0;
+  bool version_ok = false;
+  for (const http::Header &h : head.headers) {
+    if (h.name == "sec-websocket-version") {
+      ++versions;
+      version_ok = h.value == "13";
+    } else if (h.name == "sec-websocket-extensions") {
+      check.extensions.push_back(h.value);
+    }
+  }
+  if (versions != 1 || !version_ok) {
+    check.status = 426;
+    check.reason = "Unsupported WebSocket version";
+    check.extensions.clear();
+    return check;
+  }
+  for_each_element(head, "sec-websocket-protocol",
+                   [&](std::string_view element) { check.subprotocols.push_back(element); });
+  return check;
+}
+
 std::string accept_key(std::string_view key) {
   static constexpr std::string_view kGuid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
   unsigned char input[128];

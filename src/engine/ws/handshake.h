@@ -30,6 +30,13 @@ struct HandshakeCheck {
 // request body (Content-Length other than 0, or Transfer-Encoding: 400).
 HandshakeCheck check_handshake(const http::RequestHead &head);
 
+// Checks a WebSocket over HTTP/2 (RFC 8441: CONNECT with :protocol
+// websocket, which the HTTP/2 session has recognised): Sec-WebSocket-Version
+// 13 (otherwise 426, as on HTTP/1). There is no key (the stream itself is the
+// proof that the client speaks the protocol) and no body rule (the stream's
+// DATA is the tunnel). Subprotocols and extensions are collected as above.
+HandshakeCheck check_extended_connect(const http::RequestHead &head);
+
 // Sec-WebSocket-Accept for a key: base64(SHA-1(key + the RFC's GUID)).
 std::string accept_key(std::string_view key);
 

@@ -23,6 +23,8 @@ Raw app (``apps.ws_app:raw``), by path:
   /one-then-return      accept, record one receive(), return
   /two-senders          two tasks send 20 x 256 KiB each; records "done" or "hung"
   GET /live (HTTP)      {"live": number of this app's coroutines alive}
+  GET /ws-page (HTTP)   an HTML page whose script opens wss://<host>/scope, then /echo, and reports
+                        what it saw with GET /done?http_version=V&echo=E (the browser test)
   /count-slow?sleep=S   as /count, with asyncio.sleep(S) after each message (the app is not waiting in receive())
 
 FastAPI app (``apps.ws_app:app``): /ws/echo (text), /ws/json, /ws/broadcast (every message to every
@@ -56,6 +58,26 @@ def _jsonable(value):
     return value
 
 
+WS_PAGE = b"""<!doctype html><title>ws</title><p id="out">pending</p><script>
+const out = document.getElementById("out");
+const report = (query) => fetch("/done?" + query).catch(() => {});
+const first = new WebSocket(`wss://${location.host}/scope`);
+first.onerror = () => report("error=scope");
+first.onmessage = (event) => {
+  const version = JSON.parse(event.data).http_version;
+  const echo = new WebSocket(`wss://${location.host}/echo`);
+  echo.onerror = () => report("error=echo");
+  echo.onopen = () => echo.send("hello from chromium");
+  echo.onmessage = (m) => {
+    out.textContent = `done ${version} ${m.data}`;
+    report(`http_version=${version}&echo=${encodeURIComponent(m.data)}`);
+    echo.close(1000);
+  };
+};
+</script>
+"""
+
+
 async def raw(scope, receive, send):
     if scope["type"] == "lifespan":
         while True:
@@ -74,6 +96,11 @@ async def raw(scope, receive, send):
                    if type(o).__name__ == "coroutine" and getattr(o, "__qualname__", "") == "raw")
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": json.dumps({"live": live}).encode()})
+        return
+    if scope["type"] == "http" and scope["path"] == "/ws-page":
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/html; charset=utf-8")]})
+        await send({"type": "http.response.body", "body": WS_PAGE})
         return
     if scope["type"] == "http":
         body = json.dumps(_jsonable({k: v for k, v in scope.items() if k != "state"})).encode()
