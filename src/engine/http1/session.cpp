@@ -363,11 +363,8 @@ ws::Session *Session::accept_websocket(std::string_view subprotocol, const Heade
   const ws::Settings &settings = server_.config().ws;
   ws::DeflateParams deflate;
   std::string extension;
-  bool compress = false;
-  if (settings.per_message_deflate && !ws_extensions_.empty()) {
-    std::vector<std::string_view> offers(ws_extensions_.begin(), ws_extensions_.end());
-    compress = ws::negotiate_deflate(offers.data(), offers.size(), deflate, extension);
-  }
+  bool compress = settings.per_message_deflate && !ws_extensions_.empty() &&
+                  ws::negotiate_deflate(ws_extensions_, deflate, extension);
   std::string accept = ws::accept_key(ws_key_);
   HeaderList all{{"upgrade", "websocket"}, {"connection", "Upgrade"}, {"sec-websocket-accept", accept}};
   if (compress) all.emplace_back("sec-websocket-extensions", extension);

@@ -600,11 +600,8 @@ ws::Session *Stream::accept_websocket(std::string_view subprotocol, const http::
   const ws::Settings &settings = server.config().ws;
   ws::DeflateParams deflate;
   std::string extension;
-  bool compress = false;
-  if (settings.per_message_deflate && !ws_extensions_.empty()) {
-    std::vector<std::string_view> offers(ws_extensions_.begin(), ws_extensions_.end());
-    compress = ws::negotiate_deflate(offers.data(), offers.size(), deflate, extension);
-  }
+  bool compress = settings.per_message_deflate && !ws_extensions_.empty() &&
+                  ws::negotiate_deflate(ws_extensions_, deflate, extension);
   // RFC 8441 §5: a 2xx answers the CONNECT; no Sec-WebSocket-Accept (there
   // was no key). A 2xx to CONNECT has no content-length (RFC 9110 §9.3.6):
   // one the application gives is left out, as it would frame the tunnel.

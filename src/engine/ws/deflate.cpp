@@ -170,6 +170,11 @@ bool accept_offer(std::string_view element, DeflateParams &params, std::string &
 
 }  // namespace
 
+bool negotiate_deflate(const std::vector<std::string> &offers, DeflateParams &params, std::string &response) {
+  std::vector<std::string_view> views(offers.begin(), offers.end());
+  return negotiate_deflate(views.data(), views.size(), params, response);
+}
+
 bool negotiate_deflate(const std::string_view *offers, size_t count, DeflateParams &params, std::string &response) {
   params = DeflateParams{};
   response.clear();

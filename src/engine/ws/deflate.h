@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace pronghorn::ws {
 
@@ -37,6 +38,9 @@ struct DeflateParams {
 // server_no_context_takeover; client_no_context_takeover") and returns true;
 // false when no offer is acceptable (the connection goes on uncompressed).
 bool negotiate_deflate(const std::string_view *offers, size_t count, DeflateParams &params, std::string &response);
+// The same over the Sec-WebSocket-Extensions values a handshake kept (HTTP/1
+// upgrade or HTTP/2 extended CONNECT).
+bool negotiate_deflate(const std::vector<std::string> &offers, DeflateParams &params, std::string &response);
 
 // Compresses whole messages (RFC 7692 §7.2.1: raw deflate, the final empty
 // block's 00 00 ff ff removed). One per worker; reset after every message.
