@@ -101,6 +101,23 @@ Result RequestHeadParser::parse(char *buf, size_t len, RequestHead &out) {
     bare_cr_scan = bare_cr_scan > 0 ? bare_cr_scan - 1 : 0;  // a final CR may be followed by its LF
     if (bare_cr_scan > length_limit) bare_cr_scan = length_limit;
     if (memchr(start, '\r', bare_cr_scan) != nullptr) return fail(400, "bare CR in request head", len);
+    // The method is judged as its bytes arrive: a peer that sends NULs, a TLS
+    // ClientHello or other binary on the plain port would otherwise wait for
+    // a newline that never comes (until the header timeout). Any byte that
+    // makes the line's method invalid fails here, before the length limits,
+    // whether the line is complete or not, over the same bytes as the bare-CR
+    // scan (so the status does not depend on how reads split the line). A
+    // lone CR is a blank line's start.
+    if (!have_request_line_) {
+      size_t line_len = newline != nullptr ? static_cast<size_t>(newline - start) : available;
+      if (newline != nullptr && line_len > 0 && start[line_len - 1] == '\r') --line_len;
+      size_t scan = line_len < length_limit ? line_len : length_limit;
+      if (scan > 0 && !(newline == nullptr && available == 1 && start[0] == '\r')) {
+        size_t i = 0;
+        while (i < scan && is_token_char(static_cast<unsigned char>(start[i]))) ++i;
+        if (i < scan && (i == 0 || start[i] != ' ')) return fail(400, "invalid method", len);
+      }
+    }
     if (newline == nullptr) {
       // A byte of the request itself (not a blank line's CR) makes the parser started.
       if (available > 1 || (available == 1 && start[0] != '\r')) started_ = true;
@@ -112,16 +129,6 @@ Result RequestHeadParser::parse(char *buf, size_t len, RequestHead &out) {
         if (line_len > limits_.max_request_line) return fail(414, "request line too long", len);
       }
       if (len > limits_.max_head) return fail(431, "request head too large", len);
-      // The method is judged as its bytes arrive: a peer that sends NULs,
-      // a TLS ClientHello or other binary on the plain port would otherwise
-      // wait for a newline that never comes (until the header timeout). Any
-      // byte that would make the complete line's method invalid fails now
-      // with the same status; a CR alone is a blank line's start.
-      if (!have_request_line_ && !(available == 1 && start[0] == '\r')) {
-        size_t i = 0;
-        while (i < available && is_token_char(static_cast<unsigned char>(start[i]))) ++i;
-        if (i < available && (i == 0 || start[i] != ' ')) return fail(400, "invalid method", len);
-      }
       return {Status::Incomplete, 0};
     }
     size_t line_with_lf = static_cast<size_t>(newline - start) + 1;

@@ -611,6 +611,12 @@ TEST(RequestHeadParserReject, BinaryBeforeAnyNewlineFailsAtOnce) {
     EXPECT_EQ(one.parser().error().status, 400) << testing::PrintToString(input);
     EXPECT_STREQ(one.parser().error().reason, "invalid method");
   }
+  // A bad method byte decides before the line's length: the same 400 whether
+  // the line is seen whole (and too long) or byte by byte (found by the fuzzer).
+  Limits small;
+  small.max_request_line = 64;
+  expect_rejected(std::string(80, '\x95') + " / HTTP/1.1\r\nHost: h\r\n\r\n", 400, small);
+  expect_rejected("GET\x01" + std::string(80, 'a') + " / HTTP/1.1\r\nHost: h\r\n\r\n", 400, small);
   // A method still arriving, a method and its space, a blank line's CR: wait.
   for (std::string input : {"G", "GET", "GET ", "GET /partial", "\r", "\r\nGE"}) {
     OneShot one(input);
