@@ -17,6 +17,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -208,6 +209,8 @@ class Pair {
   void raw_client_send(const std::string &bytes) {
     ASSERT_EQ(write(client_fd_, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
   }
+
+  SSL *client_ssl() const { return client_; }
 
   std::unique_ptr<TlsStream> server;
   ssize_t last_read = 0;
@@ -616,5 +619,142 @@ TEST(TlsTransport, CloseNotifyBehindDataReachesTheSession) {
   EXPECT_TRUE(t.reader.ended);
 }
 
+// ---- the read side against the peer's other records and a dirty error queue ----
+TEST(TlsStream, ClientKeyUpdateAmongRecords) {
+  auto ctx = context();
+  for (size_t room : {1u, 3u, 100u, 65536u}) {
+    SCOPED_TRACE(room);
+    Pair pair(*ctx, 100000);
+    pair.carry();
+    ASSERT_TRUE(pair.server->handshake_done());
+    pair.client_write("before");
+    ASSERT_EQ(SSL_key_update(pair.client_ssl(), SSL_KEY_UPDATE_REQUESTED), 1);
+    pair.client_write("after");
+    pair.client_write("more");
+    pair.send_to_server();
+    std::vector<char> buf(room);
+    std::string got;
+    ssize_t n;
+    while ((n = pair.server->read(buf.data(), room)) > 0) got.append(buf.data(), static_cast<size_t>(n));
+    EXPECT_EQ(n, kWouldBlock);
+    EXPECT_EQ(got, "beforeaftermore");
+    EXPECT_FALSE(pair.server->has_buffered_input());
+    pair.server->flush_pending();
+    pair.to_client();
+    int err = 0;
+    pair.client_read(&err);
+    EXPECT_EQ(err, SSL_ERROR_WANT_READ);
+    // The server's answers are readable with the new keys.
+    iovec iov{const_cast<char *>("reply"), 5};
+    ASSERT_EQ(pair.server->writev(&iov, 1), 5);
+    pair.to_client();
+    EXPECT_EQ(pair.client_read(&err), "reply");
+  }
+}
+
+TEST(TlsStream, StaleErrorInTheQueueDoesNotFailARead) {
+  auto ctx = context();
+  Pair pair(*ctx, 100000);
+  pair.carry();
+  ASSERT_TRUE(pair.server->handshake_done());
+  pair.client_write("hello");
+  pair.send_to_server();
+  ERR_raise(ERR_LIB_SSL, SSL_R_BAD_LENGTH);
+  char buf[100];
+  EXPECT_EQ(pair.server->read(buf, sizeof buf), 5);
+  EXPECT_EQ(pair.server->read(buf, sizeof buf), kWouldBlock);
+  ERR_raise(ERR_LIB_SYS, ECONNRESET);
+  EXPECT_EQ(pair.server->read(buf, sizeof buf), kWouldBlock);
+}
+
+TEST(TlsStream, HandshakeFinishedAndRequestInOneRecvWithTinyReads) {
+  auto ctx = context();
+  for (size_t room : {1u, 5u}) {
+    Pair pair(*ctx, 100000);
+    pair.client_step();
+    pair.to_server();  // ClientHello
+    pair.to_client();
+    pair.client_step();  // client Finished
+    pair.client_write("GET / HTTP/1.1\r\n\r\n");
+    pair.send_to_server();
+    std::vector<char> buf(room);
+    std::string got;
+    ssize_t n;
+    while ((n = pair.server->read(buf.data(), room)) > 0) got.append(buf.data(), static_cast<size_t>(n));
+    EXPECT_EQ(n, kWouldBlock);
+    EXPECT_EQ(got, "GET / HTTP/1.1\r\n\r\n");
+    EXPECT_FALSE(pair.server->has_buffered_input());
+  }
+}
+
+// Random records, cuts, read sizes and pauses (inside the session's call, as
+// a full body buffer stops reading, and resumed outside run_once, as an app's
+// step does): every byte and the end reach the session, with no event but
+// the socket's and the engine's own turns.
+TEST(TlsTransport, RandomPausesNeverStrandInput) {
+  uint32_t seed = 777;
+  auto next = [&seed](uint32_t n) {
+    seed = seed * 1103515245u + 12345u;
+    return (seed >> 8) % n;
+  };
+  for (int iteration = 0; iteration < 25; ++iteration) {
+    SCOPED_TRACE(iteration);
+    TransportPair t;
+    t.start(0, 0);
+    std::string sent;
+    int records = 1 + static_cast<int>(next(60));
+    for (int i = 0; i < records; ++i) {
+      std::string record(1 + next(i % 4 == 0 ? 16384 : 400), static_cast<char>('a' + next(26)));
+      t.pair.client_write(record);
+      sent += record;
+    }
+    // The end comes as close_notify: a socketpair whose peer closes reports
+    // EPOLLHUP, which a paused session takes as the connection failing (a
+    // TCP peer's FIN does not).
+    t.pair.client_shutdown();
+    struct PausingReader final : TransportHandler {
+      Transport *transport = nullptr;
+      std::string got;
+      bool ended = false;
+      bool paused = false;
+      std::function<uint32_t(uint32_t)> rnd;
+      void on_readable() override {
+        ASSERT_FALSE(paused);
+        size_t room = 1 + rnd(rnd(2) == 0 ? 50 : 70000);
+        std::vector<char> buf(room);
+        ssize_t n = transport->read_into(buf.data(), room);
+        if (n == 0 || n == kFailed) ended = true;
+        if (n > 0) got.append(buf.data(), static_cast<size_t>(n));
+        if (rnd(4) == 0) {
+          paused = true;
+          transport->set_reading(false);
+        }
+      }
+      void on_output_progress() override {}
+      void on_transport_failed() override {
+        ended = true;
+        failed = true;
+      }
+      bool failed = false;
+    } reader;
+    reader.transport = t.transport.get();
+    reader.rnd = next;
+    t.transport->set_handler(&reader);
+    for (int turn = 0; turn < 5000 && !reader.ended; ++turn) {
+      size_t pending = t.pair.client_pending();
+      if (pending > 0 && next(3) == 0)
+        t.pair.send_to_server(1 + next(static_cast<uint32_t>(std::min<size_t>(pending, 100000))));
+      t.engine.run_once(0);
+      if (reader.paused && next(2) == 0) {
+        reader.paused = false;
+        t.transport->set_reading(true);  // outside run_once: an app's step
+      }
+    }
+    EXPECT_TRUE(reader.ended);
+    EXPECT_FALSE(reader.failed);
+    EXPECT_EQ(reader.got.size(), sent.size());
+    EXPECT_TRUE(reader.got == sent);
+  }
+}
 }  // namespace
 }  // namespace pronghorn
