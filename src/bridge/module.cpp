@@ -477,6 +477,9 @@ std::unique_ptr<TlsContext> make_tls_context(PyObject *spec) {
 PyObject *server_flush_heads(PyObject *op, PyObject *) {
   AppServer *s = reinterpret_cast<ServerObject *>(op)->server;
   if (s != nullptr) s->engine.run_scheduled();
+  // It dispatches requests now (reads deferred by TLS): as _poll, an error
+  // left set must surface here, not as a SystemError later.
+  if (PyErr_Occurred()) return nullptr;
   Py_RETURN_NONE;
 }
 
