@@ -35,6 +35,12 @@ from test_third_party import (CSRF_INPUT_RE, DJANGO_APP, DJANGO_PASSWORD, DJANGO
                               _sse_events, _wait_event_line)
 from test_tls import _client_context, _tls_args, certs  # noqa: F401  (certs: the fixture)
 
+# ~100 s of third-party servers started side by side (Django, hypercorn,
+# uvicorn): run once, in the full suite on the machine's python3, not again on
+# every other CPython and under ASan (their engine paths are covered there by
+# test_tls, test_http2*, test_websocket*).
+pytestmark = pytest.mark.slow
+
 KINDS = {"reference": "uvicorn", "candidate": SERVER_KIND}
 ROLES = list(KINDS)
 CHAT_APP = "third_party.fastapi_chat_app:app"
