@@ -202,8 +202,10 @@ def test_graceful_stop_refuses_new_connections_at_once(server_factory, extra):
     srv = server_factory(APP, "--workers", "2", *extra)
     wait_until(lambda: srv.stderr.count("Application startup complete") >= 2, 15, "two workers")
     answers = []
-    threading.Thread(target=lambda: answers.append(get(srv.port, "/sleep?s=1.5")), daemon=True).start()
-    time.sleep(0.3)
+    threading.Thread(target=lambda: answers.append(get(srv.port, "/sleep?s=1.5", timeout=20)), daemon=True).start()
+    # The app has the request (a fixed pause lost this race under ASan in CI:
+    # the SIGTERM came first and the request was refused, as it should be).
+    srv.wait_for_log(r"ops_app: sleeping", timeout=10)
     srv.send_signal(signal.SIGTERM)
     srv.wait_for_log(r"Stopping 2 worker\(s\)", timeout=5)
     time.sleep(0.3)

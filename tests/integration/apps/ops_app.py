@@ -3,7 +3,8 @@
 Routes:
   /pid            {"pid": ..., "ppid": ...}
   /exit           the worker exits at once with code 1 (a crash)
-  /sleep?s=N      sleeps N seconds (asyncio), then answers
+  /sleep?s=N      prints "ops_app: sleeping" to stderr, sleeps N seconds
+                  (asyncio), then answers
   /genheaders     response headers given as a generator (one 4000-byte value)
 
 At import, if the file named by OPS_BROKEN_FLAG exists, the import fails (to
@@ -13,6 +14,7 @@ simulate deploying broken code before a SIGHUP).
 import asyncio
 import json
 import os
+import sys
 
 _flag = os.environ.get("OPS_BROKEN_FLAG")
 if _flag and os.path.exists(_flag):
@@ -47,5 +49,7 @@ async def app(scope, receive, send):
         return
     if path == "/sleep":
         seconds = float(scope["query_string"].decode().partition("=")[2] or 1)
+        # Tests wait for this line to know the request is in flight.
+        print("ops_app: sleeping", file=sys.stderr, flush=True)
         await asyncio.sleep(seconds)
     await _json(send, {"pid": os.getpid(), "ppid": os.getppid()})
