@@ -157,7 +157,18 @@ struct AppServer final : public RequestDispatcher {
   PyObject *tasks = nullptr;          // set of running tasks
   PyObject *root_path = nullptr;      // str
   std::string root_path_utf8;
-  PyObject *context_factory = nullptr;     // contextvars.Context, when resetting contextvars per request
+  // The context the server was made in (what its loop callbacks run in).
+  // Each request's task starts in a copy of it, or in an empty context with
+  // --reset-contextvars: never in a copy of whatever context is current when
+  // the request is read (a pipelined request is read inside the previous
+  // request's send, or from a callback another task scheduled).
+  PyObject *server_context = nullptr;
+  bool reset_contextvars = false;
+  // A new context for a request's task (see server_context); new reference,
+  // or nullptr with an exception set.
+  PyObject *new_request_context() const {
+    return reset_contextvars ? PyContext_New() : PyContext_Copy(server_context);
+  }
   PyObject *access_logger = nullptr;       // logging.Logger, when the user configured logging
   PyObject *scope_template = nullptr;      // every scope key, copied per request
   PyObject *server_tuple_cache = nullptr;  // the last `server` tuple built ...

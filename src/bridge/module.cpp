@@ -386,7 +386,7 @@ int server_traverse(PyObject *op, visitproc visit, void *arg) {
     Py_VISIT(s.state);
     Py_VISIT(s.logger);
     Py_VISIT(s.tasks);
-    Py_VISIT(s.context_factory);
+    Py_VISIT(s.server_context);
     Py_VISIT(s.access_logger);
     Py_VISIT(s.scope_template);
     Py_VISIT(s.call_soon);
@@ -404,7 +404,7 @@ void release(AppServer *s) {
   Py_CLEAR(s->logger);
   Py_CLEAR(s->tasks);
   Py_CLEAR(s->root_path);
-  Py_CLEAR(s->context_factory);
+  Py_CLEAR(s->server_context);
   Py_CLEAR(s->access_logger);
   Py_CLEAR(s->scope_template);
   Py_CLEAR(s->server_tuple_cache);
@@ -731,13 +731,8 @@ int server_init(PyObject *op, PyObject *args, PyObject *kwargs) {
     s->request_tasks = factory == Py_None;
     Py_DECREF(factory);
   }
-  if (reset_ctx) {
-    PyObject *contextvars = PyImport_ImportModule("contextvars");
-    if (contextvars == nullptr) return -1;
-    s->context_factory = PyObject_GetAttrString(contextvars, "Context");
-    Py_DECREF(contextvars);
-    if (s->context_factory == nullptr) return -1;
-  }
+  s->reset_contextvars = reset_ctx;
+  if ((s->server_context = PyContext_CopyCurrent()) == nullptr) return -1;
   if (!parse_trusted(*s, forwarded.c_str())) return -1;
   if (access_logger != nullptr) {
     s->access_logger = Py_NewRef(access_logger);

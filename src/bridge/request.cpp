@@ -769,15 +769,12 @@ void log_app_exception(AppServer &server) {
   Py_XDECREF(exc);
 }
 
-// loop.create_task(coro[, context=context])
+// loop.create_task(coro, context=context)
 static PyObject *create_task(AppServer &server, PyObject *coro, PyObject *context) {
-  if (context == nullptr) return PyObject_CallOneArg(server.create_task, coro);
-  PyObject *kwnames = Py_BuildValue("(s)", "context");
-  if (kwnames == nullptr) return nullptr;
+  static PyObject *const kwnames = Py_BuildValue("(s)", "context");  // kept for the process's life
+  if (kwnames == nullptr) return PyErr_NoMemory();
   PyObject *args[] = {coro, context};
-  PyObject *task = PyObject_Vectorcall(server.create_task, args, 1, kwnames);
-  Py_DECREF(kwnames);
-  return task;
+  return PyObject_Vectorcall(server.create_task, args, 1, kwnames);
 }
 
 // The app's awaitable as an iterator an AppRunner can drive, as `await` would
@@ -817,9 +814,8 @@ static PyObject *awaitable_iterator(PyObject *awaitable) {
 // New reference to the task, or nullptr with an exception set when nothing
 // was started.
 PyObject *run_app(AppServer &server, PyObject *op, PyObject *awaitable) {
-  PyObject *context = nullptr;
-  if (server.context_factory != nullptr && (context = PyObject_CallNoArgs(server.context_factory)) == nullptr)
-    return nullptr;
+  PyObject *context = server.new_request_context();
+  if (context == nullptr) return nullptr;
   PyObject *task = nullptr;
   if (server.request_tasks && PyCoro_CheckExact(awaitable)) {
     task = start_request_task(server, op, awaitable, context);

@@ -100,6 +100,20 @@ def test_httpx_over_tls_1_2_and_1_3(server_factory, certs, version):
         assert r.content == b"x" * 300_000
 
 
+@pytest.mark.pronghorn_only  # uvicorn starts a pipelined request in the previous one's context
+def test_pipelined_requests_over_tls_each_start_in_the_servers_context(server_factory, certs):
+    """The requests after the first arrive in the same records and stay in the
+    TLS buffer; they are read from a callback the loop runs later
+    (Engine::defer_readable), never in the context of the task whose send
+    made the connection read again."""
+    srv = server_factory("apps.task_app:app", *_tls_args(certs))
+    raw = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    with _client_context(certs).wrap_socket(raw, server_hostname="localhost") as sock:
+        sock.sendall(b"GET /contextvar HTTP/1.1\r\nHost: x\r\n\r\n" * 4)
+        reader = ResponseReader(sock)
+        assert [reader.read_response().body for _ in range(4)] == [b"unset"] * 4
+
+
 @pytest.mark.pronghorn_only
 def test_scope_scheme_and_tls_extension(server_factory, certs):
     srv = server_factory(RAW, *_tls_args(certs))
