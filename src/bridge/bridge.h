@@ -166,9 +166,7 @@ struct AppServer final : public RequestDispatcher {
   bool reset_contextvars = false;
   // A new context for a request's task (see server_context); new reference,
   // or nullptr with an exception set.
-  PyObject *new_request_context() const {
-    return reset_contextvars ? PyContext_New() : PyContext_Copy(server_context);
-  }
+  PyObject *new_request_context() const { return reset_contextvars ? PyContext_New() : PyContext_Copy(server_context); }
   PyObject *access_logger = nullptr;       // logging.Logger, when the user configured logging
   PyObject *scope_template = nullptr;      // every scope key, copied per request
   PyObject *server_tuple_cache = nullptr;  // the last `server` tuple built ...
