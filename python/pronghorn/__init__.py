@@ -7,11 +7,9 @@ from typing import Any
 from pronghorn._core import ClientDisconnected
 from pronghorn.config import Config, ConfigError
 
-try:  # the version is written once, in pyproject.toml
-    from importlib.metadata import PackageNotFoundError, version as _version
-
-    __version__ = _version("pronghorn")
-except PackageNotFoundError:  # imported from a source tree that was never installed
+try:  # the version is written once, in pyproject.toml; the build writes _version.py from it
+    from pronghorn._version import version as __version__
+except ImportError:  # imported from a source tree that was never built
     __version__ = "0+unknown"
 __all__ = ["ClientDisconnected", "Config", "ConfigError", "run", "__version__"]
 
