@@ -60,12 +60,32 @@ RUNNING_RE = re.compile(r"(?:Pronghorn|Uvicorn) running on (?:unix socket |socke
 HTTP_URL_RE = re.compile(r"https?://(\[[^\]]+\]|[^:/]+):(\d+)")
 
 
+# The modules that exercise what differs between CPython versions: the
+# bridge's use of the C API (scopes, request tasks and awaitables, the send
+# thread beside the GIL), asyncio, app discovery, the CLI's Python side and
+# third-party apps. scripts/test.sh runs these (marked every_python) on every
+# CPython the machine has, and the rest on the main one only: the engine's
+# protocols, the supervisor and the deployment recipes behave the same
+# whatever the interpreter, and running them three times cost CI 20 minutes.
+EVERY_PYTHON_MODULES = frozenset({
+    "test_access_log_format", "test_app_errors", "test_app_task", "test_differential", "test_discovery",
+    "test_dropin", "test_fastapi", "test_flow_control", "test_http", "test_lifecycle", "test_scope",
+    "test_send_thread", "test_third_party", "test_websocket",
+})
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "pronghorn_only: behaviour uvicorn does not have; skipped under uvicorn")
     config.addinivalue_line("markers", "slow: long-running test (still part of the default run)")
+    config.addinivalue_line("markers", "every_python: run on every CPython the machine has "
+                                       "(conftest.EVERY_PYTHON_MODULES; added at collection)")
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by the markers added here
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.stem in EVERY_PYTHON_MODULES:
+            item.add_marker(pytest.mark.every_python)
     if not IS_UVICORN:
         return
     skip = pytest.mark.skip(reason="pronghorn-only behaviour (PRONGHORN_TEST_SERVER=uvicorn)")
