@@ -769,12 +769,16 @@ void log_app_exception(AppServer &server) {
   Py_XDECREF(exc);
 }
 
-// loop.create_task(coro, context=context)
+// loop.create_task(coro) with `context` entered: the task takes a copy of
+// it. Not create_task(coro, context=context): loop.create_task then passes
+// the context to the loop's task factory, and a factory written for the API
+// before Python 3.11 (factory(loop, coro)) fails on it.
 static PyObject *create_task(AppServer &server, PyObject *coro, PyObject *context) {
-  static PyObject *const kwnames = Py_BuildValue("(s)", "context");  // kept for the process's life
-  if (kwnames == nullptr) return PyErr_NoMemory();
-  PyObject *args[] = {coro, context};
-  return PyObject_Vectorcall(server.create_task, args, 1, kwnames);
+  if (PyContext_Enter(context) < 0) return nullptr;
+  PyObject *task = PyObject_CallOneArg(server.create_task, coro);
+  // Fails only when the factory left another context entered.
+  if (PyContext_Exit(context) < 0) PyErr_WriteUnraisable(server.create_task);
+  return task;
 }
 
 // The app's awaitable as an iterator an AppRunner can drive, as `await` would

@@ -52,6 +52,20 @@ def test_pipelined_requests_each_start_in_the_servers_context(server_factory, op
         assert [reader.read_response().body for _ in range(3)] == [b"unset"] * 3
 
 
+@pytest.mark.pronghorn_only  # uvicorn has no --asyncio-tasks
+@pytest.mark.parametrize("reset", [(), ("--reset-contextvars",)], ids=["default", "reset-contextvars"])
+def test_a_task_factory_without_a_context_argument_runs_each_request(server_factory, reset):
+    """An app may set a task factory of the API before Python 3.11, factory(loop, coro): with
+    asyncio Tasks, each request's task comes from it, in the server's (or a fresh) context.
+    asyncio's loop passes such a factory no context unless given one; uvloop's always passes
+    it one (and so fails under any server)."""
+    srv = server_factory("apps.task_app:legacy_factory_app", "--loop", "asyncio", "--asyncio-tasks", *reset)
+    with httpx.Client(base_url=srv.url, timeout=5) as client:
+        assert [client.get("/contextvar").text for _ in range(3)] == ["unset"] * 3
+        assert int(client.get("/factory-calls").text) >= 4
+    assert "Traceback" not in srv.stderr, srv.stderr
+
+
 @pytest.mark.parametrize("options", TASK_KINDS)
 def test_the_request_task_can_be_inspected_from_another_task(server_factory, options):
     srv = server_factory("apps.task_app:app", *options)

@@ -14,6 +14,9 @@
   /gather-self     gathers a child task that reads the request task's state
 `generator_app`: an ASGI callable that returns a generator-based coroutine
 (not a native one), answering "generator".
+`legacy_factory_app`: `app`, with a task factory of the API before Python
+3.11 (factory(loop, coro), no context argument) set at lifespan startup;
+/factory-calls answers how many tasks it made.
 """
 
 from __future__ import annotations
@@ -160,3 +163,28 @@ def not_awaitable_app(scope, receive, send):
     if scope["type"] != "http":
         return _nothing()
     return 42
+
+
+_factory_calls = 0
+
+
+def _legacy_task_factory(loop, coro):
+    global _factory_calls
+    _factory_calls += 1
+    return asyncio.Task(coro, loop=loop)
+
+
+async def legacy_factory_app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                asyncio.get_running_loop().set_task_factory(_legacy_task_factory)
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] == "http" and scope["path"] == "/factory-calls":
+        await _respond(send, str(_factory_calls).encode())
+        return
+    await app(scope, receive, send)
