@@ -91,17 +91,21 @@ inline void end_app_step(Engine &engine) {
 // Logs the Python exception that is set as an error of the app.
 void log_app_exception(AppServer &server);
 // app(scope, receive, send) with receive/send bound to `owner` (a Request or
-// WebSocket object): the app's awaitable, or nullptr with an exception set.
-PyObject *call_app(AppServer &server, PyObject *owner, PyMethodDef *receive_def, PyMethodDef *send_def,
-                   PyObject *scope);
+// WebSocket object), called in `context` (AppServer::new_request_context(),
+// the one its task runs in: synchronous code in the call, such as a wrapper
+// that sets a context variable, is then seen by the task and by no one else):
+// the app's awaitable, or nullptr with an exception set.
+PyObject *call_app(AppServer &server, PyObject *owner, PyMethodDef *receive_def, PyMethodDef *send_def, PyObject *scope,
+                   PyObject *context);
 // Fills `out` with views into the bytes of an ASGI header list (None or
 // absent: none). `*keep` receives the sequence that owns them: the caller
 // releases it only after the views are used.
 bool parse_headers(PyObject *headers, http::HeaderList &out, PyObject **keep);
 // Starts the app's awaitable for `owner` (a Request or WebSocket object,
-// completed through complete_request() when it ends). New reference to the
-// task, or nullptr with an exception set when nothing was started.
-PyObject *run_app(AppServer &server, PyObject *owner, PyObject *awaitable);
+// completed through complete_request() when it ends) in a task running in
+// `context` (the one call_app was given). New reference to the task, or
+// nullptr with an exception set when nothing was started.
+PyObject *run_app(AppServer &server, PyObject *owner, PyObject *awaitable, PyObject *context);
 // True when `exc` is, or was caused by, the ClientDisconnected of our send().
 bool caused_by_disconnect(PyObject *exc, int depth = 0);
 

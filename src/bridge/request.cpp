@@ -776,9 +776,19 @@ void log_app_exception(AppServer &server) {
 static PyObject *create_task(AppServer &server, PyObject *coro, PyObject *context) {
   if (PyContext_Enter(context) < 0) return nullptr;
   PyObject *task = PyObject_CallOneArg(server.create_task, coro);
-  // Fails only when the factory left another context entered.
-  if (PyContext_Exit(context) < 0) PyErr_WriteUnraisable(server.create_task);
+  // Fails only when the factory left another context entered (the task, if
+  // made, runs: it is returned, the error reported).
+  if (PyContext_Exit(context) < 0 && task != nullptr) PyErr_WriteUnraisable(server.create_task);
   return task;
+}
+
+// fn(arg) with `context` entered: new reference, or nullptr with an
+// exception set.
+static PyObject *in_context(PyObject *context, PyObject *(*fn)(PyObject *), PyObject *arg) {
+  if (PyContext_Enter(context) < 0) return nullptr;
+  PyObject *result = fn(arg);
+  if (PyContext_Exit(context) < 0) Py_CLEAR(result);
+  return result;
 }
 
 // The app's awaitable as an iterator an AppRunner can drive, as `await` would
@@ -817,13 +827,11 @@ static PyObject *awaitable_iterator(PyObject *awaitable) {
 // takes a generator-based coroutine for a Task; the runner is a Coroutine).
 // New reference to the task, or nullptr with an exception set when nothing
 // was started.
-PyObject *run_app(AppServer &server, PyObject *op, PyObject *awaitable) {
-  PyObject *context = server.new_request_context();
-  if (context == nullptr) return nullptr;
+PyObject *run_app(AppServer &server, PyObject *op, PyObject *awaitable, PyObject *context) {
   PyObject *task = nullptr;
   if (server.request_tasks && PyCoro_CheckExact(awaitable)) {
     task = start_request_task(server, op, awaitable, context);
-  } else if (PyObject *iterator = awaitable_iterator(awaitable)) {
+  } else if (PyObject *iterator = in_context(context, awaitable_iterator, awaitable)) {
     auto *runner = PyObject_GC_New(RunnerObject, &RunnerType);
     if (runner != nullptr) {
       runner->request = Py_NewRef(op);
@@ -845,18 +853,18 @@ PyObject *run_app(AppServer &server, PyObject *op, PyObject *awaitable) {
     }
     Py_DECREF(iterator);
   }
-  Py_XDECREF(context);
   return task;
 }
 
-PyObject *call_app(AppServer &server, PyObject *owner, PyMethodDef *receive_def, PyMethodDef *send_def,
-                   PyObject *scope) {
+PyObject *call_app(AppServer &server, PyObject *owner, PyMethodDef *receive_def, PyMethodDef *send_def, PyObject *scope,
+                   PyObject *context) {
   PyObject *receive = PyCFunction_New(receive_def, owner);
   PyObject *send = PyCFunction_New(send_def, owner);
   PyObject *coro = nullptr;
-  if (receive != nullptr && send != nullptr) {
+  if (receive != nullptr && send != nullptr && PyContext_Enter(context) == 0) {
     PyObject *args[] = {scope, receive, send};
     coro = PyObject_Vectorcall(server.app, args, 3, nullptr);
+    if (PyContext_Exit(context) < 0) Py_CLEAR(coro);  // the app left another context entered
   }
   Py_XDECREF(receive);  // the coroutine holds them
   Py_XDECREF(send);
@@ -884,11 +892,13 @@ void start_request(AppServer &server, http::Exchange &conn, PyObject *scope) {
   self->body_delivered = false;
   PyObject *op = reinterpret_cast<PyObject *>(self);
 
-  PyObject *coro = call_app(server, op, &receive_def, &send_def, scope);
+  PyObject *context = server.new_request_context();
+  PyObject *coro = context == nullptr ? nullptr : call_app(server, op, &receive_def, &send_def, scope, context);
   if (coro == nullptr) {
     // The app could not even be called (not an ASGI 3 callable, or it raised).
     log_app_exception(server);
     self->conn = nullptr;  // receive/send, if the app kept them, must not reach the connection
+    Py_XDECREF(context);
     Py_DECREF(op);
     conn.fail();
     return;
@@ -896,8 +906,9 @@ void start_request(AppServer &server, http::Exchange &conn, PyObject *scope) {
   // The connection holds our reference until on_detach(). Attached before the
   // coroutine starts: its first step may run at once and complete the response.
   conn.attach(&self->observer);
-  PyObject *task = run_app(server, op, coro);
+  PyObject *task = run_app(server, op, coro, context);
   Py_DECREF(coro);
+  Py_DECREF(context);
   if (task == nullptr) {
     log_app_exception(server);
     if (self->conn != nullptr) self->conn->fail();  // detaches: may free `self`

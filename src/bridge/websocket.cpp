@@ -700,10 +700,12 @@ void start_websocket(AppServer &server, http::Exchange &conn, const http::Reques
   self->disconnected = false;
   PyObject *op = reinterpret_cast<PyObject *>(self);
 
-  PyObject *coro = call_app(server, op, &receive_def, &send_def, scope);
+  PyObject *context = server.new_request_context();
+  PyObject *coro = context == nullptr ? nullptr : call_app(server, op, &receive_def, &send_def, scope, context);
   if (coro == nullptr) {
     log_app_exception(server);
     self->conn = nullptr;
+    Py_XDECREF(context);
     Py_DECREF(op);
     conn.fail();
     return;
@@ -711,8 +713,9 @@ void start_websocket(AppServer &server, http::Exchange &conn, const http::Reques
   // The exchange holds our reference until on_detach() (or, once accepted,
   // the WebSocket session does).
   conn.attach(&self->handshake_observer);
-  PyObject *task = run_app(server, op, coro);
+  PyObject *task = run_app(server, op, coro, context);
   Py_DECREF(coro);
+  Py_DECREF(context);
   if (task == nullptr) {
     log_app_exception(server);
     if (self->conn != nullptr) self->conn->fail();

@@ -17,6 +17,9 @@
 `legacy_factory_app`: `app`, with a task factory of the API before Python
 3.11 (factory(loop, coro), no context argument) set at lifespan startup;
 /factory-calls answers how many tasks it made.
+`sync_wrapper_app`: a synchronous ASGI callable that sets a context variable
+to the path (unless the path is /noset), then returns a coroutine that
+answers with the variable's value.
 """
 
 from __future__ import annotations
@@ -188,3 +191,19 @@ async def legacy_factory_app(scope, receive, send):
         await _respond(send, str(_factory_calls).encode())
         return
     await app(scope, receive, send)
+
+
+wrapper_var: contextvars.ContextVar[str] = contextvars.ContextVar("wrapper_var", default="unset")
+
+
+async def _answer_wrapper_var(send):
+    await asyncio.sleep(0)
+    await _respond(send, wrapper_var.get().encode())
+
+
+def sync_wrapper_app(scope, receive, send):
+    if scope["type"] != "http":
+        return _nothing()
+    if scope["path"] != "/noset":
+        wrapper_var.set(scope["path"])
+    return _answer_wrapper_var(send)
