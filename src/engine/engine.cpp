@@ -389,6 +389,17 @@ void Engine::sample_loop_cost(uint64_t thread_cpu_ns, uint64_t requests, uint64_
   uint64_t cpu_ns = thread_cpu_ns - cost_base_cpu_ns_;
   loop_ns_per_request_ = cpu_ns / served;
   loop_busy_permille_ = static_cast<uint32_t>(std::min<uint64_t>(1000, cpu_ns / 1000 / (now_ms - cost_base_ms_)));
+  constexpr uint32_t kCostlySamplesToPrefer = 2;
+  bool costly = loop_busy_permille_ >= 500 && loop_ns_per_request_ >= config_.send_thread_min_request_ns;
+  costly_samples_in_a_row_ = costly ? costly_samples_in_a_row_ + 1 : 0;
+  bool preferred = costly_samples_in_a_row_ >= kCostlySamplesToPrefer;
+  if (preferred != send_thread_preferred_) {
+    send_thread_preferred_ = preferred;
+    log(LogLevel::Debug,
+        "Small responses now go out from %s: the event loop's thread is busy %u.%u%% with %llu us of CPU per request",
+        preferred ? "the send thread" : "the event loop's thread", loop_busy_permille_ / 10, loop_busy_permille_ % 10,
+        static_cast<unsigned long long>(loop_ns_per_request_ / 1000));
+  }
   cost_base_requests_ = requests;
   cost_base_cpu_ns_ = thread_cpu_ns;
   cost_base_ms_ = now_ms;

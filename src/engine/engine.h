@@ -160,12 +160,16 @@ class Engine final {
   bool prefer_send_thread() const {
     if (!send_thread_open_) return false;
     if (config_.send_thread_min_request_ns == 0) return true;
-    return loop_busy_permille_ >= 500 && loop_ns_per_request_ >= config_.send_thread_min_request_ns;
+    return send_thread_preferred_;
   }
   // Called by the tick with the loop thread's CPU time, requests_served() and
   // the monotonic time: updates the loop thread's CPU time per request and
   // its busy share once enough requests have been served since the last
-  // update.
+  // update. The thread is preferred from the second update in a row that
+  // finds the loop busy with costly requests (one window can be a slow
+  // moment of a shared CPU, or a collection of Python's garbage), and no
+  // longer from the first update that does not; each change is logged at
+  // debug level with the figures it was decided on.
   void sample_loop_cost(uint64_t thread_cpu_ns, uint64_t requests, uint64_t now_ms);
   uint64_t loop_ns_per_request() const { return loop_ns_per_request_; }
   uint32_t loop_busy_permille() const { return loop_busy_permille_; }
@@ -256,6 +260,8 @@ class Engine final {
   bool cost_base_set_ = false;
   uint64_t cost_base_ms_ = 0;
   uint32_t loop_busy_permille_ = 0;
+  uint32_t costly_samples_in_a_row_ = 0;
+  bool send_thread_preferred_ = false;
   RequestDispatcher *app_dispatcher_ = nullptr;
   std::unique_ptr<static_files::Handler> static_files_;  // in front of app_dispatcher_ when configured
   std::unique_ptr<TlsContext> tls_;                      // before listeners_: they point at it

@@ -3,6 +3,7 @@ client's bytes whole, in order, and with that client only."""
 
 import os
 import random
+import re
 import socket
 import threading
 import time
@@ -125,19 +126,38 @@ def test_concurrent_clients_with_aborts_get_only_their_own_bytes(server_factory,
         assert _send_thread_wakeups(srv.pid) > 50, "the sends did not go through the send thread"
 
 
+# The engine's debug line when the send thread starts taking the sends, with
+# the figures it decided on.
+THREAD_PREFERRED_RE = re.compile(r"Small responses now go out from the send thread: the event loop's thread is "
+                                 r"busy ([\d.]+)% with (\d+) us of CPU per request")
+
+
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="the default uses the thread only with a spare CPU")
 @pytest.mark.skipif(UNDER_ASAN, reason="its thresholds are CPU time per request of a Release build: under ASan "
                                        "the cheap app costs what a costly one does")
 def test_default_uses_the_thread_only_when_a_costly_app_keeps_the_loop_busy(server_factory):
     """By default the thread takes the sends while the loop thread is busy
     half its time or more with requests that cost it 50 us or more (measured
-    on each 200 ms tick); not for a cheap app, nor for a costly one at a
-    trickle. Until it is first needed it is not even started (a process with
-    one thread is cheaper for glibc)."""
-    srv = server_factory("apps.raw_app:app", "--no-access-log")
-
-    _hammer(srv, "/fixed", 4, 1.0)  # cheap, busy
-    assert _threads(srv.pid) == 1, "started for a cheap app"
+    on each 200 ms tick, two ticks in a row); not for a cheap app, nor for a
+    costly one at a trickle. Until it is first needed it is not even started
+    (a process with one thread is cheaper for glibc)."""
+    # The cheap app costs the loop thread about 25 us per request on this
+    # machine, half the threshold: a shared CPU's slow second can put it over.
+    # Then the thread may start, but only on the engine's own figures, which
+    # its debug line gives; the cheap phase is tried again on a new server.
+    slow_moments = []
+    for _ in range(3):
+        srv = server_factory("apps.raw_app:app", "--no-access-log", "--log-level", "debug")
+        _hammer(srv, "/fixed", 4, 1.0)  # cheap, busy
+        if _threads(srv.pid) == 1:
+            break
+        m = THREAD_PREFERRED_RE.search(srv.stderr)
+        assert m, f"started for a cheap app without costly figures:\n{srv.stderr}"
+        assert float(m[1]) >= 50 and int(m[2]) >= 50, m[0]
+        slow_moments.append(m[0])
+        srv.stop()
+    else:
+        pytest.skip(f"the machine was too slow to tell a cheap app from a costly one: {slow_moments}")
     cheap = _send_thread_wakeups(srv.pid)
     _hammer(srv, "/burn?us=1000", 1, 1.5, pause=0.005)  # costly, one request at a time with pauses
     trickle = _send_thread_wakeups(srv.pid) - cheap
@@ -148,3 +168,5 @@ def test_default_uses_the_thread_only_when_a_costly_app_keeps_the_loop_busy(serv
     # The trickle's first tick may still follow the cheap phase's numbers;
     # most of its sends are direct.
     assert trickle < costly / 4, (trickle, costly)
+    m = THREAD_PREFERRED_RE.search(srv.stderr)
+    assert m and float(m[1]) >= 50 and int(m[2]) >= 50, srv.stderr

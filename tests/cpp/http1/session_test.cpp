@@ -949,19 +949,27 @@ TEST(SendThreadChoice, ThreadOnlyWhileTheLoopIsBusyWithCostlyRequests) {
   server.sample_loop_cost(cpu += 150 * ms, 1000, t += 200);
   EXPECT_EQ(server.loop_ns_per_request(), 150000u);
   EXPECT_EQ(server.loop_busy_permille(), 750u);
-  EXPECT_TRUE(server.prefer_send_thread());
+  EXPECT_FALSE(server.prefer_send_thread()) << "one costly window is not enough (a slow moment of the CPU)";
+  server.sample_loop_cost(cpu += 150 * ms, 2000, t += 200);
+  EXPECT_TRUE(server.prefer_send_thread()) << "two in a row";
   // 30 more requests: too few to change anything.
-  server.sample_loop_cost(cpu + 30 * 15000, 1030, t + 200);
+  server.sample_loop_cost(cpu + 30 * 15000, 2030, t + 200);
   EXPECT_EQ(server.loop_ns_per_request(), 150000u);
   // Hello-world-like under load: 15 us per request, busy: direct.
-  server.sample_loop_cost(cpu += 180 * ms, 13000, t += 200);
+  server.sample_loop_cost(cpu += 180 * ms, 14000, t += 200);
   EXPECT_EQ(server.loop_ns_per_request(), 15000u);
-  EXPECT_FALSE(server.prefer_send_thread());
+  EXPECT_FALSE(server.prefer_send_thread()) << "off at the first cheap window";
   // Costly requests, but few (one client at a time): the loop is mostly idle.
-  server.sample_loop_cost(cpu += 16 * ms, 13100, t += 200);
+  server.sample_loop_cost(cpu += 16 * ms, 14100, t += 200);
   EXPECT_EQ(server.loop_ns_per_request(), 160000u);
   EXPECT_EQ(server.loop_busy_permille(), 80u);
   EXPECT_FALSE(server.prefer_send_thread());
+  // Busy and costly again: one window is not enough after a cheap one.
+  server.sample_loop_cost(cpu += 150 * ms, 15100, t += 200);
+  EXPECT_EQ(server.loop_ns_per_request(), 150000u);
+  EXPECT_FALSE(server.prefer_send_thread());
+  server.sample_loop_cost(cpu += 150 * ms, 16100, t += 200);
+  EXPECT_TRUE(server.prefer_send_thread());
 
   EngineConfig always = config;
   always.send_thread_min_request_ns = 0;
