@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # g++, make, libssl-dev (OpenSSL 3, for TLS), zlib1g-dev (WebSocket
-# compression) and libnghttp2-dev (HTTP/2) build the extension; openssl
+# compression) and libnghttp2-dev (HTTP/2) build the extension (ccache lets
+# the test script's several builds of the same sources compile them once); openssl
 # makes the tests' certificates and is a TLS test client; libgtest-dev, clang and libclang-rt-14-dev
 # build the C++ tests and the fuzzer; wrk, curl and nghttp2-client (nghttp, h2load) are test
 # clients; chromium is the browser of the WebSocket test; haproxy and nginx-light are the load
@@ -15,7 +16,7 @@ cd "$(dirname "$0")/.."
 # default site on port 80; the tests run their own instances on free ports.) prometheus scrapes
 # --metrics in test_metrics.py (its service, started on install where systemd runs, listens on
 # port 9090, --metrics-bind's default; the test runs its own instance on a free port).
-DEBIAN_PACKAGES=(g++ make libssl-dev zlib1g-dev libnghttp2-dev nghttp2-client openssl libgtest-dev clang libclang-rt-14-dev wrk curl python3-venv python3-dev procps strace chromium haproxy nginx-light iproute2 prometheus)
+DEBIAN_PACKAGES=(g++ ccache make libssl-dev zlib1g-dev libnghttp2-dev nghttp2-client openssl libgtest-dev clang libclang-rt-14-dev wrk curl python3-venv python3-dev procps strace chromium haproxy nginx-light iproute2 prometheus)
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
