@@ -62,7 +62,8 @@ run_fuzzer http2_session "${FUZZ_SECONDS_H2:-10}" "HTTP/2 session"
 run_fuzzer static_rules "${FUZZ_SECONDS_STATIC:-10}" "static-file rules"
 
 section "integration tests (pytest)"
-.venv/bin/python -m pytest tests/integration -q -p no:cacheprovider
+# --durations: the log then names the slowest tests of each run.
+.venv/bin/python -m pytest tests/integration -q -p no:cacheprovider --durations=15
 
 find_python() {  # prints an interpreter of that version that runs, or nothing
   local candidate
@@ -105,7 +106,7 @@ for version in ${PRONGHORN_EXTRA_PYTHONS-3.12 3.13}; do
   "$venv/bin/pip" install -q -r requirements-dev.txt
   PATH="$PWD/$venv/bin:$PATH" "$venv/bin/pip" install -q --no-build-isolation --no-deps .
   PATH="$PWD/$venv/bin:$PATH" "$venv/bin/python" -m pytest tests/integration -q -p no:cacheprovider \
-    -m "every_python and not slow"
+    -m "every_python and not slow" --durations=15
 done
 
 if [[ "${SKIP_ASAN_INTEGRATION:-0}" != 1 ]]; then
@@ -124,6 +125,6 @@ if [[ "${SKIP_ASAN_INTEGRATION:-0}" != 1 ]]; then
   LD_PRELOAD="$(g++ -print-file-name=libasan.so) $(g++ -print-file-name=libubsan.so)" PYTHONMALLOC=malloc \
     ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     PATH="$PWD/$venv/bin:$PATH" "$venv/bin/python" -m pytest tests/integration -q -p no:cacheprovider \
-    -m "not slow"
+    -m "not slow" --durations=15
 fi
 section "done"
