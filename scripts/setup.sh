@@ -29,6 +29,9 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The builds below and scripts/test.sh's go through ccache (CMakeLists.txt).
+export PRONGHORN_CCACHE=${PRONGHORN_CCACHE:-1}
+
 PYTHON=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then
   "$PYTHON" -m venv .venv

@@ -14,6 +14,9 @@ section() { echo "== $* (at $((SECONDS / 60))m$((SECONDS % 60))s)"; }
 section "set-up"
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
+# Every build below goes through ccache (CMakeLists.txt): they share the
+# engine's sources.
+export PRONGHORN_CCACHE=${PRONGHORN_CCACHE:-1}
 JOBS=${JOBS:-2}
 
 section "C++ unit tests (Release build)"

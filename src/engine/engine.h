@@ -166,10 +166,9 @@ class Engine final {
   // the monotonic time: updates the loop thread's CPU time per request and
   // its busy share once enough requests have been served since the last
   // update. The thread is preferred from the second update in a row that
-  // finds the loop busy with costly requests (one window can be a slow
-  // moment of a shared CPU, or a collection of Python's garbage), and no
-  // longer from the first update that does not; each change is logged at
-  // debug level with the figures it was decided on.
+  // finds the loop busy (50%) with costly requests (send_thread_min_request_ns),
+  // and no longer from the first that finds it below a lower bar (40%, 60%
+  // of that cost); each change is logged at debug level with its figures.
   void sample_loop_cost(uint64_t thread_cpu_ns, uint64_t requests, uint64_t now_ms);
   uint64_t loop_ns_per_request() const { return loop_ns_per_request_; }
   uint32_t loop_busy_permille() const { return loop_busy_permille_; }
@@ -249,6 +248,7 @@ class Engine final {
   void update_date();
   void send_control(char message);
   void measure_loop_lag();
+  void set_send_thread_preferred(bool preferred);
 
   EngineConfig config_;
   EventLoop loop_;

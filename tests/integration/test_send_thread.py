@@ -144,16 +144,18 @@ def test_default_uses_the_thread_only_when_a_costly_app_keeps_the_loop_busy(serv
     # The cheap app costs the loop thread about 25 us per request on this
     # machine, half the threshold: a shared CPU's slow second can put it over.
     # Then the thread may start, but only on the engine's own figures, which
-    # its debug line gives; the cheap phase is tried again on a new server.
+    # its debug line gives; those must still be near a cheap app's (under 3x
+    # the threshold: a measurement gone wrong fails here), and the cheap
+    # phase is tried again on a new server.
     slow_moments = []
     for _ in range(3):
         srv = server_factory("apps.raw_app:app", "--no-access-log", "--log-level", "debug")
         _hammer(srv, "/fixed", 4, 1.0)  # cheap, busy
-        if _threads(srv.pid) == 1:
-            break
         m = THREAD_PREFERRED_RE.search(srv.stderr)
+        if _threads(srv.pid) == 1 and not m:
+            break
         assert m, f"started for a cheap app without costly figures:\n{srv.stderr}"
-        assert float(m[1]) >= 50 and int(m[2]) >= 50, m[0]
+        assert float(m[1]) >= 50 and 50 <= int(m[2]) < 150, m[0]
         slow_moments.append(m[0])
         srv.stop()
     else:
@@ -168,5 +170,6 @@ def test_default_uses_the_thread_only_when_a_costly_app_keeps_the_loop_busy(serv
     # The trickle's first tick may still follow the cheap phase's numbers;
     # most of its sends are direct.
     assert trickle < costly / 4, (trickle, costly)
-    m = THREAD_PREFERRED_RE.search(srv.stderr)
-    assert m and float(m[1]) >= 50 and int(m[2]) >= 50, srv.stderr
+    # The costly phase turned it on, on figures over both bars.
+    figures = THREAD_PREFERRED_RE.findall(srv.stderr)
+    assert figures and float(figures[-1][0]) >= 50 and int(figures[-1][1]) >= 50, srv.stderr

@@ -970,12 +970,29 @@ TEST(SendThreadChoice, ThreadOnlyWhileTheLoopIsBusyWithCostlyRequests) {
   EXPECT_FALSE(server.prefer_send_thread());
   server.sample_loop_cost(cpu += 150 * ms, 16100, t += 200);
   EXPECT_TRUE(server.prefer_send_thread());
+  // With the thread on, the loop thread no longer pays for the sends: an app
+  // just over the bar measures under it. It stays on down to 60% of the
+  // cost and 40% busy...
+  server.sample_loop_cost(cpu += 120 * ms, 19100, t += 200);
+  EXPECT_EQ(server.loop_ns_per_request(), 40000u);
+  EXPECT_EQ(server.loop_busy_permille(), 600u);
+  EXPECT_TRUE(server.prefer_send_thread()) << "an app just over the bar must not switch on and off in turn";
+  // ...and goes off below that.
+  server.sample_loop_cost(cpu += 120 * ms, 23100, t += 200);
+  EXPECT_EQ(server.loop_ns_per_request(), 30000u);
+  EXPECT_TRUE(server.prefer_send_thread()) << "60% of 50 us: still on";
+  server.sample_loop_cost(cpu += 116 * ms, 27100, t += 200);
+  EXPECT_EQ(server.loop_ns_per_request(), 29000u);
+  EXPECT_FALSE(server.prefer_send_thread());
 
   EngineConfig always = config;
   always.send_thread_min_request_ns = 0;
   Engine eager(std::move(always));
   ASSERT_TRUE(eager.open());
   EXPECT_TRUE(eager.prefer_send_thread()) << "0: always, without a measurement";
+  eager.sample_loop_cost(0, 0, 0);
+  eager.sample_loop_cost(2 * ms, 1000, 200);  // cheap and idle
+  EXPECT_TRUE(eager.prefer_send_thread()) << "0: always, whatever the figures";
 
   EngineConfig off;
   off.send_thread = false;
