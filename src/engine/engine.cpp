@@ -390,22 +390,20 @@ void Engine::sample_loop_cost(uint64_t thread_cpu_ns, uint64_t requests, uint64_
   uint64_t cpu_ns = thread_cpu_ns - cost_base_cpu_ns_;
   loop_ns_per_request_ = cpu_ns / served;
   loop_busy_permille_ = static_cast<uint32_t>(std::min<uint64_t>(1000, cpu_ns / 1000 / (now_ms - cost_base_ms_)));
-  if (config_.send_thread_min_request_ns == 0) {
-    // --send-thread: always, whatever the figures.
-  } else if (!send_thread_preferred_) {
+  const uint64_t min_ns = config_.send_thread_min_request_ns;  // 0: --send-thread, whatever the figures
+  if (min_ns != 0 && !send_thread_preferred_) {
     // On from the second costly sample in a row: one can be a slow moment
     // of a shared CPU, or a collection of Python's garbage.
     constexpr uint32_t kCostlySamplesToPrefer = 2;
-    bool costly = loop_busy_permille_ >= 500 && loop_ns_per_request_ >= config_.send_thread_min_request_ns;
+    bool costly = loop_busy_permille_ >= 500 && loop_ns_per_request_ >= min_ns;
     costly_samples_in_a_row_ = costly ? costly_samples_in_a_row_ + 1 : 0;
     if (costly_samples_in_a_row_ >= kCostlySamplesToPrefer) set_send_thread_preferred(true);
-  } else {
-    // Off below a lower bar: the thread takes the sends' cost off the loop
-    // thread, so the same app measures cheaper while it is on (a direct send
-    // of a FastAPI response costs ~20 us); one bar would switch it on and off
-    // in turn for an app just over it.
-    bool still_costly =
-        loop_busy_permille_ >= 400 && loop_ns_per_request_ >= config_.send_thread_min_request_ns * 6 / 10;
+  } else if (min_ns != 0) {
+    // Off below a lower bar (40% busy, 60% of the cost): the thread takes
+    // the sends' cost off the loop thread, so the same app measures cheaper
+    // while it is on (a direct send of a FastAPI response costs ~20 us); one
+    // bar would switch it on and off in turn for an app just over it.
+    bool still_costly = loop_busy_permille_ >= 400 && loop_ns_per_request_ >= min_ns * 6 / 10;
     if (!still_costly) set_send_thread_preferred(false);
   }
   cost_base_requests_ = requests;
