@@ -212,7 +212,12 @@ class Worker:
     def _on_signal(self, sig: int = signal.SIGTERM) -> None:
         if sig == signal.SIGHUP:
             self.restart = True
-        if self.stop_event is not None and self.stop_event.is_set():
+        # Only a second SIGINT (CTRL+C again) forces the exit, as in uvicorn.
+        # Another SIGTERM is the same request again: under systemd
+        # (KillMode=control-group), `timeout` or `kill -- -PGID` a worker gets
+        # one from there and one from the supervisor, and must still run the
+        # lifespan shutdown.
+        if sig == signal.SIGINT and self.stop_event is not None and self.stop_event.is_set():
             self.force_exit = True
         if self.stop_event is not None:
             self.stop_event.set()

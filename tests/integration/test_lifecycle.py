@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import os
 import signal
 import socket
 import subprocess
@@ -69,6 +70,27 @@ def test_lifespan_shutdown_runs(server_factory, tmp_path):
     assert log.read_text().split() == ["lifespan.startup"]
     assert srv.stop(signal.SIGTERM) == expected_signal_exit(signal.SIGTERM)
     assert log.read_text().split() == ["lifespan.startup", "lifespan.shutdown"]
+
+
+def test_a_second_sigterm_still_runs_the_lifespan_shutdown(server_factory, tmp_path):
+    """As in uvicorn, only a second SIGINT forces the exit. A worker under
+    systemd (KillMode=control-group), `timeout` or `kill -- -PGID` gets a
+    SIGTERM from there and another from the supervisor."""
+    log = tmp_path / "lifespan.log"
+    srv = server_factory("apps.lifespan_apps:shutdown_slow", env={"LIFESPAN_LOG": str(log)})
+    s = srv.connect(timeout=10)
+    s.sendall(b"GET /sleep?s=1 HTTP/1.1\r\nHost: x\r\n\r\n")  # the shutdown waits for it
+    time.sleep(0.3)
+    os.kill(srv.pid, signal.SIGTERM)
+    srv.wait_for_log("Shutting down")  # the first one is being handled
+    os.kill(srv.pid, signal.SIGTERM)
+    assert ResponseReader(s, 10).read_response().status == 200
+    s.close()
+    # The second may come after the shutdown, when the default handler is
+    # back: the process then ends by it (uvicorn always does); not asserted.
+    srv.wait_exit()
+    assert log.read_text().split() == ["lifespan.startup", "lifespan.shutdown"], srv.stderr
+    assert "ERROR" not in srv.stderr
 
 
 def test_lifespan_off_skips_lifespan(server_factory, tmp_path):
